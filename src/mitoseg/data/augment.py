@@ -1,0 +1,41 @@
+"""Geometric augmentation of masks before synthesis, driven by a per-sample generator.
+
+Augmenting the mask (not the finished image) keeps the image model exact: a flipped crop is
+synthesized with fresh noise, and the space-variant blur bands stay horizontal, top to bottom.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+MaskTransform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
+class RandomDihedral:
+    """One of the 8 flips/rotations of the square, uniformly (paper 000 adds five of them)."""
+
+    def __init__(self, p: float = 1.0) -> None:
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"RandomDihedral: p must be in [0, 1], got {p}")
+        self.p = p
+
+    def __call__(self, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if rng.random() >= self.p:
+            return mask
+        turns, flip = int(rng.integers(4)), bool(rng.integers(2))
+        mask = np.rot90(mask, turns) if mask.shape[0] == mask.shape[1] else np.rot90(mask, 2 * (turns % 2))
+        return np.ascontiguousarray(mask[:, ::-1] if flip else mask)
+
+
+class Compose:
+    """Apply mask transforms in order; an empty list is the identity."""
+
+    def __init__(self, transforms: Sequence[MaskTransform] = ()) -> None:
+        self.transforms = list(transforms)
+
+    def __call__(self, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        for transform in self.transforms:
+            mask = transform(mask, rng)
+        return mask

@@ -1,0 +1,118 @@
+"""LightningDataModule for synthetic fluorescence images (paper 000's protocol)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from mitoseg.data.augment import MaskTransform
+from mitoseg.data.fluo_dataset import SyntheticFluorescenceDataset
+from mitoseg.data.mask_sources import MaskSet, split_by_group
+from mitoseg.errors import InputError
+from mitoseg.synth.fluorescence import FluorescenceParams
+
+log = logging.getLogger(__name__)
+
+
+def _params(condition: Mapping[str, Any], where: str) -> FluorescenceParams:
+    known = set(FluorescenceParams.__dataclass_fields__)
+    unknown = set(condition) - known
+    if unknown:
+        raise InputError(f"{where}: unknown image-condition option(s) {sorted(unknown)}; "
+                         f"expected some of {sorted(known)}")
+    return FluorescenceParams(**dict(condition))
+
+
+class FluorescenceDataModule(pl.LightningDataModule):
+    """Masks -> split by group -> synthetic images per split.
+
+    Seeds: the split and the validation/test images depend on ``split_seed`` only, so every
+    training seed is scored on the very same test images; training images depend on ``seed``.
+
+    Args:
+        masks: a callable returning a ``MaskSet`` (called in ``setup``, so configuring is cheap).
+        condition: image condition (``FluorescenceParams`` fields) for every split.
+        train_conditions: optional list of conditions mixed in equal parts for training.
+        test_condition: optional condition for val/test (train at one SNR, test at another).
+        split: number of masks in 'val' and 'test' (whole groups); the rest trains.
+        train_repeats: noise realizations per training mask (each a different image).
+        pixel_size_um: physical pixel size, passed on to the distance metrics.
+    """
+
+    def __init__(self, masks: Callable[[], MaskSet], condition: Mapping[str, Any],
+                 split: Mapping[str, int], split_seed: int, seed: int,
+                 train_conditions: Sequence[Mapping[str, Any]] | None = None,
+                 test_condition: Mapping[str, Any] | None = None, train_repeats: int = 1,
+                 batch_size: int = 8, eval_batch_size: int | None = None, num_workers: int = 0,
+                 augmentation: MaskTransform | None = None, normalize: str = "zscore",
+                 pixel_size_um: float = 0.0645) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise InputError(f"dataset option 'batch_size' must be >= 1, got {batch_size}")
+        if pixel_size_um <= 0:
+            raise InputError(f"dataset option 'pixel_size_um' must be > 0, got {pixel_size_um}")
+        self.masks_factory = masks
+        self.condition = _params(condition, "dataset.condition")
+        self.train_conditions = [_params(c, "dataset.train_conditions") for c in
+                                 train_conditions] if train_conditions else [self.condition]
+        self.test_condition = (_params(test_condition, "dataset.test_condition")
+                               if test_condition else self.condition)
+        self.split_sizes, self.split_seed, self.seed = dict(split), int(split_seed), int(seed)
+        self.train_repeats, self.batch_size = int(train_repeats), int(batch_size)
+        self.eval_batch_size = int(eval_batch_size or batch_size)
+        self.num_workers, self.augmentation = int(num_workers), augmentation
+        self.normalize, self.pixel_size_um = normalize, float(pixel_size_um)
+        self.datasets: dict[str, SyntheticFluorescenceDataset] = {}
+        self.mask_set: MaskSet | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        self.mask_set = self.masks_factory()
+        indices = split_by_group(self.mask_set.groups, self.split_sizes, self.split_seed)
+        parts = {name: self.mask_set.subset(idx) for name, idx in indices.items()}
+        self.datasets = {
+            "train": SyntheticFluorescenceDataset(
+                parts["train"], self.train_conditions, self.seed, "train", self.train_repeats,
+                self.augmentation, self.normalize),
+            "val": SyntheticFluorescenceDataset(parts["val"], [self.test_condition],
+                                                self.split_seed, "val", 1, None, self.normalize),
+            "test": SyntheticFluorescenceDataset(parts["test"], [self.test_condition],
+                                                 self.split_seed, "test", 1, None, self.normalize),
+        }
+        log.info("%s: %s", self.mask_set.description,
+                 ", ".join(f"{k} {len(v)} images ({len(parts[k])} masks)"
+                           for k, v in self.datasets.items()))
+
+    def describe(self) -> dict[str, Any]:
+        """What the run used, for the run folder: sources, split sizes, conditions."""
+        self.setup()
+        return {
+            "masks": self.mask_set.description, "mask_notes": self.mask_set.notes,
+            "split_seed": self.split_seed, "seed": self.seed,
+            "sizes": {k: len(v) for k, v in self.datasets.items()},
+            "test_mask_ids": list(self.datasets["test"].masks.ids),
+            "train_conditions": [c.to_dict() for c in self.train_conditions],
+            "test_condition": self.test_condition.to_dict(),
+            "pixel_size_um": self.pixel_size_um,
+        }
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        self.setup()
+        return DataLoader(self.datasets[split],
+                          batch_size=self.batch_size if split == "train" else self.eval_batch_size,
+                          shuffle=shuffle, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, drop_last=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

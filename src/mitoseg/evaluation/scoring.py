@@ -1,0 +1,43 @@
+"""Per-image scores of predictions, shared by the training test loop and ``evaluate.py``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from mitoseg.metrics.segmentation import image_metrics, mean_sem
+
+SUMMARY_METRICS = ("as", "abd_px", "abd_um")
+
+
+def score_batch(probabilities: torch.Tensor, masks: torch.Tensor, batch: Mapping[str, Any],
+                binarize: Callable[[np.ndarray], np.ndarray],
+                pixel_size_um: float) -> list[dict[str, Any]]:
+    """One row per image: its id, how it was made, and AS / ABD (px and um) of its prediction."""
+    probabilities = probabilities.detach().float().cpu().numpy()[:, 0]
+    masks = masks.detach().cpu().numpy()[:, 0] > 0.5
+    records = batch.get("record", {})
+    rows = []
+    for i, (probability, mask) in enumerate(zip(probabilities, masks)):
+        row: dict[str, Any] = {"mask_id": _item(batch["mask_id"], i), "index": _item(batch["index"], i)}
+        row |= {key: _item(values, i) for key, values in records.items()}
+        row |= image_metrics(mask, binarize(probability), pixel_size_um)
+        rows.append(row)
+    return rows
+
+
+def summarize(rows: Iterable[Mapping[str, Any]],
+              metrics: Iterable[str] = SUMMARY_METRICS) -> dict[str, dict[str, float]]:
+    """mean, SEM, std and n of each metric over images (paper 000 reports mean +- SEM)."""
+    rows = list(rows)
+    return {name: mean_sem([row[name] for row in rows]) for name in metrics}
+
+
+def _item(values: Any, index: int) -> Any:
+    value = values[index]
+    if isinstance(value, torch.Tensor):
+        return value.item()
+    return value

@@ -1,0 +1,224 @@
+"""Segmentation metrics of paper 000 (robustness and sensitivity of CNNs, fluorescence images).
+
+Area similarity (AS, eq. 5), average boundary distance (ABD, eq. 6-7), and the two
+deformation metrics built on them (DAS, eq. 8; DDS, eq. 9). All functions take 2D binary
+masks (bool, or numeric arrays holding only 0 and 1) and are pure numpy/scipy.
+
+Conventions (chosen so every metric is defined for every input, see each docstring):
+- Pixels outside the image count as background, so foreground touching the image edge
+  has boundary there. This makes a non-empty mask always have a non-empty boundary.
+- Empty masks get fixed values instead of errors, because empty predictions (and empty
+  ground-truth crops) do occur in evaluation loops and must not abort them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Union
+
+import numpy as np
+from scipy import ndimage
+
+from mitoseg.errors import InputError
+
+Sampling = Union[float, tuple[float, float], None]
+
+__all__ = [
+    "area_similarity",
+    "boundary",
+    "average_boundary_distance",
+    "deformation_area_similarity",
+    "deformation_distance_similarity",
+    "image_metrics",
+    "mean_sem",
+]
+
+
+def _as_mask(mask: np.ndarray, name: str) -> np.ndarray:
+    """Validate one mask and return it as a bool array; silent casts would hide bugs like probability maps."""
+    arr = np.asarray(mask)
+    if arr.ndim != 2:
+        raise InputError(f"{name}: expected a 2D mask, got an array of shape {arr.shape} ({arr.ndim}D)")
+    if arr.size == 0:
+        raise InputError(f"{name}: expected a non-empty 2D mask, got shape {arr.shape}")
+    if arr.dtype == bool:
+        return arr
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise InputError(f"{name}: expected a bool or 0/1 numeric mask, got dtype {arr.dtype}")
+    bad = (arr != 0) & (arr != 1)
+    if bad.any():
+        found = np.unique(arr[bad])[:5].tolist()
+        raise InputError(f"{name}: expected mask values in {{0, 1}}, got other values {found} (dtype {arr.dtype})")
+    return arr == 1
+
+
+def _pair(a: np.ndarray, b: np.ndarray, names: tuple[str, str] = ("a", "b")) -> tuple[np.ndarray, np.ndarray]:
+    """Validate two masks that are compared pixel by pixel, so their shapes must agree."""
+    ma, mb = _as_mask(a, names[0]), _as_mask(b, names[1])
+    if ma.shape != mb.shape:
+        raise InputError(
+            f"{names[0]} and {names[1]}: expected masks of the same shape, got {ma.shape} and {mb.shape}"
+        )
+    return ma, mb
+
+
+def _sampling(sampling: Sampling) -> tuple[float, float]:
+    """Normalise the pixel size to (dy, dx); a wrong size would silently scale every distance."""
+    if sampling is None:
+        return (1.0, 1.0)
+    vals = np.atleast_1d(np.asarray(sampling, dtype=float)).ravel()
+    if vals.size == 1:
+        vals = np.repeat(vals, 2)
+    if vals.size != 2 or not np.all(np.isfinite(vals)) or np.any(vals <= 0):
+        raise InputError(f"sampling: expected a positive pixel size (scalar or (dy, dx)), got {sampling!r}")
+    return (float(vals[0]), float(vals[1]))
+
+
+def _structure(connectivity: int) -> np.ndarray:
+    if connectivity not in (1, 2):
+        raise InputError(f"connectivity: expected 1 (4-neighbourhood) or 2 (8-neighbourhood), got {connectivity!r}")
+    return ndimage.generate_binary_structure(2, connectivity)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.count_nonzero(a | b)
+    if union == 0:
+        return 1.0  # nothing in either: perfect agreement
+    return np.count_nonzero(a & b) / union
+
+
+def area_similarity(gt: np.ndarray, pred: np.ndarray) -> float:
+    """AS = |A ∩ B| / |A ∪ B| (eq. 5), the foreground IoU.
+
+    Both masks empty -> 1.0: the prediction agrees perfectly with an empty ground truth.
+    """
+    a, b = _pair(gt, pred, ("gt", "pred"))
+    return float(_iou(a, b))
+
+
+def boundary(mask: np.ndarray, connectivity: int = 1) -> np.ndarray:
+    """Inner boundary, one pixel thick: mask pixels with a neighbour outside the mask.
+
+    connectivity=1 uses the 4-neighbourhood (cross), 2 the full 3x3. Pixels outside the
+    image count as background (border_value=0), so foreground on the image edge is
+    boundary: an object cut by the field of view is treated as ending there.
+    """
+    m = _as_mask(mask, "mask")
+    eroded = ndimage.binary_erosion(m, structure=_structure(connectivity), border_value=0)
+    return m & ~eroded
+
+
+def _abd(a: np.ndarray, b: np.ndarray, connectivity: int, spacing: tuple[float, float]) -> float:
+    """ABD on validated bool masks (see average_boundary_distance)."""
+    sa, sb = boundary(a, connectivity), boundary(b, connectivity)
+    na, nb = np.count_nonzero(sa), np.count_nonzero(sb)
+    if na == 0 and nb == 0:
+        return 0.0
+    if na == 0 or nb == 0:
+        h, w = a.shape
+        return math.hypot(h * spacing[0], w * spacing[1])
+    # EDT of the complement of one boundary = distance from every pixel to its nearest
+    # boundary pixel; reading it at the other boundary gives d(s, S(.)) in O(HW).
+    d_to_b = ndimage.distance_transform_edt(~sb, sampling=spacing)
+    d_to_a = ndimage.distance_transform_edt(~sa, sampling=spacing)
+    total = d_to_b[sa].sum() + d_to_a[sb].sum()
+    return float(total / (na + nb))
+
+
+def average_boundary_distance(
+    a: np.ndarray, b: np.ndarray, connectivity: int = 1, sampling: Sampling = None
+) -> float:
+    """Symmetric average boundary distance (eq. 6-7), in pixels or in units of `sampling`.
+
+    ABD = (sum_{s in S(A)} d(s, S(B)) + sum_{s in S(B)} d(s, S(A))) / (|S(A)| + |S(B)|),
+    with d the Euclidean distance to the nearest boundary pixel of the other mask.
+    `sampling` is the pixel size (scalar or (dy, dx)), e.g. 0.0645 to get µm.
+
+    Conventions: both empty -> 0.0. Exactly one empty -> the image diagonal
+    sqrt((H*dy)^2 + (W*dx)^2), larger than any real boundary distance in the image, so a
+    total miss scores worst instead of being undefined or dropped from averages.
+    """
+    ma, mb = _pair(a, b)
+    return _abd(ma, mb, connectivity, _sampling(sampling))
+
+
+def deformation_area_similarity(
+    a: np.ndarray, a_d: np.ndarray, b: np.ndarray, b_d: np.ndarray
+) -> float:
+    """DAS (eq. 8): IoU of the ground-truth change (A xor A_D) and the prediction change (B xor B_D).
+
+    A_D is the ground truth after a deformation (erosion/dilation), B and B_D the predictions
+    on the original and deformed image: DAS asks whether the prediction changed where the
+    truth changed. Both changes empty -> 1.0 (nothing changed, and nothing was predicted to).
+    """
+    names = ("a", "a_d", "b", "b_d")
+    masks = [_as_mask(m, n) for m, n in zip((a, a_d, b, b_d), names)]
+    for m, n in zip(masks[1:], names[1:]):
+        if m.shape != masks[0].shape:
+            raise InputError(f"a and {n}: expected masks of the same shape, got {masks[0].shape} and {m.shape}")
+    ma, mad, mb, mbd = masks
+    return float(_iou(ma ^ mad, mb ^ mbd))
+
+
+def deformation_distance_similarity(
+    a: np.ndarray,
+    a_d: np.ndarray,
+    b: np.ndarray,
+    b_d: np.ndarray,
+    connectivity: int = 1,
+    sampling: Sampling = None,
+) -> float:
+    """DDS (eq. 9) = ABD(B, B_D) / ABD(A, A_D): how far the prediction moved relative to the truth.
+
+    1 means the prediction boundary moved as much as the ground truth, 0 that it did not move.
+    ABD(A, A_D) == 0 -> nan: the ground truth did not move, so the ratio is undefined.
+    """
+    ma, mad = _pair(a, a_d, ("a", "a_d"))
+    mb, mbd = _pair(b, b_d, ("b", "b_d"))
+    if ma.shape != mb.shape:
+        raise InputError(f"a and b: expected masks of the same shape, got {ma.shape} and {mb.shape}")
+    spacing = _sampling(sampling)
+    denom = _abd(ma, mad, connectivity, spacing)
+    if denom == 0.0:
+        return float("nan")
+    return _abd(mb, mbd, connectivity, spacing) / denom
+
+
+def image_metrics(
+    gt: np.ndarray, pred: np.ndarray, pixel_size_um: float, connectivity: int = 1
+) -> dict[str, float]:
+    """Per-image metrics in one dict, ready for a results table.
+
+    Keys: as, abd_px, abd_um, gt_fraction / pred_fraction (foreground share of the image),
+    gt_empty / pred_empty (1.0 or 0.0), so empty-mask conventions can be filtered later.
+    """
+    a, b = _pair(gt, pred, ("gt", "pred"))
+    if np.ndim(pixel_size_um) != 0:
+        raise InputError(f"pixel_size_um: expected a scalar pixel size in µm, got {pixel_size_um!r}")
+    px = _sampling(pixel_size_um)[0]
+    abd_px = _abd(a, b, connectivity, (1.0, 1.0))
+    return {
+        "as": float(_iou(a, b)),
+        "abd_px": abd_px,
+        "abd_um": abd_px * px,  # isotropic, so scaling afterwards equals sampling=px
+        "gt_fraction": float(a.mean()),
+        "pred_fraction": float(b.mean()),
+        "gt_empty": float(not a.any()),
+        "pred_empty": float(not b.any()),
+    }
+
+
+def mean_sem(values: Iterable[float]) -> dict[str, float]:
+    """Mean and standard error over finite values, as reported in the paper's tables (mean ± SEM).
+
+    NaN/inf (e.g. undefined DDS) are ignored; `n` counts the finite values used.
+    std uses ddof=1; sem = std / sqrt(n); n < 2 -> std and sem are nan (no spread estimable).
+    """
+    arr = np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=float).ravel()
+    finite = arr[np.isfinite(arr)]
+    n = int(finite.size)
+    mean = float(finite.mean()) if n > 0 else float("nan")
+    std = float(finite.std(ddof=1)) if n > 1 else float("nan")
+    sem = std / math.sqrt(n) if n > 1 else float("nan")
+    return {"mean": mean, "sem": sem, "n": n, "std": std}

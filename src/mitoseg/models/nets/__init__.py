@@ -1,0 +1,1 @@
+"""Segmentation networks: one plain ``nn.Module`` per file, each returning logits."""

@@ -1,0 +1,93 @@
+"""The one LightningModule: a network, a loss, an optimizer and metrics, composed from config."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from mitoseg.evaluation.scoring import score_batch, summarize
+from mitoseg.postproc.binarize import Binarize
+
+
+class SegmentationModule(pl.LightningModule):
+    """Binary segmentation with any network that returns logits.
+
+    Args:
+        net: the network (an ``nn.Module`` returning one logit per pixel).
+        loss: a loss on (logits, target).
+        optimizer: a partial optimizer, completed here with the network's parameters.
+        scheduler: an optional partial LR scheduler, completed with the optimizer.
+        binarize: probability map -> mask, used for the validation IoU and the test metrics.
+        pixel_size_um: pixel size for boundary distances in micrometres.
+        monitor: the metric a plateau scheduler watches.
+        config: the run's resolved config, stored in every checkpoint so that a checkpoint
+            alone can rebuild its network.
+    """
+
+    def __init__(self, net: nn.Module, loss: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
+                 scheduler: Callable[..., Any] | None = None, binarize: Binarize | None = None,
+                 pixel_size_um: float = 0.0645, monitor: str = "val/loss",
+                 config: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.net, self.loss = net, loss
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.binarize = binarize or Binarize()
+        self.pixel_size_um, self.monitor = pixel_size_um, monitor
+        self.config = config or {}
+        self.test_rows: list[dict[str, Any]] = []
+        self.test_summary: dict[str, dict[str, float]] = {}
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.net(image)
+
+    def _shared_step(self, batch: dict[str, Any], split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.net(batch["image"])
+        loss = self.loss(logits, batch["mask"])
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{split} loss is {loss.item()} at step {self.global_step}: "
+                                     "training diverged (lower the learning rate?)")
+        self.log(f"{split}/loss", loss, on_step=split == "train", on_epoch=True,
+                 prog_bar=True, batch_size=len(logits))
+        return loss, logits
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")[0]
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        _, logits = self._shared_step(batch, "val")
+        predicted = torch.sigmoid(logits) > self.binarize.threshold
+        truth = batch["mask"] > 0.5
+        intersection = (predicted & truth).flatten(1).sum(1).float()
+        union = (predicted | truth).flatten(1).sum(1).float()
+        per_image = torch.where(union > 0, intersection / union.clamp(min=1), torch.ones_like(union))
+        self.log("val/as", per_image.mean(), on_epoch=True, prog_bar=True, batch_size=len(logits))
+
+    def on_test_epoch_start(self) -> None:
+        self.test_rows = []
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        _, logits = self._shared_step(batch, "test")
+        self.test_rows += score_batch(torch.sigmoid(logits), batch["mask"], batch,
+                                      self.binarize, self.pixel_size_um)
+
+    def on_test_epoch_end(self) -> None:
+        self.test_summary = summarize(self.test_rows)
+        for name, stats in self.test_summary.items():
+            if np.isfinite(stats["mean"]):
+                self.log(f"test/{name}", stats["mean"])
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=self.net.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["mitoseg_config"] = self.config
