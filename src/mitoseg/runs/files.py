@@ -28,6 +28,7 @@ def write_new_bytes(path: str | Path, data: bytes) -> Path:
     if path.exists():
         raise InputError(f"refusing to overwrite existing result '{path}'")
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(temporary, 0o644)  # mkstemp makes it private; results are meant to be shared
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)

@@ -1,0 +1,45 @@
+"""Loading a trained network from a checkpoint file, which is treated as untrusted input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch import nn
+
+from mitoseg.errors import InputError
+
+
+def load_network(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The network of a mitoseg checkpoint (eval mode) and the config it was trained with.
+
+    ``torch.load(weights_only=True)`` refuses anything but tensors and plain containers, so a
+    checkpoint from elsewhere cannot run code on load. The network is rebuilt from the config
+    stored in the checkpoint, then its weights are loaded strictly.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise InputError(f"checkpoint not found: '{path}' (expected a .ckpt written by train.py, "
+                         "e.g. outputs/runs/<experiment>/<run>/checkpoints/best.ckpt)")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise InputError(f"checkpoint '{path}' could not be loaded safely (weights only): "
+                         f"{error}") from error
+    config = checkpoint.get("mitoseg_config") if isinstance(checkpoint, dict) else None
+    if not config or "model" not in config or "state_dict" not in checkpoint:
+        raise InputError(f"checkpoint '{path}' is not a mitoseg checkpoint (no stored config "
+                         "or state_dict)")
+    net = instantiate(OmegaConf.create(config["model"]))
+    prefix = "net."
+    state = {key[len(prefix):]: value for key, value in checkpoint["state_dict"].items()
+             if key.startswith(prefix)}
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise InputError(f"checkpoint '{path}': weights do not fit the stored model config: "
+                         f"{error}") from error
+    return net.eval(), config

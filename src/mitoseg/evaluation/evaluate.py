@@ -1,0 +1,59 @@
+"""``evaluate(cfg)``: score a checkpoint on a dataset split; per-image CSV and summary JSON."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from mitoseg.evaluation.checkpoints import load_network
+from mitoseg.evaluation.scoring import score_batch, summarize
+from mitoseg.errors import InputError
+from mitoseg.runs.files import write_new_csv, write_new_json
+from mitoseg.runs.run_info import run_info
+
+log = logging.getLogger(__name__)
+
+
+def _section(cfg: DictConfig, stored: dict[str, Any], key: str) -> DictConfig:
+    """The evaluation's own ``key`` config if given, else the one stored in the checkpoint."""
+    node = cfg.get(key)
+    return node if node else OmegaConf.create(stored[key])
+
+
+@torch.no_grad()
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Run the checkpoint's network over ``cfg.split`` of the dataset and score every image.
+
+    The dataset and post-processing default to the ones stored in the checkpoint, so the
+    same test images are scored; give ``dataset=...`` or ``postproc=...`` to change them
+    (e.g. another SNR, or the 0.9 threshold).
+    """
+    if cfg.split not in ("train", "val", "test"):
+        raise InputError(f"config option 'split' must be train, val or test, got {cfg.split!r}")
+    net, stored = load_network(cfg.ckpt_path)
+    datamodule = instantiate(_section(cfg, stored, "dataset"))
+    binarize = instantiate(_section(cfg, stored, "postproc"))
+    datamodule.setup()
+    loader = {"train": datamodule.train_dataloader, "val": datamodule.val_dataloader,
+              "test": datamodule.test_dataloader}[cfg.split]()
+    rows = []
+    for batch in loader:
+        probabilities = torch.sigmoid(net(batch["image"]))
+        rows += score_batch(probabilities, batch["mask"], batch, binarize,
+                            datamodule.pixel_size_um)
+    summary = {"checkpoint": str(Path(cfg.ckpt_path).resolve()), "split": cfg.split,
+               "n_images": len(rows), "metrics": summarize(rows),
+               "postproc": binarize.describe(), "data": datamodule.describe()}
+    out = Path(cfg.paths.output_dir)
+    write_new_json(out / "run_info.json", run_info(stored.get("seed"), stored.get("data_seed")))
+    write_new_csv(out / f"{cfg.split}_per_image.csv", rows)
+    write_new_json(out / "summary.json", summary)
+    for name, stats in summary["metrics"].items():
+        print(f"{cfg.split}/{name}: {stats['mean']:.4f} +- {stats['sem']:.4f} (SEM, n={stats['n']})")
+    print(f"Results written to {out}")
+    return summary
