@@ -57,13 +57,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics.json and test_per_image.csv. Result files are never overwritten.
     """
     check_seeds(cfg)
-    run_dir = _prepare_run_folder(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
-
+    # Build and check everything before the run folder gets its first file, so that bad
+    # input leaves no run folder that looks like a run.
     datamodule = instantiate(cfg.dataset)
+    datamodule.setup()
     module = build_module(cfg)
+    run_dir = _prepare_run_folder(cfg)
     write_new_json(run_dir / "data.json", datamodule.describe())
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks,

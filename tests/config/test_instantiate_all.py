@@ -1,0 +1,146 @@
+"""Every option of every config group composes and instantiates into a working object."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+
+from mitoseg.data.fluo_datamodule import FluorescenceDataModule
+from mitoseg.postproc.binarize import Binarize
+from mitoseg.training.loggers import build_loggers
+from tests.conftest import CONF, SHARED_DATA, compose_config
+
+
+def options(group: str) -> list[str]:
+    return sorted(path.stem for path in (CONF / group).glob("*.yaml"))
+
+
+GROUPS = ["dataset", "model", "augmentation", "loss", "optimizer", "scheduler", "postproc",
+          "trainer", "callbacks", "logger", "paths", "experiment"]
+
+
+def test_every_group_has_options() -> None:
+    for group in GROUPS:
+        assert options(group), f"config group '{group}' has no options"
+
+
+@pytest.mark.parametrize("option", options("dataset"))
+def test_dataset_options(option: str, tmp_path: Path) -> None:
+    cfg = compose_config("train", [f"dataset={option}", "dataset.masks.limit=18"
+                                   if option == "fluo_masks" else "dataset.masks.count=40"],
+                         tmp_path)
+    datamodule = instantiate(cfg.dataset)
+    assert isinstance(datamodule, FluorescenceDataModule)
+    if option == "fluo_masks" and not (SHARED_DATA / "fluo-masks").is_dir():
+        pytest.skip(f"real masks not present at {SHARED_DATA / 'fluo-masks'}")
+    datamodule.split_sizes = {"val": 1, "test": 1}
+    datamodule.setup()
+    batch = next(iter(datamodule.train_dataloader()))
+    assert batch["image"].shape[1:] == (1, 200, 200)
+    assert set(batch["mask"].unique().tolist()) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("option", options("model"))
+def test_model_options(option: str) -> None:
+    cfg = compose_config("train", [f"model={option}"])
+    net = instantiate(cfg.model)
+    assert net(torch.zeros(1, 1, 200, 200)).shape == (1, 1, 200, 200)
+
+
+@pytest.mark.parametrize("option", options("augmentation"))
+def test_augmentation_options(option: str) -> None:
+    import numpy as np
+
+    cfg = compose_config("train", [f"augmentation={option}"])
+    augment = instantiate(cfg.augmentation)
+    mask = np.zeros((8, 8), bool)
+    mask[0, :3] = True
+    out = augment(mask, np.random.default_rng(0))
+    assert out.shape == mask.shape and out.sum() == mask.sum()
+
+
+@pytest.mark.parametrize("option", options("loss"))
+def test_loss_options(option: str) -> None:
+    cfg = compose_config("train", [f"loss={option}"])
+    loss = instantiate(cfg.loss)
+    logits = torch.randn(2, 1, 8, 8, requires_grad=True)
+    value = loss(logits, (torch.rand(2, 1, 8, 8) > 0.5).float())
+    value.backward()
+    assert torch.isfinite(value) and logits.grad is not None
+
+
+@pytest.mark.parametrize("option", options("optimizer"))
+def test_optimizer_options(option: str) -> None:
+    cfg = compose_config("train", [f"optimizer={option}"])
+    parameter = torch.nn.Parameter(torch.ones(3))
+    optimizer = instantiate(cfg.optimizer)(params=[parameter])
+    parameter.sum().backward()
+    optimizer.step()
+    assert not torch.equal(parameter.detach(), torch.ones(3))
+
+
+@pytest.mark.parametrize("option", options("scheduler"))
+def test_scheduler_options(option: str) -> None:
+    cfg = compose_config("train", [f"scheduler={option}"])
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], lr=0.1)
+    scheduler = instantiate(cfg.scheduler)(optimizer=optimizer)
+    assert scheduler.optimizer is optimizer
+
+
+@pytest.mark.parametrize("option", options("postproc"))
+def test_postproc_options(option: str) -> None:
+    import numpy as np
+
+    cfg = compose_config("train", [f"postproc={option}"])
+    binarize = instantiate(cfg.postproc)
+    assert isinstance(binarize, Binarize)
+    probabilities = np.full((20, 20), 0.95)
+    assert binarize(probabilities).all()
+
+
+@pytest.mark.parametrize("option", options("trainer"))
+def test_trainer_options(option: str, tmp_path: Path) -> None:
+    cfg = compose_config("train", [f"trainer={option}"], tmp_path)
+    if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
+        cfg.trainer.accelerator = "cpu"  # the option composes; its GPU needs a GPU to start
+        cfg.trainer.precision = "32-true"
+    trainer = instantiate(cfg.trainer, logger=False, default_root_dir=str(tmp_path))
+    assert isinstance(trainer, pl.Trainer)
+
+
+@pytest.mark.parametrize("option", options("callbacks"))
+def test_callbacks_options(option: str, tmp_path: Path) -> None:
+    cfg = compose_config("train", [f"callbacks={option}"], tmp_path)
+    callbacks = [instantiate(node) for node in cfg.callbacks.values()]
+    assert callbacks and all(isinstance(c, pl.Callback) for c in callbacks)
+
+
+@pytest.mark.parametrize("option", options("logger"))
+def test_logger_options(option: str, tmp_path: Path) -> None:
+    cfg = compose_config("train", [f"logger={option}"], tmp_path)
+    loggers = build_loggers(cfg)
+    assert len(loggers) == len(cfg.logger)
+
+
+@pytest.mark.parametrize("option", options("paths"))
+def test_paths_options(option: str, tmp_path: Path) -> None:
+    cfg = compose_config("train", [f"paths={option}"], tmp_path)
+    assert cfg.paths.output_dir == str(tmp_path) and cfg.paths.output_root
+
+
+@pytest.mark.parametrize("option", options("experiment"))
+def test_experiment_options(option: str, tmp_path: Path) -> None:
+    cfg = compose_config("train", [f"experiment={option}"], tmp_path)
+    assert isinstance(instantiate(cfg.dataset), FluorescenceDataModule)
+    assert isinstance(instantiate(cfg.model), torch.nn.Module)
+
+
+@pytest.mark.parametrize("name", ["evaluate", "segment"])
+def test_entry_point_configs_compose(name: str) -> None:
+    overrides = ["ckpt_path=x.ckpt"] + (["input=y"] if name == "segment" else [])
+    cfg = compose_config(name, overrides)
+    assert cfg.ckpt_path == "x.ckpt"

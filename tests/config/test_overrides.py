@@ -1,0 +1,32 @@
+from mitoseg.config.overrides import expand_range_overrides
+from mitoseg.config.resolvers import folder_suffix
+
+
+def test_inclusive_range_becomes_hydra_range() -> None:
+    assert expand_range_overrides(["train.py", "-m", "seed=0..9"]) == [
+        "train.py", "-m", "seed=range(0,10,1)"]
+    assert list(range(0, 10, 1)) == list(range(0, 9 + 1))  # 10 jobs, 0 and 9 included
+
+
+def test_other_arguments_untouched() -> None:
+    argv = ["train.py", "seed=3", "lr=0.1", "seed=range(0,3)", "name=a..b", "path=/x/0..1/y"]
+    assert expand_range_overrides(argv) == argv
+
+
+def test_prefixed_nested_and_descending_ranges() -> None:
+    assert expand_range_overrides(["+data_seed=2..4"]) == ["+data_seed=range(2,5,1)"]
+    assert expand_range_overrides(["dataset.condition.snr=3..1"]) == [
+        "dataset.condition.snr=range(3,0,-1)"]
+    assert expand_range_overrides(["seed=-1..1"]) == ["seed=range(-1,2,1)"]
+
+
+def test_folder_suffix_is_safe() -> None:
+    assert folder_suffix("") == ""
+    assert folder_suffix("model=fcn,seed=3") == "_model=fcn,seed=3"
+    assert "/" not in folder_suffix("dataset.masks.path=/data/x y")
+
+
+def test_long_folder_names_stay_distinct() -> None:
+    a = folder_suffix("x" * 300 + ",seed=1")
+    b = folder_suffix("x" * 300 + ",seed=2")
+    assert len(a) <= 161 and len(b) <= 161 and a != b

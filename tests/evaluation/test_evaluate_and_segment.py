@@ -1,0 +1,104 @@
+"""A trained checkpoint re-scores its own test set exactly, and segments users' own files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from skimage import io as skio
+
+from mitoseg.errors import InputError
+from mitoseg.evaluation.checkpoints import load_network
+from mitoseg.evaluation.evaluate import evaluate
+from mitoseg.evaluation.segment import segment
+from mitoseg.training.train import train
+from tests.conftest import compose_config
+
+
+class Payload:
+    """Stands for any pickled object a hostile checkpoint could carry."""
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.conftest import TINY
+
+    run_dir = tmp_path_factory.mktemp("run")
+    train(compose_config("train", TINY, run_dir))
+    return run_dir
+
+
+def test_evaluate_reproduces_the_training_test_metrics(trained_run: Path, tmp_path: Path) -> None:
+    checkpoint = trained_run / "checkpoints" / "best.ckpt"
+    summary = evaluate(compose_config("evaluate", [f"ckpt_path={checkpoint}"], tmp_path))
+    trained = json.loads((trained_run / "metrics.json").read_text())["test"]
+    for name in ("as", "abd_px", "abd_um"):
+        assert summary["metrics"][name]["mean"] == pytest.approx(trained[name]["mean"], abs=1e-6)
+    assert (tmp_path / "test_per_image.csv").is_file() and (tmp_path / "summary.json").is_file()
+
+
+def test_evaluate_with_another_threshold_and_no_overwrite(trained_run: Path, tmp_path: Path) -> None:
+    checkpoint = trained_run / "checkpoints" / "best.ckpt"
+    cfg = compose_config("evaluate", [f"ckpt_path={checkpoint}", "postproc=threshold_0.9"],
+                         tmp_path)
+    assert evaluate(cfg)["postproc"]["threshold"] == 0.9
+    with pytest.raises(InputError, match="refusing to overwrite"):
+        evaluate(cfg)
+
+
+def test_checkpoint_loads_weights_only_and_rejects_foreign_files(trained_run: Path,
+                                                                 tmp_path: Path) -> None:
+    net, config = load_network(trained_run / "checkpoints" / "last.ckpt")
+    assert not net.training and config["model"]["base_channels"] == 4
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(InputError, match="not a mitoseg checkpoint"):
+        load_network(foreign)
+
+    # an arbitrary object: weights_only loading must refuse to unpickle it
+    torch.save({"payload": Payload()}, tmp_path / "pickle.ckpt")
+    with pytest.raises(InputError, match="could not be loaded safely"):
+        load_network(tmp_path / "pickle.ckpt")
+    with pytest.raises(InputError, match="checkpoint not found"):
+        load_network(tmp_path / "missing.ckpt")
+
+
+def test_segment_files_folder_and_stack(trained_run: Path, tmp_path: Path) -> None:
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(inputs / "cell1.tif", rng.normal(100, 10, (70, 90)).astype(np.float32))
+    skio.imsave(inputs / "cell2.png", rng.integers(0, 255, (64, 64)).astype(np.uint8),
+                check_contrast=False)
+    tifffile.imwrite(inputs / "stack.tif", rng.normal(100, 10, (3, 48, 40)).astype(np.float32))
+    out = tmp_path / "out"
+    cfg = compose_config("segment", [f"ckpt_path={trained_run / 'checkpoints' / 'best.ckpt'}",
+                                     f"input={inputs}", f"output_dir={out}"])
+    record = segment(cfg)
+    assert [Path(r["input"]).name for r in record["images"]] == ["cell1.tif", "cell2.png",
+                                                                 "stack.tif"]
+    assert tifffile.imread(out / "cell1_prob.tif").shape == (70, 90)
+    assert tifffile.imread(out / "stack_mask.tif").shape == (3, 48, 40)
+    probabilities = tifffile.imread(out / "cell2_prob.tif")
+    mask = tifffile.imread(out / "cell2_mask.tif")
+    assert np.array_equal(mask == 255, probabilities > record["postproc"]["threshold"])
+    saved = json.loads((out / "segmentation.json").read_text())
+    assert saved["pixel_size_um"] == pytest.approx(0.0645) and saved["postproc"]["threshold"] == 0.5
+    with pytest.raises(InputError, match="refusing to overwrite"):
+        segment(cfg)
+
+
+def test_segment_refuses_nan_images(trained_run: Path, tmp_path: Path) -> None:
+    image = np.ones((32, 32), np.float32)
+    image[3, 4] = np.nan
+    tifffile.imwrite(tmp_path / "bad.tif", image)
+    cfg = compose_config("segment", [f"ckpt_path={trained_run / 'checkpoints' / 'best.ckpt'}",
+                                     f"input={tmp_path / 'bad.tif'}",
+                                     f"output_dir={tmp_path / 'out'}"])
+    with pytest.raises(InputError, match=r"bad\.tif.*NaN"):
+        segment(cfg)
+    assert not (tmp_path / "out").exists()
