@@ -28,13 +28,36 @@ def test_every_group_has_options() -> None:
         assert options(group), f"config group '{group}' has no options"
 
 
+def write_pairs(folder: Path, count: int = 8, shape: tuple[int, int] = (200, 200)) -> list[str]:
+    import numpy as np
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    (folder / "images").mkdir()
+    (folder / "masks").mkdir()
+    for index in range(count):
+        mask = np.zeros(shape, np.uint8)
+        mask[20:40, 10 + index: 60 + index] = 255
+        tifffile.imwrite(folder / "images" / f"{index}.tif",
+                         (rng.normal(100, 5, shape) + (mask > 0) * 50).astype(np.float32))
+        tifffile.imwrite(folder / "masks" / f"{index}.tif", mask)
+    return [f"dataset.images_dir={folder / 'images'}", f"dataset.masks_dir={folder / 'masks'}"]
+
+
+def dataset_overrides(option: str, tmp_path: Path) -> list[str]:
+    if option == "fluo_masks":
+        return ["dataset.masks.limit=18"]
+    if option == "fluo_pairs":
+        return write_pairs(tmp_path)
+    return ["dataset.masks.count=40"]
+
+
 @pytest.mark.parametrize("option", options("dataset"))
 def test_dataset_options(option: str, tmp_path: Path) -> None:
-    cfg = compose_config("train", [f"dataset={option}", "dataset.masks.limit=18"
-                                   if option == "fluo_masks" else "dataset.masks.count=40"],
+    cfg = compose_config("train", [f"dataset={option}", *dataset_overrides(option, tmp_path)],
                          tmp_path)
     datamodule = instantiate(cfg.dataset)
-    assert isinstance(datamodule, FluorescenceDataModule)
+    assert hasattr(datamodule, "describe") and datamodule.pixel_size_um > 0
     if option == "fluo_masks" and not (SHARED_DATA / "fluo-masks").is_dir():
         pytest.skip(f"real masks not present at {SHARED_DATA / 'fluo-masks'}")
     datamodule.split_sizes = {"val": 1, "test": 1}

