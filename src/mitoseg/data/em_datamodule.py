@@ -1,0 +1,164 @@
+"""LightningDataModule for EM volumes (paper 002): patches for training, whole slices for test."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from mitoseg.data.em_patches import RandomPatchDataset, TiledPatchDataset
+from mitoseg.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EMVolumes:
+    """Image and label volumes (D, H, W) of a data set; array-likes, typically memory maps."""
+
+    train_image: Any
+    train_labels: Any
+    test_image: Any
+    test_labels: Any
+    voxel_size_nm: tuple[float, float, float]  # (z, y, x)
+    description: str
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def slice_fingerprints(volume: Any) -> list[str]:
+    """A hash per z-slice: equal slices in two volumes mean the same image data."""
+    return [hashlib.blake2b(np.ascontiguousarray(volume[z]).tobytes(), digest_size=16).hexdigest()
+            for z in range(volume.shape[0])]
+
+
+def check_no_overlap(volumes: EMVolumes) -> None:
+    """Refuse a test set that shares any slice with the training set (a classic mistake:
+    evaluating on the training volume, or on a z-range that overlaps it)."""
+    for name in ("train_image", "train_labels", "test_image", "test_labels"):
+        if getattr(volumes, name).ndim != 3:
+            raise InputError(f"{volumes.description}: {name} must be a (D, H, W) volume, got "
+                             f"shape {getattr(volumes, name).shape}")
+    for image, labels, split in ((volumes.train_image, volumes.train_labels, "training"),
+                                 (volumes.test_image, volumes.test_labels, "test")):
+        if image.shape != labels.shape:
+            raise InputError(f"{volumes.description}: {split} image shape {image.shape} differs "
+                             f"from its labels' shape {labels.shape}")
+    shared = set(slice_fingerprints(volumes.train_image)) & set(
+        slice_fingerprints(volumes.test_image))
+    if shared:
+        raise InputError(f"{volumes.description}: {len(shared)} test slice(s) also occur in the "
+                         "training volume; the test set must not overlap the training set")
+
+
+class EMDataModule(pl.LightningDataModule):
+    """Training patches from the training volume, minus a random 10 % of its slices kept for
+    validation (seeded by ``split_seed``); the test volume is served as whole slices.
+
+    2D (``patch_size`` of 2 values): random slices for validation, as paper 002. 3D (3
+    values): validation is a contiguous block of slices at a seeded position, since
+    subvolumes need consecutive slices.
+
+    Args:
+        volumes: a callable returning ``EMVolumes`` (called in ``setup``).
+        patch_size: (256, 256) in 2D or (80, 80, 80) in 3D by default (paper 002).
+        patches_per_image: random patches per training slice per epoch (2D), or per epoch (3D).
+        foreground_weight: weight of mitochondria voxels in the patch-centre probability map
+            (1 = uniform).
+        val_fraction: share of the training slices held out for validation.
+    """
+
+    def __init__(self, volumes: Callable[[], EMVolumes], patch_size: Sequence[int],
+                 split_seed: int, seed: int, patches_per_image: int = 1,
+                 foreground_weight: float = 1.0, val_fraction: float = 0.1, batch_size: int = 6,
+                 eval_batch_size: int | None = None, num_workers: int = 0,
+                 augmentation: Any = None, normalize: str = "none") -> None:
+        super().__init__()
+        if not 0.0 < val_fraction < 1.0:
+            raise InputError(f"dataset option 'val_fraction' must be in (0, 1), got {val_fraction}")
+        self.volumes_factory, self.patch_size = volumes, tuple(int(p) for p in patch_size)
+        self.split_seed, self.seed = int(split_seed), int(seed)
+        self.patches_per_image, self.foreground_weight = int(patches_per_image), float(foreground_weight)
+        self.val_fraction, self.batch_size = float(val_fraction), int(batch_size)
+        self.eval_batch_size = int(eval_batch_size or batch_size)
+        self.num_workers, self.augmentation, self.normalize = int(num_workers), augmentation, normalize
+        self.volumes: EMVolumes | None = None
+        self.datasets: dict[str, Any] = {}
+        self.train_z: list[int] = []
+        self.val_z: list[int] = []
+
+    @property
+    def spatial_dims(self) -> int:
+        return len(self.patch_size)
+
+    @property
+    def pixel_size_um(self) -> float:
+        self.setup()
+        return self.volumes.voxel_size_nm[-1] / 1000.0
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        self.volumes = volumes = self.volumes_factory()
+        check_no_overlap(volumes)
+        depth = volumes.train_image.shape[0]
+        n_val = max(1, int(round(self.val_fraction * depth)))
+        rng = np.random.default_rng(self.split_seed)
+        if self.spatial_dims == 2:
+            self.val_z = sorted(rng.choice(depth, n_val, replace=False).tolist())
+        else:
+            start = int(rng.integers(depth - n_val + 1))
+            self.val_z = list(range(start, start + n_val))
+        self.train_z = [z for z in range(depth) if z not in set(self.val_z)]
+        if self.spatial_dims == 3:  # the larger contiguous block left over trains
+            blocks = [range(0, self.val_z[0]), range(self.val_z[-1] + 1, depth)]
+            self.train_z = list(max(blocks, key=len))
+        image, labels = volumes.train_image, volumes.train_labels
+        val_patch = self.patch_size if self.spatial_dims == 2 else (
+            min(self.patch_size[0], len(self.val_z)), *self.patch_size[1:])
+        self.datasets = {
+            "train": RandomPatchDataset(image, labels, self.train_z, self.patch_size,
+                                        self.patches_per_image, self.foreground_weight),
+            "val": TiledPatchDataset(image, labels, self.val_z, val_patch),
+        }
+        log.info("%s: %d training slices, %d validation slices (%s), test volume %s",
+                 volumes.description, len(self.train_z), len(self.val_z),
+                 "random" if self.spatial_dims == 2 else "contiguous",
+                 tuple(volumes.test_image.shape))
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        """Batch augmentation runs where the batch is (on the GPU when training there)."""
+        if self.augmentation is not None and self.trainer is not None and self.trainer.training:
+            generator = torch.Generator(device=batch["image"].device)
+            generator.manual_seed(int(torch.randint(0, 2**31 - 1, ()).item()))
+            batch["image"], batch["mask"] = self.augmentation(batch["image"], batch["mask"], generator)
+        return batch
+
+    def describe(self) -> dict[str, Any]:
+        self.setup()
+        return {"volumes": self.volumes.description, "notes": self.volumes.notes,
+                "voxel_size_nm": list(self.volumes.voxel_size_nm),
+                "train_shape": list(self.volumes.train_image.shape),
+                "test_shape": list(self.volumes.test_image.shape),
+                "train_slices": len(self.train_z), "val_slices": self.val_z,
+                "patch_size": list(self.patch_size), "patches_per_image": self.patches_per_image,
+                "foreground_weight": self.foreground_weight, "split_seed": self.split_seed,
+                "sizes": {k: len(v) for k, v in self.datasets.items()}}
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        self.setup()
+        return DataLoader(self.datasets[split], shuffle=shuffle, num_workers=self.num_workers,
+                          batch_size=self.batch_size if split == "train" else self.eval_batch_size,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False)

@@ -1,0 +1,179 @@
+"""Patch datasets over EM volumes: random (optionally foreground-weighted) training patches in
+2D (slices) or 3D (subvolumes), and fixed tilings for validation.
+
+Volumes are any (D, H, W) array-likes -- typically read-only memory maps -- and are only
+sliced, never copied whole, so every worker shares the same pages of the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from mitoseg.errors import InputError
+
+
+def as_float_patch(image_patch: np.ndarray) -> np.ndarray:
+    """uint8/uint16 EM intensities -> float32 in [0, 1] (other dtypes: cast only)."""
+    patch = np.asarray(image_patch)
+    if patch.dtype == np.uint8:
+        return patch.astype(np.float32) / 255.0
+    if patch.dtype == np.uint16:
+        return patch.astype(np.float32) / 65535.0
+    return patch.astype(np.float32)
+
+
+class ForegroundSampler:
+    """Chooses patch centres: a foreground voxel with probability ``q``, else any voxel.
+
+    Sampling a centre from the probability map w(v) = fg_weight for foreground voxels and 1
+    for background is exactly this two-step draw with q = fg_weight * n_fg / (fg_weight * n_fg
+    + n_bg), so no dense map (or its cumulative sum) is ever held in memory: only the
+    coordinates of foreground voxels of the slices used, found once, lazily.
+    """
+
+    def __init__(self, labels: Any, z_indices: Sequence[int], fg_weight: float) -> None:
+        if fg_weight < 1.0:
+            raise InputError(f"dataset option 'foreground_weight' must be >= 1 (1 = uniform), "
+                             f"got {fg_weight}")
+        self.labels, self.z_indices, self.fg_weight = labels, list(z_indices), float(fg_weight)
+        self._coords: np.ndarray | None = None
+
+    def coords(self) -> np.ndarray:
+        """(N, 3) int32 (z, y, x) of foreground voxels within ``z_indices``."""
+        if self._coords is None:
+            parts = []
+            for z in self.z_indices:
+                ys, xs = np.nonzero(np.asarray(self.labels[z]))
+                parts.append(np.stack([np.full_like(ys, z), ys, xs], 1).astype(np.int32))
+            self._coords = np.concatenate(parts) if parts else np.zeros((0, 3), np.int32)
+        return self._coords
+
+    def centre(self, rng: np.random.Generator, shape_hw: tuple[int, int]) -> tuple[int, int, int]:
+        if self.fg_weight > 1.0:
+            coords = self.coords()
+            n_fg = len(coords)
+            n_all = len(self.z_indices) * shape_hw[0] * shape_hw[1]
+            q = self.fg_weight * n_fg / (self.fg_weight * n_fg + (n_all - n_fg)) if n_all else 0
+            if n_fg and rng.random() < q:
+                z, y, x = coords[rng.integers(n_fg)]
+                return int(z), int(y), int(x)
+        z = self.z_indices[int(rng.integers(len(self.z_indices)))]
+        return z, int(rng.integers(shape_hw[0])), int(rng.integers(shape_hw[1]))
+
+
+def _start(centre: int, size: int, length: int) -> int:
+    """Top-left of a window of ``size`` around ``centre``, kept inside [0, length)."""
+    return int(np.clip(centre - size // 2, 0, max(length - size, 0)))
+
+
+def _check_patch(patch: Sequence[int], shape: Sequence[int], where: str) -> tuple[int, ...]:
+    patch = tuple(int(p) for p in patch)
+    if any(p < 1 for p in patch) or any(p > s for p, s in zip(patch, shape)):
+        raise InputError(f"{where}: patch size {patch} must be >= 1 and fit in the volume "
+                         f"{tuple(shape)}")
+    return patch
+
+
+class RandomPatchDataset(Dataset):
+    """``patches_per_image`` random patches per training slice (2D), or per tile of the
+    training block (3D) in each epoch.
+
+    2D: patch (h, w) from one slice z of ``z_indices``; 3D: patch (d, h, w) whose z-range
+    lies inside the contiguous block ``z_indices``. Randomness comes from torch's generator
+    (seeded by the run seed, and per DataLoader worker), so patches change every epoch but
+    repeat exactly for the same seed.
+    """
+
+    def __init__(self, image: Any, labels: Any, z_indices: Sequence[int], patch: Sequence[int],
+                 patches_per_image: int = 1, foreground_weight: float = 1.0) -> None:
+        self.image, self.labels = image, labels
+        self.z_indices = list(z_indices)
+        if not self.z_indices:
+            raise InputError("patch dataset: no slices to sample from")
+        self.spatial_dims = len(patch)
+        if self.spatial_dims not in (2, 3):
+            raise InputError(f"patch size must have 2 or 3 values, got {tuple(patch)}")
+        shape = image.shape[1:] if self.spatial_dims == 2 else (len(self.z_indices), *image.shape[1:])
+        self.patch = _check_patch(patch, shape, "training patches")
+        if self.spatial_dims == 3 and self.z_indices != list(range(self.z_indices[0], self.z_indices[-1] + 1)):
+            raise InputError("3D patches need a contiguous block of slices")
+        if patches_per_image < 1:
+            raise InputError(f"'patches_per_image' must be >= 1, got {patches_per_image}")
+        self.patches_per_image = int(patches_per_image)
+        self.sampler = ForegroundSampler(labels, self.z_indices, foreground_weight)
+
+    def __len__(self) -> int:
+        if self.spatial_dims == 2:
+            return len(self.z_indices) * self.patches_per_image
+        # 3D: one "image" is the block; an epoch draws as many subvolumes as tile it, times
+        # patches_per_image, so that an epoch explores about all the training data (paper 002)
+        block = (len(self.z_indices), *self.image.shape[1:])
+        tiles = int(np.prod([-(-length // size) for length, size in zip(block, self.patch)]))
+        return tiles * self.patches_per_image
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        draw = int(torch.randint(0, 2**31 - 1, ()).item())
+        rng = np.random.default_rng([draw, index])
+        height, width = self.image.shape[1:]
+        z, y, x = self.sampler.centre(rng, (height, width))
+        y0, x0 = _start(y, self.patch[-2], height), _start(x, self.patch[-1], width)
+        ys, xs = slice(y0, y0 + self.patch[-2]), slice(x0, x0 + self.patch[-1])
+        if self.spatial_dims == 2:
+            image, labels = self.image[z, ys, xs], self.labels[z, ys, xs]
+        else:
+            first, count = self.z_indices[0], len(self.z_indices)
+            z0 = first + _start(z - first, self.patch[0], count)
+            zs = slice(z0, z0 + self.patch[0])
+            image, labels = self.image[zs, ys, xs], self.labels[zs, ys, xs]
+        return _sample(image, labels, index, f"z{z}-y{y0}-x{x0}")
+
+
+class TiledPatchDataset(Dataset):
+    """Fixed, non-overlapping patches covering the given slices (validation: a stable loss).
+
+    The last patch of each axis is shifted to end at the border, so the whole area is seen.
+    """
+
+    def __init__(self, image: Any, labels: Any, z_indices: Sequence[int],
+                 patch: Sequence[int]) -> None:
+        self.image, self.labels, self.z_indices = image, labels, list(z_indices)
+        self.spatial_dims = len(patch)
+        shape = image.shape[1:] if self.spatial_dims == 2 else (len(self.z_indices), *image.shape[1:])
+        self.patch = _check_patch(patch, shape, "validation patches")
+        starts = [_grid(length, size) for length, size in zip(shape, self.patch)]
+        if self.spatial_dims == 2:
+            self.origins = [(z, y, x) for z in self.z_indices for y in starts[0] for x in starts[1]]
+        else:
+            first = self.z_indices[0]
+            self.origins = [(first + z, y, x) for z in starts[0] for y in starts[1] for x in starts[2]]
+
+    def __len__(self) -> int:
+        return len(self.origins)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        z, y, x = self.origins[index]
+        ys, xs = slice(y, y + self.patch[-2]), slice(x, x + self.patch[-1])
+        if self.spatial_dims == 2:
+            image, labels = self.image[z, ys, xs], self.labels[z, ys, xs]
+        else:
+            zs = slice(z, z + self.patch[0])
+            image, labels = self.image[zs, ys, xs], self.labels[zs, ys, xs]
+        return _sample(image, labels, index, f"z{z}-y{y}-x{x}")
+
+
+def _grid(length: int, size: int) -> list[int]:
+    starts = list(range(0, max(length - size, 0) + 1, size))
+    if starts[-1] + size < length:
+        starts.append(length - size)
+    return starts
+
+
+def _sample(image: np.ndarray, labels: np.ndarray, index: int, where: str) -> dict[str, Any]:
+    return {"image": torch.from_numpy(np.ascontiguousarray(as_float_patch(image)))[None],
+            "mask": torch.from_numpy(np.ascontiguousarray(np.asarray(labels) > 0, np.float32))[None],
+            "index": index, "mask_id": where}

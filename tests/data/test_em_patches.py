@@ -1,0 +1,100 @@
+"""EM patch sampling: shapes, foreground weighting, tiling coverage, split and overlap guards."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mitoseg.data.em_datamodule import EMDataModule, EMVolumes, check_no_overlap
+from mitoseg.data.em_patches import ForegroundSampler, RandomPatchDataset, TiledPatchDataset
+from mitoseg.errors import InputError
+
+
+def volume(depth: int = 20, height: int = 48, width: int = 64, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (depth, height, width), dtype=np.uint8)
+    labels = np.zeros((depth, height, width), np.uint8)
+    labels[:, 5:9, 40:46] = 255  # a small mitochondrion: 24 of 3072 pixels per slice
+    return image, labels
+
+
+def test_2d_random_patches_have_the_patch_shape_and_matching_labels() -> None:
+    image, labels = volume()
+    dataset = RandomPatchDataset(image, labels, range(20), (16, 24), patches_per_image=3)
+    assert len(dataset) == 60
+    torch.manual_seed(0)
+    sample = dataset[5]
+    assert sample["image"].shape == (1, 16, 24) and sample["mask"].shape == (1, 16, 24)
+    z, y, x = (int(part[1:]) for part in sample["mask_id"].split("-"))
+    assert torch.equal(sample["image"][0], torch.from_numpy(image[z, y:y + 16, x:x + 24] / 255.0).float())
+    assert torch.equal(sample["mask"][0], torch.from_numpy(labels[z, y:y + 16, x:x + 24] > 0).float())
+
+
+def test_3d_patches_stay_inside_their_block() -> None:
+    image, labels = volume(depth=30)
+    dataset = RandomPatchDataset(image, labels, range(10, 25), (8, 16, 16), patches_per_image=50)
+    torch.manual_seed(1)
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        assert sample["image"].shape == (1, 8, 16, 16)
+    with pytest.raises(InputError, match="contiguous"):
+        RandomPatchDataset(image, labels, [1, 2, 5, 6, 7, 8, 9, 10, 11], (4, 8, 8))
+
+
+def test_foreground_weight_raises_the_share_of_patches_with_mitochondria() -> None:
+    image, labels = volume()
+    rng = np.random.default_rng(0)
+    shares = {}
+    for weight in (1.0, 50.0):
+        sampler = ForegroundSampler(labels, range(20), weight)
+        hits = [labels[sampler.centre(rng, (48, 64))] > 0 for _ in range(4000)]
+        shares[weight] = np.mean(hits)
+    # exact expectation of the two-step draw: q = w * n_fg / (w * n_fg + n_bg)
+    n_fg, n_all = 24, 48 * 64
+    assert shares[1.0] == pytest.approx(n_fg / n_all, abs=0.01)
+    assert shares[50.0] == pytest.approx(50 * n_fg / (50 * n_fg + n_all - n_fg), abs=0.03)
+
+
+def test_tiles_cover_every_pixel_of_the_validation_slices() -> None:
+    image, labels = volume(height=50, width=70)
+    dataset = TiledPatchDataset(image, labels, [3, 7], (16, 24))
+    seen = np.zeros((20, 50, 70), bool)
+    for z, y, x in dataset.origins:
+        seen[z, y:y + 16, x:x + 24] = True
+    assert seen[[3, 7]].all() and not seen[[0, 1, 2, 4]].any()
+
+
+def test_overlap_guard_refuses_a_test_set_taken_from_training() -> None:
+    image, labels = volume()
+    check_no_overlap(EMVolumes(image[:15], labels[:15], image[15:], labels[15:], (5, 5, 5), "ok"))
+    with pytest.raises(InputError, match="overlap"):
+        check_no_overlap(EMVolumes(image[:15], labels[:15], image[12:], labels[12:], (5, 5, 5), "x"))
+    with pytest.raises(InputError, match="labels' shape"):
+        check_no_overlap(EMVolumes(image, labels[:, :10], image[:2] // 2, labels[:2], (5, 5, 5), "x"))
+
+
+def make_module(patch, **kwargs) -> EMDataModule:
+    image, labels = volume(depth=40)
+    other, other_labels = volume(depth=6, seed=1)
+    source = lambda: EMVolumes(image, labels, other, other_labels, (5.0, 5.0, 5.0), "toy")  # noqa: E731
+    return EMDataModule(source, patch, split_seed=kwargs.pop("split_seed", 0), seed=0,
+                        batch_size=4, **kwargs)
+
+
+def test_validation_is_ten_percent_of_slices_seeded_by_the_split_seed() -> None:
+    first, again, other = make_module((16, 16)), make_module((16, 16)), make_module((16, 16), split_seed=1)
+    for module in (first, again, other):
+        module.setup()
+    assert len(first.val_z) == 4 and first.val_z == again.val_z and first.val_z != other.val_z
+    assert not set(first.val_z) & set(first.train_z)
+    assert len(first.train_z) + len(first.val_z) == 40
+
+
+def test_3d_validation_is_a_contiguous_block() -> None:
+    module = make_module((8, 16, 16))
+    module.setup()
+    assert module.val_z == list(range(module.val_z[0], module.val_z[0] + 4))
+    assert module.train_z == list(range(module.train_z[0], module.train_z[-1] + 1))
+    batch = next(iter(module.train_dataloader()))
+    assert batch["image"].shape == (4, 1, 8, 16, 16)
