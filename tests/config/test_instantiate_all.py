@@ -71,7 +71,8 @@ def test_dataset_options(option: str, tmp_path: Path) -> None:
 def test_model_options(option: str) -> None:
     cfg = compose_config("train", [f"model={option}"])
     net = instantiate(cfg.model)
-    assert net(torch.zeros(1, 1, 200, 200)).shape == (1, 1, 200, 200)
+    shape = (1, 1, 200, 200) if cfg.model.get("spatial_dims", 2) == 2 else (1, 1, 16, 24, 24)
+    assert net(torch.zeros(shape)).shape == shape
 
 
 @pytest.mark.parametrize("option", options("augmentation"))
