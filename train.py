@@ -16,10 +16,10 @@ from mitoseg.config import expand_range_overrides
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from mitoseg.training.train import train
+    from mitoseg.training.train import metric_value, train
 
     metrics = run_guarded(train, cfg)
-    return None if metrics is None else metrics["test"].get("as", {}).get("mean")
+    return None if metrics is None else metric_value(metrics, cfg.optimized_metric)
 
 
 if __name__ == "__main__":

@@ -41,3 +41,14 @@ class Compose:
         for transform in self.transforms:
             mask = transform(mask, rng)
         return mask
+
+
+class NoAugmentation:
+    """The ``augmentation=none`` option of both pipelines: returns its inputs unchanged.
+
+    Called as ``(mask, rng)`` by the fluorescence synthesis, or as ``(image, mask, generator)``
+    by the EM batch pipeline.
+    """
+
+    def __call__(self, *arguments):
+        return arguments[0] if len(arguments) == 2 else (arguments[0], arguments[1])

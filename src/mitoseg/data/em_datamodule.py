@@ -13,6 +13,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from mitoseg.data.augment import Compose
 from mitoseg.data.em_patches import RandomPatchDataset, TiledPatchDataset
 from mitoseg.errors import InputError
 
@@ -87,6 +88,10 @@ class EMDataModule(pl.LightningDataModule):
         self.patches_per_image, self.foreground_weight = int(patches_per_image), float(foreground_weight)
         self.val_fraction, self.batch_size = float(val_fraction), int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)
+        if isinstance(augmentation, Compose):
+            raise InputError("augmentation: this option transforms fluorescence masks before "
+                             "synthesis; EM training takes augmentation=none, paper2d, paper3d "
+                             "or strong")
         self.num_workers, self.augmentation, self.normalize = int(num_workers), augmentation, normalize
         self.volumes: EMVolumes | None = None
         self.datasets: dict[str, Any] = {}

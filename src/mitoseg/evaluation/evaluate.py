@@ -10,7 +10,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mitoseg.data.em_datamodule import EMDataModule
 from mitoseg.evaluation.checkpoints import load_network
+from mitoseg.evaluation.em_evaluate import evaluate_em
 from mitoseg.evaluation.scoring import score_batch, summarize
 from mitoseg.errors import InputError
 from mitoseg.runs.files import write_new_csv, write_new_json
@@ -39,6 +41,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = instantiate(_section(cfg, stored, "dataset"))
     binarize = instantiate(_section(cfg, stored, "postproc"))
     datamodule.setup()
+    out = Path(cfg.paths.output_dir)
+    if isinstance(datamodule, EMDataModule):
+        return _evaluate_volume(cfg, stored, net, datamodule, binarize, out)
     loader = {"train": datamodule.train_dataloader, "val": datamodule.val_dataloader,
               "test": datamodule.test_dataloader}[cfg.split]()
     rows = []
@@ -49,11 +54,25 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     summary = {"checkpoint": str(Path(cfg.ckpt_path).resolve()), "split": cfg.split,
                "n_images": len(rows), "metrics": summarize(rows),
                "postproc": binarize.describe(), "data": datamodule.describe()}
-    out = Path(cfg.paths.output_dir)
     write_new_json(out / "run_info.json", run_info(stored.get("seed"), stored.get("data_seed")))
     write_new_csv(out / f"{cfg.split}_per_image.csv", rows)
     write_new_json(out / "summary.json", summary)
     for name, stats in summary["metrics"].items():
         print(f"{cfg.split}/{name}: {stats['mean']:.4f} +- {stats['sem']:.4f} (SEM, n={stats['n']})")
+    print(f"Results written to {out}")
+    return summary
+
+
+def _evaluate_volume(cfg: DictConfig, stored: dict[str, Any], net: Any, datamodule: EMDataModule,
+                     binarize: Any, out: Path) -> dict[str, Any]:
+    """EM: paper 002's inference matrix on the data module's test volume."""
+    if cfg.split != "test":
+        raise InputError("EM data sets are evaluated on their test volume only (split=test)")
+    inference = _section(cfg, stored, "inference")
+    write_new_json(out / "run_info.json", run_info(stored.get("seed"), stored.get("data_seed")))
+    result = evaluate_em(net, datamodule, binarize, inference, out)
+    summary = {"checkpoint": str(Path(cfg.ckpt_path).resolve()), "split": "test",
+               "postproc": binarize.describe(), "data": datamodule.describe(), **result}
+    write_new_json(out / "summary.json", summary)
     print(f"Results written to {out}")
     return summary

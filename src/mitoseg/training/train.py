@@ -13,6 +13,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mitoseg.config.validation import check_seeds, plain_config
+from mitoseg.data.em_datamodule import EMDataModule
+from mitoseg.evaluation.em_evaluate import evaluate_em, load_net_weights
 from mitoseg.runs.files import write_new_csv, write_new_json, write_new_text
 from mitoseg.runs.run_info import run_info
 from mitoseg.training.loggers import build_loggers
@@ -20,10 +22,10 @@ from mitoseg.training.module import SegmentationModule
 
 log = logging.getLogger(__name__)
 
-RESULT_FILES = ("metrics.json", "test_per_image.csv", "run_info.json")
+RESULT_FILES = ("metrics.json", "test_per_image.csv", "protocols.csv", "run_info.json")
 
 
-def build_module(cfg: DictConfig) -> SegmentationModule:
+def build_module(cfg: DictConfig, pixel_size_um: float) -> SegmentationModule:
     """The LightningModule of a config: network, loss, optimizer, scheduler, post-processing."""
     return SegmentationModule(
         net=instantiate(cfg.model),
@@ -31,7 +33,7 @@ def build_module(cfg: DictConfig) -> SegmentationModule:
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         binarize=instantiate(cfg.postproc),
-        pixel_size_um=float(cfg.dataset.pixel_size_um),
+        pixel_size_um=float(pixel_size_um),
         monitor=cfg.monitor,
         config=plain_config(cfg),
     )
@@ -54,7 +56,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     Writes into ``cfg.paths.output_dir``: run_info.json (command, seeds, environment, git),
     config.yaml (resolved), data.json (what data was used), checkpoints/{best,last}.ckpt,
-    metrics.json and test_per_image.csv. Result files are never overwritten.
+    metrics.json and test_per_image.csv (fluorescence images) or protocols.csv/.md (EM
+    volumes: paper 002's inference matrix). Result files are never overwritten.
     """
     check_seeds(cfg)
     pl.seed_everything(cfg.seed, workers=True)
@@ -64,7 +67,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # input leaves no run folder that looks like a run.
     datamodule = instantiate(cfg.dataset)
     datamodule.setup()
-    module = build_module(cfg)
+    module = build_module(cfg, datamodule.pixel_size_um)
     run_dir = _prepare_run_folder(cfg)
     description = datamodule.describe()
     write_new_json(run_dir / "data.json", description)
@@ -77,21 +80,36 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer.fit(module, datamodule=datamodule)
     fit_seconds = time.perf_counter() - started
     checkpoint = _best_checkpoint(trainer)
-    trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
+    if isinstance(datamodule, EMDataModule):  # a test volume: paper 002's inference matrix
+        if checkpoint:
+            load_net_weights(module.net, checkpoint)
+        em = evaluate_em(module.net, datamodule, module.binarize, cfg.inference, run_dir)
+        test, extra = em["test"], {"headline": em["headline"]}
+    else:  # test images: per-image AS/ABD through the Lightning test loop
+        trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
+        write_new_csv(run_dir / "test_per_image.csv", module.test_rows)
+        _report(run_dir, module.test_summary)
+        test, extra = module.test_summary, {}
 
     metrics = {
         "seed": cfg.seed, "data_seed": cfg.data_seed,
-        "test": module.test_summary,
+        "test": test, **extra,
         "final": {key: float(value) for key, value in trainer.callback_metrics.items()},
         "checkpoint": checkpoint, "epochs": trainer.current_epoch,
         "fit_seconds": round(fit_seconds, 2),
         "postproc": module.binarize.describe(),
         "test_condition": description.get("test_condition"),
     }
-    write_new_csv(run_dir / "test_per_image.csv", module.test_rows)
     write_new_json(run_dir / "metrics.json", metrics)
-    _report(run_dir, module.test_summary)
+    print(f"Results written to {run_dir}")
     return metrics
+
+
+def metric_value(metrics: dict[str, Any], name: str) -> float | None:
+    """``split/key`` (e.g. test/as, test/iou_fg) -> the run's mean of that metric, or None."""
+    split, _, key = name.partition("/")
+    value = metrics.get(split, {}).get(key, {})
+    return value.get("mean") if isinstance(value, dict) else None
 
 
 def _best_checkpoint(trainer: pl.Trainer) -> str | None:
@@ -104,4 +122,3 @@ def _report(run_dir: Path, summary: dict[str, dict[str, float]]) -> None:
     lines = [f"{name:>7}: {s['mean']:.4f} +- {s['sem']:.4f} (SEM, n={s['n']})"
              for name, s in summary.items()]
     print("\nTest metrics (mean +- SEM over test images):\n  " + "\n  ".join(lines))
-    print(f"Results written to {run_dir}")

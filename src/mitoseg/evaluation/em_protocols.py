@@ -1,0 +1,100 @@
+"""Paper 002's evaluation matrix over an EM test volume:
+{per patch, 50 % overlap, 50 % overlap + blending, full image} x {no TTA, TTA} x {no
+Z-filter, Z-filter}, each scored by foreground/background/overall IoU and Dice over the whole
+volume, and as the mean over slices (and over patches for the per-patch protocol).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mitoseg.data.em_patches import as_float_patch
+from mitoseg.errors import InputError
+from mitoseg.inference.protocols import PROTOCOLS, reconstruct
+from mitoseg.inference.zfilter import median_z_filter
+from mitoseg.metrics.volume import mean_per_slice, volume_metrics
+
+Postprocess = Callable[[np.ndarray], np.ndarray]
+
+
+def network_predictor(net: nn.Module, device: str | torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """(B, 1, *patch) float inputs -> sigmoid probabilities, on ``device``, without gradients."""
+    net = net.eval().to(device)
+
+    @torch.no_grad()
+    def predict(batch: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(net(batch.to(device)).float())
+
+    return predict
+
+
+def _per_patch_iou(labels: np.ndarray, mask: np.ndarray, tiles: Sequence[tuple[slice, ...]],
+                   spatial_dims: int) -> float:
+    """Mean foreground IoU over the patches (paper 002's 'per patch' metric)."""
+    scores = []
+    planes = range(labels.shape[0]) if spatial_dims == 2 else [None]
+    for z in planes:
+        for tile in tiles:
+            index = (z, *tile) if z is not None else tile
+            scores.append(volume_metrics(labels[index], mask[index])["iou_fg"])
+    return float(np.mean(scores))
+
+
+def protocol_matrix(predict: Callable[[torch.Tensor], torch.Tensor], image: Any, labels: Any,
+                    spatial_dims: int, patch_size: Sequence[int], postprocess: Postprocess,
+                    protocols: Sequence[str] = PROTOCOLS, tta: Sequence[bool] = (False, True),
+                    zfilter: Sequence[int] = (0, 5), batch_size: int = 8, divisor: int = 16,
+                    voxel_size_nm: Sequence[float] | None = None,
+                    device: str | torch.device | None = None) -> list[dict[str, Any]]:
+    """One row per (protocol, TTA, Z-filter size); 0 means no Z-filter.
+
+    The Z-filter is a median of the probabilities along z, so after thresholding it equals a
+    majority vote of the binary predictions over ``size`` consecutive slices.
+    """
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown:
+        raise InputError(f"inference option 'protocols': unknown {unknown}; expected some of {PROTOCOLS}")
+    if any(int(z) < 0 or (int(z) > 1 and int(z) % 2 == 0) for z in zfilter):
+        raise InputError(f"inference option 'zfilter' takes 0 (off) or odd sizes, got {list(zfilter)}")
+    volume = torch.from_numpy(np.stack([as_float_patch(image[z]) for z in range(image.shape[0])]))
+    labels = np.asarray(labels) > 0
+    rows = []
+    for protocol in protocols:
+        for use_tta in tta:
+            started = time.perf_counter()
+            result = reconstruct(predict, volume, protocol, patch_size, spatial_dims, bool(use_tta),
+                                 divisor=divisor, batch_size=batch_size, device=device)
+            seconds = time.perf_counter() - started
+            probabilities = result.probabilities.numpy()
+            for size in zfilter:
+                filtered = median_z_filter(probabilities, int(size)) if int(size) > 1 else probabilities
+                mask = np.asarray(postprocess(filtered), dtype=bool)
+                row: dict[str, Any] = {"protocol": protocol, "tta": bool(use_tta),
+                                       "zfilter": int(size), "inference_seconds": round(seconds, 2)}
+                row |= volume_metrics(labels, mask, voxel_size=voxel_size_nm)
+                row |= {f"{k}_mean_per_slice": v for k, v in mean_per_slice(labels, mask).items()
+                        if k != "n_slices"}
+                if protocol == "per_patch":
+                    row["iou_fg_mean_per_patch"] = _per_patch_iou(labels, mask, result.tiles,
+                                                                  spatial_dims)
+                rows.append(row)
+    return rows
+
+
+def matrix_table(rows: Sequence[Mapping[str, Any]], title: str) -> str:
+    """A readable markdown table of the matrix (foreground IoU first, as paper 002 reports)."""
+    lines = [f"### {title}", "",
+             "| protocol | TTA | Z-filter | IoU fg (volume) | IoU fg (mean/slice) | IoU overall | Dice | s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['protocol']} | {'yes' if row['tta'] else 'no'} | "
+                     f"{row['zfilter'] or 'no'} | {row['iou_fg']:.4f} | "
+                     f"{row['iou_fg_mean_per_slice']:.4f} | {row['iou_overall']:.4f} | "
+                     f"{row['dice']:.4f} | {row['inference_seconds']} |")
+    return "\n".join(lines) + "\n"
