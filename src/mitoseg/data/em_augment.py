@@ -1,0 +1,69 @@
+"""Batch augmentation of EM training patches in torch, run where the batch is (GPU or CPU).
+
+Each transform is called as ``transform(image, mask, generator) -> (image, mask)`` with
+``image`` (B, C, H, W) or (B, C, D, H, W), ``mask`` (B, 1, ...) in {0, 1} and a
+``torch.Generator`` on the batch's device, so a seed reproduces the batch exactly. Parameters are
+drawn per sample; ``p`` is the per-sample probability. Geometric transforms live in
+``em_augment_geometric`` and intensity transforms (image only) in ``em_augment_intensity``.
+Presets: ``conf/augmentation/paper2d.yaml``, ``paper3d.yaml``, ``strong.yaml``.
+
+These are not the fluorescence mask transforms of ``mitoseg.data.augment`` (numpy masks and a
+numpy generator); given numpy input they stop with an InputError that says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from mitoseg.data.em_augment_geometric import (
+    Batch,
+    RandomElastic,
+    RandomFlip,
+    RandomRot90,
+    RandomRotation,
+    RandomShear,
+    check_batch,
+)
+from mitoseg.data.em_augment_intensity import (
+    RandomBrightness,
+    RandomContrast,
+    RandomGamma,
+    RandomGaussianBlur,
+    RandomGaussianNoise,
+)
+from mitoseg.errors import InputError
+
+__all__ = [
+    "EMCompose", "RandomBrightness", "RandomContrast", "RandomElastic", "RandomFlip",
+    "RandomGamma", "RandomGaussianBlur", "RandomGaussianNoise", "RandomRot90", "RandomRotation",
+    "RandomShear",
+]
+
+
+class EMCompose:
+    """Apply batch-tensor (EM) transforms in order, sharing one generator; [] is the identity.
+
+    Example:
+        >>> augment = EMCompose([RandomFlip(), RandomRot90(), RandomGaussianNoise(0.05)])
+        >>> generator = torch.Generator(device=image.device).manual_seed(0)
+        >>> image, mask = augment(image, mask, generator)
+    """
+
+    def __init__(self, transforms: Sequence[object] = ()) -> None:
+        for transform in transforms:
+            if not callable(transform):
+                raise InputError("EMCompose: every transform must be callable as "
+                                 f"transform(image, mask, generator), got {transform!r}")
+        self.transforms = list(transforms)
+
+    def __repr__(self) -> str:
+        return f"EMCompose({self.transforms!r})"
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor,
+                 generator: torch.Generator | None = None) -> Batch:
+        check_batch("EMCompose", image, mask, generator)
+        for transform in self.transforms:
+            image, mask = transform(image, mask, generator)
+        return image, mask
