@@ -203,8 +203,10 @@ def test_paths_options(option: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("option", options("experiment"))
 def test_experiment_options(option: str, tmp_path: Path) -> None:
+    from mitoseg.data.em_datamodule import EMDataModule
+
     cfg = compose_config("train", [f"experiment={option}"], tmp_path)
-    assert isinstance(instantiate(cfg.dataset), FluorescenceDataModule)
+    assert isinstance(instantiate(cfg.dataset), (FluorescenceDataModule, EMDataModule))
     assert isinstance(instantiate(cfg.model), torch.nn.Module)
 
 
