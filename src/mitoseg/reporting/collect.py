@@ -1,0 +1,310 @@
+"""Find training run folders under one or many roots and read each into a ``RunRecord``.
+
+A run folder is a folder holding ``run_info.json`` or ``.hydra/config.yaml`` (what
+``train.py`` writes at start-up). Its *configuration* is the list of command-line overrides
+of that job (``.hydra/overrides.yaml``) minus the keys that do not change the result
+(``seed``, ``paths.*``, ``logger*``, ...), so that the seeds of one configuration group
+together. Runs that crashed or are still running are records too, never dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mitoseg.errors import InputError
+
+# Override keys (and their sub-keys) that name where or how a run is logged, not what it
+# computes; dropped from the configuration identity.
+IGNORED_KEYS = ("seed", "paths", "logger", "hydra", "torch_threads",
+                "trainer.enable_progress_bar", "trainer.enable_model_summary")
+NO_PROTOCOL = "-"  # metrics that are not per inference protocol (fluorescence test images)
+ERROR_MARK = "mitoseg: error:"  # what run_guarded logs when a job stops on bad input
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run folder. ``status`` is finished (metrics.json), failed (failed.json, or an
+    error in the job log) or unfinished (neither: still running, or killed)."""
+
+    folder: Path
+    status: str
+    overrides: tuple[str, ...]  # identity overrides, sorted
+    model: str
+    dataset: str
+    seed: int | None = None
+    error: str = ""
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    protocols: tuple[Mapping[str, Any], ...] = ()
+    optimized_metric: str | None = None
+
+    @property
+    def config(self) -> str:
+        """The configuration label: its identity overrides joined by spaces."""
+        return " ".join(self.overrides) if self.overrides else "(defaults)"
+
+
+@dataclass
+class Collection:
+    runs: list[RunRecord]
+    skipped: list[tuple[Path, str]]  # folders that look like runs but are not training runs
+
+
+def override_key(override: str) -> str:
+    """``+trainer.limit_train_batches=3`` -> ``trainer.limit_train_batches``."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def identity_overrides(overrides: Iterable[str], ignore: Sequence[str] = ()) -> tuple[str, ...]:
+    """The overrides that define a configuration: all but ``IGNORED_KEYS`` + ``ignore``."""
+    dropped = tuple(IGNORED_KEYS) + tuple(ignore)
+    kept = [o for o in overrides
+            if not any(override_key(o) == k or override_key(o).startswith(k + ".") for k in dropped)]
+    return tuple(sorted(kept))
+
+
+def find_run_folders(roots: Iterable[str | Path]) -> list[Path]:
+    """Every run folder at or under ``roots`` (sorted, each once); a run folder's own
+    subfolders (checkpoints, logs) are not searched."""
+    found: set[Path] = set()
+    for root in roots:
+        root = Path(root)
+        if not root.is_dir():
+            raise InputError(f"report root '{root}' is not a folder; expected a run folder or "
+                             "a folder of runs (outputs/runs/..., outputs/multirun/...)")
+        for folder, subfolders, files in os.walk(root):
+            here = Path(folder)
+            if "run_info.json" in files or (here / ".hydra" / "config.yaml").is_file():
+                found.add(here.resolve())
+                subfolders.clear()
+            else:
+                subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+    return sorted(found)
+
+
+def collect_runs(roots: Iterable[str | Path], ignore: Sequence[str] = ()) -> Collection:
+    """Read every run folder under ``roots``; ``ignore`` adds override keys to leave out of
+    the configuration identity (besides ``IGNORED_KEYS``)."""
+    roots = list(roots)
+    folders = find_run_folders(roots)
+    if not folders:
+        raise InputError(f"no run folders (holding run_info.json or .hydra/config.yaml) under "
+                         f"{', '.join(map(str, roots))}")
+    runs, skipped = [], []
+    for folder in folders:
+        job = _job_name(folder)
+        if job not in (None, "train"):
+            skipped.append((folder, f"a '{job}' job, not a training run"))
+        else:
+            runs.append(read_run(folder, ignore))
+    return Collection(runs, skipped)
+
+
+def read_run(folder: Path, ignore: Sequence[str] = ()) -> RunRecord:
+    """One run folder -> a ``RunRecord`` (unreadable files become the record's error)."""
+    problems: list[str] = []
+    config = _read_yaml(folder / "config.yaml", problems)
+    if config is None:
+        config = _read_yaml(folder / ".hydra" / "config.yaml", problems) or {}
+    info = _read_json(folder / "run_info.json", problems) or {}
+    overrides = _overrides(folder, info, problems)
+    choices = _choices(folder)
+
+    status, error, metrics, protocols = "unfinished", "", {}, ()
+    if (folder / "metrics.json").is_file():
+        metrics = _read_json(folder / "metrics.json", problems)
+        if metrics is None:
+            status = "failed"  # the reason is in problems
+        else:
+            status = "finished"
+            if (folder / "protocols.csv").is_file():
+                protocols = tuple(_read_csv(folder / "protocols.csv", problems))
+    elif (folder / "failed.json").is_file():
+        failure = _read_json(folder / "failed.json", problems) or {}
+        status, error = "failed", str(failure.get("error") or "failed.json without an 'error'")
+    else:
+        error = _logged_error(folder)
+        if error:
+            status = "failed"
+        else:
+            error = "no metrics.json (still running, killed, or crashed before the end)"
+
+    seed = config.get("seed", info.get("seed", (metrics or {}).get("seed")))
+    return RunRecord(
+        folder=folder, status=status,
+        overrides=identity_overrides(overrides, ignore) if overrides is not None
+        else (f"(overrides not recorded: {folder.name})",),
+        model=choices.get("model") or _override_value(overrides, "model")
+        or _target_name(config.get("model")),
+        dataset=choices.get("dataset") or _override_value(overrides, "dataset")
+        or _target_name(config.get("dataset")),
+        seed=seed if isinstance(seed, int) else None,
+        error="; ".join(filter(None, [error, *problems])),
+        metrics=metrics or {}, protocols=protocols,
+        optimized_metric=config.get("optimized_metric"),
+    )
+
+
+def protocol_label(row: Mapping[str, Any]) -> str:
+    """A protocols.csv row (or metrics.json 'headline') -> 'overlap_blend +TTA +Z5'."""
+    label = str(row.get("protocol", "?"))
+    if str(row.get("tta", "")).strip().lower() in ("true", "1", "yes"):
+        label += " +TTA"
+    z = str(row.get("zfilter", "0")).strip()
+    if z not in ("", "0", "False", "false", "None"):
+        label += f" +Z{z}"
+    return label
+
+
+def metric_values(run: RunRecord, name: str) -> list[tuple[str, float]]:
+    """The values of metric ``name`` in one finished run, as (inference protocol, value).
+
+    - ``split/key`` (``test/as``, ``test/abd_px``, ``test/iou_fg``): metrics.json[split][key],
+      its ``mean`` when it is a summary dict (the run's mean over test images) or the number
+      itself (``final/val/loss`` reads metrics.json["final"]["val/loss"]). One value, under
+      the headline protocol of an EM run, else under ``NO_PROTOCOL``.
+    - ``key`` without a slash (``iou_fg``, ``dice``): that column of protocols.csv, one value
+      per inference protocol row.
+
+    Returns [] when the run does not record the metric; values that are not numbers are
+    returned as nan (the caller lists them, never averages them).
+    """
+    if "/" in name:
+        split, key = name.split("/", 1)
+        entry = run.metrics.get(split, {})
+        value = entry.get(key) if isinstance(entry, Mapping) else None
+        if isinstance(value, Mapping):
+            value = value.get("mean")
+        if value is None:
+            return []
+        headline = run.metrics.get("headline")
+        protocol = protocol_label(headline) if isinstance(headline, Mapping) else NO_PROTOCOL
+        return [(protocol, _number(value))]
+    return [(protocol_label(row), _number(row[name])) for row in run.protocols if name in row]
+
+
+def available_metrics(runs: Iterable[RunRecord]) -> list[str]:
+    """The metric names the finished runs record (for error messages)."""
+    names: dict[str, None] = {}
+    for run in runs:
+        for split in ("test", "final"):
+            entry = run.metrics.get(split)
+            if isinstance(entry, Mapping):
+                names |= dict.fromkeys(f"{split}/{key}" for key in entry)
+        for row in run.protocols[:1]:
+            names |= dict.fromkeys(k for k in row if k not in ("protocol", "tta", "zfilter"))
+    return list(names)
+
+
+def _number(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return number
+
+
+def _read_json(path: Path, problems: list[str]) -> Any:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        problems.append(f"{path.name} unreadable ({error})")
+        return None
+
+
+def _read_yaml(path: Path, problems: list[str]) -> Any:
+    if not path.is_file():
+        return None
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        problems.append(f"{path.name} unreadable ({str(error).splitlines()[0]})")
+        return None
+    return data if isinstance(data, (dict, list)) else None
+
+
+def _read_csv(path: Path, problems: list[str]) -> list[dict[str, str]]:
+    try:
+        with open(path, newline="") as stream:
+            return list(csv.DictReader(stream))
+    except (OSError, csv.Error) as error:
+        problems.append(f"{path.name} unreadable ({error})")
+        return []
+
+
+def _overrides(folder: Path, info: Mapping[str, Any], problems: list[str]) -> list[str] | None:
+    """The job's overrides: .hydra/overrides.yaml, else the command line of a single run."""
+    recorded = _read_yaml(folder / ".hydra" / "overrides.yaml", problems)
+    if isinstance(recorded, list):
+        return [str(o) for o in recorded]
+    argv = info.get("argv") or shlex.split(info.get("command", ""))
+    if argv and Path(argv[0]).name == "train.py" and not {"-m", "--multirun"} & set(argv):
+        return [a for a in argv[1:] if "=" in a and not a.startswith("-")]
+    return None  # a multirun's command line holds the sweep, not this job's values
+
+
+def _override_value(overrides: Sequence[str] | None, key: str) -> str | None:
+    for override in overrides or ():
+        if "=" in override and override_key(override) == key:
+            return override.split("=", 1)[1]
+    return None
+
+
+def _target_name(node: Any) -> str:
+    """A config node's ``_target_`` class name (``...unet_paper000.UNetPaper000``)."""
+    target = node.get("_target_") if isinstance(node, Mapping) else None
+    return str(target).rsplit(".", 1)[-1] if target else "?"
+
+
+def _hydra_runtime(folder: Path) -> Mapping[str, Any]:
+    path = folder / ".hydra" / "hydra.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data.get("hydra", {}) if isinstance(data, Mapping) else {}
+
+
+def _choices(folder: Path) -> Mapping[str, Any]:
+    """The config-group options Hydra chose (defaults included), e.g. {'model': 'fcn_paper000'}."""
+    choices = _hydra_runtime(folder).get("runtime", {}).get("choices", {})
+    return choices if isinstance(choices, Mapping) else {}
+
+
+def _job_name(folder: Path) -> str | None:
+    """'train', 'evaluate', 'segment', or None when the folder does not say."""
+    name = _hydra_runtime(folder).get("job", {}).get("name")
+    if name:
+        return str(name)
+    if (folder / "summary.json").is_file() or (folder / "segmentation.json").is_file():
+        return "evaluate"  # evaluate.py / segment.py results, not a training run
+    return None
+
+
+def _logged_error(folder: Path) -> str:
+    """The last 'mitoseg: error:' line of the job's log (a multirun job stopped on bad input)."""
+    for log in sorted(folder.glob("*.log")):
+        try:
+            with open(log, "rb") as stream:
+                stream.seek(max(0, log.stat().st_size - 65536))
+                lines = stream.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            continue
+        errors = [line[line.index(ERROR_MARK) + len(ERROR_MARK):].strip()
+                  for line in lines if ERROR_MARK in line]
+        if errors:
+            return errors[-1]
+    return ""

@@ -1,0 +1,74 @@
+"""Statistics over the runs of one configuration: pure functions, numbers in, numbers out.
+
+Paper 002 judges a configuration by mean +- std over repeated runs (10 seeds), not by its
+best run; these are the numbers of its tables plus a test against a baseline.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats
+
+from mitoseg.errors import InputError
+
+TESTS = ("welch", "mannwhitney")
+
+
+def describe(values: Sequence[float]) -> dict[str, float | int]:
+    """mean, std (sample, ddof=1; nan for fewer than 2 values), min, max and n."""
+    array = np.asarray(values, dtype=float)
+    n = int(array.size)
+    if n == 0:
+        return {"mean": math.nan, "std": math.nan, "min": math.nan, "max": math.nan, "n": 0}
+    return {"mean": float(array.mean()), "std": float(array.std(ddof=1)) if n > 1 else math.nan,
+            "min": float(array.min()), "max": float(array.max()), "n": n}
+
+
+def p_value(values: Sequence[float], baseline: Sequence[float], test: str = "welch") -> float:
+    """Two-sided p-value of ``values`` against ``baseline``.
+
+    ``welch``: Welch's t-test (scipy.stats.ttest_ind, equal_var=False), nan unless both sides
+    have at least 2 values; ``mannwhitney``: Mann-Whitney U (scipy.stats.mannwhitneyu,
+    two-sided), nan when a side is empty. nan also where the test is undefined (two constant
+    samples with the same value).
+    """
+    if test not in TESTS:
+        raise InputError(f"option '--test': unknown test '{test}'; expected one of {TESTS}")
+    a, b = np.asarray(values, dtype=float), np.asarray(baseline, dtype=float)
+    if min(a.size, b.size) < (2 if test == "welch" else 1):
+        return math.nan
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if test == "welch":
+            result = stats.ttest_ind(a, b, equal_var=False)
+        else:
+            result = stats.mannwhitneyu(a, b, alternative="two-sided")
+    return float(result.pvalue)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the input order.
+
+    With the m finite p-values sorted ascending, p_(i) (i = 1..m) becomes
+    max_{j <= i} min(1, (m - j + 1) p_(j)). nan inputs stay nan and do not count in m.
+    Example: [0.01, 0.04, 0.03] -> [0.03, 0.06, 0.06].
+    """
+    p = np.asarray(p_values, dtype=float)
+    adjusted = np.full(p.shape, math.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    order = finite[np.argsort(p[finite], kind="stable")]
+    m = order.size
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[index]))
+        adjusted[index] = running
+    return adjusted.tolist()
+
+
+def is_unstable(std: float, threshold: float) -> bool:
+    """True when the spread over runs exceeds ``threshold`` (False when std is nan)."""
+    return bool(std > threshold)

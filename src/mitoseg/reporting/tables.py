@@ -1,0 +1,385 @@
+"""Tables and box plots of many runs: per (model, dataset, inference protocol) and
+configuration, mean +- std, min, max, n, a p-value against a baseline (raw and
+Holm-adjusted) and an unstable flag; failed and unfinished runs listed, never dropped.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+import textwrap
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mitoseg.errors import InputError
+from mitoseg.reporting.collect import (IGNORED_KEYS, NO_PROTOCOL, Collection, RunRecord,
+                                       available_metrics, collect_runs, metric_values)
+from mitoseg.reporting.stats import TESTS, describe, holm, is_unstable, p_value
+from mitoseg.runs.files import write_new_bytes, write_new_csv, write_new_text
+
+TEST_NAMES = {"welch": "Welch's t-test", "mannwhitney": "Mann-Whitney U"}
+SUMMARY_COLUMNS = ("metric", "dataset", "protocol", "model", "configuration", "baseline", "n",
+                   "failed", "unfinished", "mean", "std", "min", "max", "test", "p_value",
+                   "p_holm", "unstable", "unstable_std", "full_configuration")
+ConfigKey = tuple[tuple[str, ...], str, str]  # (identity overrides, model, dataset)
+
+
+@dataclass
+class Report:
+    """What ``summarize`` found: one row per (metric, dataset, protocol, configuration)."""
+
+    runs: list[RunRecord]
+    metrics: list[str]
+    rows: list[dict[str, Any]]
+    labels: dict[ConfigKey, str]  # short configuration labels
+    common: tuple[str, ...]  # overrides shared by every configuration
+    missing: list[tuple[RunRecord, str]] = field(default_factory=list)  # finished, no value
+    baseline: str | None = None
+    test: str = "welch"
+    unstable_std: float = 0.01
+    unstable_std_by_metric: dict[str, float] = field(default_factory=dict)
+
+    def threshold(self, metric: str) -> float:
+        return self.unstable_std_by_metric.get(metric, self.unstable_std)
+
+
+def config_key(run: RunRecord) -> ConfigKey:
+    return run.overrides, run.model, run.dataset
+
+
+def short_labels(keys: Iterable[ConfigKey]) -> tuple[dict[ConfigKey, str], tuple[str, ...]]:
+    """Labels without the overrides that every configuration shares (those are returned
+    apart); '(base)' for a configuration that has nothing else."""
+    keys = list(dict.fromkeys(keys))
+    common = set.intersection(*(set(k[0]) for k in keys)) if keys else set()
+    labels = {k: " ".join(o for o in k[0] if o not in common) or "(base)" for k in keys}
+    return labels, tuple(sorted(common))
+
+
+def summarize(runs: Sequence[RunRecord], metrics: Sequence[str], baseline: str | None = None,
+              test: str = "welch", unstable_std: float = 0.01,
+              unstable_std_by_metric: Mapping[str, float] | None = None) -> Report:
+    """Group the runs by configuration (seed ignored) and compute the statistics.
+
+    ``unstable_std``: flag configurations whose std over runs exceeds it;
+    ``unstable_std_by_metric`` sets it per metric (a distance in px needs another scale).
+    """
+    if test not in TESTS:
+        raise InputError(f"option '--test': unknown test '{test}'; expected one of {TESTS}")
+    by_metric = dict(unstable_std_by_metric or {})
+    for name, value in [("--unstable-std", unstable_std), *(
+            (f"--unstable-std-for {m}", v) for m, v in by_metric.items())]:
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise InputError(f"option '{name}' must be a number >= 0, got {value!r}")
+    unknown = sorted(set(by_metric) - set(metrics))
+    if unknown:
+        raise InputError(f"option '--unstable-std-for' names {unknown}, which are not among the "
+                         f"reported metrics {list(metrics)}")
+    labels, common = short_labels(config_key(r) for r in runs)
+    counts: dict[ConfigKey, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for run in runs:
+        counts[config_key(run)][run.status] += 1
+    baseline_keys = _baseline_keys(baseline, runs, labels)
+    finished = [r for r in runs if r.status == "finished"]
+    report = Report(list(runs), list(metrics), [], labels, common, baseline=baseline, test=test,
+                    unstable_std=unstable_std, unstable_std_by_metric=by_metric)
+    for metric in metrics:
+        groups: dict[tuple[str, str], dict[ConfigKey, list[float]]] = defaultdict(dict)
+        recorded = False
+        for run in finished:
+            values = metric_values(run, metric)
+            recorded = recorded or bool(values)
+            if not values:
+                report.missing.append((run, f"{metric} not recorded"))
+            for protocol, value in values:
+                if not math.isfinite(value):
+                    report.missing.append((run, f"{metric} [{protocol}] is not a number"))
+                    continue
+                groups[(run.dataset, protocol)].setdefault(config_key(run), []).append(value)
+        if finished and not recorded:
+            raise InputError(f"option '--metric': no finished run records '{metric}'; "
+                             f"available: {', '.join(available_metrics(finished)) or 'none'}")
+        for key in counts:  # configurations without a finished run still get their rows
+            dataset_groups = [g for g in groups if g[0] == key[2]] or [(key[2], NO_PROTOCOL)]
+            for group in dataset_groups:
+                groups[group].setdefault(key, [])
+        for (dataset, protocol), by_config in groups.items():
+            report.rows += _group_rows(metric, dataset, protocol, by_config, counts, labels,
+                                       baseline_keys, test, report.threshold(metric))
+    return report
+
+
+def _baseline_keys(baseline: str | None, runs: Sequence[RunRecord],
+                   labels: Mapping[ConfigKey, str]) -> set[ConfigKey]:
+    if baseline is None:
+        return set()
+    keys = {config_key(r) for r in runs if baseline in (r.config, labels[config_key(r)])}
+    if not keys:
+        known = "; ".join(sorted(set(labels.values())))
+        raise InputError(f"option '--baseline': no configuration '{baseline}'; expected one of: "
+                         f"{known}")
+    return keys
+
+
+def _group_rows(metric: str, dataset: str, protocol: str, by_config: dict[ConfigKey, list[float]],
+                counts: Mapping[ConfigKey, Mapping[str, int]], labels: Mapping[ConfigKey, str],
+                baseline_keys: set[ConfigKey], test: str, unstable_std: float) -> list[dict]:
+    base = [k for k in by_config if k in baseline_keys]
+    if len(base) > 1:
+        raise InputError(f"option '--baseline' matches {len(base)} configurations in dataset "
+                         f"'{dataset}': {[labels[k] for k in base]}; give the full label")
+    base_values = by_config[base[0]] if base else None
+    order = sorted(by_config, key=lambda k: (k not in baseline_keys, k[1], labels[k]))
+    rows = []
+    for key in order:
+        values = by_config[key]
+        stats = describe(values)
+        compared = base_values is not None and key not in baseline_keys
+        rows.append({
+            "metric": metric, "dataset": dataset, "protocol": protocol, "model": key[1],
+            "configuration": labels[key], "baseline": key in baseline_keys, **stats,
+            "failed": counts[key].get("failed", 0), "unfinished": counts[key].get("unfinished", 0),
+            "test": test if compared else "",
+            "p_value": p_value(values, base_values, test) if compared else math.nan,
+            "unstable": is_unstable(stats["std"], unstable_std), "unstable_std": unstable_std,
+            "full_configuration": " ".join(key[0]) or "(defaults)", "values": list(values)})
+    adjusted = holm([r["p_value"] for r in rows])
+    for row, p in zip(rows, adjusted):
+        row["p_holm"] = p
+    return rows
+
+
+# ---- rendering ---------------------------------------------------------------------------
+
+def _num(value: float, digits: int = 4) -> str:
+    return "" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _p(value: float) -> str:
+    return "" if not math.isfinite(value) else (f"{value:.2e}" if value < 1e-3 else f"{value:.3f}")
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _mean_std(row: Mapping[str, Any]) -> str:
+    if row["n"] == 0:
+        return "no finished run"
+    std = f" ± {_num(row['std'])}" if row["n"] > 1 else ""
+    return f"{_num(row['mean'])}{std}"
+
+
+def _not_finished(row: Mapping[str, Any]) -> str:
+    parts = [f"{row[s]} {s}" for s in ("failed", "unfinished") if row[s]]
+    return ", ".join(parts) or "0"
+
+
+def _label(row: Mapping[str, Any]) -> str:
+    mark = " †" if row["failed"] or row["unfinished"] else ""
+    return f"`{row['configuration']}`{' (baseline)' if row['baseline'] else ''}{mark}"
+
+
+def markdown(report: Report, title: str = "Run report") -> str:
+    """report.md: overview, one table per (metric, dataset, protocol), then every run that
+    did not finish or gave no value."""
+    status = defaultdict(int)
+    for run in report.runs:
+        status[run.status] += 1
+    test = TEST_NAMES[report.test]
+    lines = [f"# {title}", "",
+             f"- Runs: {len(report.runs)} run folders: " + ", ".join(
+                 f"{status[s]} {s}" for s in ("finished", "failed", "unfinished")) + ".",
+             f"- Configuration = a job's command-line overrides without {', '.join(IGNORED_KEYS)}"
+             " (so the seeds of one configuration group together).",
+             "- Overrides shared by every configuration (left out of the labels): "
+             + (" ".join(f"`{o}`" for o in report.common) or "none") + ".",
+             "- Values: mean ± std (sample std, ddof 1) over finished runs; n counts finished "
+             "runs only; min/max over runs; † = the configuration has failed or unfinished "
+             "runs (listed at the end).",
+             (f"- p: {test}, two-sided, each configuration against the baseline "
+              f"`{report.baseline}`; Holm = Holm-Bonferroni adjusted within each table."
+              if report.baseline else "- p: no baseline given (--baseline), no tests."),
+             f"- unstable: std > {report.unstable_std:g}" + "".join(
+                 f", {m}: std > {v:g}" for m, v in report.unstable_std_by_metric.items())
+             + " (n/a below 2 runs).", ""]
+    lines += _overview(report)
+    for metric in report.metrics:
+        groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+        for row in (r for r in report.rows if r["metric"] == metric):
+            groups[(row["dataset"], row["protocol"])].append(row)
+        for (dataset, protocol), rows in groups.items():
+            where = f"dataset `{dataset}`" + (f", protocol `{protocol}`"
+                                              if protocol != NO_PROTOCOL else "")
+            lines += [f"## {metric}: {where}", "",
+                      f"| configuration | model | n | not finished | mean ± std | min | max | "
+                      f"p ({test}) | p (Holm) | unstable |",
+                      "|---|---|---|---|---|---|---|---|---|---|"]
+            for r in rows:
+                unstable = "n/a" if r["n"] < 2 else ("**yes**" if r["unstable"] else "no")
+                lines.append("| " + " | ".join(_cell(c) for c in (
+                    _label(r), r["model"], r["n"], _not_finished(r), _mean_std(r),
+                    _num(r["min"]), _num(r["max"]), _p(r["p_value"]), _p(r["p_holm"]),
+                    unstable)) + " |")
+            lines.append("")
+    lines += _problems(report)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _overview(report: Report) -> list[str]:
+    """Paper 002's Tables 4/5 layout: a row per configuration, a column per metric (and
+    inference protocol); cells mean ± std (max)."""
+    columns = list(dict.fromkeys((r["metric"], r["protocol"]) for r in report.rows))
+    if not columns:
+        return ["No finished run gave a value.", ""]
+    cells: dict[tuple[str, str, str], dict[tuple[str, str], str]] = defaultdict(dict)
+    marks, runs = {}, {}
+    for r in report.rows:
+        key = (r["configuration"], r["model"], r["dataset"])
+        marks[key] = _label(r)
+        n = max(r["n"], runs.get(key, (0,))[0])
+        runs[key] = (n, f"{n}" + (f" (+{_not_finished(r)})" if r["failed"] or r["unfinished"]
+                                   else ""))
+        text = _mean_std(r) + (f" ({_num(r['max'])})" if r["n"] > 1 else "")
+        cells[key][(r["metric"], r["protocol"])] = text
+    heads = [m if p == NO_PROTOCOL else f"{m} {p}" for m, p in columns]
+    lines = ["## Overview: mean ± std (max) over runs", "",
+             "| configuration | model | dataset | runs | " + " | ".join(map(_cell, heads)) + " |",
+             "|---|---|---|---|" + "---|" * len(columns)]
+    for key, by_column in cells.items():
+        lines.append("| " + " | ".join(_cell(c) for c in (
+            marks[key], key[1], key[2], runs[key][1], *(by_column.get(c, "") for c in columns)))
+            + " |")
+    return lines + [""]
+
+
+def _problems(report: Report) -> list[str]:
+    lines = []
+    broken = [r for r in report.runs if r.status != "finished"]
+    if broken:
+        lines += ["## Runs that did not finish (not in n)", "",
+                  "| status | configuration | seed | folder | error |", "|---|---|---|---|---|"]
+        lines += ["| " + " | ".join(_cell(c) for c in (
+            r.status, f"`{report.labels[config_key(r)]}`", r.seed, r.folder, r.error)) + " |"
+                  for r in broken]
+        lines.append("")
+    if report.missing:
+        lines += ["## Finished runs without a value (not in n)", "",
+                  "| configuration | seed | folder | problem |", "|---|---|---|---|"]
+        lines += ["| " + " | ".join(_cell(c) for c in (
+            f"`{report.labels[config_key(r)]}`", r.seed, r.folder, why)) + " |"
+                  for r, why in report.missing]
+        lines.append("")
+    return lines
+
+
+def summary_rows(report: Report) -> list[dict[str, Any]]:
+    """summary.csv: one row per (metric, dataset, protocol, configuration), full precision."""
+    return [{c: ("" if isinstance(r[c], float) and not math.isfinite(r[c]) else r[c])
+             for c in SUMMARY_COLUMNS} for r in report.rows]
+
+
+def run_rows(report: Report) -> list[dict[str, Any]]:
+    """runs.csv: every run folder with its status, error and metric values."""
+    rows = []
+    for run in sorted(report.runs, key=lambda r: (report.labels[config_key(r)], r.seed or 0)):
+        row = {"folder": str(run.folder), "status": run.status,
+               "configuration": report.labels[config_key(run)], "model": run.model,
+               "dataset": run.dataset, "seed": run.seed, "error": run.error}
+        if run.status == "finished":
+            for metric in report.metrics:
+                for protocol, value in metric_values(run, metric):
+                    row[metric if protocol == NO_PROTOCOL else f"{metric} [{protocol}]"] = value
+        row["full_configuration"] = run.config
+        rows.append(row)
+    return rows
+
+
+def boxplot_png(report: Report, metric: str) -> bytes:
+    """One panel per (dataset, protocol), one box per configuration, runs as points."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for row in (r for r in report.rows if r["metric"] == metric):
+        groups[(row["dataset"], row["protocol"])].append(row)
+    columns = max(1, math.ceil(math.sqrt(len(groups))))
+    rows = max(1, math.ceil(len(groups) / columns))
+    width = max(4.0, 1.1 * max((len(g) for g in groups.values()), default=1) + 1.5)
+    figure = Figure(figsize=(width * columns, 4.2 * rows), layout="constrained")
+    rng = np.random.default_rng(0)  # jitter of the points: the same picture every time
+    for index, ((dataset, protocol), group) in enumerate(groups.items()):
+        axes = figure.add_subplot(rows, columns, index + 1)
+        shown = [r for r in group if r["n"]]
+        if shown:
+            axes.boxplot([r["values"] for r in shown], showfliers=False)
+            for x, r in enumerate(shown, start=1):
+                jitter = rng.uniform(-0.12, 0.12, len(r["values"]))
+                axes.scatter(x + jitter, r["values"], s=14, alpha=0.7, zorder=3)
+            axes.set_xticks(range(1, len(shown) + 1))
+            axes.set_xticklabels(
+                [_tick(_label(r).replace("`", "")) + f"\nn={r['n']}" for r in shown],
+                fontsize=7)
+        else:
+            axes.text(0.5, 0.5, "no finished run", ha="center", transform=axes.transAxes)
+        axes.set_title(dataset + ("" if protocol == NO_PROTOCOL else f" · {protocol}"), fontsize=9)
+        axes.set_ylabel(metric)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def _tick(label: str, width: int = 26, lines: int = 5) -> str:
+    wrapped = textwrap.wrap(label, width, break_long_words=False, break_on_hyphens=False)
+    return "\n".join(wrapped[:lines - 1] + ["..."] if len(wrapped) > lines else wrapped)
+
+
+def plot_name(metric: str) -> str:
+    return "boxplot_" + re.sub(r"[^\w.\-]+", "-", metric) + ".png"
+
+
+def write_report(roots: Sequence[str | Path], out: str | Path, metrics: Sequence[str] = (),
+                 baseline: str | None = None, test: str = "welch", unstable_std: float = 0.01,
+                 unstable_std_by_metric: Mapping[str, float] | None = None,
+                 ignore: Sequence[str] = ()) -> dict[str, Path]:
+    """Collect the runs under ``roots`` and write report.md, summary.csv, runs.csv and
+    boxplot_<metric>.png into ``out``; refuses if any of them exists. ``metrics`` defaults to
+    the ``optimized_metric`` of the runs' configs. Returns the written paths by name."""
+    collection: Collection = collect_runs(roots, ignore)
+    metrics = list(metrics) or _default_metric(collection.runs)
+    report = summarize(collection.runs, metrics, baseline, test, unstable_std,
+                       unstable_std_by_metric)
+    out = Path(out)
+    names = ["report.md", "summary.csv", "runs.csv", *map(plot_name, metrics)]
+    taken = [n for n in names if (out / n).exists()]
+    if taken:
+        raise InputError(f"option '--out': '{out}' already holds {', '.join(taken)}; refusing "
+                         "to overwrite -- choose another folder")
+    text = markdown(report, title=f"Run report: {out.name}")
+    text += "".join(f"\n![{m}]({plot_name(m)})\n" for m in metrics)
+    text += "\n## Sources\n\n" + "".join(f"- `{root}`\n" for root in roots)
+    if collection.skipped:
+        text += "\nFolders skipped (not training runs):\n\n" + "".join(
+            f"- `{folder}`: {why}\n" for folder, why in collection.skipped)
+    written = {"report.md": write_new_text(out / "report.md", text),
+               "summary.csv": write_new_csv(out / "summary.csv", summary_rows(report)),
+               "runs.csv": write_new_csv(out / "runs.csv", run_rows(report))}
+    for metric in metrics:
+        written[plot_name(metric)] = write_new_bytes(out / plot_name(metric),
+                                                     boxplot_png(report, metric))
+    return written
+
+
+def _default_metric(runs: Sequence[RunRecord]) -> list[str]:
+    names = {r.optimized_metric for r in runs if r.optimized_metric}
+    if len(names) != 1:
+        raise InputError("option '--metric' is needed: the runs' configs name "
+                         f"{sorted(names) or 'no'} optimized_metric")
+    return list(names)

@@ -1,0 +1,57 @@
+"""Statistics of repeated runs: exact values, scipy's tests, Holm by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from scipy import stats as scipy_stats
+
+from mitoseg.errors import InputError
+from mitoseg.reporting.stats import describe, holm, is_unstable, p_value
+
+A = [0.900, 0.905, 0.910]
+B = [0.80, 0.85, 0.78, 0.83]
+
+
+def test_describe_is_exact() -> None:
+    d = describe([1.0, 2.0, 3.0, 4.0])
+    assert d == {"mean": 2.5, "std": pytest.approx(math.sqrt(5 / 3), abs=1e-15),
+                 "min": 1.0, "max": 4.0, "n": 4}  # sample std: sum of squares 5, over n - 1
+    one = describe([0.7])
+    assert one["n"] == 1 and one["mean"] == one["min"] == one["max"] == 0.7
+    assert math.isnan(one["std"])
+    assert describe([])["n"] == 0 and math.isnan(describe([])["mean"])
+
+
+def test_p_values_are_scipys() -> None:
+    welch = scipy_stats.ttest_ind(A, B, equal_var=False).pvalue
+    assert p_value(A, B, "welch") == pytest.approx(welch, rel=1e-12)
+    assert p_value(A, B) == p_value(A, B, "welch")
+    mann = scipy_stats.mannwhitneyu(A, B, alternative="two-sided").pvalue
+    assert p_value(A, B, "mannwhitney") == pytest.approx(mann, rel=1e-12)
+    assert 0 < welch < 0.05 and welch != mann
+
+
+def test_tests_need_enough_runs_and_a_known_name() -> None:
+    assert math.isnan(p_value([0.9], B, "welch"))  # no variance from one run
+    assert not math.isnan(p_value([0.9], B, "mannwhitney"))
+    assert math.isnan(p_value([], B, "mannwhitney"))
+    with pytest.raises(InputError, match="'--test'.*'ttest'"):
+        p_value(A, B, "ttest")
+
+
+@pytest.mark.parametrize("raw, adjusted", [
+    ([0.01, 0.04, 0.03], [0.03, 0.06, 0.06]),       # 3*0.01, max(2*0.03, .), max(1*0.04, 0.06)
+    ([0.001, 0.01, 0.02, 0.5], [0.004, 0.03, 0.04, 0.5]),
+    ([0.5, 0.6], [1.0, 1.0]),                       # capped at 1, then kept monotone
+    ([0.02, math.nan, 0.01], [0.02, math.nan, 0.02]),  # nan stays nan, m = 2
+    ([], []),
+])
+def test_holm_by_hand(raw: list[float], adjusted: list[float]) -> None:
+    assert holm(raw) == pytest.approx(adjusted, nan_ok=True)
+
+
+def test_unstable_flag() -> None:
+    assert is_unstable(0.02, 0.01) and not is_unstable(0.01, 0.01)
+    assert not is_unstable(math.nan, 0.01)

@@ -1,0 +1,151 @@
+"""Summaries of a fake study: exact statistics per configuration, tests against the baseline,
+failures shown, per-protocol rows, and the written files."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+from scipy import stats as scipy_stats
+
+from mitoseg.errors import InputError
+from mitoseg.reporting import collect_runs, markdown, summarize, write_report
+from mitoseg.reporting.stats import holm
+from tests.reporting.conftest import AS, FCN_ERROR, SHARED, make_run
+
+BASELINE = "model=unet_paper000"
+
+
+def rows_by_config(report, metric="test/as"):
+    return {r["configuration"]: r for r in report.rows if r["metric"] == metric}
+
+
+def test_statistics_per_configuration_are_exact(study: Path) -> None:
+    report = summarize(collect_runs([study]).runs, ["test/as"], baseline=BASELINE)
+    rows = rows_by_config(report)
+    assert list(rows) == [BASELINE, "model=fcn_paper000", "model=unet_paper000 optimizer=adam"]
+    assert report.common == tuple(SHARED)
+    for label, (model, values) in AS.items():
+        row = rows[label]
+        assert row["model"] == model and row["dataset"] == "FluorescenceDataModule"
+        assert row["n"] == 3  # finished runs only
+        assert row["mean"] == pytest.approx(sum(values) / 3, abs=1e-15)
+        mean = sum(values) / 3
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / 2)
+        assert row["std"] == pytest.approx(std, rel=1e-12)
+        assert (row["min"], row["max"]) == (min(values), max(values))
+    assert (rows["model=fcn_paper000"]["failed"], rows["model=fcn_paper000"]["unfinished"]) == (1, 0)
+    assert (rows[BASELINE]["failed"], rows[BASELINE]["unfinished"]) == (0, 1)
+
+
+@pytest.mark.parametrize("test", ["welch", "mannwhitney"])
+def test_p_values_against_the_baseline_and_holm(study: Path, test: str) -> None:
+    report = summarize(collect_runs([study]).runs, ["test/as"], baseline=BASELINE, test=test)
+    rows = rows_by_config(report)
+    base = AS[BASELINE][1]
+    raw = []
+    for label in ("model=fcn_paper000", "model=unet_paper000 optimizer=adam"):
+        other = AS[label][1]
+        expected = (scipy_stats.ttest_ind(other, base, equal_var=False).pvalue if test == "welch"
+                    else scipy_stats.mannwhitneyu(other, base, alternative="two-sided").pvalue)
+        assert rows[label]["p_value"] == pytest.approx(expected, rel=1e-12)
+        assert rows[label]["test"] == test
+        raw.append(expected)
+    assert [rows[label]["p_holm"] for label in ("model=fcn_paper000",
+                                                "model=unet_paper000 optimizer=adam")] \
+        == pytest.approx(holm(raw))
+    assert math.isnan(rows[BASELINE]["p_value"]) and rows[BASELINE]["baseline"]
+
+
+def test_unstable_flag_follows_the_threshold(study: Path) -> None:
+    runs = collect_runs([study]).runs
+    rows = rows_by_config(summarize(runs, ["test/as"], unstable_std=0.01))
+    assert rows["model=fcn_paper000"]["unstable"]  # std 0.036
+    assert not rows[BASELINE]["unstable"]  # std 0.005
+    rows = rows_by_config(summarize(runs, ["test/as"], unstable_std=0.001))
+    assert rows[BASELINE]["unstable"]
+    with pytest.raises(InputError, match="--unstable-std"):
+        summarize(runs, ["test/as"], unstable_std=-1)
+
+
+def test_failed_and_unfinished_runs_are_listed(study: Path) -> None:
+    report = summarize(collect_runs([study]).runs, ["test/as", "test/abd_px"], baseline=BASELINE)
+    text = markdown(report)
+    assert "| failed | `model=fcn_paper000` | 3 |" in text and FCN_ERROR in text
+    assert "| unfinished | `model=unet_paper000` | 3 |" in text
+    assert "_fcn_failed" in text and "_unet_unfinished" in text  # their folders
+    fcn = [ln for ln in text.splitlines() if ln.startswith("| `model=fcn_paper000` †")]
+    assert len(fcn) == 3  # the overview and the two metric tables
+    assert "| FluorescenceDataModule | 3 (+1 failed) | 0.8100 ± 0.0361 (0.8500) |" in fcn[0]
+    assert all("| fcn_paper000 | 3 | 1 failed |" in line for line in fcn[1:])
+    assert "## test/abd_px: dataset `FluorescenceDataModule`" in text
+
+
+def test_a_configuration_whose_runs_all_failed_keeps_its_row(study: Path) -> None:
+    sweep = next((study / "multirun" / "default").iterdir())
+    make_run(sweep / "20_adam_fcn", [*SHARED, "model=fcn_paper000", "optimizer=adam"], 0,
+             model="fcn_paper000", failed="NaN loss")
+    report = summarize(collect_runs([study]).runs, ["test/as"], baseline=BASELINE)
+    row = rows_by_config(report)["model=fcn_paper000 optimizer=adam"]
+    assert row["n"] == 0 and row["failed"] == 1 and math.isnan(row["p_value"])
+    assert "no finished run" in markdown(report)
+
+
+def test_inference_protocols_become_separate_rows(tmp_path: Path) -> None:
+    values = {"model=unet_paper000": [(0.88, 0.89), (0.87, 0.90)],
+              "model=fcn_paper000": [(0.80, 0.82), (0.81, 0.84)]}
+    for label, per_seed in values.items():
+        for seed, (plain, tta) in enumerate(per_seed):
+            rows = [{"protocol": "full_image", "tta": False, "zfilter": 0, "iou_fg": plain},
+                    {"protocol": "full_image", "tta": True, "zfilter": 5, "iou_fg": tta}]
+            make_run(tmp_path / f"{label}_{seed}", [label], seed, model=label.split("=")[1],
+                     metrics={"iou_fg": plain}, protocols=rows)
+    report = summarize(collect_runs([tmp_path]).runs, ["iou_fg"], baseline=BASELINE)
+    got = {(r["configuration"], r["protocol"]): (r["n"], r["mean"]) for r in report.rows}
+    assert got == pytest.approx({
+        (BASELINE, "full_image"): (2, 0.875), (BASELINE, "full_image +TTA +Z5"): (2, 0.895),
+        ("model=fcn_paper000", "full_image"): (2, 0.805),
+        ("model=fcn_paper000", "full_image +TTA +Z5"): (2, 0.83)})
+    text = markdown(report)
+    assert "## iou_fg: dataset `FluorescenceDataModule`, protocol `full_image +TTA +Z5`" in text
+    assert "| iou_fg full_image | iou_fg full_image +TTA +Z5 |" in text  # overview columns
+
+
+def test_bad_metric_and_baseline_are_named(study: Path) -> None:
+    runs = collect_runs([study]).runs
+    with pytest.raises(InputError, match="'--metric'.*'test/iou'.*available: test/as"):
+        summarize(runs, ["test/iou"])
+    with pytest.raises(InputError, match="'--baseline'.*'model=mnet'.*model=fcn_paper000"):
+        summarize(runs, ["test/as"], baseline="model=mnet")
+    full = f"model=unet_paper000 {SHARED[0]}"  # the full label works too
+    assert rows_by_config(summarize(runs, ["test/as"], baseline=full))[BASELINE]["baseline"]
+
+
+def test_write_report_files_and_refusal(study: Path, tmp_path: Path) -> None:
+    out = tmp_path / "reports" / "seeds"
+    written = write_report([study], out, metrics=["test/as", "test/abd_px"], baseline=BASELINE)
+    assert sorted(written) == ["boxplot_test-abd_px.png", "boxplot_test-as.png", "report.md",
+                               "runs.csv", "summary.csv"]
+    png = (out / "boxplot_test-as.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    image = matplotlib.image.imread(out / "boxplot_test-as.png")
+    assert image.ndim == 3 and min(image.shape[:2]) > 100
+    with open(out / "runs.csv") as stream:
+        runs = list(csv.DictReader(stream))
+    assert len(runs) == 11
+    assert sorted(r["status"] for r in runs).count("finished") == 9
+    failed = next(r for r in runs if r["status"] == "failed")
+    assert failed["error"] == FCN_ERROR and failed["folder"].endswith("_fcn_failed")
+    with open(out / "summary.csv") as stream:
+        summary = list(csv.DictReader(stream))
+    assert len(summary) == 6 and {r["metric"] for r in summary} == {"test/as", "test/abd_px"}
+    fcn = next(r for r in summary if r["metric"] == "test/as" and r["model"] == "fcn_paper000")
+    assert float(fcn["mean"]) == pytest.approx(sum(AS["model=fcn_paper000"][1]) / 3)
+    assert (fcn["n"], fcn["failed"]) == ("3", "1")
+    before = (out / "report.md").read_bytes()
+    with pytest.raises(InputError, match="already holds report.md.*refusing"):
+        write_report([study], out, metrics=["test/as"])
+    assert (out / "report.md").read_bytes() == before
