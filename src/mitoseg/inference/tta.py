@@ -38,7 +38,8 @@ class Transform:
             x = x.flip(-3)
         if self.flip_w:
             x = x.flip(-1)
-        return torch.rot90(x, self.quarter_turns, dims=(-2, -1))
+        # rot90 returns a strided view; convolutions run about twice as fast on a contiguous copy
+        return torch.rot90(x, self.quarter_turns, dims=(-2, -1)).contiguous()
 
     def inverse(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.rot90(x, -self.quarter_turns, dims=(-2, -1))
