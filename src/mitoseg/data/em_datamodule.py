@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from mitoseg.data.augment import Compose
 from mitoseg.data.em_patches import RandomPatchDataset, TiledPatchDataset
+from mitoseg.data.loaders import make_loader
 from mitoseg.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -158,9 +159,8 @@ class EMDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()
-        return DataLoader(self.datasets[split], shuffle=shuffle, num_workers=self.num_workers,
-                          batch_size=self.batch_size if split == "train" else self.eval_batch_size,
-                          persistent_workers=self.num_workers > 0)
+        size = self.batch_size if split == "train" else self.eval_batch_size
+        return make_loader(self.datasets[split], size, shuffle, self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from mitoseg.data.augment import MaskTransform
 from mitoseg.data.fluo_dataset import SyntheticFluorescenceDataset
+from mitoseg.data.loaders import make_loader
 from mitoseg.data.mask_sources import MaskSet, split_by_group
 from mitoseg.errors import InputError
 from mitoseg.synth.fluorescence import FluorescenceParams
@@ -103,10 +104,8 @@ class FluorescenceDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()
-        return DataLoader(self.datasets[split],
-                          batch_size=self.batch_size if split == "train" else self.eval_batch_size,
-                          shuffle=shuffle, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, drop_last=False)
+        size = self.batch_size if split == "train" else self.eval_batch_size
+        return make_loader(self.datasets[split], size, shuffle, self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

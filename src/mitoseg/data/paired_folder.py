@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from mitoseg.data.augment import MaskTransform
 from mitoseg.data.fluo_dataset import normalize_image
 from mitoseg.data.image_io import list_image_files, read_image, read_mask
+from mitoseg.data.loaders import make_loader
 from mitoseg.data.mask_sources import split_by_group
 from mitoseg.errors import InputError
 
@@ -117,9 +118,8 @@ class PairedFolderDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()
-        return DataLoader(self.datasets[split], shuffle=shuffle, num_workers=self.num_workers,
-                          batch_size=self.batch_size if split == "train" else self.eval_batch_size,
-                          persistent_workers=self.num_workers > 0)
+        size = self.batch_size if split == "train" else self.eval_batch_size
+        return make_loader(self.datasets[split], size, shuffle, self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)
