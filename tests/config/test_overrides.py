@@ -1,3 +1,5 @@
+import pytest
+
 from mitoseg.config.overrides import expand_range_overrides
 from mitoseg.config.resolvers import folder_suffix
 
@@ -22,8 +24,18 @@ def test_prefixed_nested_and_descending_ranges() -> None:
 
 def test_folder_suffix_is_safe() -> None:
     assert folder_suffix("") == ""
-    assert folder_suffix("model=fcn,seed=3") == "_model=fcn,seed=3"
+    assert folder_suffix("model=fcn,seed=3") == "_model-fcn+seed-3"
     assert "/" not in folder_suffix("dataset.masks.path=/data/x y")
+
+
+@pytest.mark.parametrize("overrides", ["model=fcn_paper000,seed=3", "dataset.patch_size=[64,64]",
+                                       "+trainer.limit_train_batches=3,x=a b", "y" * 300])
+def test_paths_to_run_folders_pass_through_hydra_overrides(overrides: str) -> None:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    path = f"outputs/runs/default/2026-01-01_10-00-00{folder_suffix(overrides)}/checkpoints/best.ckpt"
+    parsed = OverridesParser.create().parse_overrides([f"ckpt_path={path}"])
+    assert parsed[0].value() == path
 
 
 def test_long_folder_names_stay_distinct() -> None:

@@ -9,18 +9,21 @@ from omegaconf import OmegaConf
 
 
 def folder_suffix(override_dirname: str, max_length: int = 160) -> str:
-    """'_' + a file-name-safe form of Hydra's override_dirname, or '' when there is none.
+    """'_' + a folder-name form of Hydra's override_dirname, or '' when there is none.
 
-    Run folders are named after their overrides (seed=3,model=fcn_paper000); slashes and
-    other characters that would nest or break folder names are replaced. A name longer than
-    ``max_length`` is cut and ends in a checksum of the whole, so distinct overrides never
-    share a folder name.
+    Run folders are named after their overrides: ``model=fcn_paper000,seed=3`` becomes
+    ``model-fcn_paper000+seed-3``. '=' and ',' are replaced because they are operators of
+    Hydra's override grammar: a checkpoint path holding them could not be passed back as
+    ``evaluate.py ckpt_path=...``. Slashes and other characters that would nest or break
+    folder names become '-'. A name longer than ``max_length`` is cut and ends in a checksum
+    of the whole, so distinct overrides never share a folder name.
     """
     if not override_dirname:
         return ""
-    safe = re.sub(r"[^\w=,.+\-]", "-", override_dirname)
+    safe = override_dirname.replace("=", "-").replace(",", "+")
+    safe = re.sub(r"[^\w.+\-]", "-", safe)
     if len(safe) > max_length:
-        safe = f"{safe[: max_length - 9]}~{zlib.crc32(override_dirname.encode()):08x}"
+        safe = f"{safe[: max_length - 9]}.{zlib.crc32(override_dirname.encode()):08x}"
     return "_" + safe
 
 
