@@ -101,9 +101,10 @@ def test_em_dataset_options(option: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize("option", options("model"))
 def test_model_options(option: str) -> None:
     cfg = compose_config("train", [f"model={option}"])
-    net = instantiate(cfg.model)
+    net = instantiate(cfg.model).eval()  # eval: deep-supervision nets return the main output
     shape = (1, 1, 200, 200) if cfg.model.get("spatial_dims", 2) == 2 else (1, 1, 16, 24, 24)
-    assert net(torch.zeros(shape)).shape == shape
+    with torch.no_grad():
+        assert net(torch.zeros(shape)).shape == shape
 
 
 MASK_AUGMENTATIONS = ["dihedral", "none"]  # fluorescence: transform masks before synthesis
@@ -177,6 +178,8 @@ def test_trainer_options(option: str, tmp_path: Path) -> None:
     if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
         cfg.trainer.accelerator = "cpu"  # the option composes; its GPU needs a GPU to start
         cfg.trainer.precision = "32-true"
+        if cfg.trainer.devices == -1:  # all GPUs; on CPU: two processes (not started here)
+            cfg.trainer.devices = 2
     trainer = instantiate(cfg.trainer, logger=False, default_root_dir=str(tmp_path))
     assert isinstance(trainer, pl.Trainer)
 
