@@ -3,11 +3,13 @@
     python evaluate.py ckpt_path=outputs/runs/default/<run>/checkpoints/best.ckpt
 """
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
 from mitoseg.cli import run_guarded
-import mitoseg.config  # noqa: F401  (registers the config resolvers)
+from mitoseg.config import normalize_argv  # (importing it registers the config resolvers)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
@@ -18,4 +20,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv = normalize_argv(sys.argv)
     main()

@@ -6,7 +6,8 @@
         --baseline model=unet2d_paper002 --out reports/lucchi    # per inference protocol
 
 Writes report.md, summary.csv, runs.csv and boxplot_<metric>.png into --out (never over an
-existing file). Failed and unfinished runs are listed, not dropped.
+existing file). Failed and unfinished runs are listed, not dropped. W&B offline runs
+(wandb/offline-run-*, e.g. copied from a cluster without their run folders) are read too.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("roots", nargs="+",
-                        help="run folders, or folders of runs (searched recursively)")
+                        help="run folders, W&B offline run folders, or folders of them "
+                             "(searched recursively)")
     parser.add_argument("--metric", action="append", default=[],
                         help="split/key from metrics.json (test/as, test/abd_px, test/iou_fg) "
                              "or a protocols.csv column (iou_fg, dice); repeat for several; "

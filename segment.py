@@ -3,11 +3,13 @@
     python segment.py ckpt_path=<run>/checkpoints/best.ckpt input=<image, stack or folder>
 """
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
 from mitoseg.cli import run_guarded
-import mitoseg.config  # noqa: F401  (registers the config resolvers)
+from mitoseg.config import normalize_argv  # (importing it registers the config resolvers)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="segment")
@@ -18,4 +20,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv = normalize_argv(sys.argv)
     main()

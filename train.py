@@ -3,6 +3,7 @@
     python train.py                              # U-Net on embedded synthetic data, CPU
     python train.py model=fcn_paper000 dataset.condition.snr=1
     python train.py -m seed=0..9                 # ten runs, seeds 0 to 9
+    python train.py model=attention_unet -m seed=0..9   # the flag may sit between overrides
 """
 
 import sys
@@ -11,7 +12,7 @@ import hydra
 from omegaconf import DictConfig
 
 from mitoseg.cli import run_guarded
-from mitoseg.config import expand_range_overrides
+from mitoseg.config import normalize_argv
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -23,5 +24,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    sys.argv = expand_range_overrides(sys.argv)
+    sys.argv = normalize_argv(sys.argv)
     main()

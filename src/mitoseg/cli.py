@@ -5,29 +5,50 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from omegaconf import DictConfig
 
 from mitoseg.errors import InputError
+from mitoseg.runs.failures import record_failure
 
 log = logging.getLogger("mitoseg")
 T = TypeVar("T")
 
 
-def run_guarded(function: Callable[..., T], *args: Any) -> T | None:
-    """Run an entry point's job; bad input ends it with one clear line, not a traceback.
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
-    In a single run the process exits with status 2. In a multirun the job is reported as
-    failed and the sweep goes on with the next job.
+
+def run_guarded(function: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
+    """Run an entry point's job so that a failure stays inside it.
+
+    - Bad input (``InputError``, refusing to overwrite) ends the job with one clear line.
+    - In a multirun, *any* exception (bad input, a crash, running out of memory) is logged
+      with its traceback and recorded in the job's ``failed.json``; the sweep goes on with
+      the next job and reports the failures at its end (``MultirunFailureSummary``).
+    - In a single run, bad input exits with status 2 and no traceback; any other exception
+      is recorded in ``failed.json`` and raised (a traceback: it is a bug or a crash).
     """
     try:
-        return function(*args)
-    except (InputError, FileExistsError) as error:
-        log.error("mitoseg: error: %s", error)
-        multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-        if not multirun:
+        return function(cfg)
+    except Exception as error:
+        bad_input = isinstance(error, (InputError, FileExistsError))
+        output_dir = (cfg.get("paths") or {}).get("output_dir")
+        if in_multirun():
+            if bad_input:
+                log.error("mitoseg: error: %s", error)
+            else:
+                log.exception("mitoseg: job failed: %s: %s", type(error).__name__, error)
+            if output_dir:
+                record_failure(output_dir, error)
+            return None
+        if bad_input:
+            log.error("mitoseg: error: %s", error)
             print(f"mitoseg: error: {error}", file=sys.stderr)
             sys.exit(2)
-        return None
+        if output_dir:
+            record_failure(output_dir, error)
+        raise

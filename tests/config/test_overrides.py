@@ -42,3 +42,13 @@ def test_long_folder_names_stay_distinct() -> None:
     a = folder_suffix("x" * 300 + ",seed=1")
     b = folder_suffix("x" * 300 + ",seed=2")
     assert len(a) <= 161 and len(b) <= 161 and a != b
+
+
+def test_multirun_flag_moves_before_the_overrides() -> None:
+    from mitoseg.config.overrides import normalize_argv
+
+    assert normalize_argv(["train.py", "model=attention_unet", "-m", "seed=0..9"]) == [
+        "train.py", "-m", "model=attention_unet", "seed=range(0,10,1)"]
+    assert normalize_argv(["train.py", "a=1", "--multirun", "b=2"]) == [
+        "train.py", "--multirun", "a=1", "b=2"]
+    assert normalize_argv(["train.py", "a=1"]) == ["train.py", "a=1"]

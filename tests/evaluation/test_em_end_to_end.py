@@ -15,7 +15,7 @@ from tests.conftest import compose_config
 EM_2D = [
     "dataset=synthetic_em", "dataset.volumes.train_shape=[12,64,64]",
     "dataset.volumes.test_shape=[6,64,64]", "dataset.patch_size=[32,32]", "dataset.batch_size=4",
-    "dataset.eval_batch_size=4", "model=unet2d_paper002", "+model.filters=[4,8,8,16,16]",
+    "dataset.eval_batch_size=4", "model=unet2d_paper002", "model.filters=[4,8,8,16,16]",
     "augmentation=paper2d", "postproc=em_default", "inference=em_quick", "trainer=cpu",
     "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false", "logger=none", "optimized_metric=test/iou_fg",

@@ -24,3 +24,25 @@ def expand_range_overrides(argv: list[str]) -> list[str]:
         step = 1 if stop >= start else -1
         expanded.append(f"{match['key']}=range({start},{stop + step},{step})")
     return expanded
+
+
+MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def multirun_flag_first(argv: list[str]) -> list[str]:
+    """Move ``-m``/``--multirun`` in front of the overrides.
+
+    Hydra's argument parser takes the overrides as one positional list, so
+    ``python train.py model=attention_unet -m seed=0..9`` (overrides on both sides of the
+    flag) would be refused as "unrecognized arguments". The flag takes no value, so its
+    position does not change the meaning; ``argv[0]`` (the script) stays first.
+    """
+    if len(argv) < 2 or not any(a in MULTIRUN_FLAGS for a in argv[1:]):
+        return list(argv)
+    flags = [a for a in argv[1:] if a in MULTIRUN_FLAGS][:1]
+    return [argv[0], *flags, *(a for a in argv[1:] if a not in MULTIRUN_FLAGS)]
+
+
+def normalize_argv(argv: list[str]) -> list[str]:
+    """What every entry point does to its command line: the flag first, ranges expanded."""
+    return multirun_flag_first(expand_range_overrides(argv))

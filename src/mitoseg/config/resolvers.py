@@ -27,6 +27,15 @@ def folder_suffix(override_dirname: str, max_length: int = 160) -> str:
     return "_" + safe
 
 
+def run_dir(resume: object, default: str) -> str:
+    """``hydra.run.dir``: the folder named by ``resume=<run folder>``, else ``default``."""
+    if resume is None or str(resume) in ("auto", "never"):
+        return default
+    return str(resume)
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("mitoseg.suffix"):
         OmegaConf.register_new_resolver("mitoseg.suffix", folder_suffix)
+    if not OmegaConf.has_resolver("mitoseg.run_dir"):
+        OmegaConf.register_new_resolver("mitoseg.run_dir", run_dir)

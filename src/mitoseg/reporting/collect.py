@@ -5,6 +5,12 @@ A run folder is a folder holding ``run_info.json`` or ``.hydra/config.yaml`` (wh
 of that job (``.hydra/overrides.yaml``) minus the keys that do not change the result
 (``seed``, ``paths.*``, ``logger*``, ...), so that the seeds of one configuration group
 together. Runs that crashed or are still running are records too, never dropped.
+
+A W&B offline run folder (``wandb/offline-run-*/run-<id>.wandb``) found outside any run folder
+is a run too (e.g. only the ``wandb/`` folders were copied from a cluster): its record is
+read from what ``train.py`` logs to W&B (see ``wandb_run_record``). One record per W&B run id:
+the one inside a run folder is never reached, a copy of it elsewhere is skipped, and the
+attempts of a resumed run (one folder each) are merged.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ import csv
 import json
 import math
 import os
+import re
 import shlex
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +30,7 @@ from typing import Any
 import yaml
 
 from mitoseg.errors import InputError
+from mitoseg.reporting.wandb_offline import OfflineRun, merge_attempts, read_offline_run
 
 # Override keys (and their sub-keys) that name where or how a run is logged, not what it
 # computes; dropped from the configuration identity.
@@ -29,12 +38,14 @@ IGNORED_KEYS = ("seed", "paths", "logger", "hydra", "torch_threads",
                 "trainer.enable_progress_bar", "trainer.enable_model_summary")
 NO_PROTOCOL = "-"  # metrics that are not per inference protocol (fluorescence test images)
 ERROR_MARK = "mitoseg: error:"  # what run_guarded logs when a job stops on bad input
+WANDB_RUN_PREFIXES = ("offline-run-", "run-")  # W&B run folders; each holds run-<id>.wandb
 
 
 @dataclass(frozen=True)
 class RunRecord:
     """One run folder. ``status`` is finished (metrics.json), failed (failed.json, or an
-    error in the job log) or unfinished (neither: still running, or killed)."""
+    error in the job log) or unfinished (neither: still running, or killed). ``source`` is
+    "folder", or "wandb-offline" for a record read from a W&B offline run's log."""
 
     folder: Path
     status: str
@@ -46,6 +57,7 @@ class RunRecord:
     metrics: Mapping[str, Any] = field(default_factory=dict)
     protocols: tuple[Mapping[str, Any], ...] = ()
     optimized_metric: str | None = None
+    source: str = "folder"
 
     @property
     def config(self) -> str:
@@ -75,29 +87,17 @@ def identity_overrides(overrides: Iterable[str], ignore: Sequence[str] = ()) -> 
 def find_run_folders(roots: Iterable[str | Path]) -> list[Path]:
     """Every run folder at or under ``roots`` (sorted, each once); a run folder's own
     subfolders (checkpoints, logs) are not searched."""
-    found: set[Path] = set()
-    for root in roots:
-        root = Path(root)
-        if not root.is_dir():
-            raise InputError(f"report root '{root}' is not a folder; expected a run folder or "
-                             "a folder of runs (outputs/runs/..., outputs/multirun/...)")
-        for folder, subfolders, files in os.walk(root):
-            here = Path(folder)
-            if "run_info.json" in files or (here / ".hydra" / "config.yaml").is_file():
-                found.add(here.resolve())
-                subfolders.clear()
-            else:
-                subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-    return sorted(found)
+    return _walk(roots)[0]
 
 
 def collect_runs(roots: Iterable[str | Path], ignore: Sequence[str] = ()) -> Collection:
-    """Read every run folder under ``roots``; ``ignore`` adds override keys to leave out of
-    the configuration identity (besides ``IGNORED_KEYS``)."""
+    """Read every run folder and W&B offline run under ``roots``; ``ignore`` adds override
+    keys to leave out of the configuration identity (besides ``IGNORED_KEYS``)."""
     roots = list(roots)
-    folders = find_run_folders(roots)
-    if not folders:
-        raise InputError(f"no run folders (holding run_info.json or .hydra/config.yaml) under "
+    folders, wandb_logs = _walk(roots)
+    if not folders and not wandb_logs:
+        raise InputError(f"no run folders (holding run_info.json or .hydra/config.yaml) or W&B "
+                         f"offline runs (offline-run-*/run-*.wandb) under "
                          f"{', '.join(map(str, roots))}")
     runs, skipped = [], []
     for folder in folders:
@@ -106,7 +106,67 @@ def collect_runs(roots: Iterable[str | Path], ignore: Sequence[str] = ()) -> Col
             skipped.append((folder, f"a '{job}' job, not a training run"))
         else:
             runs.append(read_run(folder, ignore))
-    return Collection(runs, skipped)
+    wandb_runs, wandb_skipped = _wandb_runs(wandb_logs, folders, ignore)
+    return Collection(runs + wandb_runs, skipped + wandb_skipped)
+
+
+def _wandb_runs(logs: Sequence[Path], folders: Sequence[Path], ignore: Sequence[str]
+                ) -> tuple[list[RunRecord], list[tuple[Path, str]]]:
+    """One record per W&B run id among ``logs``; the others are returned as skipped."""
+    owners = {path.stem.removeprefix("run-"): folder  # what train.py logger=wandb wrote
+              for folder in folders for path in folder.glob("wandb/*/run-*.wandb")}
+    attempts: dict[str, list[tuple[Path, OfflineRun]]] = defaultdict(list)
+    for path in sorted(logs, key=_started):
+        log = read_offline_run(path)
+        attempts[log.run_id].append((path.parent, log))
+    runs, skipped = [], []
+    for run_id, found in attempts.items():
+        *earlier, folder = [f for f, _ in found]
+        if run_id in owners:
+            skipped += [(f, f"a copy of the W&B log of run folder {owners[run_id]}, counted "
+                            "there") for f in [*earlier, folder]]
+            continue
+        skipped += [(f, f"an earlier attempt (or a copy) of W&B run {run_id}, read with "
+                        f"{folder}") for f in earlier]
+        log = merge_attempts([attempt for _, attempt in found])
+        if isinstance(log.config.get("mitoseg"), Mapping):
+            runs.append(wandb_run_record(folder, log, ignore))
+        else:
+            skipped.append((folder, "; ".join([
+                "a W&B run without the 'mitoseg' config key, not logged by train.py",
+                *log.problems])))
+    return runs, skipped
+
+
+def _started(log: Path) -> tuple[str, str]:
+    """Sort key: when the W&B run folder was started (offline-run-YYYYMMDD_HHMMSS-<id>)."""
+    stamp = re.search(r"\d{8}_\d{6}", log.parent.name)
+    return (stamp.group() if stamp else "", str(log))
+
+
+def _walk(roots: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
+    """The run folders and the W&B run logs (run-<id>.wandb) at or under ``roots``, sorted,
+    each once; neither kind of folder is searched further, and a log inside a found run
+    folder (a root given inside it) belongs to that run, not to the list."""
+    folders: set[Path] = set()
+    wandb_logs: set[Path] = set()
+    for root in roots:
+        root = Path(root)
+        if not root.is_dir():
+            raise InputError(f"report root '{root}' is not a folder; expected a run folder or "
+                             "a folder of runs (outputs/runs/..., outputs/multirun/...)")
+        for folder, subfolders, files in os.walk(root):
+            here = Path(folder)
+            logs = sorted(f for f in files if f.startswith("run-") and f.endswith(".wandb"))
+            if "run_info.json" in files or (here / ".hydra" / "config.yaml").is_file():
+                folders.add(here.resolve())
+                subfolders.clear()
+            elif logs and here.name.startswith(WANDB_RUN_PREFIXES):
+                wandb_logs.add((here / logs[0]).resolve())
+                subfolders.clear()
+            else:
+                subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+    return sorted(folders), sorted(p for p in wandb_logs if not folders.intersection(p.parents))
 
 
 def read_run(folder: Path, ignore: Sequence[str] = ()) -> RunRecord:
@@ -151,6 +211,51 @@ def read_run(folder: Path, ignore: Sequence[str] = ()) -> RunRecord:
         error="; ".join(filter(None, [error, *problems])),
         metrics=metrics or {}, protocols=protocols,
         optimized_metric=config.get("optimized_metric"),
+    )
+
+
+def wandb_run_record(folder: Path, log: OfflineRun, ignore: Sequence[str] = ()) -> RunRecord:
+    """A W&B offline run -> a ``RunRecord``, from what ``train.py`` logs to W&B: the config key
+    ``mitoseg`` ({overrides, choices, seed, optimized_metric, run_folder}); on success the
+    summary keys ``mitoseg/metrics_json`` (metrics.json as a JSON string) and, for EM runs,
+    ``mitoseg/protocols_json`` (the protocols.csv rows); on failure ``mitoseg/error``.
+
+    Finished: exit code 0 and metrics; failed: an error, a non-zero exit code, or no metrics;
+    unfinished: no exit record (still running, or killed)."""
+    problems = list(log.problems)
+    info = log.config.get("mitoseg")
+    info = info if isinstance(info, Mapping) else {}
+    overrides = info.get("overrides")
+    overrides = [str(o) for o in overrides] if isinstance(overrides, list) else None
+    choices = info.get("choices") if isinstance(info.get("choices"), Mapping) else {}
+    metrics = _logged_json(log.summary, "mitoseg/metrics_json", dict, problems)
+    rows = _logged_json(log.summary, "mitoseg/protocols_json", list, problems) or []
+
+    error = str(log.summary.get("mitoseg/error") or "")
+    if error:
+        status = "failed"
+    elif log.exit_code is None:
+        status, error = "unfinished", "no exit record in the W&B log (still running, or killed)"
+    elif log.exit_code != 0:
+        status, error = "failed", f"exit code {log.exit_code}"
+    elif metrics is None:
+        status, error = "failed", "exit code 0 but no readable mitoseg/metrics_json in the summary"
+    else:
+        status = "finished"
+    if status != "finished":
+        metrics, rows = None, []
+
+    seed = info.get("seed", (metrics or {}).get("seed"))
+    return RunRecord(
+        folder=folder, status=status,
+        overrides=identity_overrides(overrides, ignore) if overrides is not None
+        else (f"(overrides not recorded: {folder.name})",),
+        model=str(choices.get("model") or _override_value(overrides, "model") or "?"),
+        dataset=str(choices.get("dataset") or _override_value(overrides, "dataset") or "?"),
+        seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+        error="; ".join(filter(None, [error, *problems])),
+        metrics=metrics or {}, protocols=tuple(r for r in rows if isinstance(r, Mapping)),
+        optimized_metric=info.get("optimized_metric"), source="wandb-offline",
     )
 
 
@@ -211,6 +316,25 @@ def _number(value: Any) -> float:
     except (TypeError, ValueError):
         return math.nan
     return number
+
+
+def _logged_json(summary: Mapping[str, Any], key: str, expected: type,
+                 problems: list[str]) -> Any:
+    """A W&B summary value that train.py logged as a JSON string (a dict logged as such
+    would be flattened by W&B); None when absent or not of the ``expected`` type."""
+    value = summary.get(key)
+    if value is None:
+        return None
+    try:
+        value = json.loads(value) if isinstance(value, str) else value
+    except ValueError as error:
+        problems.append(f"W&B summary '{key}' unreadable ({error})")
+        return None
+    if not isinstance(value, expected):
+        problems.append(f"W&B summary '{key}': expected a JSON {expected.__name__}, got "
+                        f"{type(value).__name__}")
+        return None
+    return value
 
 
 def _read_json(path: Path, problems: list[str]) -> Any:

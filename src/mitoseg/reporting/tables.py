@@ -193,8 +193,10 @@ def markdown(report: Report, title: str = "Run report") -> str:
     for run in report.runs:
         status[run.status] += 1
     test = TEST_NAMES[report.test]
+    offline = sum(r.source == "wandb-offline" for r in report.runs)
     lines = [f"# {title}", "",
-             f"- Runs: {len(report.runs)} run folders: " + ", ".join(
+             f"- Runs: {len(report.runs)} run folders"
+             + (f" ({offline} of them W&B offline runs)" if offline else "") + ": " + ", ".join(
                  f"{status[s]} {s}" for s in ("finished", "failed", "unfinished")) + ".",
              f"- Configuration = a job's command-line overrides without {', '.join(IGNORED_KEYS)}"
              " (so the seeds of one configuration group together).",
@@ -264,16 +266,18 @@ def _problems(report: Report) -> list[str]:
     broken = [r for r in report.runs if r.status != "finished"]
     if broken:
         lines += ["## Runs that did not finish (not in n)", "",
-                  "| status | configuration | seed | folder | error |", "|---|---|---|---|---|"]
+                  "| status | configuration | seed | folder | source | error |",
+                  "|---|---|---|---|---|---|"]
         lines += ["| " + " | ".join(_cell(c) for c in (
-            r.status, f"`{report.labels[config_key(r)]}`", r.seed, r.folder, r.error)) + " |"
+            r.status, f"`{report.labels[config_key(r)]}`", r.seed, r.folder, r.source,
+            r.error)) + " |"
                   for r in broken]
         lines.append("")
     if report.missing:
         lines += ["## Finished runs without a value (not in n)", "",
-                  "| configuration | seed | folder | problem |", "|---|---|---|---|"]
+                  "| configuration | seed | folder | source | problem |", "|---|---|---|---|---|"]
         lines += ["| " + " | ".join(_cell(c) for c in (
-            f"`{report.labels[config_key(r)]}`", r.seed, r.folder, why)) + " |"
+            f"`{report.labels[config_key(r)]}`", r.seed, r.folder, r.source, why)) + " |"
                   for r, why in report.missing]
         lines.append("")
     return lines
@@ -286,10 +290,11 @@ def summary_rows(report: Report) -> list[dict[str, Any]]:
 
 
 def run_rows(report: Report) -> list[dict[str, Any]]:
-    """runs.csv: every run folder with its status, error and metric values."""
+    """runs.csv: every run folder with its source (folder, wandb-offline), status, error and
+    metric values."""
     rows = []
     for run in sorted(report.runs, key=lambda r: (report.labels[config_key(r)], r.seed or 0)):
-        row = {"folder": str(run.folder), "status": run.status,
+        row = {"folder": str(run.folder), "source": run.source, "status": run.status,
                "configuration": report.labels[config_key(run)], "model": run.model,
                "dataset": run.dataset, "seed": run.seed, "error": run.error}
         if run.status == "finished":

@@ -52,7 +52,7 @@ class SegmentationModule(pl.LightningModule):
             raise FloatingPointError(f"{split} loss is {loss.item()} at step {self.global_step}: "
                                      "training diverged (lower the learning rate?)")
         self.log(f"{split}/loss", loss, on_step=split == "train", on_epoch=True,
-                 prog_bar=True, batch_size=len(logits))
+                 prog_bar=True, batch_size=len(logits), sync_dist=split != "train")
         return loss, logits
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -65,7 +65,8 @@ class SegmentationModule(pl.LightningModule):
         intersection = (predicted & truth).flatten(1).sum(1).float()
         union = (predicted | truth).flatten(1).sum(1).float()
         per_image = torch.where(union > 0, intersection / union.clamp(min=1), torch.ones_like(union))
-        self.log("val/as", per_image.mean(), on_epoch=True, prog_bar=True, batch_size=len(logits))
+        self.log("val/as", per_image.mean(), on_epoch=True, prog_bar=True, batch_size=len(logits),
+                 sync_dist=True)
 
     def on_test_epoch_start(self) -> None:
         self.test_rows = []

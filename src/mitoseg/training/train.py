@@ -9,16 +9,20 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from mitoseg.config.validation import check_seeds, plain_config
 from mitoseg.data.em_datamodule import EMDataModule
 from mitoseg.evaluation.em_evaluate import evaluate_em, load_net_weights
 from mitoseg.runs.files import write_new_csv, write_new_json, write_new_text
 from mitoseg.runs.run_info import run_info
-from mitoseg.training.loggers import build_loggers
+from mitoseg.runs.resume import LAST_CHECKPOINT, ResumePlan, plan_resume
+from mitoseg.training.loggers import build_loggers, log_run_identity, log_run_result, wandb_loggers
 from mitoseg.training.module import SegmentationModule
+from mitoseg.training.seeding import EpochSeeding
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +43,25 @@ def build_module(cfg: DictConfig, pixel_size_um: float) -> SegmentationModule:
     )
 
 
-def _prepare_run_folder(cfg: DictConfig) -> Path:
+def _prepare_run_folder(cfg: DictConfig, plan: ResumePlan) -> Path:
+    """A fresh run folder gets run_info.json and config.yaml; a resumed one a resume-N.json."""
     run_dir = Path(cfg.paths.output_dir)
-    taken = [name for name in RESULT_FILES if (run_dir / name).exists()]
-    if taken:
-        raise FileExistsError(f"run folder '{run_dir}' already holds results ({', '.join(taken)});"
-                              " refusing to overwrite them -- choose another paths.output_dir")
+    if not plan.resuming:
+        taken = [name for name in RESULT_FILES if (run_dir / name).exists()]
+        if taken:
+            raise FileExistsError(f"run folder '{run_dir}' already holds results "
+                                  f"({', '.join(taken)}); refusing to overwrite them -- choose "
+                                  "another paths.output_dir")
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_new_json(run_dir / "run_info.json", run_info(cfg.seed, cfg.data_seed))
-    write_new_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    info = run_info(cfg.seed, cfg.data_seed)
+    if plan.resuming:
+        info["resumed_from"] = str(plan.checkpoint) if plan.checkpoint else None
+        write_new_json(run_dir / f"resume-{plan.attempt}.json", info)
+        log.info("resuming %s from %s (attempt %d)", run_dir,
+                 plan.checkpoint or "the start: no checkpoint was saved", plan.attempt)
+    else:
+        write_new_json(run_dir / "run_info.json", info)
+        write_new_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     return run_dir
 
 
@@ -58,6 +72,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     config.yaml (resolved), data.json (what data was used), checkpoints/{best,last}.ckpt,
     metrics.json and test_per_image.csv (fluorescence images) or protocols.csv/.md (EM
     volumes: paper 002's inference matrix). Result files are never overwritten.
+
+    An interrupted run (killed, preempted) continues from ``checkpoints/last.ckpt`` when it
+    is started again in its folder (``resume``, see ``mitoseg.runs.resume``); every epoch is
+    seeded from (seed, epoch), so the result equals that of an uninterrupted run.
+
+    With several processes (``trainer=ddp``) every rank trains; rank 0 alone writes files,
+    tests on one device and returns the metrics (the other ranks return an empty dict).
     """
     check_seeds(cfg)
     pl.seed_everything(cfg.seed, workers=True)
@@ -68,48 +89,121 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule = instantiate(cfg.dataset)
     datamodule.setup()
     module = build_module(cfg, datamodule.pixel_size_um)
-    run_dir = _prepare_run_folder(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    rank_zero = rank_zero_only.rank == 0
+    if rank_zero:
+        plan = plan_resume(run_dir, plain_config(cfg), cfg.get("resume", "auto"))
+    else:  # DDP workers start inside rank 0's fit, after rank 0 decided; they follow it
+        last = run_dir / LAST_CHECKPOINT
+        plan = ResumePlan(last.exists(), last if last.exists() else None)
     description = datamodule.describe()
-    write_new_json(run_dir / "data.json", description)
-    callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks,
-                                      logger=build_loggers(cfg) or False,
-                                      default_root_dir=str(run_dir))
+    if rank_zero:
+        _prepare_run_folder(cfg, plan)
+        if not (run_dir / "data.json").exists():
+            write_new_json(run_dir / "data.json", description)
+    loggers = (build_loggers(cfg, _wandb_id(run_dir) if plan.resuming else None, plan.attempt)
+               if rank_zero else [])
+    try:
+        metrics, protocols = _fit_and_test(cfg, datamodule, module, run_dir, plan, loggers,
+                                           description)
+    except BaseException as error:
+        log_run_result(loggers, None, error=f"{type(error).__name__}: {error}")
+        raise
+    if rank_zero:
+        log_run_result(loggers, metrics, protocols)
+    return metrics
 
+
+def _fit_and_test(cfg: DictConfig, datamodule: Any, module: SegmentationModule, run_dir: Path,
+                  plan: ResumePlan, loggers: list, description: dict[str, Any]
+                  ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    if loggers:
+        log_run_identity(loggers, cfg, plain_config(cfg), _choices())
+        _remember_wandb_id(run_dir, loggers)
+    callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
+    callbacks.append(EpochSeeding(cfg.seed))
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks,
+                                      logger=loggers or False, default_root_dir=str(run_dir))
     started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule,
+                ckpt_path=str(plan.checkpoint) if plan.checkpoint else None, weights_only=True)
     fit_seconds = time.perf_counter() - started
+    if not trainer.is_global_zero:
+        return {}, []
     checkpoint = _best_checkpoint(trainer)
     if isinstance(datamodule, EMDataModule):  # a test volume: paper 002's inference matrix
         if checkpoint:
             load_net_weights(module.net, checkpoint)
         em = evaluate_em(module.net, datamodule, module.binarize, cfg.inference, run_dir)
         test, extra = em["test"], {"headline": em["headline"]}
-    else:  # test images: per-image AS/ABD through the Lightning test loop
-        trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
+        protocols = list(em["protocols"])
+    else:  # test images: per-image AS/ABD through the Lightning test loop, on one device
+        tester = trainer if trainer.world_size == 1 else _single_device_trainer(cfg, run_dir)
+        tester.test(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
         write_new_csv(run_dir / "test_per_image.csv", module.test_rows)
         _report(run_dir, module.test_summary)
-        test, extra = module.test_summary, {}
+        test, extra, protocols = module.test_summary, {}, []
 
     metrics = {
         "seed": cfg.seed, "data_seed": cfg.data_seed,
         "test": test, **extra,
         "final": {key: float(value) for key, value in trainer.callback_metrics.items()},
+        "best": _best_score(trainer, cfg.monitor),
         "checkpoint": checkpoint, "epochs": trainer.current_epoch,
         "fit_seconds": round(fit_seconds, 2),
+        "resumed": plan.attempt,
         "postproc": module.binarize.describe(),
         "test_condition": description.get("test_condition"),
     }
     write_new_json(run_dir / "metrics.json", metrics)
     print(f"Results written to {run_dir}")
-    return metrics
+    return metrics, protocols
+
+
+def _single_device_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
+    """Testing after a multi-process fit: one process, one device, no sampler splitting."""
+    return pl.Trainer(accelerator=cfg.trainer.get("accelerator", "auto"), devices=1,
+                      precision=cfg.trainer.get("precision", "32-true"), logger=False,
+                      enable_progress_bar=False, enable_model_summary=False,
+                      default_root_dir=str(run_dir))
+
+
+def _choices() -> dict[str, Any]:
+    if not HydraConfig.initialized():
+        return {}
+    return {k: v for k, v in HydraConfig.get().runtime.choices.items()
+            if not str(k).startswith("hydra")}
+
+
+def _wandb_id(run_dir: Path) -> str | None:
+    path = run_dir / "wandb_id.txt"
+    return path.read_text().strip() or None if path.is_file() else None
+
+
+def _remember_wandb_id(run_dir: Path, loggers: list) -> None:
+    for logger in wandb_loggers(loggers):
+        if not (run_dir / "wandb_id.txt").exists():
+            write_new_text(run_dir / "wandb_id.txt", f"{logger.experiment.id}\n")
 
 
 def metric_value(metrics: dict[str, Any], name: str) -> float | None:
-    """``split/key`` (e.g. test/as, test/iou_fg) -> the run's mean of that metric, or None."""
+    """``split/key`` -> the number a sweeper optimizes, or None.
+
+    test/as, test/iou_fg: the run's mean over test images (or the headline protocol);
+    best/val/loss: the best value of the checkpoint monitor; final/val/as: the last epoch's.
+    """
     split, _, key = name.partition("/")
-    value = metrics.get(split, {}).get(key, {})
-    return value.get("mean") if isinstance(value, dict) else None
+    value = (metrics.get(split) or {}).get(key)
+    if isinstance(value, dict):
+        value = value.get("mean")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _best_score(trainer: pl.Trainer, monitor: str) -> dict[str, float]:
+    """{monitor: best value} as tracked by the checkpoint callback (what best.ckpt holds)."""
+    callback = trainer.checkpoint_callback
+    score = getattr(callback, "best_model_score", None) if callback is not None else None
+    return {monitor: float(score)} if score is not None else {}
 
 
 def _best_checkpoint(trainer: pl.Trainer) -> str | None:

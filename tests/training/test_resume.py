@@ -1,0 +1,74 @@
+"""A run killed mid-training and resumed ends exactly where an uninterrupted run ends."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from tests.conftest import REPO, TINY, python_command
+
+HERE = Path(__file__).resolve().parent
+
+
+def run(command: list[str]) -> subprocess.CompletedProcess:
+    env = os.environ | {"WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "1"}
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+
+
+def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    return torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def per_image(folder: Path) -> list[dict[str, str]]:
+    with open(folder / "test_per_image.csv") as stream:
+        return list(csv.DictReader(stream))
+
+
+def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path: Path) -> None:
+    # dropout and a cosine schedule: randomness in the training step and state in the scheduler
+    overrides = [o for o in TINY if not o.startswith(("trainer.max_epochs", "model."))]
+    overrides += ["trainer.max_epochs=3", "seed=5", "scheduler=cosine", "logger=csv",
+                  "model=unet2d_paper002", "model.filters=[4,8,16]", "model.dropout=0.2"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+
+    done = run(python_command("train.py", *overrides, f"hydra.run.dir={straight}"))
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    done = run([sys.executable, str(HERE / "kill_during_training.py"), "1", *overrides,
+                f"hydra.run.dir={killed}"])
+    assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
+    assert (killed / "checkpoints" / "last.ckpt").is_file()
+    assert not (killed / "metrics.json").exists()
+    assert torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
+
+    done = run(python_command("train.py", *overrides, f"resume={killed}"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (killed / "resume-1.json").is_file()
+
+    a = json.loads((straight / "metrics.json").read_text())
+    b = json.loads((killed / "metrics.json").read_text())
+    assert b["resumed"] == 1 and a["epochs"] == b["epochs"] == 3
+    assert a["test"] == b["test"]
+    assert per_image(straight) == per_image(killed)
+    assert a["final"] == b["final"]
+    for name in ("last.ckpt", "best.ckpt"):
+        wa, wb = weights(straight / "checkpoints" / name), weights(killed / "checkpoints" / name)
+        assert wa.keys() == wb.keys()
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), name
+
+
+def test_resume_refuses_another_configuration(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    done = run([sys.executable, str(HERE / "kill_during_training.py"), "0", *TINY,
+                f"hydra.run.dir={folder}"])
+    assert done.returncode == -signal.SIGKILL
+    done = run(python_command("train.py", *TINY, "optimizer.lr=0.5", f"resume={folder}"))
+    assert done.returncode == 2
+    assert "optimizer.lr: 0.01 -> 0.5" in done.stderr
