@@ -10,7 +10,7 @@ from pathlib import Path
 from tests.conftest import REPO, TINY, python_command
 
 # the exact command of the README, shrunk by overrides that only make it small and fast
-SMALL_ATTENTION_UNET = ["+model.filters=[4,8,16]", "+model.dropout=0"]
+SMALL_ATTENTION_UNET = ["model.filters=[4,8,16]", "model.dropout=0"]
 SMALL = [o for o in TINY if not o.startswith(("model.", "logger="))]
 
 

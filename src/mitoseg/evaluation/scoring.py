@@ -19,14 +19,25 @@ def score_batch(probabilities: torch.Tensor, masks: torch.Tensor, batch: Mapping
     """One row per image: its id, how it was made, and AS / ABD (px and um) of its prediction."""
     probabilities = probabilities.detach().float().cpu().numpy()[:, 0]
     masks = masks.detach().cpu().numpy()[:, 0] > 0.5
+    images = batch["image"].detach().float().cpu().numpy()[:, 0] if "image" in batch else None
     records = batch.get("record", {})
     rows = []
     for i, (probability, mask) in enumerate(zip(probabilities, masks)):
         row: dict[str, Any] = {"mask_id": _item(batch["mask_id"], i), "index": _item(batch["index"], i)}
         row |= {key: _item(values, i) for key, values in records.items()}
-        row |= image_metrics(mask, binarize(probability), pixel_size_um)
+        row |= image_metrics(mask, apply_postproc(binarize, probability,
+                                                  None if images is None else images[i]),
+                             pixel_size_um)
         rows.append(row)
     return rows
+
+
+def apply_postproc(postproc: Callable[..., np.ndarray], probability: np.ndarray,
+                   image: np.ndarray | None) -> np.ndarray:
+    """Probability map -> mask; post-processing that refines on the image (a level set) gets it."""
+    if getattr(postproc, "needs_image", False):
+        return postproc(probability, image=image)
+    return postproc(probability)
 
 
 def summarize(rows: Iterable[Mapping[str, Any]],

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mitoseg.data.image_io import list_image_files, read_image
 from mitoseg.evaluation.checkpoints import load_network
+from mitoseg.evaluation.scoring import apply_postproc
 from mitoseg.evaluation.predict import predict_probabilities
 from mitoseg.errors import InputError
 from mitoseg.runs.files import write_new_bytes, write_new_json
@@ -55,7 +56,8 @@ def segment(cfg: DictConfig) -> dict[str, Any]:
         image = read_image(file)
         stack = image if image.ndim == 3 else image[None]
         probabilities = np.stack([predict_probabilities(net, plane, normalize) for plane in stack])
-        masks = np.stack([binarize(p) for p in probabilities]).astype(np.uint8) * 255
+        masks = np.stack([apply_postproc(binarize, p, plane)
+                          for p, plane in zip(probabilities, stack)]).astype(np.uint8) * 255
         if image.ndim == 2:
             probabilities, masks = probabilities[0], masks[0]
         prob_path = write_new_bytes(out / f"{file.stem}_prob.tif",

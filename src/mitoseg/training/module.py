@@ -12,6 +12,7 @@ from torch import nn
 
 from mitoseg.evaluation.scoring import score_batch, summarize
 from mitoseg.postproc.binarize import Binarize
+from mitoseg.training.losses import DeepSupervisionLoss
 
 
 class SegmentationModule(pl.LightningModule):
@@ -34,7 +35,7 @@ class SegmentationModule(pl.LightningModule):
                  pixel_size_um: float = 0.0645, monitor: str = "val/loss",
                  config: dict[str, Any] | None = None) -> None:
         super().__init__()
-        self.net, self.loss = net, loss
+        self.net, self.loss = net, with_deep_supervision(net, loss)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.binarize = binarize or Binarize()
         self.pixel_size_um, self.monitor = pixel_size_um, monitor
@@ -46,8 +47,9 @@ class SegmentationModule(pl.LightningModule):
         return self.net(image)
 
     def _shared_step(self, batch: dict[str, Any], split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.net(batch["image"])
-        loss = self.loss(logits, batch["mask"])
+        outputs = self.net(batch["image"])  # [main, aux...] from deep-supervision nets in training
+        loss = self.loss(outputs, batch["mask"])
+        logits = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{split} loss is {loss.item()} at step {self.global_step}: "
                                      "training diverged (lower the learning rate?)")
@@ -92,3 +94,16 @@ class SegmentationModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["mitoseg_config"] = self.config
+
+
+def with_deep_supervision(net: nn.Module, loss: nn.Module) -> nn.Module:
+    """The loss to train ``net`` with: a network with auxiliary outputs (``deep_supervision``
+    on) gets its plain loss wrapped in ``DeepSupervisionLoss``; weights left unset come from
+    the network's ``deep_supervision_weights`` when it has them."""
+    if not getattr(net, "deep_supervision", False):
+        return loss
+    if not isinstance(loss, DeepSupervisionLoss):
+        loss = DeepSupervisionLoss(loss)
+    if loss.weights is None and getattr(net, "deep_supervision_weights", None):
+        loss.weights = [float(w) for w in net.deep_supervision_weights]
+    return loss

@@ -110,6 +110,7 @@ class AttentionUNetPaper002(nn.Module):
         self.unet = UNetPaper002(spatial_dims, in_channels, out_channels, filters=filters,
                                  dropout=dropout, activation=activation, batch_norm=batch_norm,
                                  init=init, upsample=upsample, skip_gate=AttentionGate)
+        self.stride = self.unet.stride
 
     @property
     def gates(self) -> nn.ModuleList:

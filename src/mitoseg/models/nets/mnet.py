@@ -92,6 +92,8 @@ class MNet(nn.Module):
             raise ValueError(f"MNet: filters must be >= 2 positive ints, got {filters}")
         self.filters = filters = tuple(int(f) for f in filters)
         self.deep_supervision = bool(deep_supervision)
+        # Fu et al.'s training weights: 0.6 for the fused output, 0.1 for each side output
+        self.deep_supervision_weights = (0.6, 0.1, 0.1, 0.1, 0.1)
         depth = len(filters) - 1
         self.stride = 2**depth
         self.pool = nn.MaxPool2d(2)
