@@ -1,0 +1,222 @@
+"""Paper 000's study after training: every method on the same test images, per-image rows.
+
+Input: the folder of the training multirun (one job per condition x model x seed). Output:
+rows in the schema of ``per_image.csv`` (part, family, level, train_level, method, seed,
+image, as, abd_px, abd_um, das, dds):
+
+- robustness (scheme 1): each network tested at the condition it was trained at; each
+  classical method on the same test images;
+- cross (scheme 2): networks trained at one SNR tested at every SNR of the family;
+- mixture (scheme 2): networks trained on a mixture tested at every level of its family;
+- sensitivity: networks trained at SNR 4 and the classical methods on (original, deformed)
+  pairs -- erosion by 1 px, dilation by 1, 2, 3 px -- with DAS (eq. 8) and DDS (eq. 9).
+
+The test images of a condition are those the training data module makes for its test split
+(same masks, same seeds), so every method and every training seed sees the very same images.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from mitoseg.evaluation.checkpoints import load_network
+from mitoseg.evaluation.predict import predict_probabilities
+from mitoseg.evaluation.scoring import apply_postproc
+from mitoseg.metrics.segmentation import (deformation_area_similarity,
+                                          deformation_distance_similarity, image_metrics)
+from mitoseg.study.plan import (FAMILIES, MIXTURES, SENSITIVITY_CONDITION, condition_of_name,
+                                condition_params, method_of_model)
+from mitoseg.synth.fluorescence import FluorescenceParams, synthesize_pair
+
+log = logging.getLogger(__name__)
+Segmenter = Callable[[np.ndarray], np.ndarray]  # raw image -> bool mask
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    folder: Path
+    condition: str
+    model: str
+    seed: int
+    checkpoint: Path
+    config: Mapping[str, Any]
+
+    @property
+    def method(self) -> str:
+        return method_of_model(self.model)
+
+
+@dataclass(frozen=True)
+class TestImage:
+    image_id: str
+    image: np.ndarray  # raw intensities
+    mask: np.ndarray
+
+
+def find_trained_runs(sweep_dir: Path) -> tuple[list[TrainedRun], list[tuple[Path, str]]]:
+    """The finished training jobs of a multirun, and the jobs that did not finish (why)."""
+    runs, problems = [], []
+    for job in sorted(p.parent for p in Path(sweep_dir).glob("*/.hydra")):
+        choices = (yaml.safe_load((job / ".hydra" / "hydra.yaml").read_text()) or {}) \
+            .get("hydra", {}).get("runtime", {}).get("choices", {})
+        if not (job / "metrics.json").is_file():
+            failed = sorted(job.glob("failed*.json"))
+            reason = json.loads(failed[-1].read_text()).get("error") if failed else "unfinished"
+            problems.append((job, str(reason)))
+            continue
+        metrics = json.loads((job / "metrics.json").read_text())
+        checkpoint = Path(metrics.get("checkpoint") or job / "checkpoints" / "best.ckpt")
+        config = yaml.safe_load((job / "config.yaml").read_text())
+        runs.append(TrainedRun(job, str(choices.get("condition")), str(choices.get("model")),
+                               int(config["seed"]), checkpoint, config))
+    return runs, problems
+
+
+def test_images(dataset_config: Mapping[str, Any], condition: str) -> list[TestImage]:
+    """The test split of a data-module config, rendered under ``condition`` (raw images)."""
+    return list(_test_images(json.dumps(dataset_config, sort_keys=True, default=str), condition))
+
+
+@lru_cache(maxsize=64)
+def _test_images(dataset_json: str, condition: str) -> tuple[TestImage, ...]:
+    config = json.loads(dataset_json)
+    base = dict(config.get("condition") or {})
+    config["test_condition"] = base | condition_params(condition)
+    config["train_conditions"] = None
+    datamodule = instantiate(OmegaConf.create(config))
+    datamodule.setup()
+    test = datamodule.datasets["test"]
+    images = []
+    for index in range(len(test)):
+        image, mask, record = test.generate(index)
+        images.append(TestImage(str(record["mask_id"]), image, np.asarray(mask, bool)))
+    return tuple(images)
+
+
+def network_segmenter(run: TrainedRun, postproc: Any = None) -> Segmenter:
+    """Raw image -> mask with a trained network, normalized as in its training."""
+    net, stored = load_network(run.checkpoint)
+    normalize = stored["dataset"].get("normalize", "zscore")
+    binarize = postproc if postproc is not None else instantiate(OmegaConf.create(stored["postproc"]))
+
+    def segment(image: np.ndarray) -> np.ndarray:
+        return apply_postproc(binarize, predict_probabilities(net, image, normalize), image)
+
+    return segment
+
+
+def score_rows(segment: Segmenter, images: Iterable[TestImage], pixel_size_um: float,
+               base: Mapping[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for item in images:
+        metrics = image_metrics(item.mask, segment(item.image), pixel_size_um)
+        rows.append(dict(base) | {"image": item.image_id, "as": metrics["as"],
+                                  "abd_px": metrics["abd_px"], "abd_um": metrics["abd_um"],
+                                  "das": "", "dds": ""})
+    return rows
+
+
+def sensitivity_rows(segment: Segmenter, images: Iterable[TestImage], deformations: Iterable[int],
+                     params: FluorescenceParams, pixel_size_um: float, seed: int,
+                     base: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """DAS and DDS of one method over (original, deformed) pairs: the same masks, Gamma field
+    and noise, only the mitochondria eroded (negative px) or dilated (positive px)."""
+    rows = []
+    for index, item in enumerate(images):
+        for pixels in deformations:
+            rng = np.random.default_rng([seed, 1000 + index, 100 + int(pixels)])
+            pair = synthesize_pair(item.mask, int(pixels), params, rng)
+            b, b_d = segment(pair["image"]), segment(pair["deformed_image"])
+            a, a_d = pair["mask"], pair["deformed_mask"]
+            metrics = image_metrics(a, b, pixel_size_um)
+            rows.append(dict(base) | {
+                "level": float(pixels), "image": item.image_id, "as": metrics["as"],
+                "abd_px": metrics["abd_px"], "abd_um": metrics["abd_um"],
+                "das": deformation_area_similarity(a, a_d, b, b_d),
+                "dds": deformation_distance_similarity(a, a_d, b, b_d)})
+    return rows
+
+
+def study_rows(runs: list[TrainedRun], families: list[str], mixtures: list[str],
+               classical: Mapping[str, Segmenter], deformations: list[int],
+               postprocs: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every row of the study (see the module docstring)."""
+    if not runs:
+        return []
+    dataset = runs[0].config["dataset"]
+    pixel_size = float(dataset.get("pixel_size_um", 0.0645))
+    split_seed = int(dataset.get("split_seed", 0))
+    rows: list[dict[str, Any]] = []
+
+    def family_images(family: str) -> list[tuple[float, str, list[TestImage]]]:
+        return [(level, name, test_images(dataset, name)) for level, name in FAMILIES[family]]
+
+    for family in families:
+        for level, name, images in family_images(family):
+            base = {"part": "robustness", "family": family, "level": level, "train_level": ""}
+            for method, segment in classical.items():
+                rows += score_rows(segment, images, pixel_size, base | {"method": method, "seed": ""})
+            for run in (r for r in runs if r.condition == name):
+                variants = {"": None} | {f"+{k}": instantiate(OmegaConf.create(v))
+                                         for k, v in (postprocs or {}).items()}
+                for suffix, postproc in variants.items():
+                    rows += score_rows(network_segmenter(run, postproc), images, pixel_size,
+                                       base | {"train_level": level, "method": run.method + suffix,
+                                               "seed": run.seed})
+    if "snr" in families:  # scheme 2: trained at one SNR, tested at every SNR
+        for run in runs:
+            trained = condition_of_name(run.condition)
+            if trained is None or trained.family != "snr":
+                continue
+            segment = network_segmenter(run)
+            for level, name, images in family_images("snr"):
+                rows += score_rows(segment, images, pixel_size, {
+                    "part": "cross", "family": "snr", "level": level,
+                    "train_level": trained.level, "method": run.method, "seed": run.seed})
+    for mixture in mixtures:
+        family = MIXTURES[mixture]
+        for run in (r for r in runs if r.condition == mixture):
+            segment = network_segmenter(run)
+            for level, name, images in family_images(family):
+                rows += score_rows(segment, images, pixel_size, {
+                    "part": "mixture", "family": family, "level": level, "train_level": "mix",
+                    "method": run.method, "seed": run.seed})
+    if deformations:
+        images = test_images(dataset, SENSITIVITY_CONDITION)
+        params = FluorescenceParams(**(dict(dataset.get("condition") or {})
+                                       | condition_params(SENSITIVITY_CONDITION)))
+        base = {"part": "sensitivity", "family": "deformation"}
+        for method, segment in classical.items():
+            rows += sensitivity_rows(segment, images, deformations, params, pixel_size,
+                                     split_seed, base | {"train_level": "", "method": method, "seed": ""})
+        for run in (r for r in runs if r.condition == SENSITIVITY_CONDITION):
+            rows += sensitivity_rows(network_segmenter(run), images, deformations, params,
+                                     pixel_size, split_seed, base | {
+                                         "train_level": 4.0, "method": run.method, "seed": run.seed})
+    return rows
+
+
+def example_predictions(runs: list[TrainedRun], classical: Mapping[str, Segmenter],
+                        condition: str) -> tuple[TestImage, dict[str, np.ndarray]] | None:
+    """The first test image of ``condition`` and every method's mask on it (one seed each)."""
+    trained = [r for r in runs if r.condition == condition]
+    if not trained:
+        return None
+    item = test_images(trained[0].config["dataset"], condition)[0]
+    predictions = {}
+    for run in sorted(trained, key=lambda r: r.seed):
+        predictions.setdefault(run.method, network_segmenter(run)(item.image))
+    for method, segment in classical.items():
+        predictions[method] = segment(item.image)
+    return item, predictions

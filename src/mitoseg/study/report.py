@@ -1,0 +1,424 @@
+"""The study's markdown report: every measured figure next to paper 000's published one.
+
+``write_study_report(rows, out_dir)`` writes, into a folder it never overwrites:
+report.md, robustness.csv, sensitivity.csv, cross_condition.csv, mixture.csv, tests.csv and
+figures/ (see mitoseg.study.figures). A part of the study without rows is reported as missing,
+and every published number is listed even when its measured counterpart is missing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from mitoseg.errors import InputError
+from mitoseg.runs.files import write_new_text
+from mitoseg.study import figures as figs
+from mitoseg.study.statistics import (
+    PARTS,
+    average_change,
+    cross_condition_table,
+    format_level,
+    mixture_table,
+    normalize_rows,
+    ordered_families,
+    ordered_methods,
+    robustness_table,
+    sensitivity_table,
+    summarize,
+    t_test_table,
+)
+
+__all__ = ["PUBLISHED", "write_study_report", "render_report"]
+
+# Paper 000 as transcribed in the project's fidelity guide ("Published figures to compare
+# with"); the train-4-tested-at-8 changes come from the paper's Results text directly.
+PUBLISHED: dict[str, Any] = {
+    "source": ("paper 000 (Results; Figures 2-3, Supplementary Figure S2, Tables S1-S3), as "
+               "transcribed in /work/shared/guides/fidelity.md, 'Published figures to compare with'"),
+    "n_per_condition": 30,
+    "abd_unit": "px (assumed: the paper's ABD plots give no unit; the guide's reference run matched in px)",
+    "robustness_slope": {
+        "snr": {"as": {"fcn": 0.0112, "unet": 0.0236, "aam": 0.0449},
+                "abd_px": {"fcn": 0.0466, "unet": 0.1023, "aam": 0.2162}},
+        "sib": {"as": {"fcn": 0.0143, "unet": 0.0418, "aam": 0.0559},
+                "abd_px": {"fcn": 0.0801, "unet": 0.2135, "aam": 0.8907}},
+        "svb": {"as": {"fcn": 0.0166, "unet": 0.0200, "aam": 0.0184},
+                "abd_px": {"fcn": 0.0394, "unet": 0.0958, "aam": 0.1226}},
+    },
+    "sensitivity": {
+        "das_dilation_2_3": {"fcn": 0.3987, "unet": 0.5581, "aam": 0.3035},
+        "das_erosion_1": {"fcn": 0.17, "unet": 0.21, "aam": 0.13},
+        "das_dilation_1": {"fcn": 0.17, "unet": 0.33, "aam": 0.13},
+        "dds_all_levels": {"fcn": 0.7672, "unet": 0.8788, "aam": 0.5271},
+    },
+    "cross_change_pct": [
+        {"family": "snr", "train_level": 8, "test_levels": [4, 1], "metric": "as",
+         "values": {"fcn": -89.6, "unet": -91.3}},
+        {"family": "snr", "train_level": 8, "test_levels": [4, 1], "metric": "abd_px",
+         "values": {"fcn": 51.2, "unet": 339.4}},
+        {"family": "snr", "train_level": 4, "test_levels": [1], "metric": "as",
+         "values": {"fcn": -36.4, "unet": -13.6}},
+        {"family": "snr", "train_level": 4, "test_levels": [1], "metric": "abd_px",
+         "values": {"fcn": 38.1, "unet": 47.3}},
+        {"family": "snr", "train_level": 4, "test_levels": [8], "metric": "as",
+         "values": {"unet": 6.0}, "note": "paper 000 Results text (FCN: 'remained unchanged')"},
+        {"family": "snr", "train_level": 4, "test_levels": [8], "metric": "abd_px",
+         "values": {"fcn": -10.4, "unet": -36.2}, "note": "paper 000 Results text"},
+    ],
+}
+
+SENSITIVITY_KEYS = {"das_dilation_2_3": "DAS, mean over dilation 2-3 px",
+                    "das_erosion_1": "DAS at erosion 1 px", "das_dilation_1": "DAS at dilation 1 px",
+                    "dds_all_levels": "DDS, mean over all levels"}
+META_KEYS = ("command", "hardware", "mask source", "seeds", "n per condition")
+CSV_COLUMNS = {
+    "robustness": ["family", "method", "metric", "levels", "means", "sems", "ns", "dropped",
+                   "missing_levels", "slope", "published_slope"],
+    "sensitivity": ["method", "levels", "das_mean", "das_sem", "das_n", "das_dropped", "dds_mean",
+                    "dds_sem", "dds_n", "dds_dropped", "das_dilation_2_3", "dds_all_levels",
+                    "published_das_dilation_2_3", "published_dds_all_levels"],
+    "cross_condition": ["family", "method", "train_level", "test_level", "metric", "mean", "sem", "n",
+                        "source", "reference_mean", "reference_sem", "reference_n", "reference_source",
+                        "change_pct", "t", "p"],
+    "mixture": ["family", "method", "level", "metric", "mixture_mean", "mixture_sem", "mixture_n",
+                "single_mean", "single_sem", "single_n", "difference", "t", "p"],
+    "tests": ["part", "family", "level", "metric", "method_1", "method_2", "mean_1", "mean_2",
+              "n1", "n2", "t", "p", "test"],
+}
+FIGURE_NAMES = ("figure2", "figure3", "figure4", "figure_s2", "figure_s5")
+MAIN_FAMILIES = ("snr", "sib", "svb")
+METRIC_NAMES = {"as": "AS", "abd_px": "ABD (px)", "das": "DAS", "dds": "DDS"}
+
+
+# ----------------------------------------------------------------------------- formatting
+
+def _num(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.{digits}f}"
+
+
+def _p(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.2g}"
+
+
+def _pct(value: Optional[float]) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:+.1f} %"
+
+
+def _cell(value: Any) -> str:
+    """Markdown-safe: a '|' or a line break in a value (a command line) would split the row."""
+    return " ".join(str(value).split()).replace("|", "\\|")
+
+
+def _table(header: Sequence[str], body: Iterable[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in body]
+    return lines + [""]
+
+
+def _csv_cell(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ";".join(_csv_cell(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def _csv_text(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_csv_cell(row.get(c)) for c in columns])
+    return buffer.getvalue()
+
+
+def _mean_sem(mean: float, sem: float, n: int) -> str:
+    if not n:
+        return "missing"
+    return f"{_num(mean)} ± {_num(sem)} (n={n})"
+
+
+# ----------------------------------------------------------------------------- sections
+
+def _meta_section(meta: Mapping[str, Any], rows: list[dict]) -> list[str]:
+    groups = summarize(rows, by=("part", "family", "level", "train_level", "method"), metric="as")
+    counts = sorted({g["n"] + g["dropped"] for g in groups})
+    measured = ("no rows" if not counts else f"{counts[0]} rows per condition" if len(counts) == 1
+                else f"{counts[0]} to {counts[-1]} rows per condition")
+    body = [(key, meta.get(key, "not given")) for key in META_KEYS]
+    body += [(key, value) for key, value in meta.items() if key not in META_KEYS]
+    body.append(("n per condition, measured", f"{measured} (paper 000: n = {PUBLISHED['n_per_condition']})"))
+    return ["## Run", ""] + _table(("", ""), body)
+
+
+def _parts_section(rows: list[dict]) -> list[str]:
+    body = []
+    for part in PARTS:
+        mine = [r for r in rows if r["part"] == part]
+        families = ordered_families(r["family"] for r in mine)
+        status = f"{len(mine)} rows" if mine else "**missing** (no rows)"
+        body.append((part, ", ".join(families) or "-", ", ".join(ordered_methods(r["method"] for r in mine)) or "-",
+                     status))
+    have = {r["family"] for r in rows if r["part"] == "robustness"}
+    for family in MAIN_FAMILIES:
+        if family not in have:
+            body.append((f"robustness / {family}", family, "-", "**missing** (no rows)"))
+    unknown = sorted({r["part"] for r in rows} - set(PARTS))
+    lines = ["## Parts of the study", ""] + _table(("part", "families", "methods", "status"), body)
+    if unknown:
+        lines += [f"Rows with unknown part values were ignored: {unknown}.", ""]
+    return lines
+
+
+def _mean_sem_tables(rows: list[dict], part: str, families: Sequence[str], metrics: Sequence[str]) -> list[str]:
+    lines = []
+    for family in families:
+        for metric in metrics:
+            groups = [g for g in summarize([r for r in rows if r["part"] == part and r["family"] == family],
+                                           by=("family", "level", "method"), metric=metric)]
+            if not groups:
+                continue
+            levels = list(dict.fromkeys(g["level"] for g in groups))
+            body = []
+            for method in ordered_methods(g["method"] for g in groups):
+                cells = {g["level"]: g for g in groups if g["method"] == method}
+                body.append([figs.method_label(method)] + [
+                    _mean_sem(cells[lv]["mean"], cells[lv]["sem"], cells[lv]["n"]) if lv in cells else "missing"
+                    for lv in levels])
+            lines += [f"{family}, {METRIC_NAMES[metric]}, mean ± SEM:", ""]
+            lines += _table(["method"] + [format_level(family, lv) for lv in levels], body)
+    return lines
+
+
+def _tests_lines(tests: list[dict], part: str, families: Sequence[str]) -> list[str]:
+    mine = [t for t in tests if t["part"] == part and t["family"] in families]
+    if not mine:
+        return ["No t-tests (fewer than two methods with rows).", ""]
+    body = [(t["family"], format_level(t["family"], t["level"]), METRIC_NAMES[t["metric"]],
+             f"{figs.method_label(t['method_1'])} vs {figs.method_label(t['method_2'])}",
+             _num(t["t"], 3), _p(t["p"]), t["n1"], t["n2"]) for t in mine]
+    return _table(("family", "level", "metric", "pair", "t", "p", "n1", "n2"), body)
+
+
+def _slope_lines(table: list[dict], families: Sequence[str], published: Mapping[str, Any]) -> list[str]:
+    body = []
+    for family in families:
+        for metric in ("as", "abd_px"):
+            pub = published.get("robustness_slope", {}).get(family, {}).get(metric, {})
+            measured = {e["method"]: e for e in table if e["family"] == family and e["metric"] == metric}
+            for method in ordered_methods(list(pub) + list(measured)):
+                entry = measured.get(method)
+                if entry is None:
+                    value, used = "missing (no rows)", "-"
+                else:
+                    value = _num(entry["slope"])
+                    used = ", ".join(format_level(family, lv) for lv in entry["levels"])
+                    if entry["missing_levels"]:
+                        used += " (missing: " + ", ".join(format_level(family, lv)
+                                                          for lv in entry["missing_levels"]) + ")"
+                body.append((family, METRIC_NAMES[metric], figs.method_label(method), value,
+                             _num(pub.get(method)) if method in pub else "not published", used))
+    return _table(("family", "metric", "method", "measured slope", "published slope", "levels"), body)
+
+
+def _robustness_section(rows, table, tests, published) -> list[str]:
+    lines = ["## Robustness (Figure 2)", "",
+             "Robustness = average slope of the metric curve (lower = more robust): the levels are "
+             "sorted, the slope |Δ mean| / |Δ level| of each segment between consecutive levels is "
+             "taken, and the segment slopes are averaged with equal weight (SNR 8/4/1: "
+             "(|m8 − m4| / 4 + |m4 − m1| / 3) / 2).", ""]
+    present = [f for f in ordered_families(e["family"] for e in table) if not f.endswith("_corr")]
+    families = list(dict.fromkeys(list(MAIN_FAMILIES) + present))
+    for family in families:
+        if family not in present:
+            lines += [f"**Missing**: no robustness rows for family `{family}`.", ""]
+    lines += _slope_lines(table, families, published)
+    lines += ["### Mean ± SEM per condition", ""] + _mean_sem_tables(rows, "robustness", present, ("as", "abd_px"))
+    lines += ["### Two-sample t-tests between methods", ""] + _tests_lines(tests, "robustness", present)
+    return lines
+
+
+def _sensitivity_section(rows, table, tests, published) -> list[str]:
+    lines = ["## Sensitivity (Figure 3)", ""]
+    pub = published.get("sensitivity", {})
+    if not table:
+        lines += ["**Missing**: no rows with part `sensitivity`.", ""]
+    measured = {e["method"]: e for e in table}
+
+    def value(entry: Optional[dict], key: str) -> str:
+        if entry is None:
+            return "missing (no rows)"
+        if key in ("das_dilation_2_3", "dds_all_levels"):
+            return _num(entry[key])
+        level = -1.0 if key == "das_erosion_1" else 1.0
+        if level not in entry["levels"]:
+            return "missing (level not run)"
+        i = entry["levels"].index(level)
+        return _mean_sem(entry["das_mean"][i], entry["das_sem"][i], entry["das_n"][i])
+
+    body = []
+    for key, label in SENSITIVITY_KEYS.items():
+        for method in ordered_methods(list(pub.get(key, {})) + list(measured)):
+            p = pub.get(key, {})
+            body.append((label, figs.method_label(method), value(measured.get(method), key),
+                         _num(p[method], 4 if key in ("das_dilation_2_3", "dds_all_levels") else 2)
+                         if method in p else "not published"))
+    lines += ["DAS at 2-3 px = mean of the per-level DAS means at dilation 2 and 3 px; DDS over all "
+              "levels = mean of the per-level DDS means (undefined DDS dropped first).", ""]
+    lines += _table(("figure", "method", "measured", "published"), body)
+    if table:
+        lines += ["### Mean ± SEM per deformation level", ""]
+        lines += _mean_sem_tables(rows, "sensitivity", ("deformation",), ("das", "dds"))
+        dropped = sum(sum(e["dds_dropped"]) for e in table)
+        if dropped:
+            lines += [f"{dropped} undefined DDS value(s) (ground truth unchanged) were dropped.", ""]
+        lines += ["### Two-sample t-tests between methods", ""] + _tests_lines(tests, "sensitivity", ("deformation",))
+    return lines
+
+
+def _cross_section(table, published) -> list[str]:
+    lines = ["## Cross-condition testing (Supplementary Figure S2)", "",
+             "change = (mean tested elsewhere − mean tested at the training level) / mean tested at "
+             "the training level × 100, averaged over the listed test levels.", ""]
+    if not table:
+        lines += ["**Missing**: no rows with part `cross`.", ""]
+    body = []
+    seen = set()
+    for entry in published.get("cross_change_pct", []):
+        family, train, tests, metric = entry["family"], entry["train_level"], entry["test_levels"], entry["metric"]
+        measured_methods = {e["method"] for e in table if e["family"] == family and e["train_level"] == train}
+        for method in ordered_methods(list(entry["values"]) + list(measured_methods)):
+            seen.add((family, float(train), method))
+            change = average_change(table, family, method, train, tests, metric)
+            have = method in measured_methods
+            body.append((family, format_level(family, train), ", ".join(format_level(family, t) for t in tests),
+                         METRIC_NAMES[metric], figs.method_label(method),
+                         _pct(change) if have else "missing (no rows)",
+                         _pct(entry["values"][method]) if method in entry["values"] else "not published",
+                         entry.get("note", "")))
+    lines += _table(("family", "trained at", "tested at", "metric", "method", "measured change",
+                     "published change", "note"), body)
+    if table:
+        body = [(e["family"], figs.method_label(e["method"]), format_level(e["family"], e["train_level"]),
+                 format_level(e["family"], e["test_level"]), METRIC_NAMES[e["metric"]],
+                 _mean_sem(e["mean"], e["sem"], e["n"]), e["source"], _pct(e["change_pct"]), _p(e["p"]))
+                for e in table]
+        lines += ["### Mean ± SEM, trained at x tested at", "",
+                  "The training-level reference comes from part `cross` rows tested there when present, "
+                  "otherwise from part `robustness` (source column); p: two-sample t-test against it.", ""]
+        lines += _table(("family", "method", "trained at", "tested at", "metric", "mean ± SEM", "source",
+                         "change", "p"), body)
+    return lines
+
+
+def _mixture_section(table) -> list[str]:
+    lines = ["## Mixture vs single-condition training (Figure 4)", ""]
+    if not table:
+        return lines + ["**Missing**: no rows with part `mixture`.", ""]
+    body = [(e["family"], figs.method_label(e["method"]), format_level(e["family"], e["level"]),
+             METRIC_NAMES[e["metric"]], _mean_sem(e["mixture_mean"], e["mixture_sem"], e["mixture_n"]),
+             _mean_sem(e["single_mean"], e["single_sem"], e["single_n"]), _num(e["difference"]), _p(e["p"]))
+            for e in table]
+    lines += ["Paper 000 found the two matched in most cases (p > 0.1) and gives no numbers beyond "
+              "its Figure 4 p-values.", ""]
+    return lines + _table(("family", "method", "test level", "metric", "mixture-trained",
+                           "single-condition", "difference", "p"), body)
+
+
+def _correlated_section(rows, table, tests) -> list[str]:
+    lines = ["## Spatially correlated images (Supplementary Figure S5)", ""]
+    families = [f for f in ordered_families(e["family"] for e in table) if f.endswith("_corr")]
+    if not families:
+        return lines + ["**Missing**: no robustness rows for sib_corr / svb_corr.", ""]
+    lines += ["Paper 000 publishes no numbers for these, only the trend: networks keep about the "
+              "same AS and slightly worse ABD, AAM degrades.", ""]
+    lines += _slope_lines(table, families, {})
+    lines += _mean_sem_tables(rows, "robustness", families, ("as", "abd_px"))
+    return lines + ["### Two-sample t-tests", ""] + _tests_lines(tests, "robustness", families)
+
+
+def _figures_section(written: Optional[Mapping[str, list[Path]]], out_dir: Path) -> list[str]:
+    titles = {"figure2": "Figure 2, robustness", "figure3": "Figure 3, sensitivity",
+              "figure4": "Figure 4, mixture vs single-condition training",
+              "figure_s2": "Supplementary Figure S2, cross-condition testing",
+              "figure_s5": "Supplementary Figure S5, correlated images"}
+    lines = ["## Figures", ""]
+    if written is None:
+        return lines + ["No figures were drawn for this report (switched off).", ""]
+    for name in FIGURE_NAMES:
+        paths = written.get(name)
+        if not paths:
+            lines += [f"{titles[name]}: **missing**, no rows for this part.", ""]
+        else:
+            png = next(p for p in paths if p.suffix == ".png")
+            lines += [f"{titles[name]}:", "", f"![{name}]({png.relative_to(out_dir).as_posix()})", ""]
+    return lines
+
+
+# ----------------------------------------------------------------------------- entry points
+
+def render_report(rows: Iterable[Mapping[str, Any]], published: Mapping[str, Any] = PUBLISHED,
+                  meta: Optional[Mapping[str, Any]] = None,
+                  figures: Optional[Mapping[str, list[Path]]] = None, out_dir: Path = Path("."),
+                  equal_var: bool = True) -> str:
+    """The report's markdown text (no files written)."""
+    rows = normalize_rows(rows)
+    robust, tests = robustness_table(rows), t_test_table(rows, equal_var=equal_var)
+    lines = ["# Paper 000 robustness and sensitivity study", "",
+             f"Published values: {published.get('source', 'source not given')}. "
+             f"ABD unit of the published values: {published.get('abd_unit', 'not given')}. "
+             f"Error terms are SEM (std with ddof=1 / sqrt(n)); tests are two-sample "
+             f"{'Student' if equal_var else 'Welch'} t-tests, as in the paper.", ""]
+    lines += _meta_section(meta or {}, rows) + _parts_section(rows)
+    lines += _robustness_section(rows, robust, tests, published)
+    lines += _sensitivity_section(rows, sensitivity_table(rows), tests, published)
+    lines += _cross_section(cross_condition_table(rows, equal_var=equal_var), published)
+    lines += _mixture_section(mixture_table(rows, equal_var=equal_var))
+    lines += _correlated_section(rows, robust, tests)
+    lines += _figures_section(figures, out_dir)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_study_report(rows: Iterable[Mapping[str, Any]], out_dir: Union[str, Path],
+                       published: Mapping[str, Any] = PUBLISHED,
+                       meta: Optional[Mapping[str, Any]] = None, *, figures: bool = True,
+                       equal_var: bool = True) -> Path:
+    """Write report.md, the five CSV tables and (figures=True) figures/ into ``out_dir``.
+
+    meta: shown at the top (command, hardware, mask source, seeds, n per condition, and any
+    other keys). Refuses, before writing anything, if any of the files already exists.
+    Returns the path of report.md.
+    """
+    rows = normalize_rows(rows)
+    out_dir = Path(out_dir)
+    targets = [out_dir / "report.md"] + [out_dir / f"{name}.csv" for name in CSV_COLUMNS]
+    if figures:
+        targets += [out_dir / "figures" / f"{n}.{ext}" for n in FIGURE_NAMES for ext in ("png", "svg")]
+    taken = [str(p) for p in targets if p.exists()]
+    if taken:
+        raise InputError(f"refusing to overwrite existing study results {taken}; choose a new folder")
+
+    robust = robustness_table(rows)
+    for entry in robust:
+        entry["published_slope"] = (published.get("robustness_slope", {}).get(entry["family"], {})
+                                    .get(entry["metric"], {}).get(entry["method"]))
+    sens = sensitivity_table(rows)
+    for entry in sens:
+        for key in ("das_dilation_2_3", "dds_all_levels"):
+            entry[f"published_{key}"] = published.get("sensitivity", {}).get(key, {}).get(entry["method"])
+    tables = {"robustness": robust, "sensitivity": sens,
+              "cross_condition": cross_condition_table(rows, equal_var=equal_var),
+              "mixture": mixture_table(rows, equal_var=equal_var),
+              "tests": t_test_table(rows, equal_var=equal_var)}
+    for name, table in tables.items():
+        write_new_text(out_dir / f"{name}.csv", _csv_text(CSV_COLUMNS[name], table))
+    written = figs.write_figures(rows, out_dir / "figures") if figures else None
+    text = render_report(rows, published, meta, written, out_dir, equal_var)
+    return write_new_text(out_dir / "report.md", text)

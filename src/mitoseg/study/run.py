@@ -1,0 +1,183 @@
+"""``run_study(cfg)``: the library function behind ``study.py`` -- train, analyze, report."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from mitoseg.errors import InputError
+from mitoseg.runs.files import write_new_csv, write_new_json, write_new_text
+from mitoseg.runs.run_info import run_info
+from mitoseg.study.analysis import (Segmenter, example_predictions, find_trained_runs,
+                                    study_rows)
+from mitoseg.study.plan import FAMILIES, MIXTURES, training_conditions
+
+log = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[3]
+CLASSICAL_NAMES = {"local_threshold": "local"}
+
+
+def training_command(cfg: DictConfig, study_dir: Path) -> list[str]:
+    """The one Hydra multirun of train.py that trains every network of the study."""
+    conditions = training_conditions(list(cfg.families), list(cfg.mixtures),
+                                     bool(cfg.deformations))
+    command = [sys.executable, str(REPO / "train.py"), "-m",
+               f"dataset={cfg.dataset}", f"condition={','.join(conditions)}",
+               f"model={','.join(cfg.models)}", f"seed={','.join(str(s) for s in cfg.seeds)}",
+               f"experiment_name=study_{cfg.name}", f"logger={cfg.logger}",
+               f"hydra.sweep.dir={study_dir / 'train'}", *cfg.train_overrides]
+    if cfg.get("launcher"):
+        command.append(f"hydra/launcher={cfg.launcher}")
+    return command
+
+
+def classical_methods(names: list[str]) -> dict[str, Segmenter]:
+    methods = {}
+    for name in names:
+        path = REPO / "conf" / "classical" / f"{name}.yaml"
+        if not path.is_file():
+            raise InputError(f"study: unknown classical method '{name}' (expected {path})")
+        methods[CLASSICAL_NAMES.get(name, name)] = instantiate(OmegaConf.load(path))
+    return methods
+
+
+def run_study(cfg: DictConfig) -> Path:
+    """Train (unless ``analyze_only``), then analyze and report; returns the report folder."""
+    _check(cfg)
+    study_dir = Path(cfg.analyze_only or cfg.paths.output_dir)
+    started = time.perf_counter()
+    if not cfg.analyze_only:
+        study_dir.mkdir(parents=True, exist_ok=True)
+        write_new_json(study_dir / "run_info.json", run_info(0, 0))
+        write_new_text(study_dir / "study.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        command = training_command(cfg, study_dir)
+        write_new_text(study_dir / "train_command.txt", " ".join(command) + "\n")
+        plan = describe_plan(cfg)
+        print(f"Training {plan['jobs']} networks ({len(plan['conditions'])} conditions x "
+              f"{len(plan['models'])} models x {len(plan['seeds'])} seeds) in "
+              f"{study_dir / 'train'}", flush=True)
+        done = subprocess.run(command, cwd=REPO, env=os.environ.copy())
+        if done.returncode != 0:
+            log.error("the training multirun reported failed jobs (exit %d); analyzing what "
+                      "finished, the report lists the rest", done.returncode)
+    elif not (study_dir / "train").is_dir():
+        raise InputError(f"analyze_only='{study_dir}': no training folder '{study_dir / 'train'}'")
+    train_seconds = time.perf_counter() - started
+
+    runs, problems = find_trained_runs(study_dir / "train")
+    classical = classical_methods(list(cfg.classical))
+    postprocs = OmegaConf.to_container(cfg.postprocs, resolve=True) if cfg.postprocs else {}
+    rows = study_rows(runs, list(cfg.families), list(cfg.mixtures), classical,
+                      [int(d) for d in cfg.deformations], postprocs)
+    out = _new_folder(study_dir / "report")
+    write_new_csv(out / "per_image.csv", rows)
+    from mitoseg.study.figures import example_panel
+    from mitoseg.study.report import write_study_report
+
+    for family in cfg.families:
+        middle = FAMILIES[family][1][1]
+        example = example_predictions(runs, classical, middle)
+        if example is not None:
+            item, predictions = example
+            example_panel(item.image, item.mask, predictions, out / f"example_{middle}")
+    meta = {
+        "command": " ".join(sys.argv), "study folder": str(study_dir),
+        "mask source": _mask_source(runs, cfg.dataset),
+        "n per condition": _test_size(runs),
+        "families": ", ".join(cfg.families),
+        "mixtures": ", ".join(cfg.mixtures) or "none",
+        "models": ", ".join(cfg.models), "seeds": ", ".join(map(str, cfg.seeds)),
+        "classical methods": ", ".join(cfg.classical),
+        "training overrides": " ".join(cfg.train_overrides) or "none",
+        "finished training runs": len(runs),
+        "failed or unfinished training runs": "; ".join(f"{p.name}: {why}" for p, why in problems) or "none",
+        "hardware": _hardware(), "wall time (s)": round(time.perf_counter() - started, 1),
+        "training wall time (s)": round(train_seconds, 1),
+    }
+    report = write_study_report(rows, out, meta=meta)
+    if cfg.logger == "wandb":
+        _log_to_wandb(cfg, out)
+    print(f"Study report: {report}")
+    return out
+
+
+def _mask_source(runs: list, dataset: str) -> str:
+    if not runs:
+        return str(dataset)
+    masks = runs[0].config["dataset"].get("masks", {})
+    where = masks.get("path") or f"procedural, seed {masks.get('seed')}, {masks.get('count')} masks"
+    return f"{dataset} ({where})"
+
+
+def _test_size(runs: list) -> str:
+    if not runs:
+        return "no finished run"
+    data = runs[0].folder / "data.json"
+    import json
+
+    sizes = json.loads(data.read_text()).get("sizes", {}) if data.is_file() else {}
+    return f"{sizes.get('test', '?')} test images (train {sizes.get('train', '?')}, val {sizes.get('val', '?')})"
+
+
+def _check(cfg: DictConfig) -> None:
+    unknown = [f for f in cfg.families if f not in FAMILIES]
+    unknown += [m for m in cfg.mixtures if m not in MIXTURES]
+    if unknown:
+        raise InputError(f"study: unknown families/mixtures {unknown}; known families "
+                         f"{sorted(FAMILIES)}, mixtures {sorted(MIXTURES)}")
+    if not cfg.models or not cfg.seeds:
+        raise InputError("study: 'models' and 'seeds' must not be empty")
+
+
+def _new_folder(path: Path) -> Path:
+    """``report``, or ``report-2``, ``report-3`` ... when an earlier analysis is there."""
+    candidate, attempt = path, 1
+    while candidate.exists():
+        attempt += 1
+        candidate = path.with_name(f"{path.name}-{attempt}")
+    candidate.mkdir(parents=True)
+    return candidate
+
+
+def _hardware() -> str:
+    import platform
+
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, {device}"
+
+
+def _log_to_wandb(cfg: DictConfig, out: Path) -> None:
+    """The report's tables and figures as one W&B run (offline unless WANDB_MODE=online)."""
+    import csv
+
+    import wandb
+
+    os.environ.setdefault("WANDB_MODE", "offline")
+    run = wandb.init(project="mitoseg", dir=str(out), group=f"study/{cfg.name}",
+                     job_type="study", name=out.parent.name,
+                     config=OmegaConf.to_container(cfg, resolve=True))
+    for table in sorted(out.glob("*.csv")):
+        with open(table, newline="") as stream:
+            rows = list(csv.reader(stream))
+        if len(rows) > 1:
+            run.log({f"table/{table.stem}": wandb.Table(columns=rows[0], data=rows[1:])})
+    for figure in sorted(out.glob("*.png")):
+        run.log({f"figure/{figure.stem}": wandb.Image(str(figure))})
+    run.finish()
+
+
+def describe_plan(cfg: DictConfig) -> dict[str, Any]:
+    """What a study will train (for --cfg job style inspection and tests)."""
+    conditions = training_conditions(list(cfg.families), list(cfg.mixtures), bool(cfg.deformations))
+    return {"conditions": conditions, "models": list(cfg.models), "seeds": list(cfg.seeds),
+            "jobs": len(conditions) * len(cfg.models) * len(cfg.seeds)}

@@ -1,0 +1,404 @@
+"""Statistics of paper 000's robustness/sensitivity study, from the tidy per-image table.
+
+Input: rows with the columns of ``study/per_image.csv`` (``COLUMNS``; one row per test image,
+method and run), as read by the csv module (all text) or already typed. Every function here is
+pure: rows in, lists of plain dicts out, so the same numbers feed the CSV tables, the figures
+and the report.
+
+Definitions (paper 000; see each function):
+- mean ± SEM per condition, SEM = std (ddof=1) / sqrt(n), nan values (undefined DDS) dropped
+  and counted. Rows of several seeds of one method are pooled: n counts rows, not images.
+- robustness = "average slope of the metric curve": the mean over consecutive levels of
+  |Δ mean| / |Δ level| (``robustness_slope``).
+- two-sample Student t-tests between methods (Welch on request).
+- cross-condition change = (mean tested elsewhere - mean tested at the training level) /
+  mean tested at the training level * 100.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import combinations
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+from scipy import stats
+
+from mitoseg.errors import InputError
+
+COLUMNS = ("part", "family", "level", "train_level", "method", "seed", "image",
+           "as", "abd_px", "abd_um", "das", "dds")
+METRICS = ("as", "abd_px", "abd_um", "das", "dds")
+PARTS = ("robustness", "cross", "mixture", "sensitivity")
+FAMILIES = ("snr", "sib", "svb", "snr_corr", "sib_corr", "svb_corr", "deformation")
+METHODS = ("fcn", "unet", "aam", "otsu", "local")
+ACCURACY_METRICS = ("as", "abd_px")
+
+Level = float
+TrainLevel = Union[float, str]  # a level, "mix", or "" for methods that are not trained
+
+
+# ----------------------------------------------------------------------------- reading rows
+
+def read_rows(path: Union[str, Path]) -> list[dict[str, Any]]:
+    """Read ``per_image.csv`` with the csv module and return normalized rows."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"study table '{path}' does not exist; expected the per-image CSV")
+    with path.open(newline="", encoding="utf-8") as stream:
+        rows = list(csv.DictReader(stream))
+    return normalize_rows(rows, where=str(path))
+
+
+def _float(value: Any) -> float:
+    if value is None or (isinstance(value, str) and value.strip() in ("", "nan", "NaN", "None")):
+        return math.nan
+    return float(value)
+
+
+def _train_level(value: Any) -> TrainLevel:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return float(text)
+        except ValueError:
+            return text  # "mix", or "" for classical methods
+    return float(value)
+
+
+def normalize_rows(rows: Iterable[Mapping[str, Any]], where: str = "rows") -> list[dict[str, Any]]:
+    """Typed copies of ``rows``: level float, train_level float / "mix" / "", metrics float
+    ("" and "nan" -> nan), the other columns str. Idempotent. Missing columns or an unreadable
+    number stop with an InputError naming ``where``, the row and the column."""
+    out = []
+    for index, row in enumerate(rows):
+        missing = [c for c in COLUMNS if c not in row]
+        if missing:
+            raise InputError(f"{where}: row {index} lacks column(s) {missing}; expected the columns "
+                             f"{list(COLUMNS)} of study/per_image.csv")
+        column = "level"
+        try:
+            typed = {c: ("" if row[c] is None else str(row[c]).strip())
+                     for c in ("part", "family", "method", "seed", "image")}
+            typed["level"] = float(row["level"])
+            if not math.isfinite(typed["level"]):
+                raise ValueError("not finite")
+            column = "train_level"
+            typed["train_level"] = _train_level(row["train_level"])
+            for column in METRICS:
+                typed[column] = _float(row[column])
+        except (TypeError, ValueError) as error:
+            raise InputError(f"{where}: row {index}, column '{column}': expected a number, got "
+                             f"{row[column]!r} ({error})") from error
+        out.append(typed)
+    return out
+
+
+# ----------------------------------------------------------------------------- ordering
+
+def _rank(value: str, order: Sequence[str]) -> tuple[int, str]:
+    return (order.index(value), "") if value in order else (len(order), value)
+
+
+def ordered_methods(methods: Iterable[str]) -> list[str]:
+    """fcn, unet, aam, otsu, local first (the paper's order), then the rest alphabetically."""
+    return sorted(set(methods), key=lambda m: _rank(m, METHODS))
+
+
+def ordered_families(families: Iterable[str]) -> list[str]:
+    return sorted(set(families), key=lambda f: _rank(f, FAMILIES))
+
+
+def level_order(family: str, levels: Iterable[float]) -> list[float]:
+    """Levels in the paper's order, from the easiest condition to the hardest: SNR descending
+    (8, 4, 1), blur and deformation ascending (2, 3, 4; -1, 1, 2, 3)."""
+    return sorted(set(levels), reverse=family.startswith("snr"))
+
+
+def format_level(family: str, level: TrainLevel) -> str:
+    """8.0 -> "8"; space-variant blur M -> "1~M" as the paper writes it; "mix" stays."""
+    if isinstance(level, str):
+        return level
+    text = str(int(level)) if float(level).is_integer() else f"{level:g}"
+    return f"1~{text}" if family.startswith("svb") else text
+
+
+def _sort_key(row: Mapping[str, Any], by: Sequence[str]) -> tuple:
+    key: list[Any] = []
+    for column in by:
+        value = row[column]
+        if column == "part":
+            key.append(_rank(value, PARTS))
+        elif column == "family":
+            key.append(_rank(value, FAMILIES))
+        elif column == "method":
+            key.append(_rank(value, METHODS))
+        elif column in ("level", "train_level"):
+            numeric = isinstance(value, float)
+            sign = -1.0 if numeric and str(row.get("family", "")).startswith("snr") else 1.0
+            key.append((0, sign * value, "") if numeric else (1, 0.0, str(value)))
+        else:
+            key.append(str(value))
+    return tuple(key)
+
+
+def select(rows: Iterable[Mapping[str, Any]], **criteria: Any) -> list[dict[str, Any]]:
+    """Normalized rows whose columns equal ``criteria`` (levels compared as numbers)."""
+    out = []
+    for row in normalize_rows(rows):
+        if all(row[c] == (_train_level(v) if c == "train_level" else float(v) if c == "level" else v)
+               for c, v in criteria.items()):
+            out.append(row)
+    return out
+
+
+# ----------------------------------------------------------------------------- basics
+
+def _check_metric(metric: str) -> None:
+    if metric not in METRICS:
+        raise InputError(f"metric '{metric}' is not a column of the study table; expected one of {METRICS}")
+
+
+def mean_sem(values: Iterable[float]) -> dict[str, float]:
+    """mean, sem, std (ddof=1) and n over the finite values; dropped = how many were not."""
+    array = np.asarray(list(values), dtype=float)
+    finite = array[np.isfinite(array)]
+    n = int(finite.size)
+    std = float(finite.std(ddof=1)) if n > 1 else math.nan
+    return {"mean": float(finite.mean()) if n else math.nan, "sem": std / math.sqrt(n) if n > 1 else math.nan,
+            "std": std, "n": n, "dropped": int(array.size - n)}
+
+
+def robustness_slope(levels: Sequence[float], means: Sequence[float]) -> float:
+    """Paper 000's robustness: the average slope of the metric curve (lower = more robust).
+
+    Sort the points by level, take the slope of each segment between consecutive levels,
+    |mean_(i+1) - mean_i| / (level_(i+1) - level_i), and average the segment slopes with equal
+    weight. For SNR 8/4/1 that is (|m8 - m4| / 4 + |m4 - m1| / 3) / 2. The project's fidelity
+    guide found this reproduces the paper's slopes (the paper gives no formula).
+    Fewer than 2 levels, or any nan mean -> nan. Repeated levels are an error.
+    """
+    lv, m = np.asarray(levels, dtype=float), np.asarray(means, dtype=float)
+    if lv.ndim != 1 or lv.shape != m.shape:
+        raise InputError(f"robustness_slope: expected as many levels as means, got {lv.shape} and {m.shape}")
+    if np.unique(lv).size != lv.size:
+        raise InputError(f"robustness_slope: levels must be distinct, got {lv.tolist()}")
+    if lv.size < 2 or not np.isfinite(m).all() or not np.isfinite(lv).all():
+        return math.nan
+    order = np.argsort(lv)
+    return float(np.mean(np.abs(np.diff(m[order])) / np.diff(lv[order])))
+
+
+def summarize(rows: Iterable[Mapping[str, Any]], by: Sequence[str] = ("part", "family", "level", "method"),
+              metric: str = "as") -> list[dict[str, Any]]:
+    """One dict per group of ``by``: the group's columns, metric, mean, sem, std (ddof=1), n
+    (finite values used) and dropped (nan values ignored, e.g. undefined DDS)."""
+    _check_metric(metric)
+    bad = [c for c in by if c not in COLUMNS or c in METRICS]
+    if bad:
+        raise InputError(f"summarize: cannot group by {bad}; expected columns among "
+                         f"{[c for c in COLUMNS if c not in METRICS]}")
+    groups: dict[tuple, list[float]] = {}
+    for row in normalize_rows(rows):
+        groups.setdefault(tuple(row[c] for c in by), []).append(row[metric])
+    out = [{**dict(zip(by, key)), "metric": metric, **mean_sem(values)} for key, values in groups.items()]
+    return sorted(out, key=lambda r: _sort_key(r, by))
+
+
+def _t_test(a: Sequence[float], b: Sequence[float], equal_var: bool) -> tuple[float, float]:
+    a = np.asarray(a, float)[np.isfinite(np.asarray(a, float))]
+    b = np.asarray(b, float)[np.isfinite(np.asarray(b, float))]
+    if a.size < 2 or b.size < 2:
+        return math.nan, math.nan
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = stats.ttest_ind(a, b, equal_var=equal_var)
+    return float(result.statistic), float(result.pvalue)
+
+
+def pairwise_tests(rows: Iterable[Mapping[str, Any]], metric: str, family: str, level: float, *,
+                   part: Optional[str] = None, train_level: Optional[TrainLevel] = None,
+                   equal_var: bool = True) -> list[dict[str, Any]]:
+    """Two-sample t-tests between every pair of methods in one condition.
+
+    part: None = "sensitivity" for family "deformation", else "robustness". train_level: keep
+    only rows trained there (needed for part "cross"). equal_var=True is the classic Student
+    test the paper names; False gives Welch's. nan values are dropped; fewer than 2 values on a
+    side -> t and p nan. Returns dicts with part, family, level, metric, method_1, method_2,
+    mean_1, mean_2, n1, n2, t, p, test.
+    """
+    _check_metric(metric)
+    part = part or ("sensitivity" if family == "deformation" else "robustness")
+    criteria: dict[str, Any] = {"part": part, "family": family, "level": level}
+    if train_level is not None:
+        criteria["train_level"] = train_level
+    by_method: dict[str, list[float]] = {}
+    for row in select(rows, **criteria):
+        by_method.setdefault(row["method"], []).append(row[metric])
+    out = []
+    for m1, m2 in combinations(ordered_methods(by_method), 2):
+        s1, s2 = mean_sem(by_method[m1]), mean_sem(by_method[m2])
+        t, p = _t_test(by_method[m1], by_method[m2], equal_var)
+        out.append({"part": part, "family": family, "level": float(level), "metric": metric,
+                    "method_1": m1, "method_2": m2, "mean_1": s1["mean"], "mean_2": s2["mean"],
+                    "n1": s1["n"], "n2": s2["n"], "t": t, "p": p,
+                    "test": "student" if equal_var else "welch"})
+    return out
+
+
+def t_test_table(rows: Iterable[Mapping[str, Any]], equal_var: bool = True) -> list[dict[str, Any]]:
+    """pairwise_tests for every robustness condition (as, abd_px) and every deformation level
+    (das, dds)."""
+    rows = normalize_rows(rows)
+    out = []
+    for part, metrics in (("robustness", ACCURACY_METRICS), ("sensitivity", ("das", "dds"))):
+        mine = [r for r in rows if r["part"] == part]
+        for family in ordered_families(r["family"] for r in mine):
+            levels = level_order(family, (r["level"] for r in mine if r["family"] == family))
+            for level in levels:
+                for metric in metrics:
+                    out += pairwise_tests(mine, metric, family, level, part=part, equal_var=equal_var)
+    return out
+
+
+# ----------------------------------------------------------------------------- tables
+
+def robustness_table(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Scheme 1 (trained and tested per condition): per family x method x metric (as, abd_px)
+    the levels in the paper's order, mean / sem / n per level, and the robustness slope over the
+    levels this method has. missing_levels lists the family's levels (seen for any method)
+    that this method lacks, so a slope over fewer levels is never mistaken for a full one."""
+    rows = [r for r in normalize_rows(rows) if r["part"] == "robustness"]
+    out = []
+    for family in ordered_families(r["family"] for r in rows):
+        fam = [r for r in rows if r["family"] == family]
+        all_levels = level_order(family, (r["level"] for r in fam))
+        for method in ordered_methods(r["method"] for r in fam):
+            mine = [r for r in fam if r["method"] == method]
+            levels = level_order(family, (r["level"] for r in mine))
+            for metric in ACCURACY_METRICS:
+                per_level = [mean_sem(r[metric] for r in mine if r["level"] == lv) for lv in levels]
+                means = [s["mean"] for s in per_level]
+                out.append({"family": family, "method": method, "metric": metric, "levels": levels,
+                            "means": means, "sems": [s["sem"] for s in per_level],
+                            "ns": [s["n"] for s in per_level],
+                            "dropped": sum(s["dropped"] for s in per_level),
+                            "missing_levels": [lv for lv in all_levels if lv not in levels],
+                            "slope": robustness_slope(levels, means)})
+    return out
+
+
+def sensitivity_table(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per method: DAS and DDS mean / sem / n per deformation level (px, negative = erosion),
+    and the paper's summaries: das_dilation_2_3 = mean of the per-level DAS means at +2 and +3
+    px (nan unless both exist), dds_all_levels = mean of the per-level DDS means over all
+    levels (nan DDS dropped first; dds_dropped counts them)."""
+    rows = [r for r in normalize_rows(rows) if r["part"] == "sensitivity"]
+    out = []
+    for method in ordered_methods(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == method]
+        levels = level_order("deformation", (r["level"] for r in mine))
+        entry: dict[str, Any] = {"method": method, "levels": levels}
+        for metric in ("das", "dds"):
+            per_level = [mean_sem(r[metric] for r in mine if r["level"] == lv) for lv in levels]
+            for field in ("mean", "sem", "n", "dropped"):
+                entry[f"{metric}_{field}"] = [s[field] for s in per_level]
+        das = dict(zip(levels, entry["das_mean"]))
+        dilation = [das.get(2.0, math.nan), das.get(3.0, math.nan)]
+        entry["das_dilation_2_3"] = float(np.mean(dilation)) if np.isfinite(dilation).all() else math.nan
+        dds = np.asarray(entry["dds_mean"], dtype=float)
+        entry["dds_all_levels"] = float(dds[np.isfinite(dds)].mean()) if np.isfinite(dds).any() else math.nan
+        out.append(entry)
+    return out
+
+
+def cross_condition_table(rows: Iterable[Mapping[str, Any]], equal_var: bool = True) -> list[dict[str, Any]]:
+    """Scheme 2: per family x method x train level x test level x metric (as, abd_px), the mean
+    / sem / n tested there, the reference (tested at the training level) and
+    change_pct = (mean - reference_mean) / reference_mean * 100, with a two-sample t-test of
+    the two sets of images.
+
+    The reference comes from part "cross" rows tested at their training level when there are
+    any, otherwise from part "robustness" rows of that level trained there (same network
+    recipe, scheme 1); reference_source says which. That reference also appears as the
+    test_level == train_level row (change 0), so the table is a full train x test grid.
+    Cross rows whose train_level is not a number (untrained methods) are ignored.
+    """
+    rows = normalize_rows(rows)
+    cross = [r for r in rows if r["part"] == "cross" and isinstance(r["train_level"], float)]
+    single = [r for r in rows if r["part"] == "robustness" and r["train_level"] == r["level"]]
+    out = []
+    for family in ordered_families(r["family"] for r in cross):
+        fam = [r for r in cross if r["family"] == family]
+        for method in ordered_methods(r["method"] for r in fam):
+            mine = [r for r in fam if r["method"] == method]
+            for train in level_order(family, (r["train_level"] for r in mine)):
+                trained = [r for r in mine if r["train_level"] == train]
+                reference = [r for r in trained if r["level"] == train]
+                source = "cross"
+                if not reference:
+                    reference = [r for r in single if r["family"] == family and r["method"] == method
+                                 and r["level"] == train]
+                    source = "robustness" if reference else "missing"
+                tests = level_order(family, {r["level"] for r in trained} | ({train} if reference else set()))
+                for test in tests:
+                    here = [r for r in trained if r["level"] == test] if test != train else reference
+                    for metric in ACCURACY_METRICS:
+                        s = mean_sem(r[metric] for r in here)
+                        ref = mean_sem(r[metric] for r in reference)
+                        t, p = (_t_test([r[metric] for r in here], [r[metric] for r in reference], equal_var)
+                                if test != train else (math.nan, math.nan))
+                        change = ((s["mean"] - ref["mean"]) / ref["mean"] * 100.0
+                                  if ref["n"] and ref["mean"] != 0 else math.nan)
+                        out.append({"family": family, "method": method, "train_level": train,
+                                    "test_level": test, "metric": metric, "mean": s["mean"],
+                                    "sem": s["sem"], "n": s["n"],
+                                    "source": source if test == train else "cross",
+                                    "reference_mean": ref["mean"], "reference_sem": ref["sem"],
+                                    "reference_n": ref["n"], "reference_source": source,
+                                    "change_pct": change, "t": t, "p": p})
+    return out
+
+
+def average_change(cross_table: Iterable[Mapping[str, Any]], family: str, method: str,
+                   train_level: float, test_levels: Sequence[float], metric: str) -> float:
+    """Mean of change_pct over ``test_levels`` (the paper's "on average, the mean AS decreased
+    by ~89.6 %" when trained at SNR 8 and tested at 4 and 1); nan if any test level is missing."""
+    found = {float(r["test_level"]): r["change_pct"] for r in cross_table
+             if r["family"] == family and r["method"] == method and r["metric"] == metric
+             and float(r["train_level"]) == float(train_level)}
+    values = [found.get(float(level), math.nan) for level in test_levels]
+    return float(np.mean(values)) if values and np.isfinite(values).all() else math.nan
+
+
+def mixture_table(rows: Iterable[Mapping[str, Any]], equal_var: bool = True) -> list[dict[str, Any]]:
+    """Scheme 2 with a mixture: per family x method (those with part "mixture" rows) x test
+    level x metric (as, abd_px), mixture-trained mean / sem / n next to single-condition-trained
+    (part "robustness", trained at that level), difference = mixture - single, and a
+    two-sample t-test between the two sets of images. Levels of either side are listed; the
+    missing side is nan with n 0."""
+    rows = normalize_rows(rows)
+    mixed = [r for r in rows if r["part"] == "mixture"]
+    single = [r for r in rows if r["part"] == "robustness" and r["train_level"] == r["level"]]
+    out = []
+    for family in ordered_families(r["family"] for r in mixed):
+        for method in ordered_methods(r["method"] for r in mixed if r["family"] == family):
+            mix = [r for r in mixed if r["family"] == family and r["method"] == method]
+            one = [r for r in single if r["family"] == family and r["method"] == method]
+            for level in level_order(family, [r["level"] for r in mix + one]):
+                for metric in ACCURACY_METRICS:
+                    a = [r[metric] for r in mix if r["level"] == level]
+                    b = [r[metric] for r in one if r["level"] == level]
+                    sa, sb = mean_sem(a), mean_sem(b)
+                    t, p = _t_test(a, b, equal_var)
+                    out.append({"family": family, "method": method, "level": level, "metric": metric,
+                                "mixture_mean": sa["mean"], "mixture_sem": sa["sem"], "mixture_n": sa["n"],
+                                "single_mean": sb["mean"], "single_sem": sb["sem"], "single_n": sb["n"],
+                                "difference": sa["mean"] - sb["mean"], "t": t, "p": p})
+    return out

@@ -1,0 +1,171 @@
+"""Tests for mitoseg.study.figures and mitoseg.study.report: files written, never overwritten,
+published and measured values side by side, absent parts reported as missing."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from mitoseg.errors import InputError
+from mitoseg.study import figures as figs
+from mitoseg.study.report import PUBLISHED, render_report, write_study_report
+from mitoseg.study.statistics import (
+    average_change,
+    cross_condition_table,
+    robustness_table,
+    sensitivity_table,
+)
+from tests.study.test_statistics import make_row, study_rows
+
+FIGURES = {"figure2": figs.figure2_robustness, "figure3": figs.figure3_sensitivity,
+           "figure4": figs.figure4_mixture, "figure_s2": figs.figure_s2_cross,
+           "figure_s5": figs.figure_s5_correlated}
+
+
+@pytest.fixture(scope="module")
+def rows():
+    rows = study_rows()
+    # the correlated family of Supplementary Figure S5, and the space-variant blur of Figure 2
+    for family in ("sib_corr", "svb"):
+        rows += [dict(r, family=family) for r in rows if r["part"] == "robustness" and r["family"] == "sib"]
+    return rows
+
+
+def _check_written(paths, folder, name):
+    assert [p.name for p in paths] == [f"{name}.png", f"{name}.svg"]
+    assert all(p.parent == folder and p.stat().st_size > 1000 for p in paths)
+    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"<svg" in paths[1].read_bytes()[:2000]
+
+
+@pytest.mark.parametrize("name", list(FIGURES))
+def test_figure_written_once(rows, tmp_path, name):
+    paths = FIGURES[name](rows, tmp_path)
+    _check_written(paths, tmp_path, name)
+    before = [p.read_bytes() for p in paths]
+    with pytest.raises(InputError, match="overwrite"):
+        FIGURES[name](rows, tmp_path)
+    assert [p.read_bytes() for p in paths] == before
+
+
+@pytest.mark.parametrize("name, part", [("figure2", "robustness"), ("figure3", "sensitivity"),
+                                        ("figure4", "mixture"), ("figure_s2", "cross"),
+                                        ("figure_s5", "robustness")])
+def test_figure_skipped_without_its_part(rows, tmp_path, name, part):
+    assert FIGURES[name]([r for r in rows if r["part"] != part], tmp_path) == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_figure_s5_skipped_without_correlated_rows(rows, tmp_path):
+    assert figs.figure_s5_correlated([r for r in rows if not r["family"].endswith("_corr")], tmp_path) == []
+
+
+def test_no_file_written_when_one_of_the_pair_exists(rows, tmp_path):
+    (tmp_path / "figure3.svg").write_text("earlier")
+    with pytest.raises(InputError, match="figure3.svg"):
+        figs.figure3_sensitivity(rows, tmp_path)
+    assert not (tmp_path / "figure3.png").exists()
+    assert (tmp_path / "figure3.svg").read_text() == "earlier"
+
+
+def test_example_panel(tmp_path):
+    truth = np.zeros((40, 40), bool)
+    truth[10:30, 12:25] = True
+    image = np.random.default_rng(0).normal(100, 10, truth.shape) + 100 * truth
+    predictions = {"fcn": np.roll(truth, 1, axis=0), "unet": truth, "aam": np.zeros_like(truth)}
+    paths = figs.example_panel(image, truth, predictions, tmp_path / "example_snr4.png")
+    _check_written(paths, tmp_path, "example_snr4")
+    with pytest.raises(InputError, match="overwrite"):
+        figs.example_panel(image, truth, predictions, tmp_path / "example_snr4")
+    with pytest.raises(InputError, match="'unet'"):
+        figs.example_panel(image, truth, {"unet": truth[:-1]}, tmp_path / "other")
+
+
+# ----------------------------------------------------------------------------- report
+
+def test_report_puts_measured_next_to_published(rows, tmp_path):
+    meta = {"command": "python study.py part=all", "hardware": "1x H100", "mask source": "fluo-masks",
+            "seeds": "0, 1", "n per condition": 6}
+    path = write_study_report(rows, tmp_path, meta=meta, figures=False)
+    text = path.read_text()
+    assert path == tmp_path / "report.md"
+    head = text.split("## Parts of the study")[0]
+    for value in meta.values():
+        assert str(value) in head
+    # every published figure of paper 000, with its source
+    assert "fidelity.md" in text
+    for family in PUBLISHED["robustness_slope"].values():
+        for metric in family.values():
+            for value in metric.values():
+                assert f"| {value:.4f} |" in text
+    for key, per_method in PUBLISHED["sensitivity"].items():
+        for value in per_method.values():
+            assert (f"| {value:.4f} |" if key in ("das_dilation_2_3", "dds_all_levels") else f"| {value:.2f} |") in text
+    for entry in PUBLISHED["cross_change_pct"]:
+        for value in entry["values"].values():
+            assert f"{value:+.1f} %" in text
+    # and the measured ones beside them
+    for entry in robustness_table(rows):
+        if entry["family"] in ("snr", "sib", "svb"):
+            published = PUBLISHED["robustness_slope"][entry["family"]][entry["metric"]][entry["method"]]
+            assert f"| {entry['slope']:.4f} | {published:.4f} |" in text
+    for entry in sensitivity_table(rows):
+        published = PUBLISHED["sensitivity"]["das_dilation_2_3"][entry["method"]]
+        assert f"| {entry['das_dilation_2_3']:.4f} | {published:.4f} |" in text
+    change = average_change(cross_condition_table(rows), "snr", "fcn", 8, [4, 1], "as")
+    assert f"| {change:+.1f} % | -89.6 % |" in text
+    assert "missing" not in text.split("## Sensitivity")[0].split("## Parts of the study")[1]
+    assert "n/a" not in text.split("## Sensitivity")[0].split("| family | metric | method")[1].split("###")[0]
+
+
+def test_report_tables_and_no_overwrite(rows, tmp_path):
+    write_study_report(rows, tmp_path, figures=False)
+    for name in ("robustness", "sensitivity", "cross_condition", "mixture", "tests"):
+        with (tmp_path / f"{name}.csv").open(newline="") as stream:
+            assert list(csv.DictReader(stream)), name
+    with (tmp_path / "robustness.csv").open(newline="") as stream:
+        first = next(csv.DictReader(stream))
+    entry = robustness_table(rows)[0]
+    assert float(first["slope"]) == pytest.approx(entry["slope"])
+    assert first["levels"] == "8.0;4.0;1.0" and float(first["published_slope"]) == 0.0112
+    before = (tmp_path / "report.md").read_bytes()
+    with pytest.raises(InputError, match="overwrite"):
+        write_study_report(rows, tmp_path, figures=False)
+    assert (tmp_path / "report.md").read_bytes() == before
+
+
+def test_report_with_figures(rows, tmp_path):
+    path = write_study_report(rows, tmp_path)
+    text = path.read_text()
+    for name in ("figure2", "figure3", "figure4", "figure_s2", "figure_s5"):
+        assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 0
+        assert (tmp_path / "figures" / f"{name}.svg").stat().st_size > 0
+        assert f"](figures/{name}.png)" in text
+
+
+def test_absent_parts_are_reported_missing(tmp_path):
+    only_snr = [make_row("robustness", "snr", level, method, i, 0.9 - 0.01 * i, 1 + 0.1 * i)
+                for level in (8, 4, 1) for method in ("fcn", "unet") for i in range(3)]
+    text = write_study_report(only_snr, tmp_path).read_text()
+    for part in ("sensitivity", "cross", "mixture"):
+        assert f"| {part} | - | - | **missing** (no rows) |" in text
+        assert f"**Missing**: no rows with part `{part}`" in text
+    assert "**Missing**: no robustness rows for family `sib`" in text
+    assert "**Missing**: no robustness rows for sib_corr / svb_corr" in text
+    assert "| snr | ABD (px) | AAM | missing (no rows) | 0.2162 |" in text
+    assert "| DDS, mean over all levels | AAM | missing (no rows) | 0.5271 |" in text
+    assert "| snr | 8 | 4, 1 | AS | FCN | missing (no rows) | -89.6 % |" in text
+    assert "Figure 3, sensitivity: **missing**" in text
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["figure2.png", "figure2.svg"]
+    with (tmp_path / "mixture.csv").open(newline="") as stream:
+        reader = csv.reader(stream)
+        assert next(reader)[:2] == ["family", "method"] and list(reader) == []
+
+
+def test_render_report_without_rows():
+    text = render_report([], meta={"command": "python study.py | tee log"})
+    assert "| command | python study.py \\| tee log |" in text  # a '|' must not split the row
+    assert text.count("**missing** (no rows)") >= 4 and "0.0112" in text and "0.7672" in text
+    assert "No figures were drawn" in text
