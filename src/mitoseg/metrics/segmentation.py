@@ -13,12 +13,13 @@ Conventions (chosen so every metric is defined for every input, see each docstri
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 from typing import Union
 
 import numpy as np
-from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from mitoseg.errors import InputError
 
@@ -75,10 +76,9 @@ def _sampling(sampling: Sampling) -> tuple[float, float]:
     return (float(vals[0]), float(vals[1]))
 
 
-def _structure(connectivity: int) -> np.ndarray:
+def _check_connectivity(connectivity: int) -> None:
     if connectivity not in (1, 2):
         raise InputError(f"connectivity: expected 1 (4-neighbourhood) or 2 (8-neighbourhood), got {connectivity!r}")
-    return ndimage.generate_binary_structure(2, connectivity)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -105,8 +105,100 @@ def boundary(mask: np.ndarray, connectivity: int = 1) -> np.ndarray:
     boundary: an object cut by the field of view is treated as ending there.
     """
     m = _as_mask(mask, "mask")
-    eroded = ndimage.binary_erosion(m, structure=_structure(connectivity), border_value=0)
-    return m & ~eroded
+    _check_connectivity(connectivity)
+    # The binary erosion by the cross (or 3x3) written as shifted ANDs of a zero-padded copy:
+    # the same result as ndimage.binary_erosion(border_value=0), several times faster.
+    h, w = m.shape
+    padded = np.zeros((h + 2, w + 2), dtype=bool)
+    padded[1:-1, 1:-1] = m
+    inner = padded[:-2, 1:-1] & padded[2:, 1:-1]
+    inner &= padded[1:-1, :-2]
+    inner &= padded[1:-1, 2:]
+    if connectivity == 2:
+        for rows, cols in ((slice(None, -2), slice(None, -2)), (slice(None, -2), slice(2, None)),
+                           (slice(2, None), slice(None, -2)), (slice(2, None), slice(2, None))):
+            inner &= padded[rows, cols]
+    return m & ~inner
+
+
+# Nearest-boundary search (exact): offsets around each boundary pixel are scanned in stages of
+# increasing distance, so the many pixels that lie within a few pixels of the other boundary cost
+# a handful of look-ups; the few with nothing within _SEARCH_RADIUS_PX are measured against every
+# pixel of the other boundary (or a k-d tree of it). On 200 x 200 crops this is about 4x faster
+# than the two Euclidean distance transforms of the whole image it replaces, with the same
+# distances (benchmarks/bench_metrics.py).
+_SEARCH_RADIUS_PX = 8
+_STAGE_ENDS_PX = (0.0, math.sqrt(2), math.sqrt(5), math.sqrt(10), 4.0, math.sqrt(32), 8.0)
+_KDTREE_ABOVE = 20_000  # far pixels x boundary pixels above which a k-d tree beats cdist
+_LOOKUPS_PER_CHUNK = 2_000_000  # bounds the memory of one stage on large images
+
+
+@functools.lru_cache(maxsize=16)
+def _search_stages(spacing: tuple[float, float]) -> tuple[int, int, tuple]:
+    """Pixel offsets within the search radius, sorted by physical distance, in stages.
+
+    Returns (pad_y, pad_x, stages), each stage a (dy, dx, distance) triple of arrays.
+    """
+    sy, sx = spacing
+    radius = _SEARCH_RADIUS_PX * min(sy, sx)
+    ry, rx = int(radius // sy), int(radius // sx)
+    dy, dx = np.mgrid[-ry:ry + 1, -rx:rx + 1]
+    dist = np.hypot(dy * sy, dx * sx)
+    keep = dist <= radius
+    order = np.argsort(dist[keep], kind="stable")
+    dy, dx, dist = dy[keep][order], dx[keep][order], dist[keep][order]
+    stages, start = [], 0
+    for end in _STAGE_ENDS_PX:
+        stop = int(np.searchsorted(dist, end * min(sy, sx) * (1 + 1e-12), side="right"))
+        if stop > start:
+            stages.append((dy[start:stop], dx[start:stop], dist[start:stop]))
+            start = stop
+    return ry, rx, tuple(stages)
+
+
+def _far_distances(query: np.ndarray, target: np.ndarray, width: int,
+                   spacing: tuple[float, float]) -> np.ndarray:
+    """Exact nearest distances from query to target pixels (flat indices, row length width)."""
+    scale = np.asarray(spacing, dtype=float)
+    q = np.stack(np.divmod(query, width), axis=1) * scale
+    t = np.stack(np.divmod(target, width), axis=1) * scale
+    if len(q) * len(t) > _KDTREE_ABOVE:
+        return cKDTree(t).query(q)[0]
+    return np.sqrt(((q[:, None, :] - t[None, :, :]) ** 2).sum(axis=2).min(axis=1))
+
+
+def _boundary_distance_sum(sa: np.ndarray, sb: np.ndarray, spacing: tuple[float, float]) -> float:
+    """Sum over both boundaries of the distance from each pixel to the other boundary."""
+    ry, rx, stages = _search_stages(spacing)
+    h, w = sa.shape
+    width = w + 2 * rx
+    frames = np.zeros((2, h + 2 * ry, width), dtype=bool)  # A's boundary, then B's
+    frames[0, ry:ry + h, rx:rx + w] = sa
+    frames[1, ry:ry + h, rx:rx + w] = sb
+    size = frames[0].size
+    flat = frames.ravel()
+    pixels = np.flatnonzero(flat)
+    lookup = np.where(pixels < size, pixels + size, pixels - size)  # the other frame
+    total = 0.0
+    for dy, dx, dist in stages:  # sorted within a stage too: the first hit is the nearest
+        steps = dy * width + dx
+        rows = max(1, _LOOKUPS_PER_CHUNK // len(steps))
+        found = np.empty(len(lookup), dtype=bool)
+        for start in range(0, len(lookup), rows):
+            hits = flat[lookup[start:start + rows, None] + steps]
+            first = hits.argmax(axis=1)
+            found[start:start + rows] = hit = hits[np.arange(len(hits)), first]
+            total += dist[first[hit]].sum()
+        lookup = lookup[~found]
+        if lookup.size == 0:
+            return float(total)
+    in_b = lookup >= size  # pending pixels of A look into B's frame
+    edges = np.searchsorted(pixels, size)
+    if in_b.any():
+        total += _far_distances(lookup[in_b] - size, pixels[edges:] - size, width, spacing).sum()
+    if not in_b.all():
+        total += _far_distances(lookup[~in_b], pixels[:edges], width, spacing).sum()
+    return float(total)
 
 
 def _abd(a: np.ndarray, b: np.ndarray, connectivity: int, spacing: tuple[float, float]) -> float:
@@ -118,12 +210,7 @@ def _abd(a: np.ndarray, b: np.ndarray, connectivity: int, spacing: tuple[float, 
     if na == 0 or nb == 0:
         h, w = a.shape
         return math.hypot(h * spacing[0], w * spacing[1])
-    # EDT of the complement of one boundary = distance from every pixel to its nearest
-    # boundary pixel; reading it at the other boundary gives d(s, S(.)) in O(HW).
-    d_to_b = ndimage.distance_transform_edt(~sb, sampling=spacing)
-    d_to_a = ndimage.distance_transform_edt(~sa, sampling=spacing)
-    total = d_to_b[sa].sum() + d_to_a[sb].sum()
-    return float(total / (na + nb))
+    return _boundary_distance_sum(sa, sb, spacing) / (na + nb)
 
 
 def average_boundary_distance(

@@ -14,6 +14,12 @@ from mitoseg.evaluation.scoring import score_batch, summarize
 from mitoseg.postproc.binarize import Binarize
 from mitoseg.training.losses import DeepSupervisionLoss
 
+# Reading a loss back (``if not torch.isfinite(loss)``) makes the CPU wait for the GPU, so the
+# next batch would be loaded and augmented only once the GPU has gone idle. On an accelerator
+# training losses are therefore checked in groups of this many steps, one read per group; the
+# error still names the first non-finite step. On the CPU every step is checked at once.
+FINITE_CHECK_EVERY = 25
+
 
 class SegmentationModule(pl.LightningModule):
     """Binary segmentation with any network that returns logits.
@@ -42,6 +48,7 @@ class SegmentationModule(pl.LightningModule):
         self.config = config or {}
         self.test_rows: list[dict[str, Any]] = []
         self.test_summary: dict[str, dict[str, float]] = {}
+        self._unchecked_losses: list[tuple[int, torch.Tensor]] = []
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.net(image)
@@ -50,15 +57,37 @@ class SegmentationModule(pl.LightningModule):
         outputs = self.net(batch["image"])  # [main, aux...] from deep-supervision nets in training
         loss = self.loss(outputs, batch["mask"])
         logits = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{split} loss is {loss.item()} at step {self.global_step}: "
-                                     "training diverged (lower the learning rate?)")
+        self._check_finite(loss, split)
         self.log(f"{split}/loss", loss, on_step=split == "train", on_epoch=True,
                  prog_bar=True, batch_size=len(logits), sync_dist=split != "train")
         return loss, logits
 
+    def _check_finite(self, loss: torch.Tensor, split: str) -> None:
+        if split == "train" and loss.device.type != "cpu":
+            self._unchecked_losses.append((self.global_step, loss.detach()))
+            if len(self._unchecked_losses) >= FINITE_CHECK_EVERY:
+                self._check_unchecked_losses()
+        elif not torch.isfinite(loss):
+            raise _diverged(split, loss.item(), self.global_step)
+
+    def _check_unchecked_losses(self) -> None:
+        if not self._unchecked_losses:
+            return
+        steps, losses = zip(*self._unchecked_losses)
+        self._unchecked_losses = []
+        finite = torch.isfinite(torch.stack(losses)).tolist()
+        if not all(finite):
+            first = finite.index(False)
+            raise _diverged("train", float(losses[first]), steps[first])
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "train")[0]
+
+    def on_train_epoch_end(self) -> None:
+        self._check_unchecked_losses()
+
+    def on_train_end(self) -> None:
+        self._check_unchecked_losses()
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         _, logits = self._shared_step(batch, "val")
@@ -94,6 +123,11 @@ class SegmentationModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["mitoseg_config"] = self.config
+
+
+def _diverged(split: str, value: float, step: int) -> FloatingPointError:
+    return FloatingPointError(f"{split} loss is {value} at step {step}: "
+                              "training diverged (lower the learning rate?)")
 
 
 def with_deep_supervision(net: nn.Module, loss: nn.Module) -> nn.Module:

@@ -1,0 +1,76 @@
+"""Every benchmark script runs with --quick and prints one JSON object with its figures.
+
+Smoke tests only: no timing is asserted (the machine may be slow and busy); exactness checks
+that the scripts compute are asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+COMMON = {"settings", "environment", "load_average_start", "load_average_end", "wall_seconds"}
+
+
+def run_quick(name: str) -> dict:
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{name}.py"), "--quick"],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)  # stdout holds the JSON object and nothing else
+    assert COMMON <= report.keys()
+    assert {"device", "torch", "hardware"} <= report["environment"].keys()
+    assert report["settings"]["quick"] is True
+    return report
+
+
+def test_training_benchmark() -> None:
+    report = run_quick("bench_training")
+    results = report["results"]
+    rounds = report["settings"]["rounds"]
+    assert len(results["framework"]) == rounds and len(results["bare"]) == rounds + 1
+    for run in results["framework"] + results["bare"]:
+        assert {"images_per_s", "ms_per_step", "steps", "seconds"} <= run.keys()
+        assert run["steps"] == report["settings"]["measured_steps"]
+    assert len(results["ratio_per_round"]) == rounds
+    assert results["ratio_framework_to_bare"] > 0
+    assert any(o.startswith("model=") for o in report["overrides"])
+
+
+def test_inference_benchmark() -> None:
+    report = run_quick("bench_inference")
+    ours = report["results"]["ours"]
+    assert {"seconds", "per_slice_s", "extrapolated_165_slices_s", "memory"} <= ours.keys()
+    assert report["exactness"]["ours_fp32_vs_reference_max_abs"] <= 1e-5
+    assert report["reference_loop"]["seconds"] > 0
+    assert "available" in report["monai"]
+    if not report["monai"]["available"]:
+        assert "monai" in report["monai"]["install"]
+
+
+def test_metrics_benchmark() -> None:
+    report = run_quick("bench_metrics")
+    results = report["results"]
+    assert {"ours", "brute_force_cdist", "speedup_vs_brute_force"} <= results.keys()
+    assert report["exactness"]["identical"] is True
+    assert set(report["mean_values"]) == {"as", "abd", "das", "dds"}
+
+
+def test_generator_benchmark() -> None:
+    report = run_quick("bench_generator")
+    generators = report["generators"]
+    assert {"numpy_workers_1", "numpy_workers_2", "torch_cpu"} <= generators.keys()
+    assert report["training_consumption"]["framework_images_per_s"] > 0
+    assert set(report["outpaces_training"]) == set(generators)
+
+
+@pytest.mark.parametrize("name", ["bench_training", "bench_inference", "bench_metrics",
+                                  "bench_generator"])
+def test_help_describes_the_benchmark(name: str) -> None:
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{name}.py"), "--help"],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0 and "--quick" in done.stdout
