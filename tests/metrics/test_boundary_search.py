@@ -1,15 +1,13 @@
-"""The staged nearest-boundary search of the ABD against brute force, fallbacks included."""
+"""The nearest-boundary search of the ABD (rings, then matrix products) against brute force."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
 from scipy import ndimage
 from scipy.spatial.distance import cdist
 
-import mitoseg.metrics.segmentation as seg
+import mitoseg.metrics.boundary_distance as bd
 from mitoseg.metrics.segmentation import average_boundary_distance, boundary
 
 
@@ -45,7 +43,7 @@ def test_near_and_far_boundaries_match_brute_force(sampling: tuple) -> None:
         assert got == pytest.approx(brute_abd(a, b, sampling), abs=1e-9)
 
 
-def test_far_pixels_through_either_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_far_pixels_through_every_path(monkeypatch: pytest.MonkeyPatch) -> None:
     a = np.zeros((120, 120), bool)
     b = np.zeros((120, 120), bool)
     a[10:30, 10:30] = True
@@ -53,20 +51,56 @@ def test_far_pixels_through_either_fallback(monkeypatch: pytest.MonkeyPatch) -> 
     b[12:20, 12:20] = True  # and some are near
     expected = brute_abd(a, b)
     assert average_boundary_distance(a, b) == pytest.approx(expected, abs=1e-9)
-    monkeypatch.setattr(seg, "_KDTREE_ABOVE", 0)  # always the k-d tree
+    monkeypatch.setattr(bd, "_DIRECT_PAIRS", 0)  # the row bound from one pixel per cell
     assert average_boundary_distance(a, b) == pytest.approx(expected, abs=1e-9)
-    monkeypatch.setattr(seg, "_KDTREE_ABOVE", math.inf)  # always all pairwise distances
+    monkeypatch.setattr(bd, "_CHUNK_PIXELS", 3)  # many small chunks, each with its own rows
     assert average_boundary_distance(a, b) == pytest.approx(expected, abs=1e-9)
-    monkeypatch.setattr(seg, "_LOOKUPS_PER_CHUNK", 7)  # stages split into many small chunks
+    monkeypatch.setattr(bd, "_FLOAT32_EXACT_COORD", 0)  # float64 products
     assert average_boundary_distance(a, b) == pytest.approx(expected, abs=1e-9)
 
 
-def test_search_stages_cover_the_radius_in_distance_order() -> None:
+@pytest.mark.parametrize("radius", [0, 1, 2, 7])
+def test_any_ring_radius_gives_the_same_distances(monkeypatch: pytest.MonkeyPatch, radius: int) -> None:
+    """The split between ring search and matrix products must not change a value."""
+    monkeypatch.setattr(bd, "_RING_RADIUS_PX", radius)
+    bd.search_rings.cache_clear()
+    try:
+        for seed in range(4):
+            a, b = blobs(seed), blobs(seed + 50, level=0.7)
+            for sampling in [(1.0, 1.0), (0.7, 1.3)]:
+                got = average_boundary_distance(a, b, sampling=sampling)
+                assert got == pytest.approx(brute_abd(a, b, sampling), abs=1e-9)
+    finally:
+        bd.search_rings.cache_clear()
+
+
+def test_nearest_distances_match_brute_force_on_a_large_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Coordinates past the float32-exact range, and chunked products, on scattered pixels."""
+    rng = np.random.default_rng(3)
+    width = 3000
+    target = np.sort(rng.choice(2500 * width, 900, replace=False))
+    query = rng.choice(2500 * width, 400, replace=False)
+    expected = cdist(np.stack(np.divmod(query, width), 1), np.stack(np.divmod(target, width), 1)).min(1)
+    np.testing.assert_allclose(bd.nearest_distances(query, target, width), expected, rtol=0, atol=1e-9)
+    monkeypatch.setattr(bd, "_DIRECT_PAIRS", 0)
+    monkeypatch.setattr(bd, "_MAX_PRODUCT", 1000)
+    np.testing.assert_allclose(bd.nearest_distances(query, target, width), expected, rtol=0, atol=1e-9)
+    spacing = (0.3, 1.7)
+    scaled = cdist(np.stack(np.divmod(query, width), 1) * spacing,
+                   np.stack(np.divmod(target, width), 1) * spacing).min(1)
+    np.testing.assert_allclose(bd.nearest_distances(query, target, width, spacing), scaled,
+                               rtol=1e-12, atol=1e-9)
+
+
+def test_search_rings_cover_the_radius_in_distance_order() -> None:
     for spacing in [(1.0, 1.0), (0.7, 1.3), (0.1, 1.0)]:
-        ry, rx, stages = seg._search_stages(spacing)
-        dist = np.concatenate([d for _, _, d in stages])
-        assert (np.diff(dist) >= 0).all() and dist[0] == 0
-        radius = seg._SEARCH_RADIUS_PX * min(spacing)
+        ry, rx, rings = bd.search_rings(spacing)
+        assert (np.diff([d for _, _, d in rings]) > 0).all()  # one ring per distance, increasing
+        per_offset = np.concatenate([np.full(len(dy), d) for dy, _, d in rings])
+        assert (np.diff(per_offset) >= 0).all() and per_offset[0] == 0
+        for dy, dx, d in rings:  # every offset of a ring lies at the ring's distance
+            np.testing.assert_array_equal(np.hypot(dy * spacing[0], dx * spacing[1]), d)
+        radius = bd._RING_RADIUS_PX * min(spacing)
         dy, dx = np.mgrid[-ry - 1:ry + 2, -rx - 1:rx + 2]
-        inside = np.hypot(dy * spacing[0], dx * spacing[1]) <= radius
-        assert inside.sum() == len(dist)  # every offset within the radius, once
+        inside = np.hypot(dy * spacing[0], dx * spacing[1]) <= radius * (1 + 1e-12)
+        assert inside.sum() == len(per_offset)  # every offset within the radius, once

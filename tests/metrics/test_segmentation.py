@@ -15,6 +15,7 @@ from mitoseg.metrics.segmentation import (
     boundary,
     deformation_area_similarity,
     deformation_distance_similarity,
+    deformation_metrics,
     image_metrics,
     mean_sem,
 )
@@ -248,6 +249,37 @@ def test_das_both_changes_empty_and_dds_undefined(random_pairs):
     a, b = random_pairs[6]
     assert deformation_area_similarity(a, a, b, b) == 1.0
     assert math.isnan(deformation_distance_similarity(a, a, b, _deformed(b, True)))
+
+
+@pytest.mark.parametrize("connectivity", [1, 2])
+def test_deformation_metrics_equal_brute_force_and_the_single_metrics(random_pairs, connectivity):
+    """One call for AS, ABD, DAS and DDS: the brute-force values, and exactly the single calls."""
+    sampling = (0.8, 1.1)
+    for i, (a, b) in enumerate(random_pairs[:8]):
+        a_d, b_d = _deformed(a, i % 2 == 0, 1), _deformed(b, i % 3 == 0, 2)
+        got = deformation_metrics(a, a_d, b, b_d, connectivity, sampling)
+        assert got["as"] == bf_iou(a, b)
+        assert got["abd"] == pytest.approx(bf_abd(a, b, connectivity, sampling), abs=1e-9)
+        assert got["das"] == pytest.approx(bf_iou(a ^ a_d, b ^ b_d), abs=1e-12)
+        dds = bf_abd(b, b_d, connectivity, sampling) / bf_abd(a, a_d, connectivity, sampling)
+        assert got["dds"] == pytest.approx(dds, abs=1e-9)
+        assert got == {
+            "as": area_similarity(a, b),
+            "abd": average_boundary_distance(a, b, connectivity, sampling),
+            "das": deformation_area_similarity(a, a_d, b, b_d),
+            "dds": deformation_distance_similarity(a, a_d, b, b_d, connectivity, sampling)}
+
+
+def test_deformation_metrics_conventions_for_empty_and_unmoved_masks(random_pairs):
+    a, _ = random_pairs[7]
+    empty = np.zeros_like(a)
+    got = deformation_metrics(a, a, empty, empty)
+    assert got["as"] == 0.0 and got["das"] == 1.0 and math.isnan(got["dds"])
+    assert got["abd"] == pytest.approx(math.hypot(*a.shape))
+    with pytest.raises(InputError, match=r"a and b_d.*\(37, 53\).*\(3, 3\)"):
+        deformation_metrics(a, a, a, np.zeros((3, 3), bool))
+    with pytest.raises(InputError, match="connectivity"):
+        deformation_metrics(a, a, a, a, connectivity=3)
 
 
 # ---------------------------------------------------------------- image_metrics

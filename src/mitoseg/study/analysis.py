@@ -33,8 +33,7 @@ from omegaconf import OmegaConf
 from mitoseg.evaluation.checkpoints import load_network
 from mitoseg.evaluation.predict import predict_probabilities
 from mitoseg.evaluation.scoring import apply_postproc
-from mitoseg.metrics.segmentation import (deformation_area_similarity,
-                                          deformation_distance_similarity, image_metrics)
+from mitoseg.metrics.segmentation import deformation_metrics, image_metrics
 from mitoseg.study.plan import (FAMILIES, MIXTURES, SENSITIVITY_CONDITION, condition_of_name,
                                 condition_params, method_of_model)
 from mitoseg.synth.fluorescence import FluorescenceParams, synthesize_pair
@@ -139,12 +138,11 @@ def sensitivity_rows(segment: Segmenter, images: Iterable[TestImage], deformatio
             pair = synthesize_pair(item.mask, int(pixels), params, rng)
             b, b_d = segment(pair["image"]), segment(pair["deformed_image"])
             a, a_d = pair["mask"], pair["deformed_mask"]
-            metrics = image_metrics(a, b, pixel_size_um)
+            metrics = deformation_metrics(a, a_d, b, b_d)
             rows.append(dict(base) | {
                 "level": float(pixels), "image": item.image_id, "as": metrics["as"],
-                "abd_px": metrics["abd_px"], "abd_um": metrics["abd_um"],
-                "das": deformation_area_similarity(a, a_d, b, b_d),
-                "dds": deformation_distance_similarity(a, a_d, b, b_d)})
+                "abd_px": metrics["abd"], "abd_um": metrics["abd"] * pixel_size_um,
+                "das": metrics["das"], "dds": metrics["dds"]})
     return rows
 
 
