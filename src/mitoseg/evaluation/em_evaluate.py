@@ -10,7 +10,8 @@ from omegaconf import DictConfig
 from torch import nn
 
 from mitoseg.data.em_datamodule import EMDataModule
-from mitoseg.evaluation.em_protocols import matrix_table, network_predictor, protocol_matrix
+from mitoseg.evaluation.em_protocols import matrix_table, protocol_matrix
+from mitoseg.inference.network import net_predictor
 from mitoseg.runs.files import write_new_csv, write_new_text
 
 
@@ -22,8 +23,10 @@ def evaluate_em(net: nn.Module, datamodule: EMDataModule, postprocess: Any,
     volumes = datamodule.volumes
     device = inference.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
     patch_size = inference.get("patch_size") or datamodule.patch_size
+    predict = net_predictor(net, device, str(inference.get("precision") or "32-true"),
+                            channels_last=bool(inference.get("channels_last", False)))
     rows = protocol_matrix(
-        network_predictor(net, device), volumes.test_image, volumes.test_labels,
+        predict, volumes.test_image, volumes.test_labels,
         datamodule.spatial_dims, patch_size, postprocess,
         protocols=list(inference.protocols), tta=list(inference.tta),
         zfilter=list(inference.zfilter), batch_size=int(inference.batch_size),

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from mitoseg.data.em_patches import as_float_patch
 from mitoseg.errors import InputError
@@ -21,17 +20,6 @@ from mitoseg.inference.zfilter import median_z_filter
 from mitoseg.metrics.volume import mean_per_slice, volume_metrics
 
 Postprocess = Callable[[np.ndarray], np.ndarray]
-
-
-def network_predictor(net: nn.Module, device: str | torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
-    """(B, 1, *patch) float inputs -> sigmoid probabilities, on ``device``, without gradients."""
-    net = net.eval().to(device)
-
-    @torch.no_grad()
-    def predict(batch: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(net(batch.to(device)).float())
-
-    return predict
 
 
 def _per_patch_iou(labels: np.ndarray, mask: np.ndarray, tiles: Sequence[tuple[slice, ...]],

@@ -11,18 +11,14 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from mitoseg.runs.files import write_new_json
+from mitoseg.runs.files import next_free_path, write_new_json
 
 log = logging.getLogger("mitoseg")
 
 
 def failure_record_path(run_dir: Path) -> Path:
     """failed.json, or failed-2.json, failed-3.json ... when earlier attempts failed too."""
-    path, attempt = run_dir / "failed.json", 1
-    while path.exists():
-        attempt += 1
-        path = run_dir / f"failed-{attempt}.json"
-    return path
+    return next_free_path(run_dir / "failed.json")
 
 
 def record_failure(run_dir: str | Path, error: BaseException) -> Path | None:

@@ -16,6 +16,19 @@ import numpy as np
 from mitoseg.errors import InputError
 
 
+def next_free_path(path: str | Path) -> Path:
+    """`path` if nothing is there, else the first free of name-2, name-3 ... (suffix kept).
+
+    For records that must never replace an earlier one (a second failure, a second analysis).
+    """
+    path = Path(path)
+    candidate, attempt = path, 1
+    while candidate.exists():
+        attempt += 1
+        candidate = path.with_name(f"{path.stem}-{attempt}{path.suffix}")
+    return candidate
+
+
 def write_new_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically; refuse if ``path`` exists.
 

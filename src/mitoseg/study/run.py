@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mitoseg.errors import InputError
-from mitoseg.runs.files import write_new_csv, write_new_json, write_new_text
+from mitoseg.runs.files import next_free_path, write_new_csv, write_new_json, write_new_text
 from mitoseg.runs.run_info import run_info
 from mitoseg.study.analysis import (Segmenter, example_predictions, find_trained_runs,
                                     study_rows)
@@ -139,12 +139,9 @@ def _check(cfg: DictConfig) -> None:
 
 def _new_folder(path: Path) -> Path:
     """``report``, or ``report-2``, ``report-3`` ... when an earlier analysis is there."""
-    candidate, attempt = path, 1
-    while candidate.exists():
-        attempt += 1
-        candidate = path.with_name(f"{path.name}-{attempt}")
-    candidate.mkdir(parents=True)
-    return candidate
+    folder = next_free_path(path)
+    folder.mkdir(parents=True)
+    return folder
 
 
 def _hardware() -> str:

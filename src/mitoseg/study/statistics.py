@@ -29,6 +29,7 @@ import numpy as np
 from scipy import stats
 
 from mitoseg.errors import InputError
+from mitoseg.metrics import segmentation
 
 COLUMNS = ("part", "family", "level", "train_level", "method", "seed", "image",
            "as", "abd_px", "abd_um", "das", "dds")
@@ -166,13 +167,12 @@ def _check_metric(metric: str) -> None:
 
 
 def mean_sem(values: Iterable[float]) -> dict[str, float]:
-    """mean, sem, std (ddof=1) and n over the finite values; dropped = how many were not."""
+    """mean, sem, std (ddof=1) and n over the finite values (mitoseg.metrics.segmentation.mean_sem);
+    dropped = how many were not finite (e.g. undefined DDS)."""
     array = np.asarray(list(values), dtype=float)
-    finite = array[np.isfinite(array)]
-    n = int(finite.size)
-    std = float(finite.std(ddof=1)) if n > 1 else math.nan
-    return {"mean": float(finite.mean()) if n else math.nan, "sem": std / math.sqrt(n) if n > 1 else math.nan,
-            "std": std, "n": n, "dropped": int(array.size - n)}
+    summary = segmentation.mean_sem(array)
+    return {"mean": summary["mean"], "sem": summary["sem"], "std": summary["std"],
+            "n": summary["n"], "dropped": int(array.size - summary["n"])}
 
 
 def robustness_slope(levels: Sequence[float], means: Sequence[float]) -> float:

@@ -130,13 +130,20 @@ def log_run_result(loggers: Sequence[Logger], metrics: Mapping[str, Any] | None,
         run.finish(exit_code=0 if error is None else 1)
 
 
+def metric_number(entry: Any) -> float | None:
+    """One metrics.json entry as a number: a summary's mean ({"mean": 0.9, "sem": ...} -> 0.9),
+    a plain number as itself, anything else (text, bool, missing) None."""
+    value = entry.get("mean") if isinstance(entry, Mapping) else entry
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def headline_numbers(metrics: Mapping[str, Any]) -> dict[str, float]:
     """``{"test": {"as": {"mean": 0.9}}, "best": {"val/loss": 0.2}}`` ->
     ``{"test/as": 0.9, "best/val/loss": 0.2}`` (numbers only): what sweeps optimize."""
     numbers = {}
     for split in ("test", "best"):
-        for key, value in (metrics.get(split) or {}).items():
-            value = value.get("mean") if isinstance(value, Mapping) else value
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                numbers[f"{split}/{key}"] = float(value)
+        for key, entry in (metrics.get(split) or {}).items():
+            value = metric_number(entry)
+            if value is not None:
+                numbers[f"{split}/{key}"] = value
     return numbers
