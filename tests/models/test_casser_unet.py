@@ -1,11 +1,12 @@
-"""Casser et al.'s lightweight 2D U-Net: shapes, gradients, counts, the public code's layout."""
+"""Casser et al.'s lightweight 2D U-Net: non-default shapes, dropout, counts, the public code's
+layout. The generic checks (input-size output on sizes off the stride, gradients reaching every
+parameter, seeding, stored outputs) live in test_contract.py."""
 
 from __future__ import annotations
 
 import hydra
 import pytest
 import torch
-import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -23,11 +24,8 @@ def convs(net: nn.Module) -> list[nn.Conv2d]:
 
 
 CASES = [
-    ({}, (1, 1, 200, 200), (1, 1, 200, 200)),  # padded to 208 internally
-    ({}, (2, 1, 70, 90), (2, 1, 70, 90)),
-    ({}, (1, 1, 64, 48), (1, 1, 64, 48)),  # multiples of 16: no padding
     ({**SMALL, "in_channels": 2, "out_channels": 3}, (2, 2, 9, 17), (2, 3, 9, 17)),
-    ({**SMALL, "dropout": 0}, (1, 1, 5, 3), (1, 1, 5, 3)),
+    ({**SMALL, "dropout": 0}, (1, 1, 5, 3), (1, 1, 5, 3)),  # below the stride
 ]
 
 
@@ -39,30 +37,6 @@ def test_output_shape(kwargs, input_shape, expected):
         out = net(torch.randn(input_shape))
     assert out.shape == expected and out.dtype == torch.float32 and torch.isfinite(out).all()
     assert net.stride == 16
-
-
-def test_backward_gives_finite_gradients_for_every_parameter():
-    torch.manual_seed(0)
-    net = CasserUNet()
-    image = torch.randn(2, 1, 37, 53, requires_grad=True)
-    target = (torch.rand(2, 1, 37, 53) > 0.8).float()
-    F.binary_cross_entropy_with_logits(net(image), target).backward()
-    for name, parameter in net.named_parameters():
-        assert parameter.grad is not None, f"{name} got no gradient"
-        assert torch.isfinite(parameter.grad).all(), name
-    assert torch.isfinite(image.grad).all() and image.grad.abs().sum() > 0
-
-
-def test_same_seed_same_net_other_seed_other_net():
-    x = torch.randn(1, 1, 32, 32)
-
-    def output(seed: int) -> torch.Tensor:
-        torch.manual_seed(seed)
-        with torch.no_grad():
-            return CasserUNet(**SMALL).eval()(x)
-
-    assert torch.equal(output(3), output(3))
-    assert not torch.allclose(output(3), output(4))
 
 
 def test_eval_is_deterministic_and_training_uses_dropout():

@@ -60,11 +60,14 @@ def test_backward_reaches_every_parameter(name: str) -> None:
     net, dims = cached(name).train(), dims_of(name)
     net.zero_grad()
     torch.manual_seed(0)
-    outputs = net(fixed_input(dims, TRAIN_SIZE[dims], batch=2))
+    image = fixed_input(dims, TRAIN_SIZE[dims], batch=2).requires_grad_(True)
+    outputs = net(image)
     outputs = outputs if isinstance(outputs, list) else [outputs]
     for out in outputs:
         assert out.shape == (2, 1, *TRAIN_SIZE[dims])
     sum(out.float().mean() for out in outputs).backward()
+    assert image.grad is not None and torch.isfinite(image.grad).all(), f"{name}: input gradient"
+    assert image.grad.abs().sum() > 0, f"{name}: the output does not depend on the input"
     missing = [n for n, p in net.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing, f"{name}: parameters without a gradient: {missing[:5]}"
     bad = [n for n, p in net.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]

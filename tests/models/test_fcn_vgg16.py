@@ -1,4 +1,6 @@
-"""FCN-8s / FCN-32s on VGG16 (paper 002's comparison): shapes, gradients, counts, config."""
+"""FCN-8s / FCN-32s on VGG16 (paper 002's comparison): sub-stride inputs, channels, dropout,
+counts, layout, config. The generic checks (input-size output on sizes off the stride, gradients
+reaching every parameter, seeding, stored outputs) live in test_contract.py."""
 
 from __future__ import annotations
 
@@ -6,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
@@ -28,9 +29,8 @@ def net(request) -> FCNVGG16:
     return FCNVGG16(variant=request.param)
 
 
-@pytest.mark.parametrize("shape", [(1, 1, 64, 64), (2, 1, 70, 70), (1, 1, 9, 17),
-                                   (1, 1, 200, 200)])
-def test_output_shape(net, shape):
+def test_output_shape_below_the_stride(net):
+    shape = (1, 1, 9, 17)  # smaller than one stride (32): padded up and cropped back
     with torch.no_grad():
         out = net.eval()(torch.randn(shape))
     assert out.shape == shape and out.dtype == torch.float32 and torch.isfinite(out).all()
@@ -41,28 +41,6 @@ def test_channels():
     net = FCNVGG16(in_channels=2, out_channels=3).eval()
     with torch.no_grad():
         assert net(torch.randn(1, 2, 40, 40)).shape == (1, 3, 40, 40)
-
-
-def test_backward_gives_finite_gradients_for_every_parameter(net):
-    net.train().zero_grad()
-    image = torch.randn(1, 1, 64, 64, requires_grad=True)
-    target = (torch.rand(1, 1, 64, 64) > 0.8).float()
-    F.binary_cross_entropy_with_logits(net(image), target).backward()
-    for name, parameter in net.named_parameters():
-        assert parameter.grad is not None, f"{name} got no gradient"
-        assert torch.isfinite(parameter.grad).all(), name
-    assert torch.isfinite(image.grad).all() and image.grad.abs().sum() > 0
-    net.zero_grad(set_to_none=True)
-
-
-def test_same_seed_same_net_other_seed_other_net():
-    def weights(seed: int) -> torch.Tensor:
-        torch.manual_seed(seed)
-        net = FCNVGG16()
-        return torch.cat([net.blocks[0][0].weight.flatten(), net.up8.weight.flatten()])
-
-    assert torch.equal(weights(3), weights(3))
-    assert not torch.equal(weights(3), weights(4))
 
 
 def test_eval_is_deterministic_and_training_uses_dropout(net):

@@ -1,4 +1,7 @@
-"""MultiResUNet (Ibtehaz & Rahman 2020, compared in paper 002): shapes, gradients, counts."""
+"""MultiResUNet (Ibtehaz & Rahman 2020, compared in paper 002): non-default shapes, counts,
+MultiRes widths and Res paths, shift-only batch norm, config. The generic checks (input-size output
+on sizes off the stride, gradients reaching every parameter, seeding, stored outputs) live in
+test_contract.py."""
 
 from __future__ import annotations
 
@@ -6,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
@@ -33,10 +35,9 @@ def default_net() -> MultiResUNet:
 
 # (kwargs, input shape, expected output shape), MONAI style.
 CASES = [
-    (SMALL, (1, 1, 200, 200), (1, 1, 200, 200)),  # padded to 208
     ({**SMALL, "in_channels": 2, "out_channels": 3}, (2, 2, 9, 17), (2, 3, 9, 17)),
     ({"filters": 8, "alpha": 1.0}, (2, 1, 40, 24), (2, 1, 40, 24)),
-    (SMALL, (1, 1, 2, 3), (1, 1, 2, 3)),
+    (SMALL, (1, 1, 2, 3), (1, 1, 2, 3)),  # below the stride
 ]
 
 
@@ -48,36 +49,6 @@ def test_output_shape(kwargs, input_shape, expected):
         out = net(torch.randn(input_shape))
     assert out.shape == expected and out.dtype == torch.float32
     assert torch.isfinite(out).all()
-
-
-def test_default_net_on_a_size_not_divisible_by_16(default_net):
-    with torch.no_grad():
-        out = default_net.eval()(torch.randn(2, 1, 21, 30))
-    assert out.shape == (2, 1, 21, 30) and torch.isfinite(out).all()
-
-
-def test_backward_gives_finite_gradients_for_every_parameter(default_net):
-    net = default_net.train()
-    net.zero_grad(set_to_none=True)
-    image = torch.randn(2, 1, 20, 27, requires_grad=True)
-    target = (torch.rand(2, 1, 20, 27) > 0.8).float()
-    F.binary_cross_entropy_with_logits(net(image), target).backward()
-    for name, parameter in net.named_parameters():
-        assert parameter.grad is not None, f"{name} got no gradient"
-        assert torch.isfinite(parameter.grad).all(), name
-    assert torch.isfinite(image.grad).all() and image.grad.abs().sum() > 0
-
-
-def test_same_seed_same_net_other_seed_other_net():
-    x = torch.randn(1, 1, 40, 40)
-
-    def output(seed: int) -> torch.Tensor:
-        torch.manual_seed(seed)
-        with torch.no_grad():
-            return MultiResUNet(**SMALL).eval()(x)
-
-    assert torch.equal(output(3), output(3))
-    assert not torch.allclose(output(3), output(4))
 
 
 def test_parameter_counts(default_net):

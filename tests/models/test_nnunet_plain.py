@@ -1,10 +1,12 @@
-"""nnU-Net's plain U-Net (2D/3D): the planned Lucchi topology, shapes, deep supervision, counts."""
+"""nnU-Net's plain U-Net (2D/3D): the planned Lucchi topology, per-axis padding, shapes for the
+non-default options, the deep-supervision heads and weights, counts, config. The generic checks
+for nnunet2d and nnunet3d (input-size output on sizes off the stride, gradients reaching every
+parameter, seeding, deep supervision only in training, stored outputs) live in test_contract.py."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
@@ -27,14 +29,6 @@ def on_meta(*args, **kwargs) -> NNUNetPlain:
         return NNUNetPlain(*args, **kwargs)
 
 
-def test_default_2d_network_on_200x200_crops():
-    torch.manual_seed(0)
-    x = torch.randn(1, 1, 200, 200)  # padded to 256 x 256
-    with torch.no_grad():
-        out = NNUNetPlain(2).eval()(x)
-    assert out.shape == x.shape and torch.isfinite(out).all()
-
-
 @pytest.mark.parametrize("size, padded", [
     ((200, 200), (256, 256)), ((768, 1024), (768, 1024)), ((37, 53), (128, 512)),
     ((129, 256), (256, 256)),
@@ -46,11 +40,9 @@ def test_each_axis_is_padded_to_its_own_total_stride(size, padded):
 
 # (kwargs, input shape), MONAI style; the output must have the input's spatial shape.
 CASES = [
-    (TINY_PLANNED_2D, (1, 1, 37, 53)),  # padded to 128 x 512 (no single bottleneck pixel)
-    (TINY_PLANNED_2D, (2, 1, 768, 64)),
+    (TINY_PLANNED_2D, (2, 1, 768, 64)),  # H a multiple of its stride (128), W padded to 256
     ({**SMALL_2D, "in_channels": 2, "out_channels": 3}, (2, 2, 30, 50)),
     ({**SMALL_2D, "norm": "batch", "kernel_sizes": (3, 3, (1, 3), 3)}, (2, 1, 17, 9)),
-    ({"spatial_dims": 3}, (1, 1, 16, 16, 16)),
     ({**SMALL_3D, "out_channels": 2}, (1, 1, 18, 20, 22)),
     ({"spatial_dims": 3, "features": (4, 8), "strides": (1, 2)}, (2, 1, 5, 6, 7)),
 ]
@@ -123,35 +115,6 @@ def test_training_main_output_equals_eval_output_with_instance_norm():
     x = torch.randn(1, 1, 24, 40)
     with torch.no_grad():
         torch.testing.assert_close(net.train()(x)[0], net.eval()(x))
-
-
-@pytest.mark.parametrize("kwargs, shape", [(SMALL_2D, (2, 1, 21, 34)),
-                                           (SMALL_3D, (1, 1, 9, 10, 11))])
-def test_backward_gives_finite_gradients_for_every_parameter(kwargs, shape):
-    torch.manual_seed(0)
-    net = NNUNetPlain(**kwargs).train()
-    image = torch.randn(shape, requires_grad=True)
-    target = (torch.rand(shape) > 0.8).float()
-    outputs = net(image)
-    loss = sum(w * F.binary_cross_entropy_with_logits(o, target)
-               for w, o in zip(net.deep_supervision_weights, outputs))
-    loss.backward()
-    for name, parameter in net.named_parameters():
-        assert parameter.grad is not None, f"{name} got no gradient"
-        assert torch.isfinite(parameter.grad).all(), name
-    assert torch.isfinite(image.grad).all() and image.grad.abs().sum() > 0
-
-
-def test_same_seed_same_net_other_seed_other_net():
-    x = torch.randn(1, 1, 40, 40)
-
-    def output(seed: int) -> torch.Tensor:
-        torch.manual_seed(seed)
-        with torch.no_grad():
-            return NNUNetPlain(**SMALL_2D).eval()(x)
-
-    assert torch.equal(output(3), output(3))
-    assert not torch.allclose(output(3), output(4))
 
 
 @pytest.mark.parametrize("kwargs", [

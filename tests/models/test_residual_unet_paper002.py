@@ -1,4 +1,7 @@
-"""Paper 002's Residual U-Net (2D and 3D): shapes, gradients, counts, residual blocks, config."""
+"""Paper 002's Residual U-Net (2D and 3D): shapes and gradients for the non-default options,
+dropout, counts, residual blocks and shortcuts, init, config. The generic checks for residual_unet
+and residual_unet3d (input-size output on sizes off the stride, gradients reaching every parameter,
+seeding, stored outputs) live in test_contract.py."""
 
 from __future__ import annotations
 
@@ -25,14 +28,10 @@ def n_params(net: nn.Module) -> int:
 
 # (kwargs, input shape, expected output shape), MONAI style.
 CASES = [
-    ({}, (2, 1, 200, 200), (2, 1, 200, 200)),  # fluorescence crops: padded to 208
-    ({}, (1, 1, 37, 53), (1, 1, 37, 53)),
     ({**SMALL_2D, "in_channels": 2, "out_channels": 3}, (2, 2, 9, 17), (2, 3, 9, 17)),
     ({**SMALL_2D, "upsample": "nearest", "batch_norm": True}, (2, 1, 37, 53), (2, 1, 37, 53)),
     ({"dropout": 0, "activation": "relu", "init": "glorot_uniform"}, (1, 1, 64, 48),
      (1, 1, 64, 48)),
-    ({"spatial_dims": 3}, (1, 1, 16, 16, 16), (1, 1, 16, 16, 16)),
-    ({"spatial_dims": 3}, (1, 1, 20, 28, 36), (1, 1, 20, 28, 36)),  # not multiples of 16
     ({**SMALL_3D, "out_channels": 2, "batch_norm": True}, (2, 1, 5, 6, 7), (2, 2, 5, 6, 7)),
     ({**SMALL_3D, "upsample": "nearest"}, (1, 1, 12, 16, 8), (1, 1, 12, 16, 8)),
 ]
@@ -48,11 +47,10 @@ def test_output_shape(kwargs, input_shape, expected):
     assert torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("kwargs, shape", [({}, (2, 1, 37, 53)), (SMALL_3D, (2, 1, 9, 10, 11)),
-                                           ({**SMALL_2D, "batch_norm": True}, (2, 1, 20, 24))])
-def test_backward_gives_finite_gradients_for_every_parameter(kwargs, shape):
+def test_backward_with_batch_norm_reaches_every_parameter():
     torch.manual_seed(0)
-    net = ResidualUNetPaper002(**kwargs)
+    net = ResidualUNetPaper002(**SMALL_2D, batch_norm=True)
+    shape = (2, 1, 20, 24)
     image = torch.randn(shape, requires_grad=True)
     target = (torch.rand(shape) > 0.8).float()
     F.binary_cross_entropy_with_logits(net(image), target).backward()
@@ -60,18 +58,6 @@ def test_backward_gives_finite_gradients_for_every_parameter(kwargs, shape):
         assert parameter.grad is not None, f"{name} got no gradient"
         assert torch.isfinite(parameter.grad).all(), name
     assert torch.isfinite(image.grad).all() and image.grad.abs().sum() > 0
-
-
-def test_same_seed_same_net_other_seed_other_net():
-    x = torch.randn(1, 1, 40, 40)
-
-    def output(seed: int) -> torch.Tensor:
-        torch.manual_seed(seed)
-        with torch.no_grad():
-            return ResidualUNetPaper002(**SMALL_2D).eval()(x)
-
-    assert torch.equal(output(3), output(3))
-    assert not torch.allclose(output(3), output(4))
 
 
 def test_eval_is_deterministic_and_training_uses_dropout():
