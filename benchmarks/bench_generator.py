@@ -4,7 +4,7 @@ Images of 200 x 200 at SNR 4 with space-variant blur 1~4, made from procedural m
 random flip/rotation and z-score normalization, as the training set makes them:
 - CPU, numpy (mitoseg.synth.fluorescence): the training DataLoader over the training dataset
   with 1 and 2 worker processes (and in the main process);
-- torch (benchmarks/fluorescence_torch.py, the same image model in batches): on the GPU when
+- torch (mitoseg.synth.fluorescence_torch, the same image model in batches): on the GPU when
   there is one, and on the CPU.
 The consumption rate is bench_training's framework images/s for paper 000's U-Net on this
 data (run here in a subprocess on the same device, or read from --training-json).
@@ -35,12 +35,12 @@ from _common import (
     rounded,
     synchronize,
 )
-from fluorescence_torch import random_dihedral, synthesize_batch, zscore
 from mitoseg.data.augment import Compose, RandomDihedral
 from mitoseg.data.fluo_dataset import SyntheticFluorescenceDataset
 from mitoseg.data.loaders import make_loader
 from mitoseg.data.mask_sources import procedural_mask_set
 from mitoseg.synth.fluorescence import FluorescenceParams
+from mitoseg.synth.fluorescence_torch import random_dihedral, synthesize_batch, zscore
 
 HERE = Path(__file__).resolve().parent
 

@@ -97,7 +97,9 @@ def overrides_for(s: dict[str, Any], device: torch.device) -> list[str]:
            f"trainer={'gpu' if device.type == 'cuda' else 'cpu'}",
            f"trainer.precision={s['precision']}", "logger=none",
            "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-           f"dataset.batch_size={s['batch']}"]
+           f"dataset.batch_size={s['batch']}",
+           f"speed.channels_last={str(s['channels_last']).lower()}",
+           f"speed.compile={str(s['compile']).lower()}"]
     if s["workers"] is not None:
         out.append(f"dataset.num_workers={s['workers']}")
     if s["dataset"] == "synthetic_em":
@@ -156,8 +158,8 @@ class StepTimer(pl.Callback):
 
 
 def speed_options(net: torch.nn.Module, s: dict[str, Any]) -> torch.nn.Module:
-    """channels_last and torch.compile, applied alike to both loops (inputs have 1 channel,
-    whose NCHW and NHWC layouts coincide, so only the network is converted)."""
+    """The bare loop's channels_last and torch.compile; the framework gets the same through
+    the config (speed.channels_last, speed.compile), applied by SegmentationModule."""
     if s["channels_last"]:
         net = net.to(memory_format=torch.channels_last)
     return torch.compile(net) if s["compile"] else net
@@ -165,8 +167,7 @@ def speed_options(net: torch.nn.Module, s: dict[str, Any]) -> torch.nn.Module:
 
 def run_framework(cfg: DictConfig, datamodule: Any, s: dict[str, Any],
                   device: torch.device) -> dict[str, Any]:
-    module = build_module(cfg, datamodule.pixel_size_um)
-    module.net = speed_options(module.net, s)
+    module = build_module(cfg, datamodule.pixel_size_um)  # speed.* from the overrides
     total = s["warmup_steps"] + s["measured_steps"]
     clock = Clock(device)
     timer = StepTimer(s["warmup_steps"], total, clock)
@@ -193,10 +194,15 @@ def run_bare(cfg: DictConfig, datamodule: Any, s: dict[str, Any],
         else None  # fluorescence augmentation runs inside the dataset, for both loops
     loader = make_loader(datamodule.datasets["train"], s["batch"], True, datamodule.num_workers)
     autocast = s["precision"] == "bf16-mixed"
+    on_device_synthesis = getattr(datamodule, "synthesis", "cpu") == "device"
     total = s["warmup_steps"] + s["measured_steps"]
     clock, step = Clock(device), 0
     while step < total:
         for batch in loader:
+            if on_device_synthesis:  # the data module's own hooks: masks in, images made here
+                batch = datamodule.on_before_batch_transfer(batch, 0)
+                batch["mask"] = batch["mask"].to(device, non_blocking=True)
+                batch = datamodule.on_after_batch_transfer(batch, 0)
             image = batch["image"].to(device, non_blocking=True)
             mask = batch["mask"].to(device, non_blocking=True)
             if augmentation is not None:

@@ -199,3 +199,76 @@ def test_augmentation_is_deterministic_and_keeps_masks_valid(mask_set):
     # Validation and test are never augmented.
     assert torch.equal(module.datasets["val"][0]["mask"][0],
                        torch.from_numpy(module.datasets["val"].masks.masks[0].astype(np.float32)))
+
+
+# ---------------------------------------------------------------- synthesis on the device
+
+def _device_batches(module: FluorescenceDataModule, count: int) -> list[dict]:
+    module.setup()
+    torch.manual_seed(0)  # the shuffle order (training seeds it per epoch)
+    batches = []
+    for batch in module.train_dataloader():
+        batch = module.on_before_batch_transfer(batch, 0)
+        batches.append(module.on_after_batch_transfer(batch, 0))  # the device here: the CPU
+        if len(batches) == count:
+            break
+    return batches
+
+
+def _datamodule(synthesis: str, **extra) -> FluorescenceDataModule:
+    options = dict(masks=lambda: procedural_mask_set(count=40, seed=3, shape=(48, 48)),
+                   condition={"snr": 4.0}, split={"val": 4, "test": 4}, split_seed=1, seed=5,
+                   batch_size=8, augmentation=RandomDihedral(), synthesis=synthesis)
+    return FluorescenceDataModule(**(options | extra))
+
+
+def test_device_synthesis_makes_normalized_images_of_the_cpu_distribution() -> None:
+    device, cpu = _datamodule("device"), _datamodule("cpu")
+    batches = _device_batches(device, 3)
+    images = torch.cat([b["image"] for b in batches])
+    assert images.shape[1:] == (1, 48, 48) and images.dtype == torch.float32
+    flat = images.flatten(1)
+    torch.testing.assert_close(flat.mean(1), torch.zeros(len(flat)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(flat.std(1, unbiased=False), torch.ones(len(flat)), atol=1e-4, rtol=0)
+    cpu.setup()
+    # Same masks and augmentation in the same order: the image model alone differs.
+    for index in range(8):
+        torch.testing.assert_close(device.datasets["train"][index]["mask"],
+                                   cpu.datasets["train"][index]["mask"])
+    first = batches[0]
+    reference = torch.stack([cpu.datasets["train"][int(i)]["image"] for i in first["index"]])
+    foreground = first["mask"] > 0.5  # brighter inside the mitochondria in both, by a like margin
+    gap = first["image"][foreground].mean() - first["image"][~foreground].mean()
+    gap_cpu = reference[foreground].mean() - reference[~foreground].mean()
+    assert float(gap) == pytest.approx(float(gap_cpu), rel=0.25)
+
+
+def test_device_synthesis_is_reproducible_and_keeps_validation_and_test_images() -> None:
+    first = _device_batches(_datamodule("device"), 2)
+    again = _device_batches(_datamodule("device"), 2)
+    for a, b in zip(first, again):
+        torch.testing.assert_close(a["image"], b["image"], rtol=0, atol=0)
+    other_seed = _device_batches(_datamodule("device", seed=6), 1)
+    assert not torch.equal(other_seed[0]["image"], first[0]["image"])
+    device, cpu = _datamodule("device"), _datamodule("cpu")
+    device.setup(), cpu.setup()
+    for split in ("val", "test"):
+        torch.testing.assert_close(device.datasets[split][0]["image"], cpu.datasets[split][0]["image"],
+                                   rtol=0, atol=0)
+
+
+def test_device_synthesis_mixes_conditions_by_sample() -> None:
+    """A mixture (paper 000 scheme 2): each sample gets its own condition's noise level."""
+    module = _datamodule("device", train_conditions=[{"snr": 8.0}, {"snr": 1.0}], normalize="none",
+                         train_repeats=2)
+    batches = _device_batches(module, 4)
+    for batch in batches:
+        for image, mask, condition in zip(batch["image"], batch["mask"], batch["condition"]):
+            background = image[mask < 0.5]
+            expected = 100.0 / (8.0 if int(condition) == 0 else 1.0)  # sigma = contrast / SNR
+            assert float(background.std()) == pytest.approx(expected, rel=0.5)
+
+
+def test_unknown_synthesis_option_is_refused() -> None:
+    with pytest.raises(InputError, match="'synthesis' must be one of \\['cpu', 'device'\\], got 'gpu'"):
+        _datamodule("gpu")

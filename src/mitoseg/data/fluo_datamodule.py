@@ -6,15 +6,20 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader
+import torch
+from torch.utils.data import DataLoader, Dataset
 
 from mitoseg.data.augment import MaskTransform
-from mitoseg.data.fluo_dataset import SyntheticFluorescenceDataset
+from mitoseg.data.fluo_dataset import FluorescenceMaskDataset, SyntheticFluorescenceDataset
 from mitoseg.data.loaders import make_loader
 from mitoseg.data.mask_sources import MaskSet, split_by_group
 from mitoseg.errors import InputError
 from mitoseg.synth.fluorescence import FluorescenceParams
+from mitoseg.synth.fluorescence_torch import synthesize_batch, zscore
+
+SYNTHESIS = ("cpu", "device")
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +47,12 @@ class FluorescenceDataModule(pl.LightningDataModule):
         split: number of masks in 'val' and 'test' (whole groups); the rest trains.
         train_repeats: noise realizations per training mask (each a different image).
         pixel_size_um: physical pixel size, passed on to the distance metrics.
+        synthesis: where training images are made. "cpu": in the data set (numpy/scipy, in
+            the loader's workers). "device": the loader carries masks only and the images are
+            made after the batch reaches the training device (torch; on the GPU when
+            training there), for GPU training faster than CPU workers can synthesize.
+            Validation and test images are always made on the CPU: the same images either way.
+            The two give images of the same distribution, not the same pixels.
     """
 
     def __init__(self, masks: Callable[[], MaskSet], condition: Mapping[str, Any],
@@ -50,8 +61,13 @@ class FluorescenceDataModule(pl.LightningDataModule):
                  test_condition: Mapping[str, Any] | None = None, train_repeats: int = 1,
                  batch_size: int = 8, eval_batch_size: int | None = None, num_workers: int = 0,
                  augmentation: MaskTransform | None = None, normalize: str = "zscore",
-                 pixel_size_um: float = 0.0645) -> None:
+                 pixel_size_um: float = 0.0645, synthesis: str = "cpu") -> None:
         super().__init__()
+        if synthesis not in SYNTHESIS:
+            raise InputError(f"dataset option 'synthesis' must be one of {list(SYNTHESIS)}, "
+                             f"got {synthesis!r}")
+        if synthesis == "device" and normalize not in ("zscore", "none"):
+            raise InputError(f"dataset option 'normalize' must be 'zscore' or 'none', got {normalize!r}")
         if batch_size < 1:
             raise InputError(f"dataset option 'batch_size' must be >= 1, got {batch_size}")
         if pixel_size_um <= 0:
@@ -67,7 +83,8 @@ class FluorescenceDataModule(pl.LightningDataModule):
         self.eval_batch_size = int(eval_batch_size or batch_size)
         self.num_workers, self.augmentation = int(num_workers), augmentation
         self.normalize, self.pixel_size_um = normalize, float(pixel_size_um)
-        self.datasets: dict[str, SyntheticFluorescenceDataset] = {}
+        self.synthesis = synthesis
+        self.datasets: dict[str, Dataset] = {}
         self.mask_set: MaskSet | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -76,10 +93,11 @@ class FluorescenceDataModule(pl.LightningDataModule):
         self.mask_set = self.masks_factory()
         indices = split_by_group(self.mask_set.groups, self.split_sizes, self.split_seed)
         parts = {name: self.mask_set.subset(idx) for name, idx in indices.items()}
+        train_set = FluorescenceMaskDataset if self.synthesis == "device" else (
+            lambda *args: SyntheticFluorescenceDataset(*args, self.normalize))
         self.datasets = {
-            "train": SyntheticFluorescenceDataset(
-                parts["train"], self.train_conditions, self.seed, "train", self.train_repeats,
-                self.augmentation, self.normalize),
+            "train": train_set(parts["train"], self.train_conditions, self.seed, "train",
+                               self.train_repeats, self.augmentation),
             "val": SyntheticFluorescenceDataset(parts["val"], [self.test_condition],
                                                 self.split_seed, "val", 1, None, self.normalize),
             "test": SyntheticFluorescenceDataset(parts["test"], [self.test_condition],
@@ -100,7 +118,36 @@ class FluorescenceDataModule(pl.LightningDataModule):
             "train_conditions": [c.to_dict() for c in self.train_conditions],
             "test_condition": self.test_condition.to_dict(),
             "pixel_size_um": self.pixel_size_um,
+            "synthesis": self.synthesis,
         }
+
+    def on_before_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        """A mask-only batch gets its synthesis plan here, on the CPU: a seed from the training
+        seed and the sample indices, and the batch positions of each image condition (knowing
+        them on the device would make the CPU wait for it)."""
+        if self.synthesis == "device" and "image" not in batch and "condition" in batch:
+            indices = [int(i) for i in batch["index"]]
+            seed = int(np.random.default_rng([self.seed, 0x5EED, *indices]).integers(2**62))
+            conditions = torch.as_tensor(batch["condition"])
+            groups = [(int(k), torch.nonzero(conditions == k).flatten())
+                      for k in torch.unique(conditions).tolist()]
+            batch["synthesis"] = {"seed": seed, "groups": groups}
+        return batch
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        """Make the images of a mask-only batch where the batch now is (see ``synthesis``)."""
+        plan = batch.pop("synthesis", None)
+        if plan is not None:
+            masks = batch["mask"][:, 0] > 0.5
+            generator = torch.Generator(device=masks.device)
+            generator.manual_seed(plan["seed"])
+            images = torch.empty(masks.shape, dtype=torch.float32, device=masks.device)
+            for condition, positions in plan["groups"]:
+                positions = positions.to(masks.device)
+                images[positions] = synthesize_batch(masks[positions],
+                                                     self.train_conditions[condition], generator)
+            batch["image"] = (zscore(images) if self.normalize == "zscore" else images)[:, None]
+        return batch
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()

@@ -81,3 +81,36 @@ class SyntheticFluorescenceDataset(Dataset):
             "mask_id": record["mask_id"],
             "record": {key: record[key] for key in RECORD_KEYS},
         }
+
+
+class FluorescenceMaskDataset(Dataset):
+    """The masks of ``SyntheticFluorescenceDataset`` without the images, for ``synthesis: device``.
+
+    Sample i is mask i % n, augmented with the same generator as there, and the index of its
+    condition; the data module synthesizes the images after the batch reaches its device
+    (``mitoseg.synth.fluorescence_torch``), so the CPU only moves masks.
+    """
+
+    def __init__(self, masks: MaskSet, conditions: Sequence[FluorescenceParams], seed: int,
+                 stream: str, repeats: int = 1, augment: MaskTransform | None = None) -> None:
+        self.source = SyntheticFluorescenceDataset(masks, conditions, seed, stream, repeats,
+                                                   augment, "none")
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        source = self.source
+        count = len(source.masks)
+        rng = np.random.default_rng([source.seed, source.stream_code, index])
+        mask = source.masks.masks[index % count]
+        if source.augment is not None:
+            mask = source.augment(mask, rng)
+        return {
+            "mask": torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None],
+            "index": index,
+            "condition": (index // count) % len(source.conditions),
+            "mask_id": source.masks.ids[index % count],
+        }

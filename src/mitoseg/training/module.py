@@ -34,14 +34,23 @@ class SegmentationModule(pl.LightningModule):
         monitor: the metric a plateau scheduler watches.
         config: the run's resolved config, stored in every checkpoint so that a checkpoint
             alone can rebuild its network.
+        channels_last: convolutions in NHWC layout (2D networks; faster with bf16 on a GPU).
+        compile: run the network through ``torch.compile`` (compiles during the first steps).
+            Checkpoints keep the plain network's parameter names either way.
     """
 
     def __init__(self, net: nn.Module, loss: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Callable[..., Any] | None = None, binarize: Binarize | None = None,
                  pixel_size_um: float = 0.0645, monitor: str = "val/loss",
-                 config: dict[str, Any] | None = None) -> None:
+                 config: dict[str, Any] | None = None, channels_last: bool = False,
+                 compile: bool = False) -> None:
         super().__init__()
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            net = net.to(memory_format=torch.channels_last)
         self.net, self.loss = net, with_deep_supervision(net, loss)
+        # Not registered as a submodule: the state dict keeps the plain network's names.
+        object.__setattr__(self, "_compiled_net", torch.compile(net) if compile else None)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.binarize = binarize or Binarize()
         self.pixel_size_um, self.monitor = pixel_size_um, monitor
@@ -51,10 +60,13 @@ class SegmentationModule(pl.LightningModule):
         self._unchecked_losses: list[tuple[int, torch.Tensor]] = []
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.net(image)
+        if self.channels_last and image.ndim == 4:
+            image = image.contiguous(memory_format=torch.channels_last)
+        net = self.net if self._compiled_net is None else self._compiled_net
+        return net(image)
 
     def _shared_step(self, batch: dict[str, Any], split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        outputs = self.net(batch["image"])  # [main, aux...] from deep-supervision nets in training
+        outputs = self(batch["image"])  # [main, aux...] from deep-supervision nets in training
         loss = self.loss(outputs, batch["mask"])
         logits = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
         self._check_finite(loss, split)

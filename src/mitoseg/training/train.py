@@ -20,7 +20,8 @@ from mitoseg.evaluation.em_evaluate import evaluate_em, load_net_weights
 from mitoseg.runs.files import write_new_csv, write_new_json, write_new_text
 from mitoseg.runs.run_info import run_info
 from mitoseg.runs.resume import LAST_CHECKPOINT, ResumePlan, plan_resume
-from mitoseg.training.loggers import build_loggers, log_run_identity, log_run_result, wandb_loggers
+from mitoseg.training.loggers import (build_loggers, log_run_identity, log_run_result, metric_number,
+                                      wandb_loggers)
 from mitoseg.training.module import SegmentationModule
 from mitoseg.training.seeding import EpochSeeding
 
@@ -31,6 +32,7 @@ RESULT_FILES = ("metrics.json", "test_per_image.csv", "protocols.csv", "run_info
 
 def build_module(cfg: DictConfig, pixel_size_um: float) -> SegmentationModule:
     """The LightningModule of a config: network, loss, optimizer, scheduler, post-processing."""
+    speed = cfg.get("speed") or {}
     return SegmentationModule(
         net=instantiate(cfg.model),
         loss=instantiate(cfg.loss),
@@ -40,6 +42,8 @@ def build_module(cfg: DictConfig, pixel_size_um: float) -> SegmentationModule:
         pixel_size_um=float(pixel_size_um),
         monitor=cfg.monitor,
         config=plain_config(cfg),
+        channels_last=bool(speed.get("channels_last", False)),
+        compile=bool(speed.get("compile", False)),
     )
 
 
@@ -193,10 +197,7 @@ def metric_value(metrics: dict[str, Any], name: str) -> float | None:
     best/val/loss: the best value of the checkpoint monitor; final/val/as: the last epoch's.
     """
     split, _, key = name.partition("/")
-    value = (metrics.get(split) or {}).get(key)
-    if isinstance(value, dict):
-        value = value.get("mean")
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return metric_number((metrics.get(split) or {}).get(key))
 
 
 def _best_score(trainer: pl.Trainer, monitor: str) -> dict[str, float]:

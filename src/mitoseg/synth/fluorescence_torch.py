@@ -7,8 +7,8 @@ The blur is the same computation as scipy's ``gaussian_filter(mode="reflect")`` 
 same borders), so noise-free images agree to float32 rounding; the random draws come from a
 torch generator, so noisy images agree in distribution, not pixel by pixel.
 
-Kept beside the generator benchmark for now; it belongs in ``mitoseg.synth`` once a data
-module generates on the GPU.
+The fluorescence data module uses it for ``synthesis: device`` (training images made where
+the batch is, on the GPU when training there); benchmarks/bench_generator.py times it.
 """
 
 from __future__ import annotations

@@ -1,29 +1,24 @@
-"""The torch image model of benchmarks/fluorescence_torch.py against mitoseg.synth.fluorescence."""
+"""The torch image model (mitoseg.synth.fluorescence_torch) against mitoseg.synth.fluorescence."""
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from scipy import ndimage
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-
-from fluorescence_torch import (  # noqa: E402
+from mitoseg.synth.fluorescence import (
+    FluorescenceParams,
+    measured_snr,
+    synthesize,
+)
+from mitoseg.synth.fluorescence_torch import (
     blur,
     gaussian_blur,
     random_dihedral,
     standard_gamma,
     synthesize_batch,
     zscore,
-)
-from mitoseg.synth.fluorescence import (  # noqa: E402
-    FluorescenceParams,
-    measured_snr,
-    synthesize,
 )
 from mitoseg.synth.fluorescence import blur as numpy_blur  # noqa: E402
 from mitoseg.synth.procedural_masks import ProceduralMaskConfig, generate_masks  # noqa: E402
