@@ -1,4 +1,5 @@
-"""The nearest-boundary search of the ABD (rings, then matrix products) against brute force."""
+"""Both nearest-boundary searches of the ABD against brute force: numpy (rings, then matrix
+products) and, where numba is installed, the compiled one (near look-ups, then a cell grid)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,23 @@ from scipy import ndimage
 from scipy.spatial.distance import cdist
 
 import mitoseg.metrics.boundary_distance as bd
+import mitoseg.metrics.boundary_distance_compiled as compiled
 from mitoseg.metrics.segmentation import average_boundary_distance, boundary
+
+SEARCHES = ["numpy", pytest.param("numba", marks=pytest.mark.skipif(
+    not compiled.AVAILABLE, reason="numba not installed (pip install -e '.[metrics]')"))]
+
+
+@pytest.fixture(params=SEARCHES)
+def search(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test once with each search (the default picks numba where it is installed)."""
+    monkeypatch.setattr(bd, "USE_COMPILED", request.param == "numba")
+    return request.param
+
+
+@pytest.fixture
+def numpy_search(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bd, "USE_COMPILED", False)
 
 
 def brute_abd(a: np.ndarray, b: np.ndarray, sampling=(1.0, 1.0)) -> float:
@@ -35,15 +52,15 @@ def test_boundary_equals_binary_erosion(connectivity: int) -> None:
 
 
 @pytest.mark.parametrize("sampling", [(1.0, 1.0), (0.7, 1.3), (0.1, 1.0), (2.0, 0.25)])
-def test_near_and_far_boundaries_match_brute_force(sampling: tuple) -> None:
-    """Unrelated blobs: many pixels lie beyond the search radius (k-d tree fallback)."""
+def test_near_and_far_boundaries_match_brute_force(sampling: tuple, search: str) -> None:
+    """Unrelated blobs: many pixels lie beyond the near search, some far beyond."""
     for seed in range(6):
         a, b = blobs(seed), blobs(seed + 100, level=0.85)
         got = average_boundary_distance(a, b, sampling=sampling)
         assert got == pytest.approx(brute_abd(a, b, sampling), abs=1e-9)
 
 
-def test_far_pixels_through_every_path(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_far_pixels_through_every_numpy_path(monkeypatch: pytest.MonkeyPatch, numpy_search: None) -> None:
     a = np.zeros((120, 120), bool)
     b = np.zeros((120, 120), bool)
     a[10:30, 10:30] = True
@@ -60,7 +77,8 @@ def test_far_pixels_through_every_path(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("radius", [0, 1, 2, 7])
-def test_any_ring_radius_gives_the_same_distances(monkeypatch: pytest.MonkeyPatch, radius: int) -> None:
+def test_any_ring_radius_gives_the_same_distances(monkeypatch: pytest.MonkeyPatch, radius: int,
+                                                  numpy_search: None) -> None:
     """The split between ring search and matrix products must not change a value."""
     monkeypatch.setattr(bd, "_RING_RADIUS_PX", radius)
     bd.search_rings.cache_clear()
@@ -104,3 +122,29 @@ def test_search_rings_cover_the_radius_in_distance_order() -> None:
         dy, dx = np.mgrid[-ry - 1:ry + 2, -rx - 1:rx + 2]
         inside = np.hypot(dy * spacing[0], dx * spacing[1]) <= radius * (1 + 1e-12)
         assert inside.sum() == len(per_offset)  # every offset within the radius, once
+
+
+@pytest.mark.skipif(not compiled.AVAILABLE, reason="numba not installed")
+@pytest.mark.parametrize(("cell", "near"), [(1, 0), (3, 0), (8, 3), (64, 1), (5, 9)])
+def test_compiled_search_is_exact_for_any_cell_and_near_radius(
+        monkeypatch: pytest.MonkeyPatch, cell: int, near: int) -> None:
+    """The grid only decides the visiting order; the stopping rule keeps every value exact."""
+    monkeypatch.setattr(bd, "USE_COMPILED", True)
+    monkeypatch.setattr(compiled, "CELL_PX", cell)
+    monkeypatch.setattr(compiled, "NEAR_PX", near)
+    for seed in range(3):
+        a, b = blobs(seed, (70, 95)), blobs(seed + 30, (70, 95), level=0.8)
+        a[0, :] = True  # boundary on the image edge, and pixels in the last partial cell
+        for sampling in [(1.0, 1.0), (0.7, 1.3), (3.0, 0.5)]:
+            got = average_boundary_distance(a, b, sampling=sampling)
+            assert got == pytest.approx(brute_abd(a, b, sampling), abs=1e-9)
+
+
+def test_both_searches_give_the_same_sums(monkeypatch: pytest.MonkeyPatch) -> None:
+    if not compiled.AVAILABLE:
+        pytest.skip("numba not installed")
+    pairs = [(boundary(blobs(s)), boundary(blobs(s + 7, level=0.75))) for s in range(4)]
+    monkeypatch.setattr(bd, "USE_COMPILED", True)
+    fast = bd.boundary_distance_sums(pairs, (0.9, 1.1))
+    monkeypatch.setattr(bd, "USE_COMPILED", False)
+    np.testing.assert_allclose(bd.boundary_distance_sums(pairs, (0.9, 1.1)), fast, rtol=1e-13)
