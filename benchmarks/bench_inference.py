@@ -2,10 +2,12 @@
 
 Paper 002's 2D U-Net predicts a (depth, 768, 1024) volume slice by slice with 256 x 256
 windows at 50 % overlap, blended with the spline window, under the 8 dihedral TTA transforms.
-Timed: ours (``sliding_window_predict_stack`` with batched TTA), MONAI with the same network,
-window weights, overlap and transforms (TTA over the whole volume, 8 calls, as a MONAI user
-would write it; and TTA inside MONAI's predictor, which isolates the sliding-window machinery),
-and a plain reference loop (one window and one transform per network call) on a few slices.
+Timed: ours (``sliding_window_predict_stack`` with TTA batched as ``reconstruct`` does it: the
+8 copies of a window share a call on a GPU, one call each on the CPU); MONAI with the same
+network, window weights, overlap, transforms and images per call (TTA over the whole volume, 8
+passes, as a MONAI user would write it; and our TTA inside MONAI's predictor, which isolates the
+sliding-window machinery); each method once per round, in rotated order, median reported; and a
+plain reference loop (one window and one transform per network call) on a few slices.
 Exactness: ours in fp32 against the reference loop (float64 accumulation), max abs difference.
 
     python benchmarks/bench_inference.py            # GPU: 165 slices; CPU: 2 slices
@@ -15,6 +17,7 @@ Exactness: ours in fp32 against the reference loop (float64 accumulation), max a
 from __future__ import annotations
 
 import argparse
+import statistics
 from functools import partial
 from typing import Any
 
@@ -32,7 +35,7 @@ from _common import (
 )
 from mitoseg.inference.network import net_predictor
 from mitoseg.inference.sliding import sliding_window_predict_stack
-from mitoseg.inference.tta import predict_with_tta, tta_transforms
+from mitoseg.inference.tta import batch_tta_by_default, predict_with_tta, tta_transforms
 from mitoseg.inference.windows import window as make_window
 from mitoseg.models.nets.unet_paper002 import UNetPaper002
 
@@ -49,12 +52,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=None, help="default 1024")
     parser.add_argument("--window", type=int, default=None, help="default 256")
     parser.add_argument("--batch", type=int, default=None,
-                        help="windows per call; x8 images with TTA (default 64 on a GPU; 1 on "
-                             "the CPU, where small calls keep activations in cache)")
+                        help="windows per call (x8 network images with --batch-tta; default 64 "
+                             "on a GPU; 1 on the CPU, where small calls keep activations in "
+                             "cache)")
+    parser.add_argument("--batch-tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="the 8 TTA copies of a window in one call (default: on a GPU, "
+                             "as reconstruct does)")
     parser.add_argument("--precision", default=None, choices=["32-true", "bf16-mixed"],
                         help="default bf16-mixed on a GPU, 32-true on the CPU")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="timed runs of every method, order rotated each round; the "
+                             "median is reported (default 3, 1 with --quick)")
     parser.add_argument("--ref-depth", type=int, default=1,
                         help="slices checked against the reference loop")
     parser.add_argument("--seed", type=int, default=0)
@@ -72,8 +82,10 @@ def settings_from(args: argparse.Namespace, device: torch.device) -> dict[str, A
         "window": args.window or (64 if quick else 256),
         "overlap": 0.5, "blend": "spline", "tta": 8,
         "batch_windows": args.batch or (4 if quick else 64 if gpu else 1),
+        "batch_tta": batch_tta_by_default(device) if args.batch_tta is None else args.batch_tta,
         "precision": args.precision or ("bf16-mixed" if gpu else "32-true"),
         "channels_last": args.channels_last, "compile": args.compile,
+        "rounds": max(1, args.rounds or (1 if quick else 3)),
         "ref_depth": max(1, min(args.ref_depth, depth)), "seed": args.seed,
         "cudnn_benchmark": gpu,
         "network": "UNetPaper002(spatial_dims=2), 1.94 M parameters, eval mode",
@@ -108,8 +120,8 @@ def reference_loop(predict, volume: torch.Tensor, patch: int, stride: int) -> to
     return out
 
 
-def ours_fn(predict, patch: int, batch: int, device: torch.device):
-    tta = partial(predict_with_tta, predict, spatial_dims=2, batched=True)
+def ours_fn(predict, patch: int, batch: int, device: torch.device, batch_tta: bool):
+    tta = partial(predict_with_tta, predict, spatial_dims=2, batched=batch_tta)
 
     def run(volume: torch.Tensor) -> torch.Tensor:
         return sliding_window_predict_stack(tta, volume[:, None], (patch, patch), 0.5, "spline",
@@ -117,7 +129,10 @@ def ours_fn(predict, patch: int, batch: int, device: torch.device):
     return run
 
 
-def monai_fns(predict, patch: int, batch: int, device: torch.device) -> dict[str, Any]:
+def monai_fns(predict, patch: int, batch: int, device: torch.device, batch_tta: bool
+              ) -> dict[str, Any]:
+    """MONAI with the same images per network call as ours: ``batch`` windows x 8 copies when
+    TTA is batched, ``batch`` windows otherwise."""
     from monai.inferers import sliding_window_inference  # noqa: PLC0415 (optional extra)
 
     weight = make_window((patch, patch), "spline").to(device)
@@ -128,30 +143,62 @@ def monai_fns(predict, patch: int, batch: int, device: torch.device) -> dict[str
                                         overlap=0.5, mode="constant", roi_weight_map=weight,
                                         sw_device=device, device=device)
 
-    def volume_tta(volume: torch.Tensor) -> torch.Tensor:  # 8 calls, 8 x batch windows each
+    per_call = batch * len(transforms) if batch_tta else batch
+
+    def volume_tta(volume: torch.Tensor) -> torch.Tensor:  # 8 sliding-window passes
         total = None
         for t in transforms:
-            out = t.inverse(swi(t.forward(volume[:, None]), predict, batch * len(transforms)))
+            out = t.inverse(swi(t.forward(volume[:, None]), predict, per_call))
             total = out if total is None else total + out
         return (total / len(transforms))[:, 0]
 
-    def window_tta(volume: torch.Tensor) -> torch.Tensor:  # our batched TTA as the predictor
-        tta = partial(predict_with_tta, predict, spatial_dims=2, batched=True)
+    def window_tta(volume: torch.Tensor) -> torch.Tensor:  # our TTA as the predictor
+        tta = partial(predict_with_tta, predict, spatial_dims=2, batched=batch_tta)
         return swi(volume[:, None], tta, batch)[:, 0]
 
     return {"monai_volume_tta": volume_tta, "monai_window_tta": window_tta}
 
 
-def measure(fn, volume: torch.Tensor, warmup: torch.Tensor, device: torch.device,
-            depth: int, windows_per_slice: int) -> tuple[dict[str, Any], torch.Tensor]:
-    fn(warmup)
+def measure(fn, volume: torch.Tensor, device: torch.device) -> tuple[float, dict, torch.Tensor]:
     with PeakMemory(device) as memory:
         seconds, out = timed(lambda: fn(volume), device)
+    return seconds, memory.result, out
+
+
+def summary(times: list[float], memory: dict[str, Any], depth: int, windows_per_slice: int
+            ) -> dict[str, Any]:
+    """Median seconds over rounds, and the throughput and extrapolation from it."""
+    seconds = statistics.median(times)
     per_slice = seconds / depth
-    return {"seconds": rounded(seconds), "per_slice_s": rounded(per_slice),
+    return {"seconds": rounded(seconds), "rounds_s": [rounded(t) for t in times],
+            "per_slice_s": rounded(per_slice),
             f"extrapolated_{FULL_DEPTH}_slices_s": rounded(per_slice * FULL_DEPTH),
             "network_images_per_s": rounded(windows_per_slice * 8 * depth / seconds),
-            "memory": memory.result}, out
+            "memory": memory}
+
+
+def run_rounds(methods: dict[str, Any], volume: torch.Tensor, warmup: torch.Tensor,
+               device: torch.device, rounds: int) -> tuple[dict[str, list[float]],
+                                                           dict[str, dict], dict[str, Any]]:
+    """Every method once per round, the order rotated each round, so drift on a shared
+    machine spreads over all methods instead of favouring the one that runs first. Returns
+    seconds per method and round, the memory of each method's first round, and each method's
+    output (from its first round; the runs are deterministic)."""
+    names = list(methods)
+    for fn in methods.values():
+        fn(warmup)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    memory: dict[str, dict] = {}
+    outputs: dict[str, Any] = {}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            seconds, mem, out = measure(methods[name], volume, device)
+            times[name].append(seconds)
+            memory.setdefault(name, mem)
+            if name not in outputs:
+                outputs[name] = out
+            del out
+    return times, memory, outputs
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -174,26 +221,31 @@ def main(argv: list[str] | None = None) -> None:
         warmup = volume[:min(4, s["depth"])] if device.type == "cuda" else \
             volume[:1, :patch, :patch]
         predict = net_predictor(net, device, s["precision"], s["channels_last"], s["compile"])
-        results: dict[str, Any] = {}
-        results["ours"], ours_out = measure(ours_fn(predict, patch, s["batch_windows"], device),
-                                            volume, warmup, device, s["depth"], tiles)
+        methods = {"ours": ours_fn(predict, patch, s["batch_windows"], device, s["batch_tta"])}
         try:
-            fns = monai_fns(predict, patch, s["batch_windows"], device)
+            methods.update(monai_fns(predict, patch, s["batch_windows"], device, s["batch_tta"]))
             import monai  # noqa: PLC0415
             report["monai"] = {"available": True, "version": monai.__version__,
                                "note": "MONAI clamps window weights below 1e-3 (ours floor at "
                                        "1e-8 in the corners), so it differs slightly near "
                                        "window borders"}
         except ImportError as error:
-            fns = {}
             report["monai"] = {"available": False, "reason": str(error),
                                "install": MONAI_EXTRA}
-        for name, fn in fns.items():
-            results[name], out = measure(fn, volume, warmup, device, s["depth"], tiles)
-            results[name]["max_abs_diff_vs_ours"] = rounded(float((out - ours_out).abs().max()))
+        times, memory, outputs = run_rounds(methods, volume, warmup, device, s["rounds"])
+        ours_out = outputs["ours"]
+        results = {name: summary(times[name], memory[name], s["depth"], tiles)
+                   for name in methods}
+        for name in methods:
+            if name == "ours":
+                continue
+            diff = float((outputs[name] - ours_out).abs().max())
+            results[name]["max_abs_diff_vs_ours"] = rounded(diff)
             results[name]["ours_speedup"] = rounded(results[name]["seconds"]
                                                     / results["ours"]["seconds"], 3)
-            del out
+            results[name]["ours_speedup_per_round"] = [
+                rounded(theirs / ours, 3) for theirs, ours in zip(times[name], times["ours"])]
+        del outputs
         report["results"] = results
         report["exactness"] = exactness(net, volume, ours_out, s, device)
         report["reference_loop"] = report["exactness"].pop("reference_timing")
@@ -209,7 +261,8 @@ def exactness(net, volume: torch.Tensor, ours_out: torch.Tensor, s: dict[str, An
     plain = net_predictor(net, device, "32-true")
     part = volume[:depth]
     reuse = s["precision"] == "32-true" and not s["channels_last"] and not s["compile"]
-    fp32 = ours_out[:depth] if reuse else ours_fn(plain, patch, s["batch_windows"], device)(part)
+    fp32 = ours_out[:depth] if reuse else ours_fn(plain, patch, s["batch_windows"], device,
+                                                          s["batch_tta"])(part)
     seconds, reference = timed(lambda: reference_loop(plain, part, patch, patch // 2), device)
     synchronize(device)
     diff = float((fp32.double().cpu() - reference).abs().max())

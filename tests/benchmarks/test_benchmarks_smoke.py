@@ -43,8 +43,16 @@ def test_training_benchmark() -> None:
 
 def test_inference_benchmark() -> None:
     report = run_quick("bench_inference")
-    ours = report["results"]["ours"]
+    results, rounds = report["results"], report["settings"]["rounds"]
+    ours = results["ours"]
     assert {"seconds", "per_slice_s", "extrapolated_165_slices_s", "memory"} <= ours.keys()
+    on_cpu = report["environment"]["device"] == "cpu"
+    assert report["settings"]["batch_tta"] is not on_cpu  # reconstruct's default
+    for name, result in results.items():
+        assert len(result["rounds_s"]) == rounds
+        if name != "ours":  # MONAI, where installed: same images per call, so same numbers
+            assert len(result["ours_speedup_per_round"]) == rounds
+            assert result["max_abs_diff_vs_ours"] <= 1e-5
     assert report["exactness"]["ours_fp32_vs_reference_max_abs"] <= 1e-5
     assert report["reference_loop"]["seconds"] > 0
     assert "available" in report["monai"]
@@ -68,8 +76,18 @@ def test_generator_benchmark() -> None:
     assert set(report["outpaces_training"]) == set(generators)
 
 
+def test_call_size_benchmark() -> None:
+    report = run_quick("bench_call_size")
+    sizes = [str(size) for size in report["settings"]["sizes"]]
+    assert list(report["images_per_s"]) == sizes
+    for entry in report["images_per_s"].values():
+        assert entry["median"] > 0 and len(entry["rounds"]) == report["settings"]["rounds"]
+    assert report["relative_to_fastest"][str(report["fastest_size"])] == 1.0
+    assert max(report["relative_to_fastest"].values()) == 1.0
+
+
 @pytest.mark.parametrize("name", ["bench_training", "bench_inference", "bench_metrics",
-                                  "bench_generator"])
+                                  "bench_generator", "bench_call_size"])
 def test_help_describes_the_benchmark(name: str) -> None:
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{name}.py"), "--help"],
                           capture_output=True, text=True, timeout=120, cwd=REPO)

@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from mitoseg.errors import InputError
-from mitoseg.inference.tta import Transform, predict_with_tta, tta_transforms
+from mitoseg.inference.tta import (
+    Transform,
+    batch_tta_by_default,
+    predict_with_tta,
+    tta_transforms,
+)
 
 GEN = torch.Generator().manual_seed(0)
 SQUARE = {2: torch.randn(1, 1, 6, 6, generator=GEN), 3: torch.randn(1, 1, 4, 6, 6, generator=GEN)}
@@ -121,3 +126,10 @@ def test_bad_arguments_raise_input_error() -> None:
         predict_with_tta(torch.sigmoid, SQUARE[2], 2, reduce="max")
     with pytest.raises(InputError, match="'x'"):
         predict_with_tta(torch.sigmoid, torch.zeros(4, 4, 4), 3)
+
+
+@pytest.mark.parametrize("device, batched", [(None, False), ("cpu", False),
+                                             (torch.device("cpu"), False), ("cuda", True),
+                                             ("cuda:1", True), (torch.device("mps"), True)])
+def test_tta_copies_share_a_call_by_default_on_accelerators_only(device, batched: bool) -> None:
+    assert batch_tta_by_default(device) is batched

@@ -17,7 +17,12 @@ from mitoseg.inference.streaming import (
     predict_slices_streaming,
     stream_z_chunks,
 )
-from mitoseg.inference.tta import Transform, predict_with_tta, tta_transforms
+from mitoseg.inference.tta import (
+    Transform,
+    batch_tta_by_default,
+    predict_with_tta,
+    tta_transforms,
+)
 from mitoseg.inference.windows import WINDOW_KINDS, window
 from mitoseg.inference.zfilter import median_z_filter
 
@@ -25,5 +30,6 @@ __all__ = [
     "PROTOCOLS", "Reconstruction", "reconstruct", "full_image", "per_patch_tiles",
     "net_predictor", "sliding_window_predict", "sliding_window_predict_stack", "tile_grid",
     "predict_patches3d_streaming", "predict_slices_streaming", "stream_z_chunks", "Transform",
-    "predict_with_tta", "tta_transforms", "WINDOW_KINDS", "window", "median_z_filter",
+    "batch_tta_by_default", "predict_with_tta", "tta_transforms", "WINDOW_KINDS", "window",
+    "median_z_filter",
 ]

@@ -31,7 +31,7 @@ from mitoseg.inference.sliding import (
     sliding_window_predict_stack,
     tile_grid,
 )
-from mitoseg.inference.tta import predict_with_tta
+from mitoseg.inference.tta import batch_tta_by_default, predict_with_tta
 
 PROTOCOLS = ("per_patch", "overlap", "overlap_blend", "full_image")
 
@@ -121,7 +121,7 @@ def reconstruct(predict: Callable[[torch.Tensor], torch.Tensor],
             probabilities = probabilities[0]
     else:  # tiles: windows of every slice of a 2D model share calls
         if batch_tta is None:
-            batch_tta = device is not None and torch.device(device).type != "cpu"
+            batch_tta = batch_tta_by_default(device)
         net = _tta_predict(predict, spatial_dims, batched=batch_tta) if tta else predict
         stack = x[:, None] if spatial_dims == 2 else x[None, None]
         if protocol == "per_patch":

@@ -95,6 +95,16 @@ def predict_with_tta(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.T
     return torch.stack(outputs).quantile(0.5, dim=0)
 
 
+def batch_tta_by_default(device: str | torch.device | None) -> bool:
+    """Whether TTA copies share one network call by default: on accelerators only.
+
+    A GPU needs large calls to stay busy. A CPU runs small calls faster, because the
+    activations of one 256 x 256 image stay in cache: paper 002's U-Net on 2 cores ran 15 to
+    18 images/s one image per call against 13 with 8 per call.
+    """
+    return device is not None and torch.device(device).type != "cpu"
+
+
 def _predict_batched(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
                      transforms: list[Transform]) -> list[torch.Tensor]:
     """Inverse-transformed predictions of every transform, one predict call per input shape."""
