@@ -44,6 +44,22 @@ def test_long_folder_names_stay_distinct() -> None:
     assert len(a) <= 161 and len(b) <= 161 and a != b
 
 
+@pytest.mark.parametrize("seed", ["0", "7", "-3", "12345"])
+def test_long_folder_names_keep_the_seed_in_front(seed: str) -> None:
+    overrides = f"dataset.condition.snr=4,model.encoder_channels=[{','.join(['64'] * 40)}]," \
+                f"seed={seed},trainer.max_epochs=200"
+    name = folder_suffix(overrides)
+    assert name.startswith(f"_seed-{seed}+dataset.condition.snr-4+model.encoder_channels-")
+    assert len(name) == 161 and name.count(f"seed-{seed}") == 1
+    assert name != folder_suffix(overrides.replace("max_epochs=200", "max_epochs=201"))
+
+
+def test_short_folder_names_keep_hydras_order() -> None:
+    assert folder_suffix("a=1,seed=3,z=2") == "_a-1+seed-3+z-2"
+    assert folder_suffix("myseed=3," + "x" * 200).startswith("_myseed-3+x")
+    assert folder_suffix("seed=" + "1" * 200).startswith("_seed-111")
+
+
 def test_multirun_flag_moves_before_the_overrides() -> None:
     from mitoseg.config.overrides import normalize_argv
 

@@ -16,15 +16,35 @@ def folder_suffix(override_dirname: str, max_length: int = 160) -> str:
     Hydra's override grammar: a checkpoint path holding them could not be passed back as
     ``evaluate.py ckpt_path=...``. Slashes and other characters that would nest or break
     folder names become '-'. A name longer than ``max_length`` is cut and ends in a checksum
-    of the whole, so distinct overrides never share a folder name.
+    of the whole, so distinct overrides never share a folder name; before the cut, a seed
+    override moves to the front (Hydra sorts overrides by key, which puts ``seed`` late), so
+    the runs of a seed sweep stay told apart by eye.
     """
     if not override_dirname:
         return ""
-    safe = override_dirname.replace("=", "-").replace(",", "+")
-    safe = re.sub(r"[^\w.+\-]", "-", safe)
+    checksum = zlib.crc32(override_dirname.encode())
+    safe = _folder_form(override_dirname)
     if len(safe) > max_length:
-        safe = f"{safe[: max_length - 9]}.{zlib.crc32(override_dirname.encode()):08x}"
+        safe = _folder_form(_seed_first(override_dirname))
+        safe = f"{safe[: max_length - 9]}.{checksum:08x}"
     return "_" + safe
+
+
+def _folder_form(override_dirname: str) -> str:
+    safe = override_dirname.replace("=", "-").replace(",", "+")
+    return re.sub(r"[^\w.+\-]", "-", safe)
+
+
+_SEED = re.compile(r"(?:^|,)(seed=-?\d+)(?=,|$)")
+
+
+def _seed_first(override_dirname: str) -> str:
+    """``a=1,seed=3,z=2`` -> ``seed=3,a=1,z=2``; unchanged without a plain integer seed."""
+    match = _SEED.search(override_dirname)
+    if match is None:
+        return override_dirname
+    rest = override_dirname[:match.start()] + override_dirname[match.end():]
+    return ",".join(part for part in (match.group(1), rest.lstrip(",")) if part)
 
 
 def run_dir(resume: object, default: str) -> str:
