@@ -50,9 +50,10 @@ def test_inference_benchmark() -> None:
     assert report["settings"]["batch_tta"] is not on_cpu  # reconstruct's default
     for name, result in results.items():
         assert len(result["rounds_s"]) == rounds
-        if name != "ours":  # MONAI, where installed: same images per call, so same numbers
+        if name != "ours":  # MONAI, where installed
             assert len(result["ours_speedup_per_round"]) == rounds
-            assert result["max_abs_diff_vs_ours"] <= 1e-5
+            if on_cpu:  # fp32, same images per call; a GPU may pick bf16 or TF32 kernels
+                assert result["max_abs_diff_vs_ours"] <= 1e-5
     assert report["exactness"]["ours_fp32_vs_reference_max_abs"] <= 1e-5
     assert report["reference_loop"]["seconds"] > 0
     assert "available" in report["monai"]
