@@ -24,8 +24,9 @@ def test_multirun_over_two_seeds_with_the_inclusive_range(tmp_path: Path) -> Non
     runs = sorted((tmp_path / "multirun" / "default").glob("*/*/metrics.json"))
     assert len(runs) == 2, done.stdout[-2000:]
     names = [p.parent.name for p in runs]
-    assert names[0].startswith("0_") and "seed-0" in names[0].split("+"), names
-    assert names[1].startswith("1_") and "seed-1" in names[1].split("+"), names
+    for job, name in enumerate(names):  # "<job>_<overrides>"; a cut name puts the seed first
+        number, overrides = name.split("_", 1)
+        assert number == str(job) and f"seed-{job}" in overrides.split("+"), names
     assert [json.loads(p.read_text())["seed"] for p in runs] == [0, 1]
 
 
