@@ -14,9 +14,9 @@ numba is optional (`pip install -e ".[metrics]"`, part of `.[dev]`); without it
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
+
+from mitoseg.metrics.offsets import sorted_offsets
 
 try:
     import numba
@@ -111,21 +111,6 @@ def _directed_sum(query_rows: np.ndarray, query_cols: np.ndarray, target: np.nda
     return total
 
 
-@functools.lru_cache(maxsize=16)
-def near_offsets(spacing: tuple[float, float], radius_px: int
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Offsets within radius_px times the smaller pixel side, sorted by physical distance."""
-    sy, sx = spacing
-    radius = radius_px * min(sy, sx)
-    ry, rx = int(radius // sy), int(radius // sx)
-    oy, ox = np.mgrid[-ry:ry + 1, -rx:rx + 1]
-    distance = np.hypot(oy * sy, ox * sx)
-    keep = distance <= radius * (1 + 1e-12)
-    order = np.argsort(distance[keep], kind="stable")
-    return (oy[keep][order].astype(np.int64), ox[keep][order].astype(np.int64),
-            distance[keep][order])
-
-
 def _all_sums(images: np.ndarray, pairs: np.ndarray, cell: int, near_dy: np.ndarray,
               near_dx: np.ndarray, near_distance: np.ndarray, dy: float, dx: float) -> np.ndarray:
     """Both directed sums of every pair (indices into `images`, a (k, H, W) stack), in one
@@ -166,4 +151,5 @@ def boundary_distance_sums(pairs, spacing: tuple[float, float] = (1.0, 1.0)) -> 
             edges.append(edge)
     images = np.stack(edges).astype(np.bool_, copy=False)
     index = np.array([(slots[id(a)], slots[id(b)]) for a, b in pairs], dtype=np.int64)
-    return _all_sums(images, index, CELL_PX, *near_offsets((dy, dx), NEAR_PX), dy, dx)
+    near = sorted_offsets((dy, dx), NEAR_PX)[2:]
+    return _all_sums(images, index, CELL_PX, *near, dy, dx)
