@@ -56,8 +56,9 @@ class SyntheticFluorescenceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.masks) * self.repeats
 
-    def generate(self, index: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-        """The raw (image, mask, record) of sample ``index``, before normalization."""
+    def sample_mask(self, index: int) -> tuple[np.ndarray, int, np.random.Generator]:
+        """The augmented mask of sample ``index``, its condition index, and the sample's
+        generator after the augmentation (the image is drawn from it next)."""
         if not 0 <= index < len(self):
             raise IndexError(index)
         count = len(self.masks)
@@ -65,9 +66,13 @@ class SyntheticFluorescenceDataset(Dataset):
         mask = self.masks.masks[index % count]
         if self.augment is not None:
             mask = self.augment(mask, rng)
-        params = self.conditions[(index // count) % len(self.conditions)]
-        image, record = synthesize(mask, params, rng)
-        record = record | {"index": index, "mask_id": self.masks.ids[index % count],
+        return mask, (index // count) % len(self.conditions), rng
+
+    def generate(self, index: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """The raw (image, mask, record) of sample ``index``, before normalization."""
+        mask, condition, rng = self.sample_mask(index)
+        image, record = synthesize(mask, self.conditions[condition], rng)
+        record = record | {"index": index, "mask_id": self.masks.ids[index % len(self.masks)],
                            "stream": self.stream, "seed": self.seed}
         return image, mask, record
 
@@ -100,17 +105,10 @@ class FluorescenceMaskDataset(Dataset):
         return len(self.source)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        source = self.source
-        count = len(source.masks)
-        rng = np.random.default_rng([source.seed, source.stream_code, index])
-        mask = source.masks.masks[index % count]
-        if source.augment is not None:
-            mask = source.augment(mask, rng)
+        mask, condition, _ = self.source.sample_mask(index)
         return {
             "mask": torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None],
             "index": index,
-            "condition": (index // count) % len(source.conditions),
-            "mask_id": source.masks.ids[index % count],
+            "condition": condition,
+            "mask_id": self.source.masks.ids[index % len(self.source.masks)],
         }
