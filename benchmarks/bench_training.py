@@ -167,7 +167,7 @@ def speed_options(net: torch.nn.Module, s: dict[str, Any]) -> torch.nn.Module:
 
 def run_framework(cfg: DictConfig, datamodule: Any, s: dict[str, Any],
                   device: torch.device) -> dict[str, Any]:
-    module = build_module(cfg, datamodule.pixel_size_um)  # speed.* from the overrides
+    module = build_module(cfg, datamodule)  # speed.* from the overrides
     total = s["warmup_steps"] + s["measured_steps"]
     clock = Clock(device)
     timer = StepTimer(s["warmup_steps"], total, clock)

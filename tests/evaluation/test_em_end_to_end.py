@@ -39,8 +39,9 @@ def test_training_writes_the_inference_matrix(em_run: Path) -> None:
     assert [(r["protocol"], r["tta"], r["zfilter"]) for r in rows] == [
         ("overlap_blend", "False", "0"), ("overlap_blend", "False", "5")]
     metrics = json.loads((em_run / "metrics.json").read_text())
-    assert metrics["test"]["iou_fg"]["mean"] == pytest.approx(float(rows[0]["iou_fg"]))
-    assert metrics["headline"] == {"protocol": "overlap_blend", "tta": False, "zfilter": 0}
+    # the headline is the configured protocol (em_quick: blended overlap, z-median 5), not row 0
+    assert metrics["test"]["iou_fg"]["mean"] == pytest.approx(float(rows[1]["iou_fg"]))
+    assert metrics["headline"] == {"protocol": "overlap_blend", "tta": False, "zfilter": 5}
     assert "| overlap_blend | no | 5 |" in (em_run / "protocols.md").read_text()
     data = json.loads((em_run / "data.json").read_text())
     assert data["voxel_size_nm"] == [5.0, 5.0, 5.0] and len(data["val_slices"]) == 1
@@ -67,3 +68,10 @@ def test_3d_training_on_subvolumes(tmp_path: Path) -> None:
     metrics = train(compose_config("train", overrides, tmp_path))
     assert 0.0 <= metrics["test"]["iou_fg"]["mean"] <= 1.0
     assert json.loads((tmp_path / "data.json").read_text())["patch_size"] == [8, 32, 32]
+
+
+def test_a_headline_outside_the_matrix_is_refused(tmp_path: Path) -> None:
+    from mitoseg.errors import InputError
+    cfg = compose_config("train", EM_2D + ["inference.headline.tta=true"], tmp_path)
+    with pytest.raises(InputError, match="headline"):
+        train(cfg)

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from mitoseg.data.augment import Compose
 from mitoseg.data.em_patches import RandomPatchDataset, TiledPatchDataset
 from mitoseg.data.loaders import make_loader
+from mitoseg.data.normalization import EM_MODES, Normalization, fit_normalization
 from mitoseg.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,9 @@ def check_no_overlap(volumes: EMVolumes) -> None:
                          "training volume; the test set must not overlap the training set")
 
 
+SAMPLINGS = ("loader", "device")
+
+
 class EMDataModule(pl.LightningDataModule):
     """Training patches from the training volume, minus a random 10 % of its slices kept for
     validation (seeded by ``split_seed``); the test volume is served as whole slices.
@@ -73,17 +77,31 @@ class EMDataModule(pl.LightningDataModule):
         patches_per_image: random patches per training slice per epoch (2D), or per epoch (3D).
         foreground_weight: weight of mitochondria voxels in the patch-centre probability map
             (1 = uniform).
-        val_fraction: share of the training slices held out for validation.
+        val_fraction: share of the training slices held out for validation; 0 trains on
+            all of them, without validation (the last weights are then the model).
+        normalize: network input scaling fitted on the training slices (see
+            ``mitoseg.data.normalization``): "scale" (uint8 / 255), "training_zscore" or "none".
+        placement: "centred" or "uniform" training windows (see ``RandomPatchDataset``).
+        sampling: "loader" reads training patches in the DataLoader (CPU workers); "device"
+            keeps the training volume on the training device and cuts the patches there, so
+            the CPU only draws window corners (the GPU path; the same windows either way).
     """
 
     def __init__(self, volumes: Callable[[], EMVolumes], patch_size: Sequence[int],
                  split_seed: int, seed: int, patches_per_image: int = 1,
                  foreground_weight: float = 1.0, val_fraction: float = 0.1, batch_size: int = 6,
                  eval_batch_size: int | None = None, num_workers: int = 0,
-                 augmentation: Any = None, normalize: str = "none") -> None:
+                 augmentation: Any = None, normalize: str = "scale", placement: str = "centred",
+                 sampling: str = "loader") -> None:
         super().__init__()
-        if not 0.0 < val_fraction < 1.0:
-            raise InputError(f"dataset option 'val_fraction' must be in (0, 1), got {val_fraction}")
+        if not 0.0 <= val_fraction < 1.0:
+            raise InputError(f"dataset option 'val_fraction' must be in [0, 1), got {val_fraction}")
+        if normalize not in EM_MODES:
+            raise InputError(f"dataset option 'normalize' must be one of {list(EM_MODES)} for EM "
+                             f"volumes, got {normalize!r}")
+        if sampling not in SAMPLINGS:
+            raise InputError(f"dataset option 'sampling' must be one of {list(SAMPLINGS)}, got "
+                             f"{sampling!r}")
         self.volumes_factory, self.patch_size = volumes, tuple(int(p) for p in patch_size)
         self.split_seed, self.seed = int(split_seed), int(seed)
         self.patches_per_image, self.foreground_weight = int(patches_per_image), float(foreground_weight)
@@ -94,6 +112,9 @@ class EMDataModule(pl.LightningDataModule):
                              "synthesis; EM training takes augmentation=none, paper2d, paper3d "
                              "or strong")
         self.num_workers, self.augmentation, self.normalize = int(num_workers), augmentation, normalize
+        self.placement, self.sampling = placement, sampling
+        self.normalization: Normalization | None = None
+        self._device_volume: tuple[torch.device, torch.Tensor, torch.Tensor] | None = None
         self.volumes: EMVolumes | None = None
         self.datasets: dict[str, Any] = {}
         self.train_z: list[int] = []
@@ -114,37 +135,68 @@ class EMDataModule(pl.LightningDataModule):
         self.volumes = volumes = self.volumes_factory()
         check_no_overlap(volumes)
         depth = volumes.train_image.shape[0]
-        n_val = max(1, int(round(self.val_fraction * depth)))
+        n_val = max(1, int(round(self.val_fraction * depth))) if self.val_fraction > 0 else 0
         rng = np.random.default_rng(self.split_seed)
         if self.spatial_dims == 2:
             self.val_z = sorted(rng.choice(depth, n_val, replace=False).tolist())
-        else:
+        elif n_val:
             start = int(rng.integers(depth - n_val + 1))
             self.val_z = list(range(start, start + n_val))
         self.train_z = [z for z in range(depth) if z not in set(self.val_z)]
-        if self.spatial_dims == 3:  # the larger contiguous block left over trains
+        if self.spatial_dims == 3 and self.val_z:  # the larger contiguous block left over trains
             blocks = [range(0, self.val_z[0]), range(self.val_z[-1] + 1, depth)]
             self.train_z = list(max(blocks, key=len))
         image, labels = volumes.train_image, volumes.train_labels
-        val_patch = self.patch_size if self.spatial_dims == 2 else (
-            min(self.patch_size[0], len(self.val_z)), *self.patch_size[1:])
+        self.normalization = fit_normalization(self.normalize, image, self.train_z, EM_MODES)
         self.datasets = {
             "train": RandomPatchDataset(image, labels, self.train_z, self.patch_size,
-                                        self.patches_per_image, self.foreground_weight),
-            "val": TiledPatchDataset(image, labels, self.val_z, val_patch),
+                                        self.patches_per_image, self.foreground_weight,
+                                        self.normalization, self.placement,
+                                        origins_only=self.sampling == "device"),
         }
-        log.info("%s: %d training slices, %d validation slices (%s), test volume %s",
+        if self.val_z:
+            val_patch = self.patch_size if self.spatial_dims == 2 else (
+                min(self.patch_size[0], len(self.val_z)), *self.patch_size[1:])
+            self.datasets["val"] = TiledPatchDataset(image, labels, self.val_z, val_patch,
+                                                     self.normalization)
+        log.info("%s: %d training slices, %d validation slices (%s), test volume %s, input %s",
                  volumes.description, len(self.train_z), len(self.val_z),
                  "random" if self.spatial_dims == 2 else "contiguous",
-                 tuple(volumes.test_image.shape))
+                 tuple(volumes.test_image.shape), self.normalization.to_dict())
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
-        """Batch augmentation runs where the batch is (on the GPU when training there)."""
+        """Batch augmentation runs where the batch is (on the GPU when training there); with
+        ``sampling=device`` the training patches are first cut out there."""
+        if "origin" in batch:
+            batch["image"], batch["mask"] = self.device_patches(batch["origin"])
         if self.augmentation is not None and self.trainer is not None and self.trainer.training:
             generator = torch.Generator(device=batch["image"].device)
             generator.manual_seed(int(torch.randint(0, 2**31 - 1, ()).item()))
             batch["image"], batch["mask"] = self.augmentation(batch["image"], batch["mask"], generator)
         return batch
+
+    def device_patches(self, origins: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalized image and mask patches (B, 1, *patch) at window corners (B, 3) (z, y, x),
+        cut from the training volume held on ``origins``' device: what the DataLoader's
+        ``RandomPatchDataset`` would have returned for the same corners."""
+        device = origins.device
+        if self._device_volume is None or self._device_volume[0] != device:
+            self.setup()
+            image = torch.from_numpy(np.ascontiguousarray(self.volumes.train_image))
+            labels = torch.from_numpy(np.ascontiguousarray(self.volumes.train_labels) > 0)
+            self._device_volume = (device, image.to(device), labels.to(device))
+        _, image, labels = self._device_volume
+        origins = origins.long()
+        steps = [torch.arange(size, device=device) for size in self.patch_size]
+        if self.spatial_dims == 2:
+            index = (origins[:, 0, None, None], (origins[:, 1, None] + steps[0])[:, :, None],
+                     (origins[:, 2, None] + steps[1])[:, None, :])
+        else:
+            index = ((origins[:, 0, None] + steps[0])[:, :, None, None],
+                     (origins[:, 1, None] + steps[1])[:, None, :, None],
+                     (origins[:, 2, None] + steps[2])[:, None, None, :])
+        return (self.normalization(image[index])[:, None],
+                labels[index].to(torch.float32)[:, None])
 
     def describe(self) -> dict[str, Any]:
         self.setup()
@@ -153,6 +205,8 @@ class EMDataModule(pl.LightningDataModule):
                 "train_shape": list(self.volumes.train_image.shape),
                 "test_shape": list(self.volumes.test_image.shape),
                 "train_slices": len(self.train_z), "val_slices": self.val_z,
+                "normalization": self.normalization.to_dict(), "placement": self.placement,
+                "sampling": self.sampling,
                 "patch_size": list(self.patch_size), "patches_per_image": self.patches_per_image,
                 "foreground_weight": self.foreground_weight, "split_seed": self.split_seed,
                 "sizes": {k: len(v) for k, v in self.datasets.items()}}
@@ -165,5 +219,6 @@ class EMDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
+    def val_dataloader(self) -> DataLoader | list:
+        self.setup()
+        return self._loader("val", False) if "val" in self.datasets else []

@@ -14,17 +14,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from mitoseg.data.normalization import Normalization
 from mitoseg.errors import InputError
 
-
-def as_float_patch(image_patch: np.ndarray) -> np.ndarray:
-    """uint8/uint16 EM intensities -> float32 in [0, 1] (other dtypes: cast only)."""
-    patch = np.asarray(image_patch)
-    if patch.dtype == np.uint8:
-        return patch.astype(np.float32) / 255.0
-    if patch.dtype == np.uint16:
-        return patch.astype(np.float32) / 65535.0
-    return patch.astype(np.float32)
+PLACEMENTS = ("centred", "uniform")
 
 
 class ForegroundSampler:
@@ -54,6 +47,11 @@ class ForegroundSampler:
         return self._coords
 
     def centre(self, rng: np.random.Generator, shape_hw: tuple[int, int]) -> tuple[int, int, int]:
+        return self.draw(rng, shape_hw)[:3]
+
+    def draw(self, rng: np.random.Generator, shape_hw: tuple[int, int]
+             ) -> tuple[int, int, int, bool]:
+        """(z, y, x, from_foreground): a voxel, and whether it was drawn from the foreground."""
         if self.fg_weight > 1.0:
             coords = self.coords()
             n_fg = len(coords)
@@ -61,9 +59,9 @@ class ForegroundSampler:
             q = self.fg_weight * n_fg / (self.fg_weight * n_fg + (n_all - n_fg)) if n_all else 0
             if n_fg and rng.random() < q:
                 z, y, x = coords[rng.integers(n_fg)]
-                return int(z), int(y), int(x)
+                return int(z), int(y), int(x), True
         z = self.z_indices[int(rng.integers(len(self.z_indices)))]
-        return z, int(rng.integers(shape_hw[0])), int(rng.integers(shape_hw[1]))
+        return z, int(rng.integers(shape_hw[0])), int(rng.integers(shape_hw[1])), False
 
 
 def _start(centre: int, size: int, length: int) -> int:
@@ -87,10 +85,19 @@ class RandomPatchDataset(Dataset):
     lies inside the contiguous block ``z_indices``. Randomness comes from torch's generator
     (seeded by the run seed, and per DataLoader worker), so patches change every epoch but
     repeat exactly for the same seed.
+
+    ``placement``: "centred" puts the patch around a drawn voxel, moved inside the volume (so
+    windows touching a border are drawn more often than others); "uniform" draws the window's
+    corner uniformly over all positions where it fits (every window equally likely). A centre
+    drawn from the foreground (``foreground_weight`` > 1) is always centred.
+    ``origins_only``: items hold only the window's corner ("origin", (z, y, x)); the data module
+    then cuts the patches from a copy of the volume on the training device (``sampling=device``).
     """
 
     def __init__(self, image: Any, labels: Any, z_indices: Sequence[int], patch: Sequence[int],
-                 patches_per_image: int = 1, foreground_weight: float = 1.0) -> None:
+                 patches_per_image: int = 1, foreground_weight: float = 1.0,
+                 normalization: Normalization | None = None, placement: str = "centred",
+                 origins_only: bool = False) -> None:
         self.image, self.labels = image, labels
         self.z_indices = list(z_indices)
         if not self.z_indices:
@@ -104,8 +111,13 @@ class RandomPatchDataset(Dataset):
             raise InputError("3D patches need a contiguous block of slices")
         if patches_per_image < 1:
             raise InputError(f"'patches_per_image' must be >= 1, got {patches_per_image}")
+        if placement not in PLACEMENTS:
+            raise InputError(f"dataset option 'placement' must be one of {list(PLACEMENTS)}, "
+                             f"got {placement!r}")
         self.patches_per_image = int(patches_per_image)
         self.sampler = ForegroundSampler(labels, self.z_indices, foreground_weight)
+        self.normalization = normalization or default_normalization(image)
+        self.placement, self.origins_only = placement, bool(origins_only)
 
     def __len__(self) -> int:
         if self.spatial_dims == 2:
@@ -116,21 +128,42 @@ class RandomPatchDataset(Dataset):
         tiles = int(np.prod([-(-length // size) for length, size in zip(block, self.patch)]))
         return tiles * self.patches_per_image
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def origin(self, index: int) -> tuple[int, int, int]:
+        """The corner (z, y, x) of sample ``index``'s window (z: its slice in 2D)."""
         draw = int(torch.randint(0, 2**31 - 1, ()).item())
         rng = np.random.default_rng([draw, index])
         height, width = self.image.shape[1:]
-        z, y, x = self.sampler.centre(rng, (height, width))
+        z, y, x, from_foreground = self.sampler.draw(rng, (height, width))
+        first, count = self.z_indices[0], len(self.z_indices)
+        if self.placement == "uniform" and not from_foreground:
+            y0 = int(rng.integers(height - self.patch[-2] + 1))
+            x0 = int(rng.integers(width - self.patch[-1] + 1))
+            if self.spatial_dims == 3:
+                z = first + int(rng.integers(count - self.patch[0] + 1))
+            return z, y0, x0
         y0, x0 = _start(y, self.patch[-2], height), _start(x, self.patch[-1], width)
+        if self.spatial_dims == 3:
+            z = first + _start(z - first, self.patch[0], count)
+        return z, y0, x0
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        z, y0, x0 = self.origin(index)
+        if self.origins_only:
+            return {"origin": torch.tensor([z, y0, x0]), "index": index}
         ys, xs = slice(y0, y0 + self.patch[-2]), slice(x0, x0 + self.patch[-1])
         if self.spatial_dims == 2:
             image, labels = self.image[z, ys, xs], self.labels[z, ys, xs]
         else:
-            first, count = self.z_indices[0], len(self.z_indices)
-            z0 = first + _start(z - first, self.patch[0], count)
-            zs = slice(z0, z0 + self.patch[0])
+            zs = slice(z, z + self.patch[0])
             image, labels = self.image[zs, ys, xs], self.labels[zs, ys, xs]
-        return _sample(image, labels, index, f"z{z}-y{y0}-x{x0}")
+        return _sample(image, labels, index, f"z{z}-y{y0}-x{x0}", self.normalization)
+
+
+def default_normalization(image: Any) -> Normalization:
+    """Integer EM intensities to [0, 1] by their dtype's range; other dtypes as they are."""
+    kind = np.dtype(image.dtype).kind
+    return Normalization("scale", scale=float(np.iinfo(image.dtype).max)) if kind in "ui" \
+        else Normalization("none")
 
 
 class TiledPatchDataset(Dataset):
@@ -140,8 +173,9 @@ class TiledPatchDataset(Dataset):
     """
 
     def __init__(self, image: Any, labels: Any, z_indices: Sequence[int],
-                 patch: Sequence[int]) -> None:
+                 patch: Sequence[int], normalization: Normalization | None = None) -> None:
         self.image, self.labels, self.z_indices = image, labels, list(z_indices)
+        self.normalization = normalization or default_normalization(image)
         self.spatial_dims = len(patch)
         shape = image.shape[1:] if self.spatial_dims == 2 else (len(self.z_indices), *image.shape[1:])
         self.patch = _check_patch(patch, shape, "validation patches")
@@ -163,7 +197,7 @@ class TiledPatchDataset(Dataset):
         else:
             zs = slice(z, z + self.patch[0])
             image, labels = self.image[zs, ys, xs], self.labels[zs, ys, xs]
-        return _sample(image, labels, index, f"z{z}-y{y}-x{x}")
+        return _sample(image, labels, index, f"z{z}-y{y}-x{x}", self.normalization)
 
 
 def _grid(length: int, size: int) -> list[int]:
@@ -173,7 +207,8 @@ def _grid(length: int, size: int) -> list[int]:
     return starts
 
 
-def _sample(image: np.ndarray, labels: np.ndarray, index: int, where: str) -> dict[str, Any]:
-    return {"image": torch.from_numpy(np.ascontiguousarray(as_float_patch(image)))[None],
+def _sample(image: np.ndarray, labels: np.ndarray, index: int, where: str,
+            normalization: Normalization) -> dict[str, Any]:
+    return {"image": torch.from_numpy(np.ascontiguousarray(normalization(image)))[None],
             "mask": torch.from_numpy(np.ascontiguousarray(np.asarray(labels) > 0, np.float32))[None],
             "index": index, "mask_id": where}

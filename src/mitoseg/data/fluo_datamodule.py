@@ -12,9 +12,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mitoseg.data.augment import MaskTransform
-from mitoseg.data.fluo_dataset import FluorescenceMaskDataset, SyntheticFluorescenceDataset
+from mitoseg.data.fluo_dataset import (FluorescenceMaskDataset, SyntheticFluorescenceDataset,
+                                       fluorescence_normalization)
 from mitoseg.data.loaders import make_loader
 from mitoseg.data.mask_sources import MaskSet, split_by_group
+from mitoseg.data.normalization import Normalization
 from mitoseg.errors import InputError
 from mitoseg.synth.fluorescence import FluorescenceParams
 from mitoseg.synth.fluorescence_torch import synthesize_batch, zscore
@@ -106,6 +108,11 @@ class FluorescenceDataModule(pl.LightningDataModule):
         log.info("%s: %s", self.mask_set.description,
                  ", ".join(f"{k} {len(v)} images ({len(parts[k])} masks)"
                            for k, v in self.datasets.items()))
+
+    @property
+    def normalization(self) -> Normalization:
+        """The network input scaling (stored in checkpoints; see mitoseg.data.normalization)."""
+        return fluorescence_normalization(self.normalize)
 
     def describe(self) -> dict[str, Any]:
         """What the run used, for the run folder: sources, split sizes, conditions."""

@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from mitoseg.data.augment import MaskTransform
 from mitoseg.data.mask_sources import MaskSet
+from mitoseg.data.normalization import Normalization
 from mitoseg.errors import InputError
 from mitoseg.synth.fluorescence import FluorescenceParams, synthesize
 
@@ -20,13 +21,20 @@ RECORD_KEYS = ("snr", "gamma_shape", "gamma_scale", "background_mean", "blur", "
                "foreground_fraction")
 
 
+FLUO_MODES = ("zscore", "none")
+
+
 def normalize_image(image: np.ndarray, mode: str) -> np.ndarray:
-    """Network input scaling: 'zscore' per image (mean 0, std 1) or 'none'."""
-    if mode == "none":
-        return image
-    if mode == "zscore":
-        return (image - image.mean()) / max(float(image.std()), 1e-6)
-    raise InputError(f"dataset option 'normalize' must be 'zscore' or 'none', got {mode!r}")
+    """Network input scaling of a fluorescence image: 'zscore' per image or 'none'
+    (``mitoseg.data.normalization`` owns the arithmetic)."""
+    return fluorescence_normalization(mode)(image)
+
+
+def fluorescence_normalization(mode: str) -> Normalization:
+    if mode not in FLUO_MODES:
+        raise InputError(f"dataset option 'normalize' must be one of {list(FLUO_MODES)} for "
+                         f"fluorescence images, got {mode!r}")
+    return Normalization(mode)
 
 
 class SyntheticFluorescenceDataset(Dataset):

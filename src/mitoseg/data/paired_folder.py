@@ -12,10 +12,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mitoseg.data.augment import MaskTransform
-from mitoseg.data.fluo_dataset import normalize_image
+from mitoseg.data.fluo_dataset import fluorescence_normalization, normalize_image
 from mitoseg.data.image_io import list_image_files, read_image, read_mask
 from mitoseg.data.loaders import make_loader
 from mitoseg.data.mask_sources import split_by_group
+from mitoseg.data.normalization import Normalization
 from mitoseg.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,11 @@ class PairedFolderDataModule(pl.LightningDataModule):
                 self.seed, self.augmentation if name == "train" else None, self.normalize)
         log.info("paired folders %s + %s: %s", self.images_dir, self.masks_dir,
                  {k: len(v) for k, v in self.datasets.items()})
+
+    @property
+    def normalization(self) -> Normalization:
+        """The network input scaling (stored in checkpoints; see mitoseg.data.normalization)."""
+        return fluorescence_normalization(self.normalize)
 
     def describe(self) -> dict[str, Any]:
         self.setup()

@@ -10,11 +10,14 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
+from mitoseg.data.normalization import Normalization
 from mitoseg.errors import InputError
 
 
 def load_network(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """The network of a mitoseg checkpoint (eval mode) and the config it was trained with.
+    """The network of a mitoseg checkpoint (eval mode) and the config it was trained with;
+    the config's ``normalization`` entry is the input scaling training used (see
+    ``stored_normalization``).
 
     ``torch.load(weights_only=True)`` refuses anything but tensors and plain containers, so a
     checkpoint from elsewhere cannot run code on load. The network is rebuilt from the config
@@ -42,4 +45,27 @@ def load_network(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     except RuntimeError as error:
         raise InputError(f"checkpoint '{path}': weights do not fit the stored model config: "
                          f"{error}") from error
+    config = dict(config)
+    config["normalization"] = stored_normalization(checkpoint, path).to_dict()
     return net.eval(), config
+
+
+def stored_normalization(checkpoint: dict[str, Any], path: str | Path = "checkpoint"
+                         ) -> Normalization:
+    """The input scaling a checkpoint was trained with.
+
+    Checkpoints store it (``mitoseg_normalization``). Older ones did not: their EM training
+    divided uint8 intensities by 255 (whatever ``dataset.normalize`` said) and their
+    fluorescence training applied ``dataset.normalize``; that is what is returned for them.
+    """
+    stored = checkpoint.get("mitoseg_normalization")
+    if stored:
+        try:
+            return Normalization.from_dict(stored)
+        except (InputError, TypeError) as error:
+            raise InputError(f"checkpoint '{path}': unreadable input normalization {stored!r}: "
+                             f"{error}") from error
+    dataset = checkpoint.get("mitoseg_config", {}).get("dataset", {})
+    if "em_datamodule" in str(dataset.get("_target_", "")):
+        return Normalization("scale", scale=255.0)
+    return Normalization(str(dataset.get("normalize", "zscore")))

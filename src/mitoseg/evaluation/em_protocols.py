@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mitoseg.data.em_patches import as_float_patch
+from mitoseg.data.em_patches import default_normalization
+from mitoseg.data.normalization import Normalization
 from mitoseg.errors import InputError
 from mitoseg.inference.protocols import PROTOCOLS, reconstruct
 from mitoseg.inference.zfilter import median_z_filter
@@ -39,8 +40,12 @@ def protocol_matrix(predict: Callable[[torch.Tensor], torch.Tensor], image: Any,
                     protocols: Sequence[str] = PROTOCOLS, tta: Sequence[bool] = (False, True),
                     zfilter: Sequence[int] = (0, 5), batch_size: int = 8, divisor: int = 16,
                     voxel_size_nm: Sequence[float] | None = None,
-                    device: str | torch.device | None = None) -> list[dict[str, Any]]:
+                    device: str | torch.device | None = None,
+                    normalization: Normalization | None = None) -> list[dict[str, Any]]:
     """One row per (protocol, TTA, Z-filter size); 0 means no Z-filter.
+
+    ``normalization`` scales the raw test volume as training did (default: integer
+    intensities to [0, 1] by their dtype's range).
 
     The Z-filter is a median of the probabilities along z, so after thresholding it equals a
     majority vote of the binary predictions over ``size`` consecutive slices.
@@ -50,7 +55,8 @@ def protocol_matrix(predict: Callable[[torch.Tensor], torch.Tensor], image: Any,
         raise InputError(f"inference option 'protocols': unknown {unknown}; expected some of {PROTOCOLS}")
     if any(int(z) < 0 or (int(z) > 1 and int(z) % 2 == 0) for z in zfilter):
         raise InputError(f"inference option 'zfilter' takes 0 (off) or odd sizes, got {list(zfilter)}")
-    volume = torch.from_numpy(np.stack([as_float_patch(image[z]) for z in range(image.shape[0])]))
+    normalization = normalization or default_normalization(image)
+    volume = torch.from_numpy(np.stack([normalization(image[z]) for z in range(image.shape[0])]))
     labels = np.asarray(labels) > 0
     rows = []
     for protocol in protocols:

@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mitoseg.data.em_datamodule import EMDataModule
+from mitoseg.data.normalization import Normalization
 from mitoseg.evaluation.checkpoints import load_network
 from mitoseg.evaluation.em_evaluate import evaluate_em
 from mitoseg.evaluation.scoring import score_batch, summarize
@@ -44,6 +45,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.paths.output_dir)
     if isinstance(datamodule, EMDataModule):
         return _evaluate_volume(cfg, stored, net, datamodule, binarize, out)
+    trained = Normalization.from_dict(stored["normalization"])
+    if datamodule.normalization != trained:
+        raise InputError(f"evaluate: the data set scales inputs as {datamodule.normalization.to_dict()}"
+                         f" but checkpoint '{cfg.ckpt_path}' was trained on "
+                         f"{trained.to_dict()}; set dataset.normalize={trained.mode}")
     loader = {"train": datamodule.train_dataloader, "val": datamodule.val_dataloader,
               "test": datamodule.test_dataloader}[cfg.split]()
     rows = []
@@ -70,7 +76,8 @@ def _evaluate_volume(cfg: DictConfig, stored: dict[str, Any], net: Any, datamodu
         raise InputError("EM data sets are evaluated on their test volume only (split=test)")
     inference = _section(cfg, stored, "inference")
     write_new_json(out / "run_info.json", run_info(stored.get("seed"), stored.get("data_seed")))
-    result = evaluate_em(net, datamodule, binarize, inference, out)
+    result = evaluate_em(net, datamodule, binarize, inference, out,
+                         Normalization.from_dict(stored["normalization"]))
     summary = {"checkpoint": str(Path(cfg.ckpt_path).resolve()), "split": "test",
                "postproc": binarize.describe(), "data": datamodule.describe(), **result}
     write_new_json(out / "summary.json", summary)

@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mitoseg.data.image_io import list_image_files, read_image
+from mitoseg.data.normalization import Normalization
 from mitoseg.evaluation.checkpoints import load_network
 from mitoseg.evaluation.scoring import apply_postproc
 from mitoseg.evaluation.predict import predict_probabilities
@@ -48,14 +49,14 @@ def segment(cfg: DictConfig) -> dict[str, Any]:
     binarize = instantiate(cfg.postproc if cfg.get("postproc") else
                            OmegaConf.create(stored["postproc"]))
     pixel_size = float(cfg.pixel_size_um or stored["dataset"].get("pixel_size_um", 1.0))
-    normalize = stored["dataset"].get("normalize", "zscore")
+    normalization = Normalization.from_dict(stored["normalization"])
     out = Path(cfg.output_dir or cfg.paths.output_dir)
     files = input_files(cfg.input)
     outputs = []
     for file in files:
         image = read_image(file)
         stack = image if image.ndim == 3 else image[None]
-        probabilities = np.stack([predict_probabilities(net, plane, normalize) for plane in stack])
+        probabilities = np.stack([predict_probabilities(net, plane, normalization) for plane in stack])
         masks = np.stack([apply_postproc(binarize, p, plane)
                           for p, plane in zip(probabilities, stack)]).astype(np.uint8) * 255
         if image.ndim == 2:
@@ -67,7 +68,7 @@ def segment(cfg: DictConfig) -> dict[str, Any]:
                         "mask": mask_path.name, "shape": list(image.shape),
                         "foreground_fraction": float((masks > 0).mean())})
     record = {"checkpoint": str(Path(cfg.ckpt_path).resolve()), "pixel_size_um": pixel_size,
-              "postproc": binarize.describe(), "normalize": normalize, "images": outputs}
+              "postproc": binarize.describe(), "normalization": normalization.to_dict(), "images": outputs}
     write_new_json(out / "segmentation.json", record)
     print(f"Segmented {len(outputs)} file(s); results written to {out}")
     return record

@@ -30,6 +30,7 @@ import yaml
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from mitoseg.data.normalization import Normalization
 from mitoseg.evaluation.checkpoints import load_network
 from mitoseg.evaluation.predict import predict_probabilities
 from mitoseg.evaluation.scoring import apply_postproc
@@ -106,7 +107,7 @@ def _test_images(dataset_json: str, condition: str) -> tuple[TestImage, ...]:
 def network_segmenter(run: TrainedRun, postproc: Any = None) -> Segmenter:
     """Raw image -> mask with a trained network, normalized as in its training."""
     net, stored = load_network(run.checkpoint)
-    normalize = stored["dataset"].get("normalize", "zscore")
+    normalize = Normalization.from_dict(stored["normalization"])
     binarize = postproc if postproc is not None else instantiate(OmegaConf.create(stored["postproc"]))
 
     def segment(image: np.ndarray) -> np.ndarray:

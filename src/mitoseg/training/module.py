@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -37,13 +38,15 @@ class SegmentationModule(pl.LightningModule):
         channels_last: convolutions in NHWC layout (2D networks; faster with bf16 on a GPU).
         compile: run the network through ``torch.compile`` (compiles during the first steps).
             Checkpoints keep the plain network's parameter names either way.
+        normalization: the data's input scaling (``Normalization.to_dict()``), stored in every
+            checkpoint so that every later prediction scales inputs as training did.
     """
 
     def __init__(self, net: nn.Module, loss: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Callable[..., Any] | None = None, binarize: Binarize | None = None,
                  pixel_size_um: float = 0.0645, monitor: str = "val/loss",
                  config: dict[str, Any] | None = None, channels_last: bool = False,
-                 compile: bool = False) -> None:
+                 compile: bool = False, normalization: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.channels_last = bool(channels_last)
         if self.channels_last:
@@ -55,6 +58,7 @@ class SegmentationModule(pl.LightningModule):
         self.binarize = binarize or Binarize()
         self.pixel_size_um, self.monitor = pixel_size_um, monitor
         self.config = config or {}
+        self.normalization = dict(normalization or {})
         self.test_rows: list[dict[str, Any]] = []
         self.test_summary: dict[str, dict[str, float]] = {}
         self._unchecked_losses: list[tuple[int, torch.Tensor]] = []
@@ -129,12 +133,28 @@ class SegmentationModule(pl.LightningModule):
         optimizer = self.optimizer_factory(params=self.net.parameters())
         if self.scheduler_factory is None:
             return optimizer
+        if takes_total_steps(self.scheduler_factory):  # e.g. one-cycle: stepped every step
+            total = int(self.trainer.estimated_stepping_batches)
+            scheduler = self.scheduler_factory(optimizer=optimizer, total_steps=total)
+            return {"optimizer": optimizer,
+                    "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         scheduler = self.scheduler_factory(optimizer=optimizer)
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["mitoseg_config"] = self.config
+        if self.normalization:
+            checkpoint["mitoseg_normalization"] = self.normalization
+
+
+def takes_total_steps(factory: Callable[..., Any]) -> bool:
+    """A scheduler factory with a ``total_steps`` argument (``OneCycleLR``) schedules the whole
+    run by optimizer steps: it gets the run's step count and is stepped after every step."""
+    try:
+        return "total_steps" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _diverged(split: str, value: float, step: int) -> FloatingPointError:

@@ -16,7 +16,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from mitoseg.config.validation import check_seeds, plain_config
 from mitoseg.data.em_datamodule import EMDataModule
-from mitoseg.evaluation.em_evaluate import evaluate_em, load_net_weights
+from mitoseg.evaluation.em_evaluate import evaluate_em, headline_choice, load_net_weights
 from mitoseg.runs.files import write_new_csv, write_new_json, write_new_text
 from mitoseg.runs.run_info import run_info
 from mitoseg.runs.resume import LAST_CHECKPOINT, ResumePlan, plan_resume
@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 RESULT_FILES = ("metrics.json", "test_per_image.csv", "protocols.csv", "run_info.json")
 
 
-def build_module(cfg: DictConfig, pixel_size_um: float) -> SegmentationModule:
-    """The LightningModule of a config: network, loss, optimizer, scheduler, post-processing."""
+def build_module(cfg: DictConfig, datamodule: Any) -> SegmentationModule:
+    """The LightningModule of a config: network, loss, optimizer, scheduler, post-processing;
+    the (set-up) data module gives the pixel size and the input normalization to store."""
     speed = cfg.get("speed") or {}
     return SegmentationModule(
         net=instantiate(cfg.model),
@@ -39,11 +40,12 @@ def build_module(cfg: DictConfig, pixel_size_um: float) -> SegmentationModule:
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         binarize=instantiate(cfg.postproc),
-        pixel_size_um=float(pixel_size_um),
+        pixel_size_um=float(datamodule.pixel_size_um),
         monitor=cfg.monitor,
         config=plain_config(cfg),
         channels_last=bool(speed.get("channels_last", False)),
         compile=bool(speed.get("compile", False)),
+        normalization=datamodule.normalization.to_dict(),
     )
 
 
@@ -92,7 +94,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # input leaves no run folder that looks like a run.
     datamodule = instantiate(cfg.dataset)
     datamodule.setup()
-    module = build_module(cfg, datamodule.pixel_size_um)
+    if isinstance(datamodule, EMDataModule):
+        headline_choice(cfg.inference)  # a headline outside the matrix stops before training
+    module = build_module(cfg, datamodule)
     run_dir = Path(cfg.paths.output_dir)
     rank_zero = rank_zero_only.rank == 0
     if rank_zero:

@@ -1,0 +1,124 @@
+"""Network input scaling: the one owner of how raw intensities become network inputs.
+
+Every path that feeds a network -- training patches, validation tiles, the test after
+training, ``evaluate.py``, ``segment.py``, the study -- applies the same ``Normalization``,
+fitted once on the training data and stored in every checkpoint (``mitoseg_normalization``).
+
+Modes:
+- ``zscore``: each 2D image by its own mean and std (fluorescence, paper 000).
+- ``training_zscore``: (x - mean) / std with the mean and std of the *training slices* of an EM
+  volume, fitted once and stored; the same numbers then scale every input, so a slice gives the
+  same network input in training, evaluation and segmentation.
+- ``scale``: x / the training data's integer range (255 for uint8, 65535 for uint16), i.e. [0, 1].
+- ``none``: intensities as they are (cast to float32).
+
+Works on numpy arrays and torch tensors alike (any shape; "per image" means the last two axes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from mitoseg.errors import InputError
+
+MODES = ("zscore", "training_zscore", "scale", "none")
+EM_MODES = ("training_zscore", "scale", "none")  # per-image z-scores of patches != of slices
+_EPS = 1e-6
+_CHUNK = 8  # slices per chunk when fitting statistics on a (possibly mapped) volume
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """How raw intensities become network inputs; see the module docstring for the modes."""
+
+    mode: str
+    mean: float | None = None
+    std: float | None = None
+    scale: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise InputError(f"dataset option 'normalize' must be one of {list(MODES)}, "
+                             f"got {self.mode!r}")
+        if self.mode == "training_zscore" and (self.mean is None or not self.std
+                                               or self.std <= 0):
+            raise InputError(f"normalization 'training_zscore' needs a mean and a std > 0, "
+                             f"got mean={self.mean}, std={self.std}")
+        if self.mode == "scale" and (not self.scale or self.scale <= 0):
+            raise InputError(f"normalization 'scale' needs a scale > 0, got {self.scale}")
+
+    def __call__(self, x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """Float32 network input of the same shape (numpy in, numpy out; torch likewise)."""
+        x = x.float() if isinstance(x, torch.Tensor) else np.asarray(x).astype(np.float32)
+        if self.mode == "none":
+            return x
+        if self.mode == "scale":
+            return x / np.float32(self.scale)
+        if self.mode == "training_zscore":
+            return (x - np.float32(self.mean)) / np.float32(self.std)
+        return _per_image_zscore(x)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, stored: Mapping[str, Any]) -> "Normalization":
+        return cls(**{k: stored[k] for k in ("mode", "mean", "std", "scale") if k in stored})
+
+
+def _per_image_zscore(x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    if x.ndim < 2:
+        raise InputError(f"normalization 'zscore' is per 2D image, got shape {tuple(x.shape)}")
+    if isinstance(x, torch.Tensor):
+        mean = x.mean(dim=(-2, -1), keepdim=True)
+        std = x.std(dim=(-2, -1), keepdim=True, unbiased=False).clamp(min=_EPS)
+        return (x - mean) / std
+    if x.ndim == 2:
+        return (x - x.mean()) / max(float(x.std()), _EPS)
+    mean = x.mean(axis=(-2, -1), keepdims=True)
+    std = np.maximum(x.std(axis=(-2, -1), keepdims=True), _EPS)
+    return ((x - mean) / std).astype(np.float32)
+
+
+def dtype_range(dtype: np.dtype) -> float:
+    """The integer range a 'scale' normalization divides by; refuses non-integer data."""
+    dtype = np.dtype(dtype)
+    if dtype == bool or dtype.kind not in "ui":
+        raise InputError(f"normalization 'scale' needs integer intensities (uint8, uint16, ...), "
+                         f"got {dtype}; use normalize=training_zscore or none")
+    return float(np.iinfo(dtype).max)
+
+
+def fit_normalization(mode: str, volume: Any, z_indices: Iterable[int] | None = None,
+                      allowed: Iterable[str] = MODES) -> Normalization:
+    """The normalization of ``mode`` fitted on ``volume[z_indices]`` (all slices by default).
+
+    ``training_zscore`` reads the slices a few at a time (float64 sums), so a memory-mapped
+    volume is never loaded whole.
+    """
+    allowed = tuple(allowed)
+    if mode not in allowed:
+        raise InputError(f"dataset option 'normalize' must be one of {list(allowed)} for this "
+                         f"data set, got {mode!r}")
+    if mode == "scale":
+        return Normalization(mode, scale=dtype_range(volume.dtype))
+    if mode != "training_zscore":
+        return Normalization(mode)
+    z = list(range(volume.shape[0])) if z_indices is None else sorted(int(i) for i in z_indices)
+    if not z:
+        raise InputError("normalization 'training_zscore': no training slices to fit on")
+    total = total_sq = 0.0
+    count = 0
+    for start in range(0, len(z), _CHUNK):
+        block = np.asarray(volume[z[start:start + _CHUNK]], dtype=np.float64)
+        total += float(block.sum())
+        total_sq += float(np.square(block).sum())
+        count += block.size
+    mean = total / count
+    std = max(float(np.sqrt(max(total_sq / count - mean * mean, 0.0))), _EPS)
+    return Normalization(mode, mean=round(mean, 6), std=round(std, 6))

@@ -1,0 +1,117 @@
+"""One input normalization, stored in the checkpoint and applied by every path (issue 8, item 6).
+
+A training slice of an EM volume must reach the network as the same numbers whether it comes
+through the training data loader, the test after training, ``evaluate.py`` or ``segment.py``.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from mitoseg.data.em_patches import TiledPatchDataset
+from mitoseg.data.normalization import Normalization, fit_normalization
+from mitoseg.evaluation.checkpoints import load_network
+from mitoseg.evaluation.evaluate import evaluate
+from mitoseg.evaluation.segment import segment
+from mitoseg.errors import InputError
+from mitoseg.training.train import train
+from tests.conftest import compose_config
+from tests.evaluation.test_em_end_to_end import EM_2D
+
+
+@pytest.fixture(scope="module", params=["training_zscore", "scale"])
+def zscore_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    run_dir = tmp_path_factory.mktemp(f"em-{request.param}")
+    cfg = compose_config("train", EM_2D + [f"dataset.normalize={request.param}",
+                                           "inference.protocols=[full_image]",
+                                           "inference.zfilter=[0]",
+                                           "inference.headline.protocol=full_image",
+                                           "inference.headline.zfilter=0"], run_dir)
+    train(cfg)
+    return run_dir, cfg, request.param
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path) as stream:
+        return list(csv.DictReader(stream))
+
+
+def test_the_checkpoint_stores_the_fitted_normalization(zscore_run) -> None:
+    run_dir, cfg, mode = zscore_run
+    _, stored = load_network(run_dir / "checkpoints" / "last.ckpt")
+    normalization = Normalization.from_dict(stored["normalization"])
+    assert normalization.mode == mode
+    if mode == "training_zscore":  # statistics of the 11 training slices, not of the 12
+        from hydra.utils import instantiate
+        datamodule = instantiate(cfg.dataset)
+        datamodule.setup()
+        expected = fit_normalization(mode, datamodule.volumes.train_image, datamodule.train_z)
+        assert normalization == expected
+        assert normalization.std > 1.0  # uint8 intensities: a z-score, not a [0, 1] scale
+
+
+def test_a_training_slice_gets_the_same_probabilities_in_training_and_segment(
+        zscore_run, tmp_path: Path) -> None:
+    run_dir, cfg, _ = zscore_run
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    net, stored = load_network(checkpoint)
+    from hydra.utils import instantiate
+    datamodule = instantiate(cfg.dataset)
+    datamodule.setup()
+    z = datamodule.train_z[0]
+    raw = np.asarray(datamodule.volumes.train_image[z])
+    # the training loader's path: the slice as one patch, scaled by the data module
+    item = TiledPatchDataset(datamodule.volumes.train_image, datamodule.volumes.train_labels, [z],
+                             raw.shape, datamodule.normalization)[0]
+    with torch.no_grad():
+        in_training = torch.sigmoid(net(item["image"][None]))[0, 0].numpy()
+    # segment.py on the raw uint8 slice written as a file
+    tifffile.imwrite(tmp_path / "slice.tif", raw)
+    segment(compose_config("segment", [f"ckpt_path={checkpoint}",
+                                       f"input={tmp_path / 'slice.tif'}",
+                                       f"output_dir={tmp_path / 'out'}"]))
+    segmented = tifffile.imread(tmp_path / "out" / "slice_prob.tif")
+    np.testing.assert_allclose(segmented, in_training, atol=1e-6)
+
+
+def test_evaluate_applies_the_stored_normalization_whatever_the_dataset_says(
+        zscore_run, tmp_path: Path) -> None:
+    run_dir, _, mode = zscore_run
+    other = "scale" if mode == "training_zscore" else "training_zscore"
+    dataset = [o for o in EM_2D if o.startswith("dataset")]
+    evaluate(compose_config("evaluate", [f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+                                         *dataset, f"dataset.normalize={other}",
+                                         "inference=em_quick", "inference.protocols=[full_image]",
+                                         "inference.zfilter=[0]",
+                                         "inference.headline.protocol=full_image",
+                                         "inference.headline.zfilter=0"], tmp_path))
+    trained = _read_csv(run_dir / "protocols.csv")
+    again = _read_csv(tmp_path / "protocols.csv")
+    assert [r["iou_fg"] for r in again] == [r["iou_fg"] for r in trained]
+
+
+def test_normalization_modes_on_numpy_and_torch_agree() -> None:
+    rng = np.random.default_rng(0)
+    volume = rng.integers(0, 256, (5, 12, 10), dtype=np.uint8)
+    for normalization in (fit_normalization("training_zscore", volume, [0, 2, 4]),
+                          fit_normalization("scale", volume), Normalization("zscore"),
+                          Normalization("none")):
+        as_numpy = normalization(volume)
+        as_torch = normalization(torch.from_numpy(volume)).numpy()
+        assert as_numpy.dtype == np.float32
+        np.testing.assert_allclose(as_torch, as_numpy, rtol=0, atol=1e-6)
+    fitted = fit_normalization("training_zscore", volume, [0, 2, 4])
+    chosen = volume[[0, 2, 4]].astype(np.float64)
+    assert fitted.mean == pytest.approx(chosen.mean(), abs=1e-6)
+    assert fitted.std == pytest.approx(chosen.std(), abs=1e-6)
+    assert fit_normalization("scale", volume.astype(np.uint16)).scale == 65535.0
+    with pytest.raises(InputError, match="integer intensities"):
+        fit_normalization("scale", volume.astype(np.float32))
+    with pytest.raises(InputError, match="normalize"):
+        fit_normalization("zscore", volume, allowed=("scale",))
