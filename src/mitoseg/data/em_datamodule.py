@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from mitoseg.data.augment import Compose
 from mitoseg.data.em_patches import RandomPatchDataset, TiledPatchDataset
+from mitoseg.data.em_split import slice_ranges, validation_split
 from mitoseg.data.loaders import make_loader
 from mitoseg.errors import InputError
 
@@ -32,6 +33,17 @@ class EMVolumes:
     voxel_size_nm: tuple[float, float, float]  # (z, y, x)
     description: str
     notes: dict[str, Any] = field(default_factory=dict)
+    # Slice numbers in the source data of each slice of the volumes (None: 0, 1, 2, ...), so
+    # that run records name the slices of the recording, e.g. a held-out test range.
+    train_slice_numbers: list[int] | None = None
+    test_slice_numbers: list[int] | None = None
+
+    def slice_numbers(self, split: str, indices: Sequence[int] | None = None) -> list[int]:
+        """Source slice numbers of ``indices`` (all by default) of the 'train' or 'test' volume."""
+        numbers = self.train_slice_numbers if split == "train" else self.test_slice_numbers
+        depth = (self.train_image if split == "train" else self.test_image).shape[0]
+        indices = range(depth) if indices is None else indices
+        return [int(numbers[z]) if numbers is not None else int(z) for z in indices]
 
 
 def slice_fingerprints(volume: Any) -> list[str]:
@@ -65,7 +77,8 @@ class EMDataModule(pl.LightningDataModule):
 
     2D (``patch_size`` of 2 values): random slices for validation, as paper 002. 3D (3
     values): validation is a contiguous block of slices at a seeded position, since
-    subvolumes need consecutive slices.
+    subvolumes need consecutive slices; the slices on both sides of it train (see
+    ``mitoseg.data.em_split``).
 
     Args:
         volumes: a callable returning ``EMVolumes`` (called in ``setup``).
@@ -113,18 +126,8 @@ class EMDataModule(pl.LightningDataModule):
             return
         self.volumes = volumes = self.volumes_factory()
         check_no_overlap(volumes)
-        depth = volumes.train_image.shape[0]
-        n_val = max(1, int(round(self.val_fraction * depth)))
-        rng = np.random.default_rng(self.split_seed)
-        if self.spatial_dims == 2:
-            self.val_z = sorted(rng.choice(depth, n_val, replace=False).tolist())
-        else:
-            start = int(rng.integers(depth - n_val + 1))
-            self.val_z = list(range(start, start + n_val))
-        self.train_z = [z for z in range(depth) if z not in set(self.val_z)]
-        if self.spatial_dims == 3:  # the larger contiguous block left over trains
-            blocks = [range(0, self.val_z[0]), range(self.val_z[-1] + 1, depth)]
-            self.train_z = list(max(blocks, key=len))
+        self.train_z, self.val_z = validation_split(volumes.train_image.shape[0], self.val_fraction,
+                                                    self.patch_size, self.split_seed)
         image, labels = volumes.train_image, volumes.train_labels
         val_patch = self.patch_size if self.spatial_dims == 2 else (
             min(self.patch_size[0], len(self.val_z)), *self.patch_size[1:])
@@ -133,10 +136,15 @@ class EMDataModule(pl.LightningDataModule):
                                         self.patches_per_image, self.foreground_weight),
             "val": TiledPatchDataset(image, labels, self.val_z, val_patch),
         }
-        log.info("%s: %d training slices, %d validation slices (%s), test volume %s",
-                 volumes.description, len(self.train_z), len(self.val_z),
-                 "random" if self.spatial_dims == 2 else "contiguous",
-                 tuple(volumes.test_image.shape))
+        log.info("%s: training slices %s, validation slices %s (%s), test slices %s",
+                 volumes.description, *(self._ranges(s) for s in ("train", "val")),
+                 "random" if self.spatial_dims == 2 else "contiguous", self._ranges("test"))
+
+    def _ranges(self, split: str) -> list[list[int]]:
+        volumes = self.volumes
+        if split == "test":
+            return slice_ranges(volumes.slice_numbers("test"))
+        return slice_ranges(volumes.slice_numbers("train", self.train_z if split == "train" else self.val_z))
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         """Batch augmentation runs where the batch is (on the GPU when training there)."""
@@ -152,7 +160,11 @@ class EMDataModule(pl.LightningDataModule):
                 "voxel_size_nm": list(self.volumes.voxel_size_nm),
                 "train_shape": list(self.volumes.train_image.shape),
                 "test_shape": list(self.volumes.test_image.shape),
-                "train_slices": len(self.train_z), "val_slices": self.val_z,
+                "train_slices": self._ranges("train"), "train_slice_count": len(self.train_z),
+                "val_slices": self.volumes.slice_numbers("train", self.val_z),
+                "validation": "random slices" if self.spatial_dims == 2 else "contiguous block",
+                "test_slices": self._ranges("test"),
+                "test_gap_slices": self.volumes.notes.get("test_gap_slices"),
                 "patch_size": list(self.patch_size), "patches_per_image": self.patches_per_image,
                 "foreground_weight": self.foreground_weight, "split_seed": self.split_seed,
                 "sizes": {k: len(v) for k, v in self.datasets.items()}}
