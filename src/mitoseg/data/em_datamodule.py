@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mitoseg.data.augment import Compose
+from mitoseg.data.em_overlap import MAX_SHIFT_PX, NEAR_COPY_CORRELATION, near_copy_pairs
 from mitoseg.data.em_patches import RandomPatchDataset, TiledPatchDataset
 from mitoseg.data.em_split import slice_ranges, validation_split
 from mitoseg.data.loaders import make_loader
@@ -54,7 +55,10 @@ def slice_fingerprints(volume: Any) -> list[str]:
 
 def check_no_overlap(volumes: EMVolumes) -> None:
     """Refuse a test set that shares any slice with the training set (a classic mistake:
-    evaluating on the training volume, or on a z-range that overlaps it)."""
+    evaluating on the training volume, or on a z-range that overlaps it): exact copies, and
+    near-copies shifted by up to ``MAX_SHIFT_PX`` pixels or with their intensities changed
+    linearly (``mitoseg.data.em_overlap``). Neighbouring slices are not copies; keeping the
+    test set away from them is the test gap's job (``lucchi_volumes``)."""
     for name in ("train_image", "train_labels", "test_image", "test_labels"):
         if getattr(volumes, name).ndim != 3:
             raise InputError(f"{volumes.description}: {name} must be a (D, H, W) volume, got "
@@ -69,6 +73,17 @@ def check_no_overlap(volumes: EMVolumes) -> None:
     if shared:
         raise InputError(f"{volumes.description}: {len(shared)} test slice(s) also occur in the "
                          "training volume; the test set must not overlap the training set")
+    near = near_copy_pairs(volumes.train_image, volumes.test_image)
+    if near:
+        test_numbers, train_numbers = volumes.slice_numbers("test"), volumes.slice_numbers("train")
+        listed = "; ".join(f"test slice {test_numbers[p.test]} ~ training slice "
+                           f"{train_numbers[p.train]} (r = {p.correlation:.4f}, shift {p.shift})"
+                           for p in near[:5])
+        raise InputError(f"{volumes.description}: {len({p.test for p in near})} test slice(s) are "
+                         f"near-copies of training slices (correlation >= "
+                         f"{NEAR_COPY_CORRELATION} up to a shift of {MAX_SHIFT_PX} px and a linear "
+                         f"intensity change): {listed}{' ...' if len(near) > 5 else ''}; the test "
+                         "set must not overlap the training set")
 
 
 class EMDataModule(pl.LightningDataModule):
