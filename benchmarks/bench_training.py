@@ -13,6 +13,7 @@ before and after it, and the ratio reported is the median over rounds.
     python benchmarks/bench_training.py                     # synthetic EM, 256 x 256, batch 6
     python benchmarks/bench_training.py --precision bf16-mixed --channels-last --compile --batch 64
     python benchmarks/bench_training.py --dataset fluo_procedural   # 200 x 200 fluorescence
+    python benchmarks/bench_training.py --override dataset.sampling=device --workers 0
     python benchmarks/bench_training.py --quick             # seconds, smoke test
 """
 
@@ -203,8 +204,11 @@ def run_bare(cfg: DictConfig, datamodule: Any, s: dict[str, Any],
                 batch = datamodule.on_before_batch_transfer(batch, 0)
                 batch["mask"] = batch["mask"].to(device, non_blocking=True)
                 batch = datamodule.on_after_batch_transfer(batch, 0)
-            image = batch["image"].to(device, non_blocking=True)
-            mask = batch["mask"].to(device, non_blocking=True)
+            if "origin" in batch:  # dataset.sampling=device: the data module cuts the patches
+                image, mask = datamodule.device_patches(batch["origin"].to(device))
+            else:
+                image = batch["image"].to(device, non_blocking=True)
+                mask = batch["mask"].to(device, non_blocking=True)
             if augmentation is not None:
                 generator = torch.Generator(device=device)
                 generator.manual_seed(int(torch.randint(0, 2**31 - 1, ()).item()))

@@ -8,6 +8,7 @@ import torch
 
 from mitoseg.data.em_datamodule import EMDataModule, EMVolumes, check_no_overlap
 from mitoseg.data.em_patches import ForegroundSampler, RandomPatchDataset, TiledPatchDataset
+from mitoseg.data.em_split import validation_block_starts
 from mitoseg.errors import InputError
 
 
@@ -95,6 +96,75 @@ def test_3d_validation_is_a_contiguous_block() -> None:
     module = make_module((8, 16, 16))
     module.setup()
     assert module.val_z == list(range(module.val_z[0], module.val_z[0] + 4))
-    assert module.train_z == list(range(module.train_z[0], module.train_z[-1] + 1))
+    assert module.train_z == [z for z in range(40) if z not in module.val_z]  # both sides train
     batch = next(iter(module.train_dataloader()))
     assert batch["image"].shape == (4, 1, 8, 16, 16)
+
+
+def slice_numbered(depth: int, size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Every voxel of slice z holds z, so a patch tells which slices it came from."""
+    image = np.broadcast_to(np.arange(depth, dtype=np.uint8)[:, None, None], (depth, size, size))
+    return np.ascontiguousarray(image), np.zeros((depth, size, size), np.uint8)
+
+
+def patch_slices(sample: dict) -> list[int]:
+    return [int(round(v)) for v in (sample["image"][0, :, 0, 0] * 255).tolist()]
+
+
+def test_3d_patches_come_from_either_block_and_never_cross_the_gap() -> None:
+    image, labels = slice_numbered(30)
+    blocks = [list(range(0, 10)), list(range(14, 30))]
+    dataset = RandomPatchDataset(image, labels, blocks[0] + blocks[1], (8, 4, 4),
+                                 patches_per_image=20)
+    assert len(dataset) == (2 + 2) * 2 * 2 * 20  # tiles of each block (z, y, x) x 20
+    torch.manual_seed(0)
+    used = set()
+    for index in range(len(dataset)):
+        zs = patch_slices(dataset[index])
+        assert zs == list(range(zs[0], zs[0] + 8)) and any(set(zs) <= set(b) for b in blocks), zs
+        used.update(zs)
+    assert used == set(blocks[0] + blocks[1])
+
+
+def test_3d_block_shorter_than_the_patch_is_refused_not_dropped() -> None:
+    image, labels = slice_numbered(30)
+    with pytest.raises(InputError, match=r"contiguous.*slices 1-2 \(2 slices\)"):
+        RandomPatchDataset(image, labels, [1, 2] + list(range(5, 30)), (8, 4, 4))
+
+
+@pytest.mark.parametrize("depth", [122, 132])  # Lucchi less 33 test slices, with/without a gap
+def test_3d_split_trains_on_every_slice_for_every_seed(depth: int) -> None:
+    """Issue 14.4: 80-slice patches; a validation block at a random place made 6 of 20 seeds
+    crash and the others silently drop the smaller training block."""
+    image, labels = slice_numbered(depth)
+    test_image, test_labels = volume(depth=2, height=8, width=8, seed=3)
+    source = lambda: EMVolumes(image, labels, test_image, test_labels, (5, 5, 5), "toy")  # noqa: E731
+    n_val = round(0.1 * depth)
+    for seed in range(20):
+        module = EMDataModule(source, (80, 8, 8), split_seed=seed, seed=0, batch_size=2)
+        module.setup()
+        assert module.val_z == list(range(module.val_z[0], module.val_z[0] + n_val)), seed
+        assert sorted(module.train_z + module.val_z) == list(range(depth)), seed
+        torch.manual_seed(seed)
+        for index in range(0, len(module.datasets["train"]), 7):
+            zs = patch_slices(module.datasets["train"][index])
+            assert len(zs) == 80 and set(zs) <= set(module.train_z), (seed, zs)
+        described = sum(b - a + 1 for a, b in module.describe()["train_slices"])
+        assert described == depth - n_val, seed
+
+
+def test_validation_block_keeps_each_training_side_empty_or_patch_deep() -> None:
+    assert validation_block_starts(122, 12, 80) == [0, 110]
+    assert validation_block_starts(200, 20, 80) == [0, *range(80, 101), 180]
+    assert validation_block_starts(40, 4, 8) == [0, *range(8, 29), 36]
+    with pytest.raises(InputError, match=r"85 training slices.*9 .*validation.*76.*80"):
+        validation_block_starts(85, 9, 80)
+
+
+def test_describe_lists_the_slices_of_each_split() -> None:
+    module = make_module((8, 16, 16), split_seed=3)
+    described = module.describe()
+    covered = [z for a, b in described["train_slices"] for z in range(a, b + 1)]
+    assert covered == module.train_z and described["train_slice_count"] == 36
+    assert described["val_slices"] == module.val_z and described["test_slices"] == [[0, 5]]
+    assert described["validation"] == "contiguous block" and described["test_gap_slices"] is None

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
+from hydra.utils import instantiate
 from skimage import io as skio
 
-from mitoseg.data.em_sources import casser_volumes, synthetic_volumes
+from mitoseg.data.em_sources import casser_volumes, lucchi_volumes, synthetic_volumes
 from mitoseg.errors import InputError
 from mitoseg.evaluation.em_protocols import protocol_matrix
+from tests.conftest import compose_config
 
 
 def write_kasthuri(root: Path, depth: int = 4) -> Path:
@@ -53,3 +57,40 @@ def test_configured_voxel_size_wins_and_is_checked(tmp_path: Path) -> None:
 def test_missing_folders_are_listed(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"Test_Out"):
         casser_volumes(str(tmp_path), "lucchi++")
+
+
+def write_lucchi_training(root: Path, depth: int = 40) -> None:
+    """A small training.tif whose slice z holds the value z, with its labels."""
+    image = np.broadcast_to(np.arange(depth, dtype=np.uint8)[:, None, None], (depth, 16, 20))
+    labels = np.zeros((depth, 16, 20), np.uint8)
+    labels[:, 4:8, 5:9] = 255
+    tifffile.imwrite(root / "training.tif", np.ascontiguousarray(image))
+    tifffile.imwrite(root / "training_groundtruth.tif", labels)
+
+
+def test_lucchi_holdout_leaves_a_gap_before_the_test_slices(tmp_path: Path) -> None:
+    """Issue 14.5: the held-out test slices began right after the last training slice."""
+    write_lucchi_training(tmp_path)
+    volumes = lucchi_volumes(str(tmp_path), holdout_slices=8, test_gap_slices=5)
+    assert volumes.train_image[:, 0, 0].tolist() == list(range(27))
+    assert volumes.test_image[:, 0, 0].tolist() == volumes.slice_numbers("test") == list(range(32, 40))
+    assert volumes.notes["test_gap_slices"] == 5
+    assert (volumes.notes["train_slices"], volumes.notes["gap_slices"],
+            volumes.notes["test_slices"]) == ([[0, 26]], [[27, 31]], [[32, 39]])
+    assert lucchi_volumes(str(tmp_path), holdout_slices=8, test_gap_slices=0).train_image.shape[0] == 32
+    with pytest.raises(InputError, match=r"holdout_slices.*test_gap_slices.*40"):
+        lucchi_volumes(str(tmp_path), holdout_slices=30, test_gap_slices=10)
+    with pytest.raises(InputError, match=r"test_gap_slices.*>= 0"):
+        lucchi_volumes(str(tmp_path), test_gap_slices=-1)
+
+
+def test_lucchi_test_gap_defaults_to_ten_slices_and_reaches_data_json(tmp_path: Path) -> None:
+    assert inspect.signature(lucchi_volumes).parameters["test_gap_slices"].default == 10
+    write_lucchi_training(tmp_path, depth=60)
+    cfg = compose_config("train", ["dataset=lucchi", f"dataset.volumes.root={tmp_path}",
+                                   "dataset.volumes.holdout_slices=12", "augmentation=none",
+                                   "dataset.patch_size=[8,8]", f"paths.cache_dir={tmp_path}"])
+    assert cfg.dataset.volumes.test_gap_slices == 10
+    described = instantiate(cfg.dataset).describe()
+    assert described["test_gap_slices"] == 10 and described["test_slices"] == [[48, 59]]
+    assert described["train_slice_count"] + len(described["val_slices"]) == 38

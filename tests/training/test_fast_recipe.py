@@ -30,7 +30,7 @@ def test_fast_recipe_trains_by_steps_on_every_slice_and_reports_the_paper_protoc
     rows = (tmp_path / "protocols.csv").read_text().splitlines()
     assert len(rows) == 3  # header + the TTA row without and with the z-median
     data = json.loads((tmp_path / "data.json").read_text())
-    assert data["train_slices"] == 12 and data["val_slices"] == []
+    assert data["train_slice_count"] == 12 and data["val_slices"] == []
     assert data["normalization"]["mode"] == "training_zscore"
     assert data["sampling"] == "device" and data["placement"] == "uniform"
     # the model tested is the last one: 14 steps of 12 x 4 / 4 = 12 per epoch

@@ -14,7 +14,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from mitoseg.data.augment import Compose
+from mitoseg.data.em_overlap import MAX_SHIFT_PX, NEAR_COPY_CORRELATION, near_copy_pairs
 from mitoseg.data.em_patches import RandomPatchDataset, TiledPatchDataset
+from mitoseg.data.em_split import slice_ranges, validation_split
 from mitoseg.data.loaders import make_loader
 from mitoseg.data.normalization import EM_MODES, Normalization, fit_normalization
 from mitoseg.errors import InputError
@@ -33,6 +35,17 @@ class EMVolumes:
     voxel_size_nm: tuple[float, float, float]  # (z, y, x)
     description: str
     notes: dict[str, Any] = field(default_factory=dict)
+    # Slice numbers in the source data of each slice of the volumes (None: 0, 1, 2, ...), so
+    # that run records name the slices of the recording, e.g. a held-out test range.
+    train_slice_numbers: list[int] | None = None
+    test_slice_numbers: list[int] | None = None
+
+    def slice_numbers(self, split: str, indices: Sequence[int] | None = None) -> list[int]:
+        """Source slice numbers of ``indices`` (all by default) of the 'train' or 'test' volume."""
+        numbers = self.train_slice_numbers if split == "train" else self.test_slice_numbers
+        depth = (self.train_image if split == "train" else self.test_image).shape[0]
+        indices = range(depth) if indices is None else indices
+        return [int(numbers[z]) if numbers is not None else int(z) for z in indices]
 
 
 def slice_fingerprints(volume: Any) -> list[str]:
@@ -43,7 +56,10 @@ def slice_fingerprints(volume: Any) -> list[str]:
 
 def check_no_overlap(volumes: EMVolumes) -> None:
     """Refuse a test set that shares any slice with the training set (a classic mistake:
-    evaluating on the training volume, or on a z-range that overlaps it)."""
+    evaluating on the training volume, or on a z-range that overlaps it): exact copies, and
+    near-copies shifted by up to ``MAX_SHIFT_PX`` pixels or with their intensities changed
+    linearly (``mitoseg.data.em_overlap``). Neighbouring slices are not copies; keeping the
+    test set away from them is the test gap's job (``lucchi_volumes``)."""
     for name in ("train_image", "train_labels", "test_image", "test_labels"):
         if getattr(volumes, name).ndim != 3:
             raise InputError(f"{volumes.description}: {name} must be a (D, H, W) volume, got "
@@ -58,6 +74,17 @@ def check_no_overlap(volumes: EMVolumes) -> None:
     if shared:
         raise InputError(f"{volumes.description}: {len(shared)} test slice(s) also occur in the "
                          "training volume; the test set must not overlap the training set")
+    near = near_copy_pairs(volumes.train_image, volumes.test_image)
+    if near:
+        test_numbers, train_numbers = volumes.slice_numbers("test"), volumes.slice_numbers("train")
+        listed = "; ".join(f"test slice {test_numbers[p.test]} ~ training slice "
+                           f"{train_numbers[p.train]} (r = {p.correlation:.4f}, shift {p.shift})"
+                           for p in near[:5])
+        raise InputError(f"{volumes.description}: {len({p.test for p in near})} test slice(s) are "
+                         f"near-copies of training slices (correlation >= "
+                         f"{NEAR_COPY_CORRELATION} up to a shift of {MAX_SHIFT_PX} px and a linear "
+                         f"intensity change): {listed}{' ...' if len(near) > 5 else ''}; the test "
+                         "set must not overlap the training set")
 
 
 SAMPLINGS = ("loader", "device")
@@ -69,7 +96,8 @@ class EMDataModule(pl.LightningDataModule):
 
     2D (``patch_size`` of 2 values): random slices for validation, as paper 002. 3D (3
     values): validation is a contiguous block of slices at a seeded position, since
-    subvolumes need consecutive slices.
+    subvolumes need consecutive slices; the slices on both sides of it train (see
+    ``mitoseg.data.em_split``).
 
     Args:
         volumes: a callable returning ``EMVolumes`` (called in ``setup``).
@@ -134,18 +162,8 @@ class EMDataModule(pl.LightningDataModule):
             return
         self.volumes = volumes = self.volumes_factory()
         check_no_overlap(volumes)
-        depth = volumes.train_image.shape[0]
-        n_val = max(1, int(round(self.val_fraction * depth))) if self.val_fraction > 0 else 0
-        rng = np.random.default_rng(self.split_seed)
-        if self.spatial_dims == 2:
-            self.val_z = sorted(rng.choice(depth, n_val, replace=False).tolist())
-        elif n_val:
-            start = int(rng.integers(depth - n_val + 1))
-            self.val_z = list(range(start, start + n_val))
-        self.train_z = [z for z in range(depth) if z not in set(self.val_z)]
-        if self.spatial_dims == 3 and self.val_z:  # the larger contiguous block left over trains
-            blocks = [range(0, self.val_z[0]), range(self.val_z[-1] + 1, depth)]
-            self.train_z = list(max(blocks, key=len))
+        self.train_z, self.val_z = validation_split(volumes.train_image.shape[0], self.val_fraction,
+                                                    self.patch_size, self.split_seed)
         image, labels = volumes.train_image, volumes.train_labels
         self.normalization = fit_normalization(self.normalize, image, self.train_z, EM_MODES)
         self.datasets = {
@@ -159,10 +177,16 @@ class EMDataModule(pl.LightningDataModule):
                 min(self.patch_size[0], len(self.val_z)), *self.patch_size[1:])
             self.datasets["val"] = TiledPatchDataset(image, labels, self.val_z, val_patch,
                                                      self.normalization)
-        log.info("%s: %d training slices, %d validation slices (%s), test volume %s, input %s",
-                 volumes.description, len(self.train_z), len(self.val_z),
-                 "random" if self.spatial_dims == 2 else "contiguous",
-                 tuple(volumes.test_image.shape), self.normalization.to_dict())
+        log.info("%s: training slices %s, validation slices %s (%s), test slices %s, input %s",
+                 volumes.description, *(self._ranges(s) for s in ("train", "val")),
+                 "random" if self.spatial_dims == 2 else "contiguous", self._ranges("test"),
+                 self.normalization.to_dict())
+
+    def _ranges(self, split: str) -> list[list[int]]:
+        volumes = self.volumes
+        if split == "test":
+            return slice_ranges(volumes.slice_numbers("test"))
+        return slice_ranges(volumes.slice_numbers("train", self.train_z if split == "train" else self.val_z))
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         """Batch augmentation runs where the batch is (on the GPU when training there); with
@@ -204,7 +228,11 @@ class EMDataModule(pl.LightningDataModule):
                 "voxel_size_nm": list(self.volumes.voxel_size_nm),
                 "train_shape": list(self.volumes.train_image.shape),
                 "test_shape": list(self.volumes.test_image.shape),
-                "train_slices": len(self.train_z), "val_slices": self.val_z,
+                "train_slices": self._ranges("train"), "train_slice_count": len(self.train_z),
+                "val_slices": self.volumes.slice_numbers("train", self.val_z),
+                "validation": "random slices" if self.spatial_dims == 2 else "contiguous block",
+                "test_slices": self._ranges("test"),
+                "test_gap_slices": self.volumes.notes.get("test_gap_slices"),
                 "normalization": self.normalization.to_dict(), "placement": self.placement,
                 "sampling": self.sampling,
                 "patch_size": list(self.patch_size), "patches_per_image": self.patches_per_image,

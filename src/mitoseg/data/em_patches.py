@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from mitoseg.data.em_split import contiguous_runs
 from mitoseg.data.normalization import Normalization
 from mitoseg.errors import InputError
 
@@ -79,10 +80,12 @@ def _check_patch(patch: Sequence[int], shape: Sequence[int], where: str) -> tupl
 
 class RandomPatchDataset(Dataset):
     """``patches_per_image`` random patches per training slice (2D), or per tile of the
-    training block (3D) in each epoch.
+    training blocks (3D) in each epoch.
 
     2D: patch (h, w) from one slice z of ``z_indices``; 3D: patch (d, h, w) whose z-range
-    lies inside the contiguous block ``z_indices``. Randomness comes from torch's generator
+    lies inside one run of consecutive slices of ``z_indices`` (a block), so a patch never
+    crosses a gap such as the validation block. Every block must hold a patch: a shorter one
+    is refused rather than left out. Randomness comes from torch's generator
     (seeded by the run seed, and per DataLoader worker), so patches change every epoch but
     repeat exactly for the same seed.
 
@@ -105,10 +108,17 @@ class RandomPatchDataset(Dataset):
         self.spatial_dims = len(patch)
         if self.spatial_dims not in (2, 3):
             raise InputError(f"patch size must have 2 or 3 values, got {tuple(patch)}")
-        shape = image.shape[1:] if self.spatial_dims == 2 else (len(self.z_indices), *image.shape[1:])
+        self.blocks = [range(run[0], run[-1] + 1) for run in contiguous_runs(self.z_indices)]
+        depth = max(len(block) for block in self.blocks)
+        shape = image.shape[1:] if self.spatial_dims == 2 else (depth, *image.shape[1:])
         self.patch = _check_patch(patch, shape, "training patches")
-        if self.spatial_dims == 3 and self.z_indices != list(range(self.z_indices[0], self.z_indices[-1] + 1)):
-            raise InputError("3D patches need a contiguous block of slices")
+        if self.spatial_dims == 3:
+            short = [b for b in self.blocks if len(b) < self.patch[0]]
+            if short:
+                listed = ", ".join(f"slices {b[0]}-{b[-1]} ({len(b)} slices)" for b in short)
+                raise InputError(f"3D patches of {self.patch[0]} slices need contiguous blocks "
+                                 f"at least that deep; {listed} would be left out")
+        self._block_of = {z: block for block in self.blocks for z in block}
         if patches_per_image < 1:
             raise InputError(f"'patches_per_image' must be >= 1, got {patches_per_image}")
         if placement not in PLACEMENTS:
@@ -122,10 +132,12 @@ class RandomPatchDataset(Dataset):
     def __len__(self) -> int:
         if self.spatial_dims == 2:
             return len(self.z_indices) * self.patches_per_image
-        # 3D: one "image" is the block; an epoch draws as many subvolumes as tile it, times
-        # patches_per_image, so that an epoch explores about all the training data (paper 002)
-        block = (len(self.z_indices), *self.image.shape[1:])
-        tiles = int(np.prod([-(-length // size) for length, size in zip(block, self.patch)]))
+        # 3D: one "image" is a block; an epoch draws as many subvolumes as tile the blocks,
+        # times patches_per_image, so that an epoch explores about all the training data
+        # (paper 002)
+        tiles = sum(int(np.prod([-(-length // size) for length, size in
+                                 zip((len(block), *self.image.shape[1:]), self.patch)]))
+                    for block in self.blocks)
         return tiles * self.patches_per_image
 
     def origin(self, index: int) -> tuple[int, int, int]:
@@ -134,16 +146,16 @@ class RandomPatchDataset(Dataset):
         rng = np.random.default_rng([draw, index])
         height, width = self.image.shape[1:]
         z, y, x, from_foreground = self.sampler.draw(rng, (height, width))
-        first, count = self.z_indices[0], len(self.z_indices)
+        block = self._block_of[z]  # 3D: the window stays inside the block of the drawn slice
         if self.placement == "uniform" and not from_foreground:
             y0 = int(rng.integers(height - self.patch[-2] + 1))
             x0 = int(rng.integers(width - self.patch[-1] + 1))
             if self.spatial_dims == 3:
-                z = first + int(rng.integers(count - self.patch[0] + 1))
+                z = block.start + int(rng.integers(len(block) - self.patch[0] + 1))
             return z, y0, x0
         y0, x0 = _start(y, self.patch[-2], height), _start(x, self.patch[-1], width)
         if self.spatial_dims == 3:
-            z = first + _start(z - first, self.patch[0], count)
+            z = block.start + _start(z - block.start, self.patch[0], len(block))
         return z, y0, x0
 
     def __getitem__(self, index: int) -> dict[str, Any]:

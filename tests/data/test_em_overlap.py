@@ -1,0 +1,87 @@
+"""The train/test overlap guard: exact slice copies, and near-copies (a copy shifted by a pixel or
+with its intensities changed linearly) that byte fingerprints miss; neighbouring slices pass."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+from scipy.ndimage import gaussian_filter
+
+from mitoseg.data.em_datamodule import EMVolumes, check_no_overlap
+from mitoseg.data.em_overlap import NEAR_COPY_CORRELATION, near_copy_pairs
+from mitoseg.errors import InputError
+from tests.conftest import SHARED_DATA
+
+
+def textured_stack(depth: int = 16, seed: int = 0) -> np.ndarray:
+    """Smooth 3D texture: consecutive slices correlate about 0.95 (real Lucchi: 0.89)."""
+    field = gaussian_filter(np.random.default_rng(seed).normal(size=(depth, 64, 80)), (2, 1.5, 1.5))
+    return ((field - field.min()) / np.ptp(field) * 255).astype(np.uint8)
+
+
+def guarded(train: np.ndarray, test: np.ndarray) -> None:
+    check_no_overlap(EMVolumes(train, train > 128, test, test > 128, (5, 5, 5), "toy"))
+
+
+def test_neighbouring_and_unrelated_slices_are_not_copies() -> None:
+    stack = textured_stack()
+    guarded(stack[:10], stack[10:])  # slice 10 is the next slice after 9, not a copy of it
+    guarded(stack[:10], textured_stack(4, seed=1))
+    assert near_copy_pairs(stack[:10], stack[10:]) == []
+
+
+@pytest.mark.parametrize("shift", [(0, 1), (1, 0), (-1, 2), (2, -2)])
+def test_a_copy_shifted_by_a_pixel_or_two_is_caught(shift: tuple[int, int]) -> None:
+    stack = textured_stack()
+    test = stack[12:].copy()
+    test[1] = np.roll(stack[7], shift, axis=(0, 1))
+    with pytest.raises(InputError, match=r"test slice 1 .*training slice 7"):
+        guarded(stack[:10], test)
+    [pair] = near_copy_pairs(stack[:10], test)
+    assert (pair.test, pair.train) == (1, 7) and pair.correlation > NEAR_COPY_CORRELATION
+    assert pair.shift == (-shift[0], -shift[1])  # where the training slice lines up
+
+
+def test_a_copy_with_changed_intensities_is_caught() -> None:
+    """Lucchi++'s Test_In is EPFL's training volume at about 0.70 x + 40 grey levels."""
+    stack = textured_stack()
+    test = stack[12:].copy()
+    test[2] = np.round(0.7 * stack[3] + 40).astype(np.uint8)
+    with pytest.raises(InputError, match=r"near-cop.*test slice 2 .*training slice 3"):
+        guarded(stack[:10], test)
+
+
+def test_exact_copies_are_still_named() -> None:
+    stack = textured_stack()
+    with pytest.raises(InputError, match="also occur in the training volume"):
+        guarded(stack[:10], stack[8:])
+
+
+def _lucchi_pages(first: int, count: int) -> np.ndarray:
+    return tifffile.imread(SHARED_DATA / "lucchi" / "training.tif", key=range(first, first + count))
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "lucchi" / "training.tif").is_file(),
+                    reason=f"real Lucchi data not found at {SHARED_DATA / 'lucchi'}")
+def test_real_lucchi_neighbours_pass_and_shifted_copies_do_not() -> None:
+    stack = _lucchi_pages(0, 24)
+    assert near_copy_pairs(stack[:20], stack[20:]) == []  # 5 nm apart, correlation ~0.89
+    test = stack[20:].copy()
+    test[0] = np.roll(stack[5], 1, axis=1)
+    assert [(p.test, p.train, p.shift) for p in near_copy_pairs(stack[:20], test)] == [(0, 5, (0, -1))]
+
+
+@pytest.mark.skipif(not ((SHARED_DATA / "lucchi" / "training.tif").is_file()
+                         and (SHARED_DATA / "lucchi_pp" / "Test_In").is_dir()),
+                    reason=f"real Lucchi and Lucchi++ data not found under {SHARED_DATA}")
+def test_lucchi_pp_test_in_is_caught_as_a_copy_of_the_lucchi_training_volume() -> None:
+    from mitoseg.data.image_io import read_array
+
+    lucchi = _lucchi_pages(40, 6)
+    pp = np.stack([read_array(SHARED_DATA / "lucchi_pp" / "Test_In" / f"mask{z:04d}.png")
+                   for z in range(40, 46)])
+    assert not np.array_equal(lucchi, pp)  # other bytes: the exact fingerprints cannot see it
+    pairs = near_copy_pairs(lucchi, pp)
+    assert [(p.test, p.train, p.shift) for p in pairs] == [(i, i, (0, 0)) for i in range(6)]
+    assert min(p.correlation for p in pairs) > 0.999
