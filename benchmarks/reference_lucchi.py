@@ -65,6 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="validation-loss check every N steps with --keep best")
     parser.add_argument("--schedule", default="onecycle", choices=["onecycle", "cosine"])
     parser.add_argument("--placement", default="uniform", choices=["uniform", "centred"])
+    parser.add_argument("--max-test-slices", type=int, default=None,
+                        help="score only the first N test slices (a CPU check; default all)")
     parser.add_argument("--tag", default="", help="a label copied into the JSON")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -268,8 +270,9 @@ def run(args: argparse.Namespace, device: torch.device, report: dict[str, Any]) 
     if args.keep == "best":
         net.load_state_dict(best[1])
     net.eval()
-    test_image = scale(torch.from_numpy(split["test_image"]).to(device))
-    truth = torch.from_numpy(split["test_labels"]).to(device)
+    kept = slice(0, args.max_test_slices)
+    test_image = scale(torch.from_numpy(split["test_image"][kept]).to(device))
+    truth = torch.from_numpy(split["test_labels"][kept]).to(device)
     started = time.perf_counter()
     scores: dict[str, Any] = {}
     with torch.no_grad():
