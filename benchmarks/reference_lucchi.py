@@ -130,13 +130,14 @@ def augment(x: torch.Tensor, y: torch.Tensor, rotation: str,
     rotation="free" also a uniform angle on half the samples (bilinear, reflected borders, the
     mask re-thresholded at 0.5)."""
     batch, device = x.shape[0], x.device
-    turns = torch.randint(4, (batch,), generator=generator, device=device)
+    turns = torch.randint(4, (batch,), generator=generator, device=device).view(-1, 1, 1, 1)
     flips = torch.rand((batch, 2), generator=generator, device=device) < 0.5
-    out_x, out_y = torch.empty_like(x), torch.empty_like(y)
-    for k in range(4):
-        chosen = turns == k
-        out_x[chosen] = torch.rot90(x[chosen], k, dims=(-2, -1))
-        out_y[chosen] = torch.rot90(y[chosen], k, dims=(-2, -1))
+    # every turn computed, the drawn one selected: no data-dependent shapes, so the GPU queue
+    # never has to drain (square crops keep their shape under rot90)
+    out_x, out_y = x, y
+    for k in range(1, 4):
+        out_x = torch.where(turns == k, torch.rot90(x, k, dims=(-2, -1)), out_x)
+        out_y = torch.where(turns == k, torch.rot90(y, k, dims=(-2, -1)), out_y)
     for column, axis in ((0, -2), (1, -1)):
         flip = flips[:, column].view(-1, 1, 1, 1)
         out_x = torch.where(flip, out_x.flip(axis), out_x)

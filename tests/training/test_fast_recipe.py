@@ -16,7 +16,7 @@ TINY_FAST = [
     "dataset.volumes.test_shape=[6,64,64]", "dataset.patch_size=[32,32]",
     "dataset.patches_per_image=4", "dataset.batch_size=4", "model.filters=[4,8,8,16,16]",
     "trainer=cpu", "trainer.max_steps=14", "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false", "logger=none", "inference.precision=32-true",
+    "trainer.enable_model_summary=false", "logger=none",
     "inference.channels_last=false", "speed.channels_last=false",
 ]
 
