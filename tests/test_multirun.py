@@ -67,3 +67,34 @@ def test_a_crashing_job_does_not_stop_the_others_and_the_report_lists_it(tmp_pat
     assert done.returncode == 0, done.stderr[-3000:]
     report = (out / "report.md").read_text()
     assert "failed" in report and "learning rate" in report
+
+
+def _test_metrics(root: Path) -> dict[int, dict]:
+    jobs = sorted(p.parent for p in (root / "multirun").glob("*/*/*/metrics.json"))
+    results = {}
+    for job in jobs:
+        metrics = json.loads((job / "metrics.json").read_text())
+        results[metrics["seed"]] = metrics["test"]
+    return results
+
+
+def test_the_parallel_launcher_gives_the_results_of_jobs_run_in_turn(tmp_path: Path) -> None:
+    """hydra/launcher=parallel (what trainer=gpu selects): jobs at once, same numbers."""
+    common = ["-m", "seed=0..2", *SMALL, "model.base_channels=4", "logger=csv"]
+    in_turn = run("train.py", *common, f"paths.output_root={tmp_path / 'turn'}")
+    at_once = run("train.py", *common, "hydra/launcher=parallel", "hydra.launcher.n_jobs=2",
+                  f"paths.output_root={tmp_path / 'parallel'}")
+    assert in_turn.returncode == 0, in_turn.stderr[-3000:]
+    assert at_once.returncode == 0, at_once.stderr[-3000:]
+    assert "Joblib" in at_once.stdout + at_once.stderr  # the launcher did run the jobs
+    expected = _test_metrics(tmp_path / "turn")
+    assert sorted(expected) == [0, 1, 2]
+    assert _test_metrics(tmp_path / "parallel") == expected
+
+
+def test_a_crashing_job_under_the_parallel_launcher_is_listed_too(tmp_path: Path) -> None:
+    done = run("train.py", "-m", "optimizer.lr=0.01,-1", *SMALL, "model.base_channels=4",
+               "logger=csv", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2",
+               f"paths.output_root={tmp_path}")
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "1 of 2 jobs failed" in done.stdout + done.stderr

@@ -54,7 +54,19 @@ def run_dir(resume: object, default: str) -> str:
     return str(resume)
 
 
+ACCELERATORS = ("gpu", "cuda", "mps", "tpu")
+
+
+def on_accelerator(accelerator: object, when_accelerator: str, otherwise: str) -> str:
+    """``when_accelerator`` if the trainer's accelerator is a named accelerator (gpu, cuda,
+    mps, tpu), else ``otherwise``. 'auto' counts as not one, so a command gives the same result
+    on a machine with and without a GPU unless the GPU is asked for (trainer=gpu)."""
+    return when_accelerator if str(accelerator).lower() in ACCELERATORS else otherwise
+
+
 def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("mitoseg.on_accelerator"):
+        OmegaConf.register_new_resolver("mitoseg.on_accelerator", on_accelerator)
     if not OmegaConf.has_resolver("mitoseg.suffix"):
         OmegaConf.register_new_resolver("mitoseg.suffix", folder_suffix)
     if not OmegaConf.has_resolver("mitoseg.run_dir"):
