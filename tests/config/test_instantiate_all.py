@@ -86,12 +86,12 @@ def test_em_dataset_options(option: str, tmp_path: Path) -> None:
                       "dataset.volumes.test_shape=[4,128,128]"]
     datamodule = instantiate(compose_config("train", overrides, tmp_path).dataset)
     assert isinstance(datamodule, EMDataModule)
-    if option in ("lucchi_pp", "kasthuri_pp"):  # not in shared/: the error names the layout
+    if option == "kasthuri_pp":  # not in shared/: the error names the layout
         with pytest.raises(InputError, match="Train_In"):
             datamodule.setup()
         return
-    if option == "lucchi" and not (SHARED_DATA / "lucchi").is_dir():
-        pytest.skip(f"Lucchi volume not present at {SHARED_DATA / 'lucchi'}")
+    if option in ("lucchi", "lucchi_pp") and not (SHARED_DATA / option).is_dir():
+        pytest.skip(f"{option} data not present at {SHARED_DATA / option}")
     batch = next(iter(datamodule.train_dataloader()))
     assert batch["image"].shape[1:] == (1, *datamodule.patch_size)
     assert 0.0 <= batch["image"].min() and batch["image"].max() <= 1.0

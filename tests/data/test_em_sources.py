@@ -12,9 +12,14 @@ from hydra.utils import instantiate
 from skimage import io as skio
 
 from mitoseg.data.em_sources import casser_volumes, lucchi_volumes, synthetic_volumes
+from mitoseg.data.em_volumes import paired_slice_volumes
 from mitoseg.errors import InputError
 from mitoseg.evaluation.em_protocols import protocol_matrix
-from tests.conftest import compose_config
+from tests.conftest import SHARED_DATA, compose_config
+
+LUCCHI_PP = SHARED_DATA / "lucchi_pp"
+needs_lucchi_pp = pytest.mark.skipif(not (LUCCHI_PP / "Train_In").is_dir(),
+                                     reason=f"real Lucchi++ copy not found at {LUCCHI_PP}")
 
 
 def write_kasthuri(root: Path, depth: int = 4) -> Path:
@@ -94,3 +99,95 @@ def test_lucchi_test_gap_defaults_to_ten_slices_and_reaches_data_json(tmp_path: 
     described = instantiate(cfg.dataset).describe()
     assert described["test_gap_slices"] == 10 and described["test_slices"] == [[48, 59]]
     assert described["train_slice_count"] + len(described["val_slices"]) == 38
+
+
+def _save(folder: Path, name: str, array: np.ndarray) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    skio.imsave(folder / name, array, check_contrast=False)
+
+
+def test_casser_images_and_labels_pair_by_slice_number(tmp_path: Path) -> None:
+    """Sorted position pairs slice 5's image with slice 4's label without a word."""
+    base = tmp_path / "Lucchi++"
+    rng = np.random.default_rng(0)
+    for split, numbers in (("Train", (1, 2, 3, 5)), ("Test", (0, 1))):
+        for z in numbers:
+            _save(base / f"{split}_In", f"mask{z:04d}.png", rng.integers(0, 256, (8, 8), np.uint8))
+    for split, numbers in (("Train", (1, 2, 3, 4)), ("Test", (0, 1))):
+        for z in numbers:
+            _save(base / f"{split}_Out", f"{z}.png", np.zeros((8, 8), np.uint8))
+    with pytest.raises(InputError, match=r"Train_In.*Train_Out.*slice number.*\[5\].*\[4\]"):
+        casser_volumes(str(tmp_path), "lucchi++")
+
+
+def write_lucchi_pp(root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A small copy with the quirks of ../shared/data/lucchi_pp: RGBA labels in Test_Out,
+    single-channel ones in Train_Out, images named maskNNNN.png and labels N.png, and Train_*
+    holding only slices 8-11 of 12."""
+    from tests.data.test_em_overlap import textured_stack
+
+    base = root / "lucchi_pp"
+    epfl_train, epfl_test = textured_stack(12, seed=5), textured_stack(12, seed=6)
+    for z in range(12):
+        label = ((epfl_train[z] < 90) * 255).astype(np.uint8)
+        _save(base / "Test_In", f"mask{z:04d}.png", epfl_train[z])
+        _save(base / "Test_Out", f"{z}.png", np.dstack([label, label, label, np.full_like(label, 255)]))
+    for z in range(8, 12):
+        _save(base / "Train_In", f"mask{z:04d}.png", epfl_test[z])
+        _save(base / "Train_Out", f"{z}.png", ((epfl_test[z] < 90) * 255).astype(np.uint8))
+    return epfl_train, epfl_test
+
+
+def test_lucchi_pp_copy_loads_as_distributed(tmp_path: Path) -> None:
+    epfl_train, epfl_test = write_lucchi_pp(tmp_path)
+    cfg = compose_config("train", ["dataset=lucchi_pp", f"paths.shared_data={tmp_path}",
+                                   "augmentation=none", "dataset.patch_size=[16,16]",
+                                   "dataset.num_workers=0"])
+    datamodule = instantiate(cfg.dataset)
+    described = datamodule.describe()
+    volumes = datamodule.volumes
+    np.testing.assert_array_equal(volumes.train_image, epfl_train)  # Test_* trains
+    np.testing.assert_array_equal(volumes.train_labels, epfl_train < 90)
+    np.testing.assert_array_equal(volumes.test_image, epfl_test[8:])  # Train_* tests
+    np.testing.assert_array_equal(volumes.test_labels, epfl_test[8:] < 90)
+    assert described["test_slices"] == [[8, 11]] and described["test_gap_slices"] is None
+    assert described["train_slice_count"] + len(described["val_slices"]) == 12
+    assert described["notes"]["train_folders"] == ["Test_In", "Test_Out"]
+    assert described["notes"]["test_folders"] == ["Train_In", "Train_Out"]
+    assert "EPFL" in described["notes"]["split"]
+    assert next(iter(datamodule.train_dataloader()))["image"].shape[1:] == (1, 16, 16)
+
+
+def paired_better_than_neighbours(image: np.ndarray, labels: np.ndarray) -> float:
+    """Share of slices whose own label separates dark mitochondria from the rest better than
+    the labels of the slices before and after it: near 1 when images and labels pair right."""
+    def contrast(z: int, k: int) -> float:
+        inside = labels[z + k] > 0
+        return float(image[z][~inside].mean()) - float(image[z][inside].mean())
+    wins = [contrast(z, 0) > max(contrast(z, -1), contrast(z, 1)) for z in range(1, len(image) - 1)]
+    return float(np.mean(wins))
+
+
+@needs_lucchi_pp
+def test_real_lucchi_pp_train_folders_pair_by_number() -> None:
+    image, raw_labels, numbers = paired_slice_volumes(LUCCHI_PP / "Train_In", LUCCHI_PP / "Train_Out")
+    assert numbers == list(range(145, 165))  # only these 20 slices of EPFL's testing volume
+    assert image.shape == raw_labels.shape == (20, 768, 1024) and image.dtype == np.uint8
+    assert (raw_labels > 0).mean() == pytest.approx(0.0535, abs=0.002)
+    assert paired_better_than_neighbours(image, raw_labels) >= 0.9  # measured 17 of 18
+
+
+@pytest.mark.slow
+@needs_lucchi_pp
+def test_real_lucchi_pp_loads_through_the_dataset_config(tmp_path: Path) -> None:
+    cfg = compose_config("train", ["dataset=lucchi_pp", f"paths.shared_data={SHARED_DATA}",
+                                   "augmentation=none"])
+    datamodule = instantiate(cfg.dataset)
+    described = datamodule.describe()  # set-up includes the overlap guard
+    volumes = datamodule.volumes
+    assert volumes.train_image.shape == volumes.train_labels.shape == (165, 768, 1024)
+    assert volumes.test_image.shape == volumes.test_labels.shape == (20, 768, 1024)
+    assert volumes.train_labels.mean() == pytest.approx(0.0669, abs=0.002)  # README: 6.7 %
+    assert volumes.test_labels.mean() == pytest.approx(0.0535, abs=0.002)
+    assert described["test_slices"] == [[145, 164]] and described["notes"]["train_slices"] == [[0, 164]]
+    assert paired_better_than_neighbours(volumes.train_image, volumes.train_labels) >= 0.8  # 0.86

@@ -183,10 +183,11 @@ class EMDataModule(pl.LightningDataModule):
                  self.normalization.to_dict())
 
     def _ranges(self, split: str) -> list[list[int]]:
-        volumes = self.volumes
+        """[[first, last], ...] source slice numbers of 'train', 'val' or 'test'."""
         if split == "test":
-            return slice_ranges(volumes.slice_numbers("test"))
-        return slice_ranges(volumes.slice_numbers("train", self.train_z if split == "train" else self.val_z))
+            return slice_ranges(self.volumes.slice_numbers("test"))
+        indices = self.train_z if split == "train" else self.val_z
+        return slice_ranges(self.volumes.slice_numbers("train", indices))
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         """Batch augmentation runs where the batch is (on the GPU when training there); with

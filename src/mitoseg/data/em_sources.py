@@ -7,17 +7,19 @@ configuring a data set reads nothing; ``EMDataModule.setup`` calls it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from mitoseg.data.em_datamodule import EMVolumes
+from mitoseg.data.em_split import slice_ranges
 from mitoseg.data.em_volumes import (
     CASSER_IGNORE_VALUES,
+    CASSER_LAYOUT,
     VOXEL_SIZE_NM,
     binary_labels,
     casser_files,
     lucchi_files,
     open_tif_volume,
-    slice_folder_volume,
+    paired_slice_volumes,
 )
 from mitoseg.errors import InputError
 from mitoseg.synth.em_volumes import synthetic_em_volume
@@ -77,18 +79,43 @@ def lucchi_volumes(root: str, test: str = "holdout", holdout_slices: int = 33,
                      test_slice_numbers=list(range(cut, depth)))
 
 
-def casser_volumes(root: str, dataset: str,
-                   voxel_size_nm: Sequence[float] | None = None) -> EMVolumes:
-    """Lucchi++ or Kasthuri++ in the layout Casser et al. (2020) distribute (PNG slices)."""
+def casser_volumes(root: str, dataset: str, voxel_size_nm: Sequence[float] | None = None,
+                   layout: Mapping[str, Sequence[str]] | None = None,
+                   split_note: str | None = None) -> EMVolumes:
+    """Lucchi++ or Kasthuri++ in the layout Casser et al. (2020) distribute (PNG slices).
+
+    ``layout``: ``{"train": [image folder, label folder], "test": [...]}``, by default
+    Train_In/Train_Out and Test_In/Test_Out. Images and labels pair by the slice number in their
+    names; the numbers are kept, so run records name the slices of the recording.
+    ``split_note`` says in the run record what the two folders are (e.g. which EPFL volume).
+    """
     key = dataset.lower()
-    folders = casser_files(root, key)
-    volumes = {}
+    folders = casser_files(root, key, _layout(layout))
+    volumes, numbers = {}, {}
     for split, (image_folder, label_folder) in folders.items():
-        volumes[split] = (slice_folder_volume(image_folder),
-                          binary_labels(slice_folder_volume(label_folder), label_folder,
-                                        CASSER_IGNORE_VALUES[key]))
+        image, raw_labels, numbers[split] = paired_slice_volumes(image_folder, label_folder)
+        volumes[split] = (image, binary_labels(raw_labels, label_folder, CASSER_IGNORE_VALUES[key]))
+    names = {split: [pair[0].name, pair[1].name] for split, pair in folders.items()}
+    notes = {"test": "separate volume", "test_gap_slices": None,
+             "train_folders": names["train"], "test_folders": names["test"],
+             "train_slices": slice_ranges(numbers["train"]),
+             "test_slices": slice_ranges(numbers["test"]), "split": split_note}
+    described = "; ".join(f"{split}: {'/'.join(names[split])}, slices "
+                          f"{', '.join(f'{a}-{b}' for a, b in notes[f'{split}_slices'])}"
+                          for split in ("train", "test"))
     return EMVolumes(*volumes["train"], *volumes["test"], _voxel_size(voxel_size_nm, key),
-                     f"{key} '{root}'", {"test": "official"})
+                     f"{key} '{root}' ({described})", notes,
+                     train_slice_numbers=numbers["train"], test_slice_numbers=numbers["test"])
+
+
+def _layout(layout: Mapping[str, Sequence[str]] | None) -> dict[str, tuple[str, str]]:
+    if layout is None:
+        return dict(CASSER_LAYOUT)
+    if set(layout) != {"train", "test"} or any(
+            isinstance(pair, str) or len(pair) != 2 for pair in layout.values()):
+        raise InputError("dataset option 'volumes.layout' must map 'train' and 'test' each to "
+                         f"[image folder, label folder], got {dict(layout)}")
+    return {str(split): (str(pair[0]), str(pair[1])) for split, pair in layout.items()}
 
 
 def synthetic_volumes(train_shape: tuple[int, int, int] = (48, 192, 192),

@@ -17,7 +17,13 @@ top folder, ``Lucchi++/`` or ``Kasthuri++/``, with four folders of 2D PNG slices
     Lucchi++/Test_In/    Lucchi++/Test_Out/   (same naming)
     Kasthuri++/Train_In/ Train_Out/ Test_In/ Test_Out/
 
-Sources (read, not run here; no copy of either archive was available to check):
+Images and labels are paired by the number that ends their names (``paired_slice_volumes``),
+never by sorted position. Checked on the Lucchi++ copy in ``shared/data/lucchi_pp``: Test_Out
+labels are RGBA (R = G = B, alpha 255), Train_Out single-channel {0, 255}; Test_In is EPFL's
+training volume (= Lucchi ``training.tif`` at about 0.70 x + 40) and Train_In EPFL's testing
+volume, of which that copy holds slices 145-164 only (see ``conf/dataset/lucchi_pp.yaml``).
+
+Sources (read, not run here):
 torch-em ``torch_em/data/datasets/electron_microscopy/lucchi.py`` and ``kasthuri.py`` (URLs,
 SHA-256, folder names, the slice patterns ``mask%04i.png`` / ``%i.png``, labels either
 grayscale {0, 255} or RGBA with foreground (255, 255, 255, 255)); micro-sam
@@ -39,6 +45,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -225,7 +232,53 @@ def slice_folder_volume(folder: str | Path) -> np.ndarray:
     other colour slice, a slice of another shape or dtype, or a mix of file types is refused
     with the file named.
     """
-    files = list_image_files(folder, what="slice")
+    return _stack_slices(list_image_files(folder, what="slice"), folder)
+
+
+def slice_number(path: Path) -> int | None:
+    """The number that ends a slice file's name: 145 for ``mask0145.png`` and ``145.png``."""
+    match = re.search(r"(\d+)$", path.stem)
+    return int(match.group(1)) if match else None
+
+
+def numbered_slice_files(folder: str | Path) -> dict[int, Path]:
+    """``{slice number: file}`` of a folder of slices; every name must end in its number."""
+    numbered: dict[int, Path] = {}
+    for path in list_image_files(folder, what="slice"):
+        number = slice_number(path)
+        if number is None:
+            raise InputError(f"slice '{path}': its name does not end in a slice number (expected "
+                             "e.g. mask0145.png or 145.png)")
+        if number in numbered:
+            raise InputError(f"slices '{numbered[number]}' and '{path.name}' both have slice "
+                             f"number {number}")
+        numbered[number] = path
+    return numbered
+
+
+def paired_slice_volumes(image_folder: str | Path,
+                         label_folder: str | Path) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(image, raw labels, slice numbers): the slices of two folders paired by the number in
+    their names (``Train_In/mask0145.png`` with ``Train_Out/145.png``), not by sorted position,
+    in increasing slice number. Numbers present in one folder only are refused."""
+    images, labels = numbered_slice_files(image_folder), numbered_slice_files(label_folder)
+    if images.keys() != labels.keys():
+        lonely_images = sorted(images.keys() - labels.keys())
+        lonely_labels = sorted(labels.keys() - images.keys())
+        raise InputError(f"'{image_folder}' and '{label_folder}': images and labels are paired by "
+                         f"the slice number in their names, but image slice number(s) "
+                         f"{lonely_images[:10]} have no label and label slice number(s) "
+                         f"{lonely_labels[:10]} no image")
+    numbers = sorted(images)
+    if numbers != list(range(numbers[0], numbers[-1] + 1)):
+        log.warning("'%s': slice numbers are not consecutive (%d slices from %d to %d); "
+                    "neighbouring slices in the volume may not be neighbours in the tissue",
+                    image_folder, len(numbers), numbers[0], numbers[-1])
+    return (_stack_slices([images[n] for n in numbers], image_folder),
+            _stack_slices([labels[n] for n in numbers], label_folder), numbers)
+
+
+def _stack_slices(files: list[Path], folder: str | Path) -> np.ndarray:
     suffixes = {p.suffix.lower().replace(".tiff", ".tif") for p in files}
     if len(suffixes) > 1:
         examples = {s: next(p.name for p in files if p.suffix.lower().startswith(s))
