@@ -154,8 +154,13 @@ def test_optimizer_options(option: str) -> None:
 @pytest.mark.parametrize("option", options("scheduler"))
 def test_scheduler_options(option: str) -> None:
     cfg = compose_config("train", [f"scheduler={option}"])
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], lr=0.1)
-    scheduler = instantiate(cfg.scheduler)(optimizer=optimizer)
+    from mitoseg.training.module import takes_total_steps
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], lr=0.1, momentum=0.9)
+    factory = instantiate(cfg.scheduler)
+    # a step-wise scheduler (one-cycle) is given the run's step count by the module
+    extra = {"total_steps": 10} if takes_total_steps(factory) else {}
+    scheduler = factory(optimizer=optimizer, **extra)
     assert scheduler.optimizer is optimizer
 
 
