@@ -180,6 +180,9 @@ def test_batches_and_collated_records(mask_set):
     val = next(iter(module.val_dataloader()))
     assert val["index"].tolist() == [0, 1, 2, 3]
     assert val["mask_id"] == module.datasets["val"].masks.ids[:4]
+    # Each image knows its independent unit: the group its mask was split by.
+    groups = module.datasets["val"].masks.groups[:4]
+    assert val["unit"] == [f"group-{g}" for g in groups]
 
 
 def test_unnormalized_images_keep_their_levels(mask_set):

@@ -191,25 +191,25 @@ def test_empty_conventions():
 
 
 
-def test_empty_abd_option_diagonal_or_nan():
-    """The one-empty-mask convention is an explicit option: the diagonal (default) or nan, so a
+def test_empty_abd_option_diagonal_or_exclude():
+    """The one-empty-mask convention is an explicit option: the diagonal (default) or exclude (nan), so a
     study can leave total misses out of ABD means (and count them) instead of scoring them
     282.8 px on 200 x 200 images."""
     empty = np.zeros((30, 40), bool)
     some = np.zeros((30, 40), bool)
     some[5:9, 5:9] = True
     assert average_boundary_distance(some, empty, empty="diagonal") == pytest.approx(50.0)
-    assert math.isnan(average_boundary_distance(some, empty, empty="nan"))
-    assert math.isnan(average_boundary_distance(empty, some, empty="nan"))
-    assert average_boundary_distance(empty, empty, empty="nan") == 0.0  # both empty agree
-    assert average_boundary_distance(some, some, empty="nan") == 0.0
-    m = image_metrics(some, empty, pixel_size_um=0.1, empty_abd="nan")
+    assert math.isnan(average_boundary_distance(some, empty, empty="exclude"))
+    assert math.isnan(average_boundary_distance(empty, some, empty="exclude"))
+    assert average_boundary_distance(empty, empty, empty="exclude") == 0.0  # both empty agree
+    assert average_boundary_distance(some, some, empty="exclude") == 0.0
+    m = image_metrics(some, empty, pixel_size_um=0.1, empty_abd="exclude")
     assert math.isnan(m["abd_px"]) and math.isnan(m["abd_um"]) and m["pred_empty"] == 1.0
     assert m["as"] == 0.0  # AS needs no convention
-    with pytest.raises(InputError, match="empty_abd.*'diagonal' or 'nan'.*'zero'"):
+    with pytest.raises(InputError, match="empty_abd.*'diagonal' or 'exclude'.*'zero'"):
         image_metrics(some, empty, pixel_size_um=0.1, empty_abd="zero")
-    with pytest.raises(InputError, match="empty.*'diagonal' or 'nan'"):
-        average_boundary_distance(some, empty, empty="exclude")
+    with pytest.raises(InputError, match="empty.*'diagonal' or 'exclude'"):
+        average_boundary_distance(some, empty, empty="nan")
 
 
 def test_dds_inherits_the_empty_abd_option(random_pairs):
@@ -220,10 +220,10 @@ def test_dds_inherits_the_empty_abd_option(random_pairs):
     moved = average_boundary_distance(a, a_d)
     assert diagonal["dds"] == pytest.approx(math.hypot(*a.shape) / moved)
     assert deformation_distance_similarity(a, a_d, b, empty) == pytest.approx(diagonal["dds"])
-    excluded = deformation_metrics(a, a_d, b, empty, empty_abd="nan")
+    excluded = deformation_metrics(a, a_d, b, empty, empty_abd="exclude")
     assert math.isnan(excluded["dds"]) and excluded["das"] == diagonal["das"]
-    assert math.isnan(deformation_distance_similarity(a, a_d, b, empty, empty_abd="nan"))
-    assert math.isnan(deformation_metrics(a, a_d, empty, b, empty_abd="nan")["abd"])
+    assert math.isnan(deformation_distance_similarity(a, a_d, b, empty, empty_abd="exclude"))
+    assert math.isnan(deformation_metrics(a, a_d, empty, b, empty_abd="exclude")["abd"])
 
 def test_masks_touching_image_edge():
     gt = np.ones((6, 6), bool)

@@ -202,6 +202,6 @@ def test_report_counts_empty_predictions_and_names_the_convention(rows, tmp_path
     with (tmp_path / "empty_predictions.csv").open(newline="") as stream:
         table = list(csv.DictReader(stream))
     assert sum(int(r["empty"]) for r in table) == 2
-    nan_rows = [dict(r, empty_abd="nan") for r in rows]
+    nan_rows = [dict(r, empty_abd="exclude") for r in rows]
     text = render_report(nan_rows)
-    assert "`empty_abd: nan`" in text and "left out of the ABD means" in text
+    assert "`empty_abd: exclude`" in text and "left out of the ABD means" in text

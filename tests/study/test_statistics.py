@@ -218,7 +218,7 @@ def test_bad_rows_are_named():
         normalize_rows([dict(make_row("robustness", "snr", 8, "fcn", 0), unit="")])
     with pytest.raises(InputError, match="row 0, column 'pred_empty'"):
         normalize_rows([make_row("robustness", "snr", 8, "fcn", 0, pred_empty="yes")])
-    with pytest.raises(InputError, match="row 0, column 'empty_abd'.*'diagonal' or 'nan'"):
+    with pytest.raises(InputError, match="row 0, column 'empty_abd'.*'diagonal' or 'exclude'"):
         normalize_rows([make_row("robustness", "snr", 8, "fcn", 0, empty_abd="zero")])
     with pytest.raises(InputError, match="row 0, column 'level'"):
         normalize_rows([make_row("robustness", "snr", "high", "fcn", 0)])
@@ -446,7 +446,7 @@ def test_empty_predictions_are_counted_per_condition_and_method():
 def test_the_empty_abd_convention_is_one_per_table():
     rows = study_rows()
     assert empty_abd_convention(rows) == "diagonal"
-    assert empty_abd_convention([dict(r, empty_abd="nan") for r in rows]) == "nan"
+    assert empty_abd_convention([dict(r, empty_abd="exclude") for r in rows]) == "exclude"
     with pytest.raises(InputError, match="mixes ABD conventions for empty predictions"):
-        empty_abd_convention(rows[:3] + [dict(rows[3], empty_abd="nan")])
+        empty_abd_convention(rows[:3] + [dict(rows[3], empty_abd="exclude")])
     assert empty_abd_convention([]) is None

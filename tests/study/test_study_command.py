@@ -33,6 +33,15 @@ def test_training_conditions_cover_every_part_once() -> None:
     assert training_conditions(["svb"], [], True)[-1] == "snr4"  # sensitivity needs SNR 4
 
 
+def test_study_refuses_an_unknown_empty_abd_convention() -> None:
+    from mitoseg.errors import InputError
+    from mitoseg.study.run import _check
+
+    _check(compose_config("study", ["empty_abd=exclude"]))
+    with pytest.raises(InputError, match="'empty_abd' must be one of \\['diagonal', 'exclude'\\].*'zero'"):
+        _check(compose_config("study", ["empty_abd=zero"]))
+
+
 def read_rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as stream:
         return list(csv.DictReader(stream))

@@ -63,6 +63,14 @@ class SyntheticFluorescenceDataset(Dataset):
             raise IndexError(index)
         return condition_of_sample(index, len(self.masks), len(self.conditions))
 
+    def unit_of(self, index: int) -> str:
+        """The independent unit of sample ``index``: the group of its mask, which the split
+        keeps on one side (a crop with its flips/rotations, or a cluster of overlapping crops;
+        each procedural mask alone). Statistics over images test unit means."""
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return f"group-{int(self.masks.groups[index % len(self.masks)])}"
+
     def sample_mask(self, index: int) -> tuple[np.ndarray, int, np.random.Generator]:
         """The augmented mask of sample ``index``, its condition index, and the sample's
         generator after the augmentation (the image is drawn from it next)."""
@@ -80,7 +88,7 @@ class SyntheticFluorescenceDataset(Dataset):
         mask, condition, rng = self.sample_mask(index)
         image, record = synthesize(mask, self.conditions[condition], rng)
         record = record | {"index": index, "mask_id": self.masks.ids[index % len(self.masks)],
-                           "stream": self.stream, "seed": self.seed}
+                           "unit": self.unit_of(index), "stream": self.stream, "seed": self.seed}
         return image, mask, record
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -91,6 +99,7 @@ class SyntheticFluorescenceDataset(Dataset):
             "mask": torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None],
             "index": index,
             "mask_id": record["mask_id"],
+            "unit": record["unit"],
             "record": {key: record[key] for key in RECORD_KEYS},
         }
 

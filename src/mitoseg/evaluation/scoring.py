@@ -16,7 +16,8 @@ SUMMARY_METRICS = ("as", "abd_px", "abd_um")
 def score_batch(probabilities: torch.Tensor, masks: torch.Tensor, batch: Mapping[str, Any],
                 binarize: Callable[[np.ndarray], np.ndarray],
                 pixel_size_um: float) -> list[dict[str, Any]]:
-    """One row per image: its id, how it was made, and AS / ABD (px and um) of its prediction."""
+    """One row per image: its id, its independent unit (when the data set knows it), how it was
+    made, AS / ABD (px and um) of its prediction, and gt_empty / pred_empty."""
     probabilities = probabilities.detach().float().cpu().numpy()[:, 0]
     masks = masks.detach().cpu().numpy()[:, 0] > 0.5
     images = batch["image"].detach().float().cpu().numpy()[:, 0] if "image" in batch else None
@@ -24,6 +25,8 @@ def score_batch(probabilities: torch.Tensor, masks: torch.Tensor, batch: Mapping
     rows = []
     for i, (probability, mask) in enumerate(zip(probabilities, masks)):
         row: dict[str, Any] = {"mask_id": _item(batch["mask_id"], i), "index": _item(batch["index"], i)}
+        if "unit" in batch:
+            row["unit"] = _item(batch["unit"], i)
         row |= {key: _item(values, i) for key, values in records.items()}
         row |= image_metrics(mask, apply_postproc(binarize, probability,
                                                   None if images is None else images[i]),

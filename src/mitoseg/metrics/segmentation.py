@@ -10,7 +10,7 @@ Conventions (chosen so every metric is defined for every input, see each docstri
 - Empty masks get fixed values instead of errors, because empty predictions (and empty
   ground-truth crops) do occur in evaluation loops and must not abort them. The ABD of a pair
   where exactly one mask is empty is an option (``empty_abd``, see ``EMPTY_ABD``): the image
-  diagonal (default: a total miss scores worst) or nan (left out of means, to be counted
+  diagonal (default: a total miss scores worst) or exclude (nan: left out of means, counted
   apart with ``pred_empty``). DDS inherits it.
 """
 
@@ -25,7 +25,7 @@ from mitoseg.errors import InputError
 from mitoseg.metrics.boundary_distance import boundary_distance_sums
 
 Sampling = Union[float, tuple[float, float], None]
-EMPTY_ABD = ("diagonal", "nan")  # ABD when exactly one of the two masks is empty
+EMPTY_ABD = ("diagonal", "exclude")  # ABD when exactly one of the two masks is empty
 
 __all__ = [
     "area_similarity",
@@ -94,7 +94,7 @@ def _sampling(sampling: Sampling) -> tuple[float, float]:
 def _check_empty_abd(empty_abd: str, name: str = "empty_abd") -> None:
     if empty_abd not in EMPTY_ABD:
         raise InputError(f"{name}: the ABD of an empty mask against a non-empty one must be "
-                         f"'diagonal' or 'nan', got {empty_abd!r}")
+                         f"'diagonal' or 'exclude', got {empty_abd!r}")
 
 
 def _check_connectivity(connectivity: int) -> None:
@@ -191,8 +191,8 @@ def average_boundary_distance(
     Conventions: both empty -> 0.0. Exactly one empty -> ``empty``: "diagonal" (default), the
     image diagonal sqrt((H*dy)^2 + (W*dx)^2), larger than any real boundary distance in the
     image, so a total miss scores worst instead of being undefined or dropped from averages
-    (282.8 px on 200 x 200 images: one such image moves a mean of 30 by about 9 px); "nan",
-    undefined, so that means leave it out (count the empty masks apart).
+    (282.8 px on 200 x 200 images: one such image moves a mean of 30 by about 9 px);
+    "exclude", nan, so that means leave it out (count the empty masks apart).
     """
     _check_empty_abd(empty, "empty")
     ma, mb = _pair(a, b)
@@ -226,7 +226,7 @@ def deformation_distance_similarity(
     1 means the prediction boundary moved as much as the ground truth, 0 that it did not move.
     ABD(A, A_D) == 0 -> nan: the ground truth did not move, so the ratio is undefined. The ABDs
     follow ``empty_abd`` (see average_boundary_distance): one of B, B_D empty gives the
-    diagonal / ABD(A, A_D) by default, nan with "nan".
+    diagonal / ABD(A, A_D) by default, nan with "exclude".
     """
     _check_empty_abd(empty_abd)
     ma, mad = _pair(a, a_d, ("a", "a_d"))

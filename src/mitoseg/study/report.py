@@ -372,13 +372,13 @@ def _empty_section(rows: list[dict]) -> list[str]:
     meaning = {"diagonal": "the image diagonal (282.8 px on 200 x 200 images), so a total miss "
                            "scores worst and stays in every ABD mean (one such image moves a mean "
                            "of 30 by about 9 px); DDS inherits it",
-               "nan": "undefined: left out of the ABD means and the tests (and DDS with it), "
+               "exclude": "nan: left out of the ABD means and the tests (and DDS with it), "
                       "counted here instead",
                None: "no rows"}[convention]
     table = empty_prediction_table(rows)
     lines = ["## Empty predictions", "",
              f"ABD of an empty prediction against a non-empty mask: `empty_abd: {convention}`, "
-             f"{meaning}. The study option `empty_abd` chooses it (diagonal or nan); per_image.csv "
+             f"{meaning}. The study option `empty_abd` chooses it (diagonal or exclude); per_image.csv "
              "marks each such row (`pred_empty`; sensitivity rows: on the original or the deformed "
              "image).", ""]
     hit = [e for e in table if e["empty"]]

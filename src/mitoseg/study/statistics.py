@@ -7,7 +7,7 @@ and the report.
 
 Definitions (paper 000; see each function):
 - mean ± SEM per condition over the images, SEM = std (ddof=1) / sqrt(n), nan values
-  (undefined DDS; ABD of empty predictions under ``empty_abd: nan``) dropped and counted. A
+  (undefined DDS; ABD of empty predictions under ``empty_abd: exclude``) dropped and counted. A
   description of the images: they are not independent (``mitoseg.study.units``).
 - every test compares *unit* values (column ``unit``: a crop with its flips/rotations, or a
   cluster of overlapping crops; the mean over its images and training seeds); ``units`` next
@@ -101,7 +101,7 @@ def normalize_rows(rows: Iterable[Mapping[str, Any]], where: str = "rows") -> li
                                  "or cluster), got none")
             column = "empty_abd"
             if typed["empty_abd"] not in EMPTY_ABD:
-                raise ValueError(f"expected 'diagonal' or 'nan', got {typed['empty_abd']!r}")
+                raise ValueError(f"expected 'diagonal' or 'exclude', got {typed['empty_abd']!r}")
             column = "pred_empty"
             typed["pred_empty"] = {"0": 0, "0.0": 0, "1": 1, "1.0": 1}.get(str(row["pred_empty"]).strip())
             if typed["pred_empty"] is None:
@@ -304,7 +304,7 @@ def empty_prediction_table(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, 
 
 
 def empty_abd_convention(rows: Iterable[Mapping[str, Any]]) -> Optional[str]:
-    """The ABD convention for empty predictions the rows were scored with ("diagonal" or "nan";
+    """The ABD convention for empty predictions the rows were scored with ("diagonal" or "exclude";
     None without rows); a table that mixes them cannot be summarized."""
     found = sorted({r["empty_abd"] for r in normalize_rows(rows)})
     if len(found) > 1:
