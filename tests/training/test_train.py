@@ -40,6 +40,8 @@ def test_full_tiny_run_writes_checkpoints_and_per_image_metrics(tmp_path: Path,
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     rows = read_rows(tmp_path)
     assert len(rows) == metrics["test"]["as"]["n"] == 4
+    assert metrics["test"]["as"]["units"] == 4  # procedural masks: each its own unit
+    assert metrics["test"]["pred_empty"]["n"] == 4  # the share of empty predictions
     mean_as = sum(float(r["as"]) for r in rows) / len(rows)
     assert metrics["test"]["as"]["mean"] == pytest.approx(mean_as)
     data = json.loads((tmp_path / "data.json").read_text())
