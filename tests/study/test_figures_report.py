@@ -202,6 +202,8 @@ def test_report_counts_empty_predictions_and_names_the_convention(rows, tmp_path
     with (tmp_path / "empty_predictions.csv").open(newline="") as stream:
         table = list(csv.DictReader(stream))
     assert sum(int(r["empty"]) for r in table) == 2
-    nan_rows = [dict(r, empty_abd="exclude") for r in rows]
-    text = render_report(nan_rows)
+    excluded = [dict(r, empty_abd="exclude", abd_px="nan" if r["pred_empty"] == "1" else r["abd_px"])
+                for r in rows]
+    text = render_report(excluded)
     assert "`empty_abd: exclude`" in text and "left out of the ABD means" in text
+    assert "(n=4 images, 2 units; 2 nan left out)" in text.split("snr, ABD (px)")[1].split("###")[0]

@@ -146,11 +146,13 @@ def _csv_text(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def _mean_sem(mean: float, sem: float, n: int, units: int) -> str:
-    """Per-image mean ± SEM, with the images and the independent units they come from."""
+def _mean_sem(mean: float, sem: float, n: int, units: int, dropped: int = 0) -> str:
+    """Per-image mean ± SEM, with the images and the independent units they come from, and the
+    nan values left out (undefined DDS; ABD of empty predictions under empty_abd: exclude)."""
+    left_out = f"; {dropped} nan left out" if dropped else ""
     if not n:
-        return "missing"
-    return f"{_num(mean)} ± {_num(sem)} (n={n} images, {units} units)"
+        return f"none defined ({dropped} nan left out)" if dropped else "missing"
+    return f"{_num(mean)} ± {_num(sem)} (n={n} images, {units} units{left_out})"
 
 
 # ----------------------------------------------------------------------------- sections
@@ -208,8 +210,8 @@ def _mean_sem_tables(rows: list[dict], part: str, families: Sequence[str], metri
             for method in ordered_methods(g["method"] for g in groups):
                 cells = {g["level"]: g for g in groups if g["method"] == method}
                 body.append([figs.method_label(method)] + [
-                    _mean_sem(cells[lv]["mean"], cells[lv]["sem"], cells[lv]["n"], cells[lv]["units"])
-                    if lv in cells else "missing" for lv in levels])
+                    _mean_sem(cells[lv]["mean"], cells[lv]["sem"], cells[lv]["n"], cells[lv]["units"],
+                              cells[lv]["dropped"]) if lv in cells else "missing" for lv in levels])
             lines += [f"{family}, {METRIC_NAMES[metric]}, per-image mean ± SEM:", ""]
             lines += _table(["method"] + [format_level(family, lv) for lv in levels], body)
     return lines

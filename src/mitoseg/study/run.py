@@ -93,6 +93,7 @@ def run_study(cfg: DictConfig) -> Path:
         "command": " ".join(sys.argv), "study folder": str(study_dir),
         "mask source": _mask_source(runs, cfg.dataset),
         "n per condition": _test_size(runs),
+        "mixture training images per condition": _mixture_counts(runs),
         "families": ", ".join(cfg.families),
         "mixtures": ", ".join(cfg.mixtures) or "none",
         "models": ", ".join(cfg.models), "seeds": ", ".join(map(str, cfg.seeds)),
@@ -117,6 +118,24 @@ def _mask_source(runs: list, dataset: str) -> str:
     masks = runs[0].config["dataset"].get("masks", {})
     where = masks.get("path") or f"procedural, seed {masks.get('seed')}, {masks.get('count')} masks"
     return f"{dataset} ({where})"
+
+
+def _mixture_counts(runs: list) -> str:
+    """What each mixture network was trained on, from its data.json (equal by construction):
+    "mix_snr unet_paper000 seed 0: snr 1: 84, 4: 84, 8: 84"."""
+    import json
+
+    found = []
+    for run in sorted((r for r in runs if r.condition in MIXTURES),
+                      key=lambda r: (r.condition, r.model, r.seed)):
+        data = run.folder / "data.json"
+        data = json.loads(data.read_text()) if data.is_file() else {}
+        counts, conditions = data.get("train_condition_counts"), data.get("train_conditions", [])
+        key = "snr" if MIXTURES[run.condition] == "snr" else "blur_sigma"
+        text = (", ".join(f"{c.get(key):g}: {n}" for c, n in zip(conditions, counts))
+                if counts else "not recorded")
+        found.append(f"{run.condition} {run.model} seed {run.seed}: {key} {text}")
+    return "; ".join(found) or "no mixture run"
 
 
 def _test_size(runs: list) -> str:
