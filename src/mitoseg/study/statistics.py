@@ -204,7 +204,7 @@ def compare(a: Iterable[Mapping[str, Any]], b: Iterable[Mapping[str, Any]], metr
     return unit_t_test(_pairs(a, metric), _pairs(b, metric), equal_var)
 
 
-def test_name(equal_var: bool) -> str:
+def _test_name(equal_var: bool) -> str:
     return ("student" if equal_var else "welch") + ", unit means"
 
 
@@ -271,7 +271,7 @@ def pairwise_tests(rows: Iterable[Mapping[str, Any]], metric: str, family: str, 
         test = compare(by_method[m1], by_method[m2], metric, equal_var)
         out.append({"part": part, "family": family, "level": float(level), "metric": metric,
                     "method_1": m1, "method_2": m2, "mean_1": s1["mean"], "mean_2": s2["mean"],
-                    "n1": s1["n"], "n2": s2["n"], **test, "test": test_name(equal_var)})
+                    "n1": s1["n"], "n2": s2["n"], **test, "test": _test_name(equal_var)})
     return out
 
 
