@@ -102,9 +102,11 @@ def test_train_condition_mixture(mask_set):
     assert len(train) == 3 * n
     for index in range(0, 3 * n, 5):
         sample = train[index]
-        assert sample["record"]["snr"] == snrs[(index // n) % 3], index
+        assert sample["record"]["snr"] == snrs[train.condition_of(index)], index
         assert sample["mask_id"] == train.masks.ids[index % n]
-    # Every mask appears under every condition; the same mask, a different image.
+    # Every mask appears once under every condition; the same mask, a different image.
+    assert sorted(train.condition_of(i) for i in (2, 2 + n, 2 + 2 * n)) == [0, 1, 2]
+    assert module.describe()["train_condition_counts"] == [n, n, n]
     images = [train[i]["image"] for i in (2, 2 + n, 2 + 2 * n)]
     assert not torch.equal(images[0], images[1]) and not torch.equal(images[1], images[2])
     # Evaluation stays on the single condition.
@@ -178,6 +180,9 @@ def test_batches_and_collated_records(mask_set):
     val = next(iter(module.val_dataloader()))
     assert val["index"].tolist() == [0, 1, 2, 3]
     assert val["mask_id"] == module.datasets["val"].masks.ids[:4]
+    # Each image knows its independent unit: the group its mask was split by.
+    groups = module.datasets["val"].masks.groups[:4]
+    assert val["unit"] == [f"group-{g}" for g in groups]
 
 
 def test_unnormalized_images_keep_their_levels(mask_set):

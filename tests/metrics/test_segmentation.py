@@ -190,6 +190,41 @@ def test_empty_conventions():
     )
 
 
+
+def test_empty_abd_option_diagonal_or_exclude():
+    """The one-empty-mask convention is an explicit option: the diagonal (default) or exclude (nan), so a
+    study can leave total misses out of ABD means (and count them) instead of scoring them
+    282.8 px on 200 x 200 images."""
+    empty = np.zeros((30, 40), bool)
+    some = np.zeros((30, 40), bool)
+    some[5:9, 5:9] = True
+    assert average_boundary_distance(some, empty, empty="diagonal") == pytest.approx(50.0)
+    assert math.isnan(average_boundary_distance(some, empty, empty="exclude"))
+    assert math.isnan(average_boundary_distance(empty, some, empty="exclude"))
+    assert average_boundary_distance(empty, empty, empty="exclude") == 0.0  # both empty agree
+    assert average_boundary_distance(some, some, empty="exclude") == 0.0
+    m = image_metrics(some, empty, pixel_size_um=0.1, empty_abd="exclude")
+    assert math.isnan(m["abd_px"]) and math.isnan(m["abd_um"]) and m["pred_empty"] == 1.0
+    assert m["as"] == 0.0  # AS needs no convention
+    with pytest.raises(InputError, match="empty_abd.*'diagonal' or 'exclude'.*'zero'"):
+        image_metrics(some, empty, pixel_size_um=0.1, empty_abd="zero")
+    with pytest.raises(InputError, match="empty.*'diagonal' or 'exclude'"):
+        average_boundary_distance(some, empty, empty="nan")
+
+
+def test_dds_inherits_the_empty_abd_option(random_pairs):
+    a, a_d = random_pairs[7]
+    b = a.copy()
+    empty = np.zeros_like(a)
+    diagonal = deformation_metrics(a, a_d, b, empty)  # the prediction vanished when deformed
+    moved = average_boundary_distance(a, a_d)
+    assert diagonal["dds"] == pytest.approx(math.hypot(*a.shape) / moved)
+    assert deformation_distance_similarity(a, a_d, b, empty) == pytest.approx(diagonal["dds"])
+    excluded = deformation_metrics(a, a_d, b, empty, empty_abd="exclude")
+    assert math.isnan(excluded["dds"]) and excluded["das"] == diagonal["das"]
+    assert math.isnan(deformation_distance_similarity(a, a_d, b, empty, empty_abd="exclude"))
+    assert math.isnan(deformation_metrics(a, a_d, empty, b, empty_abd="exclude")["abd"])
+
 def test_masks_touching_image_edge():
     gt = np.ones((6, 6), bool)
     pred = np.zeros((6, 6), bool)

@@ -55,3 +55,11 @@ def test_holm_by_hand(raw: list[float], adjusted: list[float]) -> None:
 def test_unstable_flag() -> None:
     assert is_unstable(0.02, 0.01) and not is_unstable(0.01, 0.01)
     assert not is_unstable(math.nan, 0.01)
+
+
+def test_per_seed_averages_the_runs_of_one_seed() -> None:
+    from mitoseg.reporting.stats import per_seed
+
+    assert per_seed([(0, 0.8), (1, 0.9), (0, 0.7)]) == pytest.approx([0.75, 0.9])
+    assert per_seed([(None, 0.8), (None, 0.6), (2, 0.5)]) == pytest.approx([0.8, 0.6, 0.5])
+    assert per_seed([]) == []

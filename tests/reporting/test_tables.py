@@ -152,3 +152,22 @@ def test_write_report_files_and_refusal(study: Path, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="already holds report.md.*refusing"):
         write_report([study], out, metrics=["test/as"])
     assert (out / "report.md").read_bytes() == before
+
+
+def test_seeds_are_the_units_across_runs(study: Path) -> None:
+    """Two finished runs of one configuration with the same seed are one unit: n counts seeds,
+    the seed's value is the mean of its runs, and the test uses those values."""
+    sweep = next((study / "multirun" / "default").iterdir())
+    make_run(sweep / "90_fcn_again_seed0", [*SHARED, "model=fcn_paper000"], 0, model="fcn_paper000",
+             metrics={"as": 0.70, "abd_px": 3.0})
+    report = summarize(collect_runs([study]).runs, ["test/as"], baseline=BASELINE)
+    row = rows_by_config(report)["model=fcn_paper000"]
+    first, *rest = AS["model=fcn_paper000"][1]
+    per_seed = [(first + 0.70) / 2, *rest]
+    assert (row["n"], row["runs"]) == (3, 4)
+    assert row["values"] == pytest.approx(per_seed)
+    assert row["mean"] == pytest.approx(sum(per_seed) / 3)
+    expected = scipy_stats.ttest_ind(per_seed, AS[BASELINE][1], equal_var=False).pvalue
+    assert row["p_value"] == pytest.approx(expected, rel=1e-12)
+    text = markdown(report)
+    assert "n = independent seeds" in text and "3 (4 runs)" in text

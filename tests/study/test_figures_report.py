@@ -169,3 +169,41 @@ def test_render_report_without_rows():
     assert "| command | python study.py \\| tee log |" in text  # a '|' must not split the row
     assert text.count("**missing** (no rows)") >= 4 and "0.0112" in text and "0.7672" in text
     assert "No figures were drawn" in text
+
+
+def test_report_gives_the_units_next_to_every_n(rows, tmp_path):
+    """Tests run on independent units; every n of images comes with its number of units."""
+    import re
+
+    text = write_study_report(rows, tmp_path, figures=False).read_text()
+    assert re.findall(r"\(n=\d+ images, \d+ units\)", text)
+    assert not re.findall(r"\(n=\d+\)", text)
+    assert "unit means" in text.split("## Run")[0] and "per-image" in text.split("## Run")[0]
+    assert "| family | level | metric | pair | t | p | n1 | n2 | units 1 | units 2 |" in text
+    assert "6 rows (images) per condition, 3 units" in text
+    with (tmp_path / "tests.csv").open(newline="") as stream:
+        tests = list(csv.DictReader(stream))
+    assert {t["units_1"] for t in tests} == {"3"} and {t["test"] for t in tests} == {"student, unit means"}
+    with (tmp_path / "mixture.csv").open(newline="") as stream:
+        assert {r["mixture_units"] for r in csv.DictReader(stream)} == {"3"}
+
+
+def test_report_counts_empty_predictions_and_names_the_convention(rows, tmp_path):
+    rows = [dict(r) for r in rows]
+    hits = [r for r in rows if r["part"] == "robustness" and r["family"] == "snr" and r["level"] == "1"
+            and r["method"] == "unet"][:2]
+    for row in hits:
+        row["pred_empty"], row["abd_px"] = "1", "282.8"
+    text = write_study_report(rows, tmp_path, figures=False).read_text()
+    section = text.split("## Empty predictions")[1].split("\n## ")[0]
+    assert "`empty_abd: diagonal`" in section and "282.8 px" in section
+    assert "| robustness | snr | 1 | 1 | U-Net | 2 of 6 (1 units) |" in section
+    assert "2 of" in text.split("## Run")[1].split("##")[0]  # the total in the run summary
+    with (tmp_path / "empty_predictions.csv").open(newline="") as stream:
+        table = list(csv.DictReader(stream))
+    assert sum(int(r["empty"]) for r in table) == 2
+    excluded = [dict(r, empty_abd="exclude", abd_px="nan" if r["pred_empty"] == "1" else r["abd_px"])
+                for r in rows]
+    text = render_report(excluded)
+    assert "`empty_abd: exclude`" in text and "left out of the ABD means" in text
+    assert "(n=4 images, 2 units; 2 nan left out)" in text.split("snr, ABD (px)")[1].split("###")[0]

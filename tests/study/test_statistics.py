@@ -15,6 +15,8 @@ from mitoseg.study.statistics import (
     COLUMNS,
     average_change,
     cross_condition_table,
+    empty_abd_convention,
+    empty_prediction_table,
     format_level,
     level_order,
     mixture_table,
@@ -33,13 +35,21 @@ METHODS = ("fcn", "unet", "aam")
 LEVELS = {"snr": (8, 4, 1), "sib": (2, 3, 4)}
 
 
-def make_row(part, family, level, method, image, as_=0.5, abd=1.0, train_level=None, das="", dds=""):
+UNIT_SIZE = 2  # images per independent unit in these rows (the real crops have 6)
+
+
+def make_row(part, family, level, method, image, as_=0.5, abd=1.0, train_level=None, das="", dds="",
+             pred_empty=0, empty_abd="diagonal", seed=None):
     """One row as the csv module would read it: every value text."""
     if train_level is None:
         train_level = "" if method == "aam" else level
+    if seed is None:
+        seed = "" if method == "aam" else "0"
     return {"part": part, "family": family, "level": str(level), "train_level": str(train_level),
-            "method": method, "seed": "" if method == "aam" else "0", "image": f"crop{image:03d}",
-            "as": str(as_), "abd_px": str(abd), "abd_um": str(abd * 0.0645), "das": str(das), "dds": str(dds)}
+            "method": method, "seed": str(seed), "image": f"crop{image:03d}",
+            "unit": f"group-{image // UNIT_SIZE}", "as": str(as_), "abd_px": str(abd),
+            "abd_um": str(abd * 0.0645), "das": str(das), "dds": str(dds),
+            "pred_empty": str(pred_empty), "empty_abd": empty_abd}
 
 
 def study_rows(seed: int = 0, images: int = 6) -> list[dict]:
@@ -86,6 +96,15 @@ def values(rows, metric, **criteria):
         if ok and row[metric] not in ("", "nan") and not math.isnan(float(row[metric])):
             out.append(float(row[metric]))
     return out
+
+
+def unit_means(rows, metric, **criteria):
+    """Brute force: the mean of the finite values of each unit, in order of first appearance."""
+    units = {}
+    for row in rows:
+        if values([row], metric, **criteria):
+            units.setdefault(row["unit"], []).append(float(row[metric]))
+    return [sum(v) / len(v) for v in units.values()]
 
 
 def bf_mean(xs):
@@ -145,6 +164,15 @@ def test_summarize_brute_force():
     assert snr == [8.0, 4.0, 1.0]  # the paper's order
 
 
+def test_summarize_counts_units_and_their_sem():
+    rows = study_rows()
+    for entry in summarize(rows, by=("part", "family", "level", "method"), metric="abd_px"):
+        where = dict(part=entry["part"], family=entry["family"], level=entry["level"], method=entry["method"])
+        units = unit_means(rows, "abd_px", **where)
+        assert entry["units"] == len(units) == 3  # 6 images (12 for the two cross train levels)
+        assert entry["unit_sem"] == pytest.approx(bf_sem(units))
+
+
 def test_summarize_drops_nan_and_counts():
     rows = study_rows()
     table = summarize([r for r in rows if r["part"] == "sensitivity"], by=("level", "method"), metric="dds")
@@ -181,6 +209,17 @@ def test_bad_rows_are_named():
     del row["abd_px"]
     with pytest.raises(InputError, match="abd_px"):
         normalize_rows([row], where="per_image.csv")
+    for column in ("unit", "pred_empty", "empty_abd"):
+        row = make_row("robustness", "snr", 8, "fcn", 0)
+        del row[column]
+        with pytest.raises(InputError, match=f"lacks column.*'{column}'"):
+            normalize_rows([row], where="per_image.csv")
+    with pytest.raises(InputError, match="row 0, column 'unit': every image needs the id of its "):
+        normalize_rows([dict(make_row("robustness", "snr", 8, "fcn", 0), unit="")])
+    with pytest.raises(InputError, match="row 0, column 'pred_empty'"):
+        normalize_rows([make_row("robustness", "snr", 8, "fcn", 0, pred_empty="yes")])
+    with pytest.raises(InputError, match="row 0, column 'empty_abd'.*'diagonal' or 'exclude'"):
+        normalize_rows([make_row("robustness", "snr", 8, "fcn", 0, empty_abd="zero")])
     with pytest.raises(InputError, match="row 0, column 'level'"):
         normalize_rows([make_row("robustness", "snr", "high", "fcn", 0)])
     with pytest.raises(InputError, match="column 'as'"):
@@ -220,12 +259,48 @@ def test_pairwise_tests_brute_force(equal_var):
     out = pairwise_tests(rows, "abd_px", "snr", 4, equal_var=equal_var)
     assert [(e["method_1"], e["method_2"]) for e in out] == list(combinations(METHODS, 2))
     for entry in out:
-        a = values(rows, "abd_px", part="robustness", family="snr", level=4, method=entry["method_1"])
-        b = values(rows, "abd_px", part="robustness", family="snr", level=4, method=entry["method_2"])
+        where = dict(part="robustness", family="snr", level=4)
+        a = unit_means(rows, "abd_px", **where, method=entry["method_1"])
+        b = unit_means(rows, "abd_px", **where, method=entry["method_2"])
         t, p = bf_t(a, b, equal_var)
-        assert (entry["n1"], entry["n2"]) == (6, 6)
+        assert (entry["n1"], entry["n2"]) == (6, 6)  # images, a description
+        assert (entry["units_1"], entry["units_2"]) == (3, 3)  # the sample size of the test
         assert entry["t"] == pytest.approx(t) and entry["p"] == pytest.approx(p)
-        assert entry["test"] == ("student" if equal_var else "welch")
+        image_p = bf_t(values(rows, "abd_px", **where, method=entry["method_1"]),
+                       values(rows, "abd_px", **where, method=entry["method_2"]), equal_var)[1]
+        assert entry["p"] != pytest.approx(image_p)  # not the pseudo-replicated test
+        assert entry["test"] == ("student" if equal_var else "welch") + ", unit means"
+
+
+def test_pseudo_replicates_do_not_make_false_significance():
+    """Null data like the study's: 5 crops x 6 highly correlated images per method. A test over
+    the 30 images calls about half of these null comparisons significant; over crops, ~5 %."""
+    rng = np.random.default_rng(3)
+    calls, image_calls, runs = 0, 0, 200
+    for _ in range(runs):
+        rows = []
+        for method in ("fcn", "unet"):
+            crops = rng.normal(0.8, 0.1, size=5)  # crop effect >> image noise (ICC ~ 0.9)
+            rows += [make_row("robustness", "snr", 4, method, 6 * c + i, as_=crops[c] + rng.normal(0, 0.03))
+                     for c in range(5) for i in range(6)]
+        for row in rows:
+            row["unit"] = f"crop-{int(row['image'][4:]) // 6}"
+        (entry,) = pairwise_tests(rows, "as", "snr", 4)
+        assert (entry["n1"], entry["units_1"]) == (30, 5)
+        calls += entry["p"] < 0.05
+        image_calls += bf_t(values(rows, "as", method="fcn"), values(rows, "as", method="unet"), True)[1] < 0.05
+    assert calls / runs <= 0.10 and image_calls / runs >= 0.3, (calls, image_calls)
+
+
+def test_seeds_are_replicates_within_a_unit():
+    """Rows of three training seeds on the same 3 units: still 3 units, each the mean over seeds."""
+    rows = [make_row("robustness", "snr", 4, method, i, as_=0.5 + 0.1 * seed + 0.01 * i + 0.2 * m,
+                     seed=seed) for m, method in enumerate(("fcn", "unet")) for seed in range(3)
+            for i in range(6)]
+    (entry,) = pairwise_tests(rows, "as", "snr", 4)
+    assert (entry["n1"], entry["units_1"]) == (18, 3)
+    a, b = unit_means(rows, "as", method="fcn"), unit_means(rows, "as", method="unet")
+    assert entry["p"] == pytest.approx(bf_t(a, b, True)[1])
 
 
 def test_pairwise_tests_sensitivity_and_small_groups():
@@ -256,6 +331,7 @@ def test_robustness_table_brute_force():
         means = [bf_mean(values(rows, entry["metric"], part="robustness", family=entry["family"],
                                 level=lv, method=entry["method"])) for lv in levels]
         assert entry["means"] == pytest.approx(means) and entry["ns"] == [6, 6, 6]
+        assert entry["units"] == [3, 3, 3]
         pairs = sorted(zip(levels, means))
         slopes = [abs(m1 - m0) / (l1 - l0) for (l0, m0), (l1, m1) in zip(pairs, pairs[1:])]
         assert entry["slope"] == pytest.approx(sum(slopes) / len(slopes))
@@ -282,6 +358,7 @@ def test_sensitivity_table_brute_force():
         assert entry["das_dilation_2_3"] == pytest.approx((das[2] + das[3]) / 2)
         assert entry["dds_all_levels"] == pytest.approx(sum(dds.values()) / 4)
         assert entry["dds_n"] == [5, 6, 6, 6] and entry["dds_dropped"] == [1, 0, 0, 0]
+        assert entry["das_units"] == entry["dds_units"] == [3, 3, 3, 3]
     no_dilation = [r for r in rows if r["part"] == "sensitivity" and r["level"] != "3"]
     assert all(math.isnan(e["das_dilation_2_3"]) for e in sensitivity_table(no_dilation))
 
@@ -299,6 +376,12 @@ def test_cross_condition_table_brute_force():
         assert entry["reference_mean"] == pytest.approx(ref) and entry["reference_source"] == "robustness"
         assert entry["mean"] == pytest.approx(bf_mean(here))
         assert entry["change_pct"] == pytest.approx((bf_mean(here) - ref) / ref * 100)
+        if test != train:
+            ref_units = unit_means(rows, metric, part="robustness", family="snr", level=train, method=method)
+            here_units = unit_means(rows, metric, part="cross", family="snr", level=test, method=method,
+                                    train_level=train)
+            assert entry["p"] == pytest.approx(bf_t(here_units, ref_units, True)[1])
+            assert (entry["n"], entry["units"], entry["reference_units"]) == (6, 3, 3)
     expected = (grid[("unet", 8.0, 4.0, "as")]["change_pct"] + grid[("unet", 8.0, 1.0, "as")]["change_pct"]) / 2
     assert average_change(table, "snr", "unet", 8, [4, 1], "as") == pytest.approx(expected)
     assert math.isnan(average_change(table, "snr", "unet", 8, [4, 2], "as"))
@@ -327,10 +410,43 @@ def test_mixture_table_brute_force():
         assert entry["mixture_mean"] == pytest.approx(bf_mean(mix))
         assert entry["single_mean"] == pytest.approx(bf_mean(one))
         assert entry["difference"] == pytest.approx(bf_mean(mix) - bf_mean(one))
-        assert entry["p"] == pytest.approx(bf_t(mix, one, True)[1])
+        mix_units = unit_means(rows, entry["metric"], part="mixture", level=entry["level"],
+                               method=entry["method"])
+        one_units = unit_means(rows, entry["metric"], part="robustness", family="snr",
+                               level=entry["level"], method=entry["method"])
+        assert entry["p"] == pytest.approx(bf_t(mix_units, one_units, True)[1])
+        assert (entry["mixture_n"], entry["mixture_units"], entry["single_units"]) == (6, 3, 3)
 
 
 def test_tables_of_absent_parts_are_empty():
     only = [r for r in study_rows() if r["part"] == "robustness"]
     assert sensitivity_table(only) == [] and cross_condition_table(only) == [] and mixture_table(only) == []
     assert robustness_table([]) == [] and summarize([]) == []
+
+
+# ----------------------------------------------------------------------------- empty predictions
+
+def test_empty_predictions_are_counted_per_condition_and_method():
+    rows = study_rows()
+    marked = 0
+    for row in rows:
+        if row["part"] == "robustness" and row["family"] == "snr" and row["level"] == "1" \
+                and row["method"] == "aam" and row["image"] in ("crop000", "crop003"):
+            row["pred_empty"], row["abd_px"] = "1", str(math.hypot(200, 200))
+            marked += 1
+    assert marked == 2
+    table = empty_prediction_table(rows)
+    assert len(table) == len(summarize(rows, by=("part", "family", "level", "train_level", "method")))
+    (hit,) = [e for e in table if e["empty"]]
+    assert (hit["part"], hit["family"], hit["level"], hit["method"]) == ("robustness", "snr", 1.0, "aam")
+    assert (hit["empty"], hit["n"], hit["units"]) == (2, 6, 2)
+    assert sum(e["n"] for e in table) == len(rows)
+
+
+def test_the_empty_abd_convention_is_one_per_table():
+    rows = study_rows()
+    assert empty_abd_convention(rows) == "diagonal"
+    assert empty_abd_convention([dict(r, empty_abd="exclude") for r in rows]) == "exclude"
+    with pytest.raises(InputError, match="mixes ABD conventions for empty predictions"):
+        empty_abd_convention(rows[:3] + [dict(rows[3], empty_abd="exclude")])
+    assert empty_abd_convention([]) is None

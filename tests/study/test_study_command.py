@@ -33,6 +33,15 @@ def test_training_conditions_cover_every_part_once() -> None:
     assert training_conditions(["svb"], [], True)[-1] == "snr4"  # sensitivity needs SNR 4
 
 
+def test_study_refuses_an_unknown_empty_abd_convention() -> None:
+    from mitoseg.errors import InputError
+    from mitoseg.study.run import _check
+
+    _check(compose_config("study", ["empty_abd=exclude"]))
+    with pytest.raises(InputError, match="'empty_abd' must be one of \\['diagonal', 'exclude'\\].*'zero'"):
+        _check(compose_config("study", ["empty_abd=zero"]))
+
+
 def read_rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as stream:
         return list(csv.DictReader(stream))
@@ -69,12 +78,22 @@ def test_smoke_study_has_every_part_on_paired_images(smoke_study: Path) -> None:
     assert all(0.0 <= float(r["das"]) <= 1.0 for r in sensitivity)
     for r in rows:
         assert 0.0 <= float(r["as"]) <= 1.0 and float(r["abd_px"]) >= 0.0
+        assert r["unit"].startswith("group-") and r["pred_empty"] in ("0", "1")
+        assert r["empty_abd"] == "diagonal"
+    # procedural masks: each test image is its own unit, the same for every method
+    units = {(r["image"], r["unit"]) for r in rows}
+    assert len(units) == len({r["image"] for r in rows}) == len({r["unit"] for r in rows})
 
 
 def test_smoke_study_writes_report_tables_and_figures(smoke_study: Path) -> None:
     report = smoke_study / "report"
     text = (report / "report.md").read_text()
     assert "0.0112" in text and "0.3987" in text  # published figures next to the measured ones
+    assert "(n=6 images, 6 units)" in text and "## Empty predictions" in text
+    mixture = text.split("| mixture training images per condition |")[1].split("\n")[0]
+    for model in ("unet_paper000", "fcn_paper000"):  # 24 masks x 1 repeat: 8 images per SNR
+        assert f"mix_snr {model} seed 0: snr 1: 8, 4: 8, 8: 8" in mixture
+    assert (report / "empty_predictions.csv").is_file()
     for name in ("robustness.csv", "sensitivity.csv", "cross_condition.csv", "mixture.csv"):
         assert (report / name).is_file(), name
     assert list(report.glob("*.png")) and list(report.glob("*.svg"))

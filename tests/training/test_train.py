@@ -30,7 +30,7 @@ def test_fast_dev_run_through_the_real_config(tmp_path: Path) -> None:
     assert "command" in info and info["git"].keys() == {"commit", "dirty"}
     assert 0.0 <= metrics["test"]["as"]["mean"] <= 1.0
     rows = read_rows(tmp_path)
-    assert rows and {"mask_id", "snr", "as", "abd_px", "abd_um"} <= rows[0].keys()
+    assert rows and {"mask_id", "unit", "snr", "as", "abd_px", "abd_um", "pred_empty"} <= rows[0].keys()
 
 
 def test_full_tiny_run_writes_checkpoints_and_per_image_metrics(tmp_path: Path,
@@ -40,11 +40,15 @@ def test_full_tiny_run_writes_checkpoints_and_per_image_metrics(tmp_path: Path,
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     rows = read_rows(tmp_path)
     assert len(rows) == metrics["test"]["as"]["n"] == 4
+    assert metrics["test"]["as"]["units"] == 4  # procedural masks: each its own unit
+    assert metrics["test"]["pred_empty"]["n"] == 4  # the share of empty predictions
     mean_as = sum(float(r["as"]) for r in rows) / len(rows)
     assert metrics["test"]["as"]["mean"] == pytest.approx(mean_as)
     data = json.loads((tmp_path / "data.json").read_text())
     assert data["sizes"] == {"train": 16, "val": 4, "test": 4}
     assert set(data["test_mask_ids"]) == {r["mask_id"] for r in rows}
+    assert {r["unit"] for r in rows} == {f"group-{i.split('-')[-1]}" for i in data["test_mask_ids"]}
+    assert {r["pred_empty"] for r in rows} <= {"0.0", "1.0"}
 
 
 def test_same_seed_gives_identical_metrics(tmp_path: Path, tiny_overrides: list[str]) -> None:

@@ -44,7 +44,9 @@ class FluorescenceDataModule(pl.LightningDataModule):
     Args:
         masks: a callable returning a ``MaskSet`` (called in ``setup``, so configuring is cheap).
         condition: image condition (``FluorescenceParams`` fields) for every split.
-        train_conditions: optional list of conditions mixed in equal parts for training.
+        train_conditions: optional list of conditions mixed in equal parts for training: each
+            gets the same number of images (``mitoseg.data.mixture``; the training set is then
+            masks x train_repeats rounded up to a multiple of the number of conditions).
         test_condition: optional condition for val/test (train at one SNR, test at another).
         split: number of masks in 'val' and 'test' (whole groups); the rest trains.
         train_repeats: noise realizations per training mask (each a different image).
@@ -108,6 +110,9 @@ class FluorescenceDataModule(pl.LightningDataModule):
         log.info("%s: %s", self.mask_set.description,
                  ", ".join(f"{k} {len(v)} images ({len(parts[k])} masks)"
                            for k, v in self.datasets.items()))
+        if len(self.train_conditions) > 1:
+            log.info("training mixture of %d conditions: %s images each", len(self.train_conditions),
+                     self.train_condition_counts())
 
     @property
     def normalization(self) -> Normalization:
@@ -123,10 +128,20 @@ class FluorescenceDataModule(pl.LightningDataModule):
             "sizes": {k: len(v) for k, v in self.datasets.items()},
             "test_mask_ids": list(self.datasets["test"].masks.ids),
             "train_conditions": [c.to_dict() for c in self.train_conditions],
+            "train_repeats": self.train_repeats,
+            "train_condition_counts": self.train_condition_counts(),
             "test_condition": self.test_condition.to_dict(),
             "pixel_size_um": self.pixel_size_um,
             "synthesis": self.synthesis,
         }
+
+    def train_condition_counts(self) -> list[int]:
+        """Training samples per condition of ``train_conditions``, counted (equal in a mixture)."""
+        self.setup()
+        train = self.datasets["train"]
+        counts = np.bincount([train.condition_of(i) for i in range(len(train))],
+                             minlength=len(self.train_conditions))
+        return [int(c) for c in counts]
 
     def on_before_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         """A mask-only batch gets its synthesis plan here, on the CPU: a seed from the training

@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from mitoseg.data.augment import MaskTransform
 from mitoseg.data.mask_sources import MaskSet
+from mitoseg.data.mixture import condition_of_sample, mixture_length
 from mitoseg.data.normalization import Normalization
 from mitoseg.errors import InputError
 from mitoseg.synth.fluorescence import FluorescenceParams, synthesize
@@ -42,8 +43,9 @@ class SyntheticFluorescenceDataset(Dataset):
 
     So a sample depends only on its index, never on worker count, order or epoch: the same
     seed gives the same images. ``repeats`` > 1 makes several noise realizations of each mask.
-    With several conditions (an equal mixture, paper 000's scheme 2), sample i uses condition
-    (i // n) % k, so every mask appears under every condition when repeats is a multiple of k.
+    With k > 1 conditions (an equal mixture, paper 000's scheme 2) every condition gets the same
+    number of samples, whatever n and ``repeats`` (``mitoseg.data.mixture``): the data set then
+    holds n * repeats samples rounded up to a multiple of k.
     """
 
     def __init__(self, masks: MaskSet, conditions: Sequence[FluorescenceParams], seed: int,
@@ -51,8 +53,6 @@ class SyntheticFluorescenceDataset(Dataset):
                  normalize: str = "zscore") -> None:
         if not conditions:
             raise InputError("dataset: at least one image condition is required")
-        if repeats < 1:
-            raise InputError(f"dataset: 'repeats' must be >= 1, got {repeats}")
         if not isinstance(seed, (int, np.integer)) or seed < 0:
             raise InputError(f"dataset: seed must be an int >= 0, got {seed!r}")
         normalize_image(np.zeros((2, 2), np.float32), normalize)  # validate the mode early
@@ -60,9 +60,24 @@ class SyntheticFluorescenceDataset(Dataset):
         self.seed, self.stream, self.repeats = int(seed), stream, int(repeats)
         self.stream_code = zlib.crc32(stream.encode())
         self.augment, self.normalize = augment, normalize
+        self.length = mixture_length(len(masks), self.repeats, len(self.conditions))
 
     def __len__(self) -> int:
-        return len(self.masks) * self.repeats
+        return self.length
+
+    def condition_of(self, index: int) -> int:
+        """The index of the image condition of sample ``index``."""
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return condition_of_sample(index, len(self.masks), len(self.conditions))
+
+    def unit_of(self, index: int) -> str:
+        """The independent unit of sample ``index``: the group of its mask, which the split
+        keeps on one side (a crop with its flips/rotations, or a cluster of overlapping crops;
+        each procedural mask alone). Statistics over images test unit means."""
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return f"group-{int(self.masks.groups[index % len(self.masks)])}"
 
     def sample_mask(self, index: int) -> tuple[np.ndarray, int, np.random.Generator]:
         """The augmented mask of sample ``index``, its condition index, and the sample's
@@ -74,14 +89,14 @@ class SyntheticFluorescenceDataset(Dataset):
         mask = self.masks.masks[index % count]
         if self.augment is not None:
             mask = self.augment(mask, rng)
-        return mask, (index // count) % len(self.conditions), rng
+        return mask, self.condition_of(index), rng
 
     def generate(self, index: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         """The raw (image, mask, record) of sample ``index``, before normalization."""
         mask, condition, rng = self.sample_mask(index)
         image, record = synthesize(mask, self.conditions[condition], rng)
         record = record | {"index": index, "mask_id": self.masks.ids[index % len(self.masks)],
-                           "stream": self.stream, "seed": self.seed}
+                           "unit": self.unit_of(index), "stream": self.stream, "seed": self.seed}
         return image, mask, record
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -92,6 +107,7 @@ class SyntheticFluorescenceDataset(Dataset):
             "mask": torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None],
             "index": index,
             "mask_id": record["mask_id"],
+            "unit": record["unit"],
             "record": {key: record[key] for key in RECORD_KEYS},
         }
 
@@ -111,6 +127,9 @@ class FluorescenceMaskDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.source)
+
+    def condition_of(self, index: int) -> int:
+        return self.source.condition_of(index)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         mask, condition, _ = self.source.sample_mask(index)

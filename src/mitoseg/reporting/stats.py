@@ -28,6 +28,20 @@ def describe(values: Sequence[float]) -> dict[str, float | int]:
             "min": float(array.min()), "max": float(array.max()), "n": n}
 
 
+def per_seed(runs: Sequence[tuple[int | None, float]]) -> list[float]:
+    """One value per seed from (seed, value) of a configuration's runs: the seed is the unit
+    across runs, so several finished runs of one seed (a rerun, a copy) are averaged into one
+    value instead of counting as independent samples. A run of unknown seed (None) is its own
+    unit. Order: first appearance.
+
+    Example: [(0, 0.8), (1, 0.9), (0, 0.7)] -> [0.75, 0.9].
+    """
+    groups: dict[object, list[float]] = {}
+    for index, (seed, value) in enumerate(runs):
+        groups.setdefault(("seed", seed) if seed is not None else ("run", index), []).append(value)
+    return [float(np.mean(values)) for values in groups.values()]
+
+
 def p_value(values: Sequence[float], baseline: Sequence[float], test: str = "welch") -> float:
     """Two-sided p-value of ``values`` against ``baseline``.
 

@@ -1,6 +1,10 @@
 """Tables and box plots of many runs: per (model, dataset, inference protocol) and
 configuration, mean +- std, min, max, n, a p-value against a baseline (raw and
 Holm-adjusted) and an unstable flag; failed and unfinished runs listed, never dropped.
+
+The seed is the unit across runs: each run contributes its own summary (its mean over test
+images, never the images themselves), runs of one seed are averaged into one value
+(``stats.per_seed``), and n counts seeds.
 """
 
 from __future__ import annotations
@@ -20,12 +24,12 @@ import numpy as np
 from mitoseg.errors import InputError
 from mitoseg.reporting.collect import (IGNORED_KEYS, NO_PROTOCOL, Collection, RunRecord,
                                        available_metrics, collect_runs, metric_values)
-from mitoseg.reporting.stats import TESTS, describe, holm, is_unstable, p_value
+from mitoseg.reporting.stats import TESTS, describe, holm, is_unstable, p_value, per_seed
 from mitoseg.runs.files import write_new_bytes, write_new_csv, write_new_text
 
 TEST_NAMES = {"welch": "Welch's t-test", "mannwhitney": "Mann-Whitney U"}
 SUMMARY_COLUMNS = ("metric", "dataset", "protocol", "model", "configuration", "baseline", "n",
-                   "failed", "unfinished", "mean", "std", "min", "max", "test", "p_value",
+                   "runs", "failed", "unfinished", "mean", "std", "min", "max", "test", "p_value",
                    "p_holm", "unstable", "unstable_std", "full_configuration")
 ConfigKey = tuple[tuple[str, ...], str, str]  # (identity overrides, model, dataset)
 
@@ -90,7 +94,7 @@ def summarize(runs: Sequence[RunRecord], metrics: Sequence[str], baseline: str |
     report = Report(list(runs), list(metrics), [], labels, common, baseline=baseline, test=test,
                     unstable_std=unstable_std, unstable_std_by_metric=by_metric)
     for metric in metrics:
-        groups: dict[tuple[str, str], dict[ConfigKey, list[float]]] = defaultdict(dict)
+        groups: dict[tuple[str, str], dict[ConfigKey, list[tuple[int | None, float]]]] = defaultdict(dict)
         recorded = False
         for run in finished:
             values = metric_values(run, metric)
@@ -101,7 +105,7 @@ def summarize(runs: Sequence[RunRecord], metrics: Sequence[str], baseline: str |
                 if not math.isfinite(value):
                     report.missing.append((run, f"{metric} [{protocol}] is not a number"))
                     continue
-                groups[(run.dataset, protocol)].setdefault(config_key(run), []).append(value)
+                groups[(run.dataset, protocol)].setdefault(config_key(run), []).append((run.seed, value))
         if finished and not recorded:
             raise InputError(f"option '--metric': no finished run records '{metric}'; "
                              f"available: {', '.join(available_metrics(finished)) or 'none'}")
@@ -127,23 +131,25 @@ def _baseline_keys(baseline: str | None, runs: Sequence[RunRecord],
     return keys
 
 
-def _group_rows(metric: str, dataset: str, protocol: str, by_config: dict[ConfigKey, list[float]],
+def _group_rows(metric: str, dataset: str, protocol: str,
+                by_config: dict[ConfigKey, list[tuple[int | None, float]]],
                 counts: Mapping[ConfigKey, Mapping[str, int]], labels: Mapping[ConfigKey, str],
                 baseline_keys: set[ConfigKey], test: str, unstable_std: float) -> list[dict]:
     base = [k for k in by_config if k in baseline_keys]
     if len(base) > 1:
         raise InputError(f"option '--baseline' matches {len(base)} configurations in dataset "
                          f"'{dataset}': {[labels[k] for k in base]}; give the full label")
-    base_values = by_config[base[0]] if base else None
+    base_values = per_seed(by_config[base[0]]) if base else None
     order = sorted(by_config, key=lambda k: (k not in baseline_keys, k[1], labels[k]))
     rows = []
     for key in order:
-        values = by_config[key]
+        values = per_seed(by_config[key])
         stats = describe(values)
         compared = base_values is not None and key not in baseline_keys
         rows.append({
             "metric": metric, "dataset": dataset, "protocol": protocol, "model": key[1],
             "configuration": labels[key], "baseline": key in baseline_keys, **stats,
+            "runs": len(by_config[key]),
             "failed": counts[key].get("failed", 0), "unfinished": counts[key].get("unfinished", 0),
             "test": test if compared else "",
             "p_value": p_value(values, base_values, test) if compared else math.nan,
@@ -176,6 +182,11 @@ def _mean_std(row: Mapping[str, Any]) -> str:
     return f"{_num(row['mean'])}{std}"
 
 
+def _n(row: Mapping[str, Any]) -> str:
+    """Seeds, and the finished runs behind them when there are more runs than seeds."""
+    return f"{row['n']}" + (f" ({row['runs']} runs)" if row["runs"] != row["n"] else "")
+
+
 def _not_finished(row: Mapping[str, Any]) -> str:
     parts = [f"{row[s]} {s}" for s in ("failed", "unfinished") if row[s]]
     return ", ".join(parts) or "0"
@@ -202,9 +213,11 @@ def markdown(report: Report, title: str = "Run report") -> str:
              " (so the seeds of one configuration group together).",
              "- Overrides shared by every configuration (left out of the labels): "
              + (" ".join(f"`{o}`" for o in report.common) or "none") + ".",
-             "- Values: mean ± std (sample std, ddof 1) over finished runs; n counts finished "
-             "runs only; min/max over runs; † = the configuration has failed or unfinished "
-             "runs (listed at the end).",
+             "- Values: mean ± std (sample std, ddof 1) over seeds; n = independent seeds, the "
+             "sample size of the tests (each run gives its mean over test images; finished runs "
+             "of one seed are averaged into one value, and the run count follows in brackets "
+             "when it differs); min/max over seeds; † = the configuration has failed or "
+             "unfinished runs (listed at the end, not in n).",
              (f"- p: {test}, two-sided, each configuration against the baseline "
               f"`{report.baseline}`; Holm = Holm-Bonferroni adjusted within each table."
               if report.baseline else "- p: no baseline given (--baseline), no tests."),
@@ -220,13 +233,13 @@ def markdown(report: Report, title: str = "Run report") -> str:
             where = f"dataset `{dataset}`" + (f", protocol `{protocol}`"
                                               if protocol != NO_PROTOCOL else "")
             lines += [f"## {metric}: {where}", "",
-                      f"| configuration | model | n | not finished | mean ± std | min | max | "
+                      f"| configuration | model | n (seeds) | not finished | mean ± std | min | max | "
                       f"p ({test}) | p (Holm) | unstable |",
                       "|---|---|---|---|---|---|---|---|---|---|"]
             for r in rows:
                 unstable = "n/a" if r["n"] < 2 else ("**yes**" if r["unstable"] else "no")
                 lines.append("| " + " | ".join(_cell(c) for c in (
-                    _label(r), r["model"], r["n"], _not_finished(r), _mean_std(r),
+                    _label(r), r["model"], _n(r), _not_finished(r), _mean_std(r),
                     _num(r["min"]), _num(r["max"]), _p(r["p_value"]), _p(r["p_holm"]),
                     unstable)) + " |")
             lines.append("")

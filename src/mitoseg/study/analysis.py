@@ -1,8 +1,9 @@
 """Paper 000's study after training: every method on the same test images, per-image rows.
 
 Input: the folder of the training multirun (one job per condition x model x seed). Output:
-rows in the schema of ``per_image.csv`` (part, family, level, train_level, method, seed,
-image, as, abd_px, abd_um, das, dds):
+rows in the schema of ``per_image.csv`` (``mitoseg.study.statistics.COLUMNS``: part, family,
+level, train_level, method, seed, image, unit, as, abd_px, abd_um, das, dds, pred_empty,
+empty_abd):
 
 - robustness (scheme 1): each network tested at the condition it was trained at; each
   classical method on the same test images;
@@ -13,6 +14,10 @@ image, as, abd_px, abd_um, das, dds):
 
 The test images of a condition are those the training data module makes for its test split
 (same masks, same seeds), so every method and every training seed sees the very same images.
+Each image carries its independent unit (the group its mask was split by: a crop with its
+flips/rotations, or a cluster of overlapping crops), which the statistics test on. pred_empty
+marks an empty prediction; ``empty_abd`` (diagonal or exclude) is the ABD it gets, recorded on
+every row.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ class TestImage:
     image_id: str
     image: np.ndarray  # raw intensities
     mask: np.ndarray
+    unit: str  # the independent unit (split group) the image belongs to
 
 
 def find_trained_runs(sweep_dir: Path) -> tuple[list[TrainedRun], list[tuple[Path, str]]]:
@@ -100,7 +106,8 @@ def _test_images(dataset_json: str, condition: str) -> tuple[TestImage, ...]:
     images = []
     for index in range(len(test)):
         image, mask, record = test.generate(index)
-        images.append(TestImage(str(record["mask_id"]), image, np.asarray(mask, bool)))
+        images.append(TestImage(str(record["mask_id"]), image, np.asarray(mask, bool),
+                                str(record["unit"])))
     return tuple(images)
 
 
@@ -117,21 +124,24 @@ def network_segmenter(run: TrainedRun, postproc: Any = None) -> Segmenter:
 
 
 def score_rows(segment: Segmenter, images: Iterable[TestImage], pixel_size_um: float,
-               base: Mapping[str, Any]) -> list[dict[str, Any]]:
+               base: Mapping[str, Any], empty_abd: str = "diagonal") -> list[dict[str, Any]]:
+    """AS and ABD of one method on each image (ABD of an empty prediction: ``empty_abd``)."""
     rows = []
     for item in images:
-        metrics = image_metrics(item.mask, segment(item.image), pixel_size_um)
-        rows.append(dict(base) | {"image": item.image_id, "as": metrics["as"],
+        metrics = image_metrics(item.mask, segment(item.image), pixel_size_um, empty_abd=empty_abd)
+        rows.append(dict(base) | {"image": item.image_id, "unit": item.unit, "as": metrics["as"],
                                   "abd_px": metrics["abd_px"], "abd_um": metrics["abd_um"],
-                                  "das": "", "dds": ""})
+                                  "das": "", "dds": "", "pred_empty": int(metrics["pred_empty"]),
+                                  "empty_abd": empty_abd})
     return rows
 
 
 def sensitivity_rows(segment: Segmenter, images: Iterable[TestImage], deformations: Iterable[int],
                      params: FluorescenceParams, pixel_size_um: float, seed: int,
-                     base: Mapping[str, Any]) -> list[dict[str, Any]]:
+                     base: Mapping[str, Any], empty_abd: str = "diagonal") -> list[dict[str, Any]]:
     """DAS and DDS of one method over (original, deformed) pairs: the same masks, Gamma field
-    and noise, only the mitochondria eroded (negative px) or dilated (positive px)."""
+    and noise, only the mitochondria eroded (negative px) or dilated (positive px). pred_empty:
+    the prediction on the original or on the deformed image is empty (both feed DDS)."""
     rows = []
     for index, item in enumerate(images):
         for pixels in deformations:
@@ -139,17 +149,20 @@ def sensitivity_rows(segment: Segmenter, images: Iterable[TestImage], deformatio
             pair = synthesize_pair(item.mask, int(pixels), params, rng)
             b, b_d = segment(pair["image"]), segment(pair["deformed_image"])
             a, a_d = pair["mask"], pair["deformed_mask"]
-            metrics = deformation_metrics(a, a_d, b, b_d)
+            metrics = deformation_metrics(a, a_d, b, b_d, empty_abd=empty_abd)
             rows.append(dict(base) | {
-                "level": float(pixels), "image": item.image_id, "as": metrics["as"],
-                "abd_px": metrics["abd"], "abd_um": metrics["abd"] * pixel_size_um,
-                "das": metrics["das"], "dds": metrics["dds"]})
+                "level": float(pixels), "image": item.image_id, "unit": item.unit,
+                "as": metrics["as"], "abd_px": metrics["abd"],
+                "abd_um": metrics["abd"] * pixel_size_um, "das": metrics["das"],
+                "dds": metrics["dds"], "pred_empty": int(not b.any() or not b_d.any()),
+                "empty_abd": empty_abd})
     return rows
 
 
 def study_rows(runs: list[TrainedRun], families: list[str], mixtures: list[str],
                classical: Mapping[str, Segmenter], deformations: list[int],
-               postprocs: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+               postprocs: Mapping[str, Any] | None = None,
+               empty_abd: str = "diagonal") -> list[dict[str, Any]]:
     """Every row of the study (see the module docstring)."""
     if not runs:
         return []
@@ -165,14 +178,15 @@ def study_rows(runs: list[TrainedRun], families: list[str], mixtures: list[str],
         for level, name, images in family_images(family):
             base = {"part": "robustness", "family": family, "level": level, "train_level": ""}
             for method, segment in classical.items():
-                rows += score_rows(segment, images, pixel_size, base | {"method": method, "seed": ""})
+                rows += score_rows(segment, images, pixel_size, base | {"method": method, "seed": ""},
+                                  empty_abd)
             for run in (r for r in runs if r.condition == name):
                 variants = {"": None} | {f"+{k}": instantiate(OmegaConf.create(v))
                                          for k, v in (postprocs or {}).items()}
                 for suffix, postproc in variants.items():
                     rows += score_rows(network_segmenter(run, postproc), images, pixel_size,
                                        base | {"train_level": level, "method": run.method + suffix,
-                                               "seed": run.seed})
+                                               "seed": run.seed}, empty_abd)
     if "snr" in families:  # scheme 2: trained at one SNR, tested at every SNR
         for run in runs:
             trained = condition_of_name(run.condition)
@@ -182,7 +196,7 @@ def study_rows(runs: list[TrainedRun], families: list[str], mixtures: list[str],
             for level, name, images in family_images("snr"):
                 rows += score_rows(segment, images, pixel_size, {
                     "part": "cross", "family": "snr", "level": level,
-                    "train_level": trained.level, "method": run.method, "seed": run.seed})
+                    "train_level": trained.level, "method": run.method, "seed": run.seed}, empty_abd)
     for mixture in mixtures:
         family = MIXTURES[mixture]
         for run in (r for r in runs if r.condition == mixture):
@@ -190,7 +204,7 @@ def study_rows(runs: list[TrainedRun], families: list[str], mixtures: list[str],
             for level, name, images in family_images(family):
                 rows += score_rows(segment, images, pixel_size, {
                     "part": "mixture", "family": family, "level": level, "train_level": "mix",
-                    "method": run.method, "seed": run.seed})
+                    "method": run.method, "seed": run.seed}, empty_abd)
     if deformations:
         images = test_images(dataset, SENSITIVITY_CONDITION)
         params = FluorescenceParams(**(dict(dataset.get("condition") or {})
@@ -198,11 +212,13 @@ def study_rows(runs: list[TrainedRun], families: list[str], mixtures: list[str],
         base = {"part": "sensitivity", "family": "deformation"}
         for method, segment in classical.items():
             rows += sensitivity_rows(segment, images, deformations, params, pixel_size,
-                                     split_seed, base | {"train_level": "", "method": method, "seed": ""})
+                                     split_seed, base | {"train_level": "", "method": method, "seed": ""},
+                                     empty_abd)
         for run in (r for r in runs if r.condition == SENSITIVITY_CONDITION):
             rows += sensitivity_rows(network_segmenter(run), images, deformations, params,
                                      pixel_size, split_seed, base | {
-                                         "train_level": 4.0, "method": run.method, "seed": run.seed})
+                                         "train_level": 4.0, "method": run.method, "seed": run.seed},
+                                     empty_abd)
     return rows
 
 

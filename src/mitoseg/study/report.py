@@ -1,9 +1,11 @@
 """The study's markdown report: every measured figure next to paper 000's published one.
 
 ``write_study_report(rows, out_dir)`` writes, into a folder it never overwrites:
-report.md, robustness.csv, sensitivity.csv, cross_condition.csv, mixture.csv, tests.csv and
-figures/ (see mitoseg.study.figures). A part of the study without rows is reported as missing,
-and every published number is listed even when its measured counterpart is missing.
+report.md, robustness.csv, sensitivity.csv, cross_condition.csv, mixture.csv, tests.csv,
+empty_predictions.csv and figures/ (see mitoseg.study.figures). A part of the study without
+rows is reported as missing, and every published number is listed even when its measured
+counterpart is missing. Every n of images comes with its number of independent units, the
+sample size of the tests (mitoseg.study.units).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from mitoseg.study.statistics import (
     PARTS,
     average_change,
     cross_condition_table,
+    empty_abd_convention,
+    empty_prediction_table,
     format_level,
     mixture_table,
     normalize_rows,
@@ -77,18 +81,21 @@ SENSITIVITY_KEYS = {"das_dilation_2_3": "DAS, mean over dilation 2-3 px",
                     "dds_all_levels": "DDS, mean over all levels"}
 META_KEYS = ("command", "hardware", "mask source", "seeds", "n per condition")
 CSV_COLUMNS = {
-    "robustness": ["family", "method", "metric", "levels", "means", "sems", "ns", "dropped",
-                   "missing_levels", "slope", "published_slope"],
-    "sensitivity": ["method", "levels", "das_mean", "das_sem", "das_n", "das_dropped", "dds_mean",
-                    "dds_sem", "dds_n", "dds_dropped", "das_dilation_2_3", "dds_all_levels",
+    "robustness": ["family", "method", "metric", "levels", "means", "sems", "ns", "units",
+                   "unit_sems", "dropped", "missing_levels", "slope", "published_slope"],
+    "sensitivity": ["method", "levels", "das_mean", "das_sem", "das_n", "das_units", "das_unit_sem",
+                    "das_dropped", "dds_mean", "dds_sem", "dds_n", "dds_units", "dds_unit_sem",
+                    "dds_dropped", "das_dilation_2_3", "dds_all_levels",
                     "published_das_dilation_2_3", "published_dds_all_levels"],
     "cross_condition": ["family", "method", "train_level", "test_level", "metric", "mean", "sem", "n",
-                        "source", "reference_mean", "reference_sem", "reference_n", "reference_source",
-                        "change_pct", "t", "p"],
+                        "units", "source", "reference_mean", "reference_sem", "reference_n",
+                        "reference_units", "reference_source", "change_pct", "t", "p"],
     "mixture": ["family", "method", "level", "metric", "mixture_mean", "mixture_sem", "mixture_n",
-                "single_mean", "single_sem", "single_n", "difference", "t", "p"],
+                "mixture_units", "single_mean", "single_sem", "single_n", "single_units",
+                "difference", "t", "p"],
     "tests": ["part", "family", "level", "metric", "method_1", "method_2", "mean_1", "mean_2",
-              "n1", "n2", "t", "p", "test"],
+              "n1", "n2", "units_1", "units_2", "t", "p", "test"],
+    "empty_predictions": ["part", "family", "level", "train_level", "method", "empty", "n", "units"],
 }
 FIGURE_NAMES = ("figure2", "figure3", "figure4", "figure_s2", "figure_s5")
 MAIN_FAMILIES = ("snr", "sib", "svb")
@@ -139,22 +146,35 @@ def _csv_text(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def _mean_sem(mean: float, sem: float, n: int) -> str:
+def _mean_sem(mean: float, sem: float, n: int, units: int, dropped: int = 0) -> str:
+    """Per-image mean ± SEM, with the images and the independent units they come from, and the
+    nan values left out (undefined DDS; ABD of empty predictions under empty_abd: exclude)."""
+    left_out = f"; {dropped} nan left out" if dropped else ""
     if not n:
-        return "missing"
-    return f"{_num(mean)} ± {_num(sem)} (n={n})"
+        return f"none defined ({dropped} nan left out)" if dropped else "missing"
+    return f"{_num(mean)} ± {_num(sem)} (n={n} images, {units} units{left_out})"
 
 
 # ----------------------------------------------------------------------------- sections
 
+def _span(values: Sequence[int]) -> str:
+    values = sorted(set(values))
+    return f"{values[0]}" if len(values) == 1 else f"{values[0]} to {values[-1]}"
+
+
 def _meta_section(meta: Mapping[str, Any], rows: list[dict]) -> list[str]:
     groups = summarize(rows, by=("part", "family", "level", "train_level", "method"), metric="as")
-    counts = sorted({g["n"] + g["dropped"] for g in groups})
-    measured = ("no rows" if not counts else f"{counts[0]} rows per condition" if len(counts) == 1
-                else f"{counts[0]} to {counts[-1]} rows per condition")
+    measured = ("no rows" if not groups else
+                f"{_span([g['n'] + g['dropped'] for g in groups])} rows (images) per condition, "
+                f"{_span([g['units'] for g in groups])} units")
+    empty = empty_prediction_table(rows)
     body = [(key, meta.get(key, "not given")) for key in META_KEYS]
     body += [(key, value) for key, value in meta.items() if key not in META_KEYS]
-    body.append(("n per condition, measured", f"{measured} (paper 000: n = {PUBLISHED['n_per_condition']})"))
+    body.append(("n per condition, measured", f"{measured} (paper 000: n = {PUBLISHED['n_per_condition']} "
+                                              "images; its tests count images)"))
+    body.append(("empty predictions", f"{sum(e['empty'] for e in empty)} of {len(rows)} rows; ABD "
+                                      f"convention `empty_abd: {empty_abd_convention(rows)}` "
+                                      "(see 'Empty predictions')"))
     return ["## Run", ""] + _table(("", ""), body)
 
 
@@ -190,9 +210,9 @@ def _mean_sem_tables(rows: list[dict], part: str, families: Sequence[str], metri
             for method in ordered_methods(g["method"] for g in groups):
                 cells = {g["level"]: g for g in groups if g["method"] == method}
                 body.append([figs.method_label(method)] + [
-                    _mean_sem(cells[lv]["mean"], cells[lv]["sem"], cells[lv]["n"]) if lv in cells else "missing"
-                    for lv in levels])
-            lines += [f"{family}, {METRIC_NAMES[metric]}, mean ± SEM:", ""]
+                    _mean_sem(cells[lv]["mean"], cells[lv]["sem"], cells[lv]["n"], cells[lv]["units"],
+                              cells[lv]["dropped"]) if lv in cells else "missing" for lv in levels])
+            lines += [f"{family}, {METRIC_NAMES[metric]}, per-image mean ± SEM:", ""]
             lines += _table(["method"] + [format_level(family, lv) for lv in levels], body)
     return lines
 
@@ -203,8 +223,10 @@ def _tests_lines(tests: list[dict], part: str, families: Sequence[str]) -> list[
         return ["No t-tests (fewer than two methods with rows).", ""]
     body = [(t["family"], format_level(t["family"], t["level"]), METRIC_NAMES[t["metric"]],
              f"{figs.method_label(t['method_1'])} vs {figs.method_label(t['method_2'])}",
-             _num(t["t"], 3), _p(t["p"]), t["n1"], t["n2"]) for t in mine]
-    return _table(("family", "level", "metric", "pair", "t", "p", "n1", "n2"), body)
+             _num(t["t"], 3), _p(t["p"]), t["n1"], t["n2"], t["units_1"], t["units_2"]) for t in mine]
+    return ["Tests on unit means: n1 / n2 count images, units 1 / units 2 the independent units "
+            "that are the samples of the test.", ""] + _table(
+        ("family", "level", "metric", "pair", "t", "p", "n1", "n2", "units 1", "units 2"), body)
 
 
 def _slope_lines(table: list[dict], families: Sequence[str], published: Mapping[str, Any]) -> list[str]:
@@ -240,7 +262,7 @@ def _robustness_section(rows, table, tests, published) -> list[str]:
         if family not in present:
             lines += [f"**Missing**: no robustness rows for family `{family}`.", ""]
     lines += _slope_lines(table, families, published)
-    lines += ["### Mean ± SEM per condition", ""] + _mean_sem_tables(rows, "robustness", present, ("as", "abd_px"))
+    lines += ["### Per-image mean ± SEM per condition", ""] + _mean_sem_tables(rows, "robustness", present, ("as", "abd_px"))
     lines += ["### Two-sample t-tests between methods", ""] + _tests_lines(tests, "robustness", present)
     return lines
 
@@ -261,7 +283,7 @@ def _sensitivity_section(rows, table, tests, published) -> list[str]:
         if level not in entry["levels"]:
             return "missing (level not run)"
         i = entry["levels"].index(level)
-        return _mean_sem(entry["das_mean"][i], entry["das_sem"][i], entry["das_n"][i])
+        return _mean_sem(entry["das_mean"][i], entry["das_sem"][i], entry["das_n"][i], entry["das_units"][i])
 
     body = []
     for key, label in SENSITIVITY_KEYS.items():
@@ -274,7 +296,7 @@ def _sensitivity_section(rows, table, tests, published) -> list[str]:
               "levels = mean of the per-level DDS means (undefined DDS dropped first).", ""]
     lines += _table(("figure", "method", "measured", "published"), body)
     if table:
-        lines += ["### Mean ± SEM per deformation level", ""]
+        lines += ["### Per-image mean ± SEM per deformation level", ""]
         lines += _mean_sem_tables(rows, "sensitivity", ("deformation",), ("das", "dds"))
         dropped = sum(sum(e["dds_dropped"]) for e in table)
         if dropped:
@@ -308,11 +330,12 @@ def _cross_section(table, published) -> list[str]:
     if table:
         body = [(e["family"], figs.method_label(e["method"]), format_level(e["family"], e["train_level"]),
                  format_level(e["family"], e["test_level"]), METRIC_NAMES[e["metric"]],
-                 _mean_sem(e["mean"], e["sem"], e["n"]), e["source"], _pct(e["change_pct"]), _p(e["p"]))
-                for e in table]
-        lines += ["### Mean ± SEM, trained at x tested at", "",
+                 _mean_sem(e["mean"], e["sem"], e["n"], e["units"]), e["source"], _pct(e["change_pct"]),
+                 _p(e["p"])) for e in table]
+        lines += ["### Per-image mean ± SEM, trained at x tested at", "",
                   "The training-level reference comes from part `cross` rows tested there when present, "
-                  "otherwise from part `robustness` (source column); p: two-sample t-test against it.", ""]
+                  "otherwise from part `robustness` (source column); p: two-sample t-test against it, "
+                  "on unit means.", ""]
         lines += _table(("family", "method", "trained at", "tested at", "metric", "mean ± SEM", "source",
                          "change", "p"), body)
     return lines
@@ -323,11 +346,13 @@ def _mixture_section(table) -> list[str]:
     if not table:
         return lines + ["**Missing**: no rows with part `mixture`.", ""]
     body = [(e["family"], figs.method_label(e["method"]), format_level(e["family"], e["level"]),
-             METRIC_NAMES[e["metric"]], _mean_sem(e["mixture_mean"], e["mixture_sem"], e["mixture_n"]),
-             _mean_sem(e["single_mean"], e["single_sem"], e["single_n"]), _num(e["difference"]), _p(e["p"]))
-            for e in table]
+             METRIC_NAMES[e["metric"]],
+             _mean_sem(e["mixture_mean"], e["mixture_sem"], e["mixture_n"], e["mixture_units"]),
+             _mean_sem(e["single_mean"], e["single_sem"], e["single_n"], e["single_units"]),
+             _num(e["difference"]), _p(e["p"])) for e in table]
     lines += ["Paper 000 found the two matched in most cases (p > 0.1) and gives no numbers beyond "
-              "its Figure 4 p-values.", ""]
+              "its Figure 4 p-values. Cells: per-image mean ± SEM; p: two-sample t-test on unit "
+              "means.", ""]
     return lines + _table(("family", "method", "test level", "metric", "mixture-trained",
                            "single-condition", "difference", "p"), body)
 
@@ -344,12 +369,37 @@ def _correlated_section(rows, table, tests) -> list[str]:
     return lines + ["### Two-sample t-tests", ""] + _tests_lines(tests, "robustness", families)
 
 
+def _empty_section(rows: list[dict]) -> list[str]:
+    convention = empty_abd_convention(rows)
+    meaning = {"diagonal": "the image diagonal (282.8 px on 200 x 200 images), so a total miss "
+                           "scores worst and stays in every ABD mean (one such image moves a mean "
+                           "of 30 by about 9 px); DDS inherits it",
+               "exclude": "nan: left out of the ABD means and the tests (and DDS with it), "
+                      "counted here instead",
+               None: "no rows"}[convention]
+    table = empty_prediction_table(rows)
+    lines = ["## Empty predictions", "",
+             f"ABD of an empty prediction against a non-empty mask: `empty_abd: {convention}`, "
+             f"{meaning}. The study option `empty_abd` chooses it (diagonal or exclude); per_image.csv "
+             "marks each such row (`pred_empty`; sensitivity rows: on the original or the deformed "
+             "image).", ""]
+    hit = [e for e in table if e["empty"]]
+    if not hit:
+        return lines + [f"No empty predictions in {sum(e['n'] for e in table)} rows.", ""]
+    body = [(e["part"], e["family"], format_level(e["family"], e["level"]),
+             format_level(e["family"], e["train_level"]) or "-", figs.method_label(e["method"]),
+             f"{e['empty']} of {e['n']} ({e['units']} units)") for e in hit]
+    lines += [f"Conditions with empty predictions ({len(hit)} of {len(table)}; all others have none):", ""]
+    return lines + _table(("part", "family", "level", "trained at", "method", "empty predictions"), body)
+
+
 def _figures_section(written: Optional[Mapping[str, list[Path]]], out_dir: Path) -> list[str]:
     titles = {"figure2": "Figure 2, robustness", "figure3": "Figure 3, sensitivity",
               "figure4": "Figure 4, mixture vs single-condition training",
               "figure_s2": "Supplementary Figure S2, cross-condition testing",
               "figure_s5": "Supplementary Figure S5, correlated images"}
-    lines = ["## Figures", ""]
+    lines = ["## Figures", "", "Error bars: per-image SEM (a description of the images; the tests "
+                               "above use unit means).", ""]
     if written is None:
         return lines + ["No figures were drawn for this report (switched off).", ""]
     for name in FIGURE_NAMES:
@@ -373,15 +423,23 @@ def render_report(rows: Iterable[Mapping[str, Any]], published: Mapping[str, Any
     robust, tests = robustness_table(rows), t_test_table(rows, equal_var=equal_var)
     lines = ["# Paper 000 robustness and sensitivity study", "",
              f"Published values: {published.get('source', 'source not given')}. "
-             f"ABD unit of the published values: {published.get('abd_unit', 'not given')}. "
-             f"Error terms are SEM (std with ddof=1 / sqrt(n)); tests are two-sample "
-             f"{'Student' if equal_var else 'Welch'} t-tests, as in the paper.", ""]
+             f"ABD unit of the published values: {published.get('abd_unit', 'not given')}.", "",
+             "Statistics: mean ± SEM are per-image (SEM = std with ddof=1 / sqrt(n images)), a "
+             "description of the test images, which are not independent (each crop comes with its "
+             "flips/rotations; overlapping crops share pixels). Tests are two-sample "
+             f"{'Student' if equal_var else 'Welch'} t-tests, as in the paper, but on unit means: "
+             "a unit is the group of images the split keeps together (per_image.csv `unit`: a crop "
+             "and its flips/rotations, or a cluster of overlapping crops; each procedural mask), and "
+             "its value is the mean over its images and training seeds. Every n of images comes "
+             "with its number of units, the tests' sample size. Paper 000's p-values treat its 30 "
+             "images as independent samples, so they are not comparable with these.", ""]
     lines += _meta_section(meta or {}, rows) + _parts_section(rows)
     lines += _robustness_section(rows, robust, tests, published)
     lines += _sensitivity_section(rows, sensitivity_table(rows), tests, published)
     lines += _cross_section(cross_condition_table(rows, equal_var=equal_var), published)
     lines += _mixture_section(mixture_table(rows, equal_var=equal_var))
     lines += _correlated_section(rows, robust, tests)
+    lines += _empty_section(rows)
     lines += _figures_section(figures, out_dir)
     return "\n".join(lines).rstrip() + "\n"
 
@@ -390,7 +448,7 @@ def write_study_report(rows: Iterable[Mapping[str, Any]], out_dir: Union[str, Pa
                        published: Mapping[str, Any] = PUBLISHED,
                        meta: Optional[Mapping[str, Any]] = None, *, figures: bool = True,
                        equal_var: bool = True) -> Path:
-    """Write report.md, the five CSV tables and (figures=True) figures/ into ``out_dir``.
+    """Write report.md, the six CSV tables and (figures=True) figures/ into ``out_dir``.
 
     meta: shown at the top (command, hardware, mask source, seeds, n per condition, and any
     other keys). Refuses, before writing anything, if any of the files already exists.
@@ -416,7 +474,8 @@ def write_study_report(rows: Iterable[Mapping[str, Any]], out_dir: Union[str, Pa
     tables = {"robustness": robust, "sensitivity": sens,
               "cross_condition": cross_condition_table(rows, equal_var=equal_var),
               "mixture": mixture_table(rows, equal_var=equal_var),
-              "tests": t_test_table(rows, equal_var=equal_var)}
+              "tests": t_test_table(rows, equal_var=equal_var),
+              "empty_predictions": empty_prediction_table(rows)}
     for name, table in tables.items():
         write_new_text(out_dir / f"{name}.csv", _csv_text(CSV_COLUMNS[name], table))
     written = figs.write_figures(rows, out_dir / "figures") if figures else None

@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mitoseg.errors import InputError
+from mitoseg.metrics.segmentation import EMPTY_ABD
 from mitoseg.runs.files import next_free_path, write_new_csv, write_new_json, write_new_text
 from mitoseg.runs.run_info import run_info
 from mitoseg.study.analysis import (Segmenter, example_predictions, find_trained_runs,
@@ -76,7 +77,7 @@ def run_study(cfg: DictConfig) -> Path:
     classical = classical_methods(list(cfg.classical))
     postprocs = OmegaConf.to_container(cfg.postprocs, resolve=True) if cfg.postprocs else {}
     rows = study_rows(runs, list(cfg.families), list(cfg.mixtures), classical,
-                      [int(d) for d in cfg.deformations], postprocs)
+                      [int(d) for d in cfg.deformations], postprocs, cfg.empty_abd)
     out = _new_folder(study_dir / "report")
     write_new_csv(out / "per_image.csv", rows)
     from mitoseg.study.figures import example_panel
@@ -92,11 +93,13 @@ def run_study(cfg: DictConfig) -> Path:
         "command": " ".join(sys.argv), "study folder": str(study_dir),
         "mask source": _mask_source(runs, cfg.dataset),
         "n per condition": _test_size(runs),
+        "mixture training images per condition": _mixture_counts(runs),
         "families": ", ".join(cfg.families),
         "mixtures": ", ".join(cfg.mixtures) or "none",
         "models": ", ".join(cfg.models), "seeds": ", ".join(map(str, cfg.seeds)),
         "classical methods": ", ".join(cfg.classical),
         "training overrides": " ".join(cfg.train_overrides) or "none",
+        "ABD of an empty prediction (empty_abd)": cfg.empty_abd,
         "finished training runs": len(runs),
         "failed or unfinished training runs": "; ".join(f"{p.name}: {why}" for p, why in problems) or "none",
         "hardware": _hardware(), "wall time (s)": round(time.perf_counter() - started, 1),
@@ -117,6 +120,24 @@ def _mask_source(runs: list, dataset: str) -> str:
     return f"{dataset} ({where})"
 
 
+def _mixture_counts(runs: list) -> str:
+    """What each mixture network was trained on, from its data.json (equal by construction):
+    "mix_snr unet_paper000 seed 0: snr 1: 84, 4: 84, 8: 84"."""
+    import json
+
+    found = []
+    for run in sorted((r for r in runs if r.condition in MIXTURES),
+                      key=lambda r: (r.condition, r.model, r.seed)):
+        data = run.folder / "data.json"
+        data = json.loads(data.read_text()) if data.is_file() else {}
+        counts, conditions = data.get("train_condition_counts"), data.get("train_conditions", [])
+        key = "snr" if MIXTURES[run.condition] == "snr" else "blur_sigma"
+        text = (", ".join(f"{c.get(key):g}: {n}" for c, n in zip(conditions, counts))
+                if counts else "not recorded")
+        found.append(f"{run.condition} {run.model} seed {run.seed}: {key} {text}")
+    return "; ".join(found) or "no mixture run"
+
+
 def _test_size(runs: list) -> str:
     if not runs:
         return "no finished run"
@@ -135,6 +156,10 @@ def _check(cfg: DictConfig) -> None:
                          f"{sorted(FAMILIES)}, mixtures {sorted(MIXTURES)}")
     if not cfg.models or not cfg.seeds:
         raise InputError("study: 'models' and 'seeds' must not be empty")
+    if cfg.get("empty_abd") not in EMPTY_ABD:
+        raise InputError(f"study option 'empty_abd' must be one of {list(EMPTY_ABD)} (the ABD of an "
+                         f"empty prediction: the image diagonal, or exclude = nan, left out of means and counted), "
+                         f"got {cfg.get('empty_abd')!r}")
 
 
 def _new_folder(path: Path) -> Path:

@@ -6,33 +6,38 @@ pure: rows in, lists of plain dicts out, so the same numbers feed the CSV tables
 and the report.
 
 Definitions (paper 000; see each function):
-- mean ± SEM per condition, SEM = std (ddof=1) / sqrt(n), nan values (undefined DDS) dropped
-  and counted. Rows of several seeds of one method are pooled: n counts rows, not images.
+- mean ± SEM per condition over the images, SEM = std (ddof=1) / sqrt(n), nan values
+  (undefined DDS; ABD of empty predictions under ``empty_abd: exclude``) dropped and counted. A
+  description of the images: they are not independent (``mitoseg.study.units``).
+- every test compares *unit* values (column ``unit``: a crop with its flips/rotations, or a
+  cluster of overlapping crops; the mean over its images and training seeds); ``units`` next
+  to every ``n`` is the test's sample size, ``unit_sem`` the SEM over units.
 - robustness = "average slope of the metric curve": the mean over consecutive levels of
   |Δ mean| / |Δ level| (``robustness_slope``).
-- two-sample Student t-tests between methods (Welch on request).
+- two-sample Student t-tests between methods (Welch on request), on unit values.
 - cross-condition change = (mean tested elsewhere - mean tested at the training level) /
   mean tested at the training level * 100.
+- pred_empty marks rows whose prediction is empty (sensitivity: on the original or the
+  deformed image); empty_abd names the ABD convention for them (one per table).
 """
 
 from __future__ import annotations
 
 import csv
 import math
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import combinations
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
-from scipy import stats
 
 from mitoseg.errors import InputError
-from mitoseg.metrics import segmentation
+from mitoseg.metrics.segmentation import EMPTY_ABD
+from mitoseg.study.units import describe, unit_t_test
 
-COLUMNS = ("part", "family", "level", "train_level", "method", "seed", "image",
-           "as", "abd_px", "abd_um", "das", "dds")
+COLUMNS = ("part", "family", "level", "train_level", "method", "seed", "image", "unit",
+           "as", "abd_px", "abd_um", "das", "dds", "pred_empty", "empty_abd")
 METRICS = ("as", "abd_px", "abd_um", "das", "dds")
 PARTS = ("robustness", "cross", "mixture", "sensitivity")
 FAMILIES = ("snr", "sib", "svb", "snr_corr", "sib_corr", "svb_corr", "deformation")
@@ -75,18 +80,33 @@ def _train_level(value: Any) -> TrainLevel:
 
 def normalize_rows(rows: Iterable[Mapping[str, Any]], where: str = "rows") -> list[dict[str, Any]]:
     """Typed copies of ``rows``: level float, train_level float / "mix" / "", metrics float
-    ("" and "nan" -> nan), the other columns str. Idempotent. Missing columns or an unreadable
-    number stop with an InputError naming ``where``, the row and the column."""
+    ("" and "nan" -> nan), pred_empty int 0/1, the other columns str. Idempotent. Missing
+    columns, a row without a unit or an unreadable value stop with an InputError naming
+    ``where``, the row and the column."""
     out = []
     for index, row in enumerate(rows):
         missing = [c for c in COLUMNS if c not in row]
         if missing:
             raise InputError(f"{where}: row {index} lacks column(s) {missing}; expected the columns "
-                             f"{list(COLUMNS)} of study/per_image.csv")
+                             f"{list(COLUMNS)} of study/per_image.csv (a table written before "
+                             "'unit', 'pred_empty' and 'empty_abd' existed: re-run the analysis, "
+                             "python study.py analyze_only=<study folder>)")
         column = "level"
         try:
             typed = {c: ("" if row[c] is None else str(row[c]).strip())
-                     for c in ("part", "family", "method", "seed", "image")}
+                     for c in ("part", "family", "method", "seed", "image", "unit", "empty_abd")}
+            column = "unit"
+            if not typed["unit"]:
+                raise ValueError("every image needs the id of its independent unit (crop group "
+                                 "or cluster), got none")
+            column = "empty_abd"
+            if typed["empty_abd"] not in EMPTY_ABD:
+                raise ValueError(f"expected 'diagonal' or 'exclude', got {typed['empty_abd']!r}")
+            column = "pred_empty"
+            typed["pred_empty"] = {"0": 0, "0.0": 0, "1": 1, "1.0": 1}.get(str(row["pred_empty"]).strip())
+            if typed["pred_empty"] is None:
+                raise ValueError(f"expected 0 or 1, got {row['pred_empty']!r}")
+            column = "level"
             typed["level"] = float(row["level"])
             if not math.isfinite(typed["level"]):
                 raise ValueError("not finite")
@@ -95,8 +115,9 @@ def normalize_rows(rows: Iterable[Mapping[str, Any]], where: str = "rows") -> li
             for column in METRICS:
                 typed[column] = _float(row[column])
         except (TypeError, ValueError) as error:
-            raise InputError(f"{where}: row {index}, column '{column}': expected a number, got "
-                             f"{row[column]!r} ({error})") from error
+            why = (f"expected a number, got {row[column]!r} ({error})"
+                   if column in (*METRICS, "level", "train_level") else str(error))
+            raise InputError(f"{where}: row {index}, column '{column}': {why}") from error
         out.append(typed)
     return out
 
@@ -166,13 +187,25 @@ def _check_metric(metric: str) -> None:
         raise InputError(f"metric '{metric}' is not a column of the study table; expected one of {METRICS}")
 
 
-def mean_sem(values: Iterable[float]) -> dict[str, float]:
-    """mean, sem, std (ddof=1) and n over the finite values (mitoseg.metrics.segmentation.mean_sem);
-    dropped = how many were not finite (e.g. undefined DDS)."""
-    array = np.asarray(list(values), dtype=float)
-    summary = segmentation.mean_sem(array)
-    return {"mean": summary["mean"], "sem": summary["sem"], "std": summary["std"],
-            "n": summary["n"], "dropped": int(array.size - summary["n"])}
+def _pairs(rows: Iterable[Mapping[str, Any]], metric: str) -> list[tuple[float, str]]:
+    return [(row[metric], row["unit"]) for row in rows]
+
+
+def mean_sem(rows: Iterable[Mapping[str, Any]], metric: str) -> dict[str, Any]:
+    """Over the rows' finite values of ``metric``: per image mean, sem, std (ddof=1), n and
+    dropped (nan values); units and unit_sem over the units (``mitoseg.study.units.describe``)."""
+    return describe(_pairs(rows, metric))
+
+
+def compare(a: Iterable[Mapping[str, Any]], b: Iterable[Mapping[str, Any]], metric: str,
+            equal_var: bool) -> dict[str, Any]:
+    """Two-sample t-test of ``metric`` between two sets of rows, on their unit values: t, p,
+    units_1, units_2 (``mitoseg.study.units.unit_t_test``)."""
+    return unit_t_test(_pairs(a, metric), _pairs(b, metric), equal_var)
+
+
+def _test_name(equal_var: bool) -> str:
+    return ("student" if equal_var else "welch") + ", unit means"
 
 
 def robustness_slope(levels: Sequence[float], means: Sequence[float]) -> float:
@@ -198,57 +231,47 @@ def robustness_slope(levels: Sequence[float], means: Sequence[float]) -> float:
 def summarize(rows: Iterable[Mapping[str, Any]], by: Sequence[str] = ("part", "family", "level", "method"),
               metric: str = "as") -> list[dict[str, Any]]:
     """One dict per group of ``by``: the group's columns, metric, mean, sem, std (ddof=1), n
-    (finite values used) and dropped (nan values ignored, e.g. undefined DDS)."""
+    (finite values used) and dropped (nan values ignored, e.g. undefined DDS) over the images;
+    units and unit_sem over the independent units."""
     _check_metric(metric)
     bad = [c for c in by if c not in COLUMNS or c in METRICS]
     if bad:
         raise InputError(f"summarize: cannot group by {bad}; expected columns among "
                          f"{[c for c in COLUMNS if c not in METRICS]}")
-    groups: dict[tuple, list[float]] = {}
+    groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in normalize_rows(rows):
-        groups.setdefault(tuple(row[c] for c in by), []).append(row[metric])
-    out = [{**dict(zip(by, key)), "metric": metric, **mean_sem(values)} for key, values in groups.items()]
+        groups.setdefault(tuple(row[c] for c in by), []).append(row)
+    out = [{**dict(zip(by, key)), "metric": metric, **mean_sem(mine, metric)}
+           for key, mine in groups.items()]
     return sorted(out, key=lambda r: _sort_key(r, by))
-
-
-def _t_test(a: Sequence[float], b: Sequence[float], equal_var: bool) -> tuple[float, float]:
-    a = np.asarray(a, float)[np.isfinite(np.asarray(a, float))]
-    b = np.asarray(b, float)[np.isfinite(np.asarray(b, float))]
-    if a.size < 2 or b.size < 2:
-        return math.nan, math.nan
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)
-        result = stats.ttest_ind(a, b, equal_var=equal_var)
-    return float(result.statistic), float(result.pvalue)
 
 
 def pairwise_tests(rows: Iterable[Mapping[str, Any]], metric: str, family: str, level: float, *,
                    part: Optional[str] = None, train_level: Optional[TrainLevel] = None,
                    equal_var: bool = True) -> list[dict[str, Any]]:
-    """Two-sample t-tests between every pair of methods in one condition.
+    """Two-sample t-tests between every pair of methods in one condition, on unit values.
 
     part: None = "sensitivity" for family "deformation", else "robustness". train_level: keep
     only rows trained there (needed for part "cross"). equal_var=True is the classic Student
-    test the paper names; False gives Welch's. nan values are dropped; fewer than 2 values on a
+    test the paper names; False gives Welch's. nan values are dropped; fewer than 2 units on a
     side -> t and p nan. Returns dicts with part, family, level, metric, method_1, method_2,
-    mean_1, mean_2, n1, n2, t, p, test.
+    mean_1, mean_2, n1, n2 (images), units_1, units_2 (the test's sample sizes), t, p, test.
     """
     _check_metric(metric)
     part = part or ("sensitivity" if family == "deformation" else "robustness")
     criteria: dict[str, Any] = {"part": part, "family": family, "level": level}
     if train_level is not None:
         criteria["train_level"] = train_level
-    by_method: dict[str, list[float]] = {}
+    by_method: dict[str, list[dict[str, Any]]] = {}
     for row in select(rows, **criteria):
-        by_method.setdefault(row["method"], []).append(row[metric])
+        by_method.setdefault(row["method"], []).append(row)
     out = []
     for m1, m2 in combinations(ordered_methods(by_method), 2):
-        s1, s2 = mean_sem(by_method[m1]), mean_sem(by_method[m2])
-        t, p = _t_test(by_method[m1], by_method[m2], equal_var)
+        s1, s2 = mean_sem(by_method[m1], metric), mean_sem(by_method[m2], metric)
+        test = compare(by_method[m1], by_method[m2], metric, equal_var)
         out.append({"part": part, "family": family, "level": float(level), "metric": metric,
                     "method_1": m1, "method_2": m2, "mean_1": s1["mean"], "mean_2": s2["mean"],
-                    "n1": s1["n"], "n2": s2["n"], "t": t, "p": p,
-                    "test": "student" if equal_var else "welch"})
+                    "n1": s1["n"], "n2": s2["n"], **test, "test": _test_name(equal_var)})
     return out
 
 
@@ -267,13 +290,37 @@ def t_test_table(rows: Iterable[Mapping[str, Any]], equal_var: bool = True) -> l
     return out
 
 
+def empty_prediction_table(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per condition and method (part, family, level, train_level, method): empty (rows whose
+    prediction is empty), n (rows) and units (units with at least one empty prediction)."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    by = ("part", "family", "level", "train_level", "method")
+    for row in normalize_rows(rows):
+        groups.setdefault(tuple(row[c] for c in by), []).append(row)
+    out = [{**dict(zip(by, key)), "empty": sum(r["pred_empty"] for r in mine), "n": len(mine),
+            "units": len({r["unit"] for r in mine if r["pred_empty"]})}
+           for key, mine in groups.items()]
+    return sorted(out, key=lambda r: _sort_key(r, by))
+
+
+def empty_abd_convention(rows: Iterable[Mapping[str, Any]]) -> Optional[str]:
+    """The ABD convention for empty predictions the rows were scored with ("diagonal" or "exclude";
+    None without rows); a table that mixes them cannot be summarized."""
+    found = sorted({r["empty_abd"] for r in normalize_rows(rows)})
+    if len(found) > 1:
+        raise InputError(f"study table mixes ABD conventions for empty predictions {found}; "
+                         "analyze all methods with one 'empty_abd'")
+    return found[0] if found else None
+
+
 # ----------------------------------------------------------------------------- tables
 
 def robustness_table(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Scheme 1 (trained and tested per condition): per family x method x metric (as, abd_px)
-    the levels in the paper's order, mean / sem / n per level, and the robustness slope over the
-    levels this method has. missing_levels lists the family's levels (seen for any method)
-    that this method lacks, so a slope over fewer levels is never mistaken for a full one."""
+    the levels in the paper's order, mean / sem / n (per image) and units / unit_sems per level,
+    and the robustness slope over the levels this method has. missing_levels lists the
+    family's levels (seen for any method) that this method lacks, so a slope over fewer levels
+    is never mistaken for a full one."""
     rows = [r for r in normalize_rows(rows) if r["part"] == "robustness"]
     out = []
     for family in ordered_families(r["family"] for r in rows):
@@ -283,11 +330,13 @@ def robustness_table(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             mine = [r for r in fam if r["method"] == method]
             levels = level_order(family, (r["level"] for r in mine))
             for metric in ACCURACY_METRICS:
-                per_level = [mean_sem(r[metric] for r in mine if r["level"] == lv) for lv in levels]
+                per_level = [mean_sem([r for r in mine if r["level"] == lv], metric) for lv in levels]
                 means = [s["mean"] for s in per_level]
                 out.append({"family": family, "method": method, "metric": metric, "levels": levels,
                             "means": means, "sems": [s["sem"] for s in per_level],
                             "ns": [s["n"] for s in per_level],
+                            "units": [s["units"] for s in per_level],
+                            "unit_sems": [s["unit_sem"] for s in per_level],
                             "dropped": sum(s["dropped"] for s in per_level),
                             "missing_levels": [lv for lv in all_levels if lv not in levels],
                             "slope": robustness_slope(levels, means)})
@@ -295,10 +344,11 @@ def robustness_table(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def sensitivity_table(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Per method: DAS and DDS mean / sem / n per deformation level (px, negative = erosion),
-    and the paper's summaries: das_dilation_2_3 = mean of the per-level DAS means at +2 and +3
-    px (nan unless both exist), dds_all_levels = mean of the per-level DDS means over all
-    levels (nan DDS dropped first; dds_dropped counts them)."""
+    """Per method: DAS and DDS mean / sem / n / dropped (per image) and units / unit_sem per
+    deformation level (px, negative = erosion), and the paper's summaries: das_dilation_2_3 =
+    mean of the per-level DAS means at +2 and +3 px (nan unless both exist), dds_all_levels =
+    mean of the per-level DDS means over all levels (nan DDS dropped first; dds_dropped counts
+    them)."""
     rows = [r for r in normalize_rows(rows) if r["part"] == "sensitivity"]
     out = []
     for method in ordered_methods(r["method"] for r in rows):
@@ -306,8 +356,8 @@ def sensitivity_table(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]
         levels = level_order("deformation", (r["level"] for r in mine))
         entry: dict[str, Any] = {"method": method, "levels": levels}
         for metric in ("das", "dds"):
-            per_level = [mean_sem(r[metric] for r in mine if r["level"] == lv) for lv in levels]
-            for field in ("mean", "sem", "n", "dropped"):
+            per_level = [mean_sem([r for r in mine if r["level"] == lv], metric) for lv in levels]
+            for field in ("mean", "sem", "n", "dropped", "units", "unit_sem"):
                 entry[f"{metric}_{field}"] = [s[field] for s in per_level]
         das = dict(zip(levels, entry["das_mean"]))
         dilation = [das.get(2.0, math.nan), das.get(3.0, math.nan)]
@@ -320,9 +370,9 @@ def sensitivity_table(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]
 
 def cross_condition_table(rows: Iterable[Mapping[str, Any]], equal_var: bool = True) -> list[dict[str, Any]]:
     """Scheme 2: per family x method x train level x test level x metric (as, abd_px), the mean
-    / sem / n tested there, the reference (tested at the training level) and
-    change_pct = (mean - reference_mean) / reference_mean * 100, with a two-sample t-test of
-    the two sets of images.
+    / sem / n (per image) and units tested there, the reference (tested at the training level)
+    and change_pct = (mean - reference_mean) / reference_mean * 100, with a two-sample t-test of
+    the two sets of unit values.
 
     The reference comes from part "cross" rows tested at their training level when there are
     any, otherwise from part "robustness" rows of that level trained there (same network
@@ -350,19 +400,19 @@ def cross_condition_table(rows: Iterable[Mapping[str, Any]], equal_var: bool = T
                 for test in tests:
                     here = [r for r in trained if r["level"] == test] if test != train else reference
                     for metric in ACCURACY_METRICS:
-                        s = mean_sem(r[metric] for r in here)
-                        ref = mean_sem(r[metric] for r in reference)
-                        t, p = (_t_test([r[metric] for r in here], [r[metric] for r in reference], equal_var)
-                                if test != train else (math.nan, math.nan))
+                        s, ref = mean_sem(here, metric), mean_sem(reference, metric)
+                        tested = (compare(here, reference, metric, equal_var) if test != train
+                                  else {"t": math.nan, "p": math.nan})
                         change = ((s["mean"] - ref["mean"]) / ref["mean"] * 100.0
                                   if ref["n"] and ref["mean"] != 0 else math.nan)
                         out.append({"family": family, "method": method, "train_level": train,
                                     "test_level": test, "metric": metric, "mean": s["mean"],
-                                    "sem": s["sem"], "n": s["n"],
+                                    "sem": s["sem"], "n": s["n"], "units": s["units"],
                                     "source": source if test == train else "cross",
                                     "reference_mean": ref["mean"], "reference_sem": ref["sem"],
-                                    "reference_n": ref["n"], "reference_source": source,
-                                    "change_pct": change, "t": t, "p": p})
+                                    "reference_n": ref["n"], "reference_units": ref["units"],
+                                    "reference_source": source, "change_pct": change,
+                                    "t": tested["t"], "p": tested["p"]})
     return out
 
 
@@ -379,10 +429,10 @@ def average_change(cross_table: Iterable[Mapping[str, Any]], family: str, method
 
 def mixture_table(rows: Iterable[Mapping[str, Any]], equal_var: bool = True) -> list[dict[str, Any]]:
     """Scheme 2 with a mixture: per family x method (those with part "mixture" rows) x test
-    level x metric (as, abd_px), mixture-trained mean / sem / n next to single-condition-trained
-    (part "robustness", trained at that level), difference = mixture - single, and a
-    two-sample t-test between the two sets of images. Levels of either side are listed; the
-    missing side is nan with n 0."""
+    level x metric (as, abd_px), mixture-trained mean / sem / n (per image) / units next to
+    single-condition-trained (part "robustness", trained at that level), difference = mixture -
+    single, and a two-sample t-test between the two sets of unit values. Levels of either side
+    are listed; the missing side is nan with n 0."""
     rows = normalize_rows(rows)
     mixed = [r for r in rows if r["part"] == "mixture"]
     single = [r for r in rows if r["part"] == "robustness" and r["train_level"] == r["level"]]
@@ -393,12 +443,14 @@ def mixture_table(rows: Iterable[Mapping[str, Any]], equal_var: bool = True) -> 
             one = [r for r in single if r["family"] == family and r["method"] == method]
             for level in level_order(family, [r["level"] for r in mix + one]):
                 for metric in ACCURACY_METRICS:
-                    a = [r[metric] for r in mix if r["level"] == level]
-                    b = [r[metric] for r in one if r["level"] == level]
-                    sa, sb = mean_sem(a), mean_sem(b)
-                    t, p = _t_test(a, b, equal_var)
+                    a = [r for r in mix if r["level"] == level]
+                    b = [r for r in one if r["level"] == level]
+                    sa, sb = mean_sem(a, metric), mean_sem(b, metric)
+                    tested = compare(a, b, metric, equal_var)
                     out.append({"family": family, "method": method, "level": level, "metric": metric,
                                 "mixture_mean": sa["mean"], "mixture_sem": sa["sem"], "mixture_n": sa["n"],
+                                "mixture_units": sa["units"],
                                 "single_mean": sb["mean"], "single_sem": sb["sem"], "single_n": sb["n"],
-                                "difference": sa["mean"] - sb["mean"], "t": t, "p": p})
+                                "single_units": sb["units"],
+                                "difference": sa["mean"] - sb["mean"], "t": tested["t"], "p": tested["p"]})
     return out

@@ -218,6 +218,8 @@ def _best_checkpoint(trainer: pl.Trainer) -> str | None:
 
 
 def _report(run_dir: Path, summary: dict[str, dict[str, float]]) -> None:
-    lines = [f"{name:>7}: {s['mean']:.4f} +- {s['sem']:.4f} (SEM, n={s['n']})"
+    lines = [f"{name:>10}: {s['mean']:.4f} +- {s['sem']:.4f} (SEM, n={s['n']} images"
+             + (f", {s['units']} independent units)" if "units" in s else ")")
              for name, s in summary.items()]
-    print("\nTest metrics (mean +- SEM over test images):\n  " + "\n  ".join(lines))
+    print("\nTest metrics (mean +- SEM over test images, a description: the images of one "
+          "unit are not independent):\n  " + "\n  ".join(lines))
