@@ -20,6 +20,7 @@ from mitoseg.data.em_volumes import (
     slice_folder_volume,
 )
 from mitoseg.errors import InputError
+from mitoseg.runs.paths import display_path
 from mitoseg.synth.em_volumes import synthetic_em_volume
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,8 @@ def lucchi_volumes(root: str, test: str = "holdout", holdout_slices: int = 33,
         test_image = open_tif_volume(files["test"][0], cache_dir)
         test_labels = binary_labels(open_tif_volume(files["test"][1], cache_dir), files["test"][1])
         return EMVolumes(image, labels, test_image, test_labels, voxel,
-                         f"Lucchi '{root}' (official train/test volumes)", {"test": "official"})
+                         f"Lucchi '{display_path(root)}' (official train/test volumes)",
+                         {"test": "official"})
     depth = image.shape[0]
     if not 0 < holdout_slices < depth:
         raise InputError(f"dataset option 'holdout_slices' must be in 1..{depth - 1}, got "
@@ -58,7 +60,8 @@ def lucchi_volumes(root: str, test: str = "holdout", holdout_slices: int = 33,
     cut = depth - holdout_slices
     notes = {"test": "holdout", "train_slices": [0, cut], "test_slices": [cut, depth]}
     return EMVolumes(image[:cut], labels[:cut], image[cut:], labels[cut:], voxel,
-                     f"Lucchi '{root}' (training slices {cut}-{depth - 1} held out as test)", notes)
+                     f"Lucchi '{display_path(root)}' (training slices {cut}-{depth - 1} held out "
+                     "as test)", notes)
 
 
 def casser_volumes(root: str, dataset: str,
@@ -72,7 +75,7 @@ def casser_volumes(root: str, dataset: str,
                           binary_labels(slice_folder_volume(label_folder), label_folder,
                                         CASSER_IGNORE_VALUES[key]))
     return EMVolumes(*volumes["train"], *volumes["test"], _voxel_size(voxel_size_nm, key),
-                     f"{key} '{root}'", {"test": "official"})
+                     f"{key} '{display_path(root)}'", {"test": "official"})
 
 
 def synthetic_volumes(train_shape: tuple[int, int, int] = (48, 192, 192),
