@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
@@ -32,6 +34,18 @@ def compose_config(name: str, overrides: list[str], output_dir: Path | None = No
         with open_dict(cfg):
             cfg.paths.output_dir = str(output_dir)
     return cfg
+
+
+def cpu_stand_in(trainer: DictConfig) -> DictConfig:
+    """A trainer config that starts without a GPU: a GPU option's accelerator and precision
+    become the CPU's; all devices (-1, DDP) become two CPU processes (not started here)."""
+    trainer = copy.deepcopy(trainer)
+    if trainer.accelerator == "gpu" and not torch.cuda.is_available():
+        trainer.accelerator = "cpu"
+        trainer.precision = "32-true"
+        if trainer.devices == -1:
+            trainer.devices = 2
+    return trainer
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 
 from mitoseg.data.fluo_datamodule import FluorescenceDataModule
 from mitoseg.training.loggers import build_loggers
-from tests.conftest import CONF, SHARED_DATA, compose_config
+from tests.conftest import CONF, SHARED_DATA, compose_config, cpu_stand_in
 
 
 def options(group: str) -> list[str]:
@@ -181,12 +181,7 @@ def test_postproc_options(option: str) -> None:
 @pytest.mark.parametrize("option", options("trainer"))
 def test_trainer_options(option: str, tmp_path: Path) -> None:
     cfg = compose_config("train", [f"trainer={option}"], tmp_path)
-    if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
-        cfg.trainer.accelerator = "cpu"  # the option composes; its GPU needs a GPU to start
-        cfg.trainer.precision = "32-true"
-        if cfg.trainer.devices == -1:  # all GPUs; on CPU: two processes (not started here)
-            cfg.trainer.devices = 2
-    trainer = instantiate(cfg.trainer, logger=False, default_root_dir=str(tmp_path))
+    trainer = instantiate(cpu_stand_in(cfg.trainer), logger=False, default_root_dir=str(tmp_path))
     assert isinstance(trainer, pl.Trainer)
 
 

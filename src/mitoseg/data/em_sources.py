@@ -22,6 +22,7 @@ from mitoseg.data.em_volumes import (
     paired_slice_volumes,
 )
 from mitoseg.errors import InputError
+from mitoseg.runs.paths import display_path
 from mitoseg.synth.em_volumes import synthetic_em_volume
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def lucchi_volumes(root: str, test: str = "holdout", holdout_slices: int = 33,
         test_image = open_tif_volume(files["test"][0], cache_dir)
         test_labels = binary_labels(open_tif_volume(files["test"][1], cache_dir), files["test"][1])
         return EMVolumes(image, labels, test_image, test_labels, voxel,
-                         f"Lucchi '{root}' (official train/test volumes)",
+                         f"Lucchi '{display_path(root)}' (official train/test volumes)",
                          {"test": "official", "test_gap_slices": None,
                           "test_source": "testing.tif, a separate volume"})
     depth, gap = image.shape[0], int(test_gap_slices)
@@ -74,7 +75,7 @@ def lucchi_volumes(root: str, test: str = "holdout", holdout_slices: int = 33,
              "gap_slices": [[end, cut - 1]] if gap else [], "test_slices": [[cut, depth - 1]],
              "test_gap_slices": gap, "test_source": "training.tif, held-out slices"}
     return EMVolumes(image[:end], labels[:end], image[cut:], labels[cut:], voxel,
-                     f"Lucchi '{root}' (slices {cut}-{depth - 1} held out as test, {gap} slices "
+                     f"Lucchi '{display_path(root)}' (slices {cut}-{depth - 1} held out as test, {gap} slices "
                      f"before them unused)", notes,
                      test_slice_numbers=list(range(cut, depth)))
 
@@ -104,7 +105,7 @@ def casser_volumes(root: str, dataset: str, voxel_size_nm: Sequence[float] | Non
                           f"{', '.join(f'{a}-{b}' for a, b in notes[f'{split}_slices'])}"
                           for split in ("train", "test"))
     return EMVolumes(*volumes["train"], *volumes["test"], _voxel_size(voxel_size_nm, key),
-                     f"{key} '{root}' ({described})", notes,
+                     f"{key} '{display_path(root)}' ({described})", notes,
                      train_slice_numbers=numbers["train"], test_slice_numbers=numbers["test"])
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from mitoseg.data.image_io import list_image_files, read_mask
 from mitoseg.errors import InputError
+from mitoseg.runs.paths import display_path
 from mitoseg.synth.procedural_masks import ProceduralMaskConfig, generate_masks
 
 log = logging.getLogger(__name__)
@@ -77,11 +78,12 @@ def folder_mask_set(path: str, polarity: str = "auto", group_size: int = 1,
         masks.append(mask)
         inverted_files += inverted
     groups = _groups_from_names(files, group_size)
-    message = (f"read {len(files)} masks from '{path}' ({len(set(groups.tolist()))} groups); "
+    shown = display_path(path)
+    message = (f"read {len(files)} masks from '{shown}' ({len(set(groups.tolist()))} groups); "
                f"polarity={polarity}: {inverted_files} inverted so that mitochondria are True; "
                f"foreground fraction {np.mean(masks):.3f}")
     log.info(message)
-    return MaskSet(np.stack(masks), [f.stem for f in files], groups, f"mask folder '{path}'",
+    return MaskSet(np.stack(masks), [f.stem for f in files], groups, f"mask folder '{shown}'",
                    {"polarity": polarity, "inverted_files": inverted_files, "message": message})
 
 

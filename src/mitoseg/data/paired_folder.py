@@ -18,6 +18,7 @@ from mitoseg.data.loaders import make_loader
 from mitoseg.data.mask_sources import split_by_group
 from mitoseg.data.normalization import Normalization
 from mitoseg.errors import InputError
+from mitoseg.runs.paths import display_path
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,8 @@ class PairedFolderDataModule(pl.LightningDataModule):
 
     def describe(self) -> dict[str, Any]:
         self.setup()
-        return {"images_dir": str(self.images_dir), "masks_dir": str(self.masks_dir),
+        return {"images_dir": display_path(self.images_dir),
+                "masks_dir": display_path(self.masks_dir),
                 "polarity": self.polarity, "split_seed": self.split_seed,
                 "sizes": {k: len(v) for k, v in self.datasets.items()},
                 "test_mask_ids": list(self.datasets["test"].ids),

@@ -17,6 +17,7 @@ from mitoseg.evaluation.em_evaluate import evaluate_em
 from mitoseg.evaluation.scoring import score_batch, summarize
 from mitoseg.errors import InputError
 from mitoseg.runs.files import write_new_csv, write_new_json
+from mitoseg.runs.paths import display_path
 from mitoseg.runs.run_info import run_info
 
 log = logging.getLogger(__name__)
@@ -57,10 +58,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         probabilities = torch.sigmoid(net(batch["image"]))
         rows += score_batch(probabilities, batch["mask"], batch, binarize,
                             datamodule.pixel_size_um)
-    summary = {"checkpoint": str(Path(cfg.ckpt_path).resolve()), "split": cfg.split,
-               "n_images": len(rows), "metrics": summarize(rows),
+    summary = {"checkpoint": display_path(cfg.ckpt_path, cfg.paths.shared_data),
+               "split": cfg.split, "n_images": len(rows), "metrics": summarize(rows),
                "postproc": binarize.describe(), "data": datamodule.describe()}
-    write_new_json(out / "run_info.json", run_info(stored.get("seed"), stored.get("data_seed")))
+    write_new_json(out / "run_info.json", run_info(stored.get("seed"), stored.get("data_seed"),
+                                                   data_root=cfg.paths.shared_data))
     write_new_csv(out / f"{cfg.split}_per_image.csv", rows)
     write_new_json(out / "summary.json", summary)
     for name, stats in summary["metrics"].items():
@@ -75,10 +77,11 @@ def _evaluate_volume(cfg: DictConfig, stored: dict[str, Any], net: Any, datamodu
     if cfg.split != "test":
         raise InputError("EM data sets are evaluated on their test volume only (split=test)")
     inference = _section(cfg, stored, "inference")
-    write_new_json(out / "run_info.json", run_info(stored.get("seed"), stored.get("data_seed")))
+    write_new_json(out / "run_info.json", run_info(stored.get("seed"), stored.get("data_seed"),
+                                                   data_root=cfg.paths.shared_data))
     result = evaluate_em(net, datamodule, binarize, inference, out,
                          Normalization.from_dict(stored["normalization"]))
-    summary = {"checkpoint": str(Path(cfg.ckpt_path).resolve()), "split": "test",
+    summary = {"checkpoint": display_path(cfg.ckpt_path, cfg.paths.shared_data), "split": "test",
                "postproc": binarize.describe(), "data": datamodule.describe(), **result}
     write_new_json(out / "summary.json", summary)
     print(f"Results written to {out}")

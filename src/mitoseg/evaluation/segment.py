@@ -18,6 +18,7 @@ from mitoseg.evaluation.scoring import apply_postproc
 from mitoseg.evaluation.predict import predict_probabilities
 from mitoseg.errors import InputError
 from mitoseg.runs.files import write_new_bytes, write_new_json
+from mitoseg.runs.paths import display_path
 
 
 def input_files(path: str | Path) -> list[Path]:
@@ -51,6 +52,7 @@ def segment(cfg: DictConfig) -> dict[str, Any]:
     pixel_size = float(cfg.pixel_size_um or stored["dataset"].get("pixel_size_um", 1.0))
     normalization = Normalization.from_dict(stored["normalization"])
     out = Path(cfg.output_dir or cfg.paths.output_dir)
+    data_root = cfg.paths.shared_data
     files = input_files(cfg.input)
     outputs = []
     for file in files:
@@ -64,11 +66,12 @@ def segment(cfg: DictConfig) -> dict[str, Any]:
         prob_path = write_new_bytes(out / f"{file.stem}_prob.tif",
                                     _tiff_bytes(probabilities.astype(np.float32), pixel_size))
         mask_path = write_new_bytes(out / f"{file.stem}_mask.tif", _tiff_bytes(masks, pixel_size))
-        outputs.append({"input": str(file.resolve()), "probabilities": prob_path.name,
+        outputs.append({"input": display_path(file, data_root), "probabilities": prob_path.name,
                         "mask": mask_path.name, "shape": list(image.shape),
                         "foreground_fraction": float((masks > 0).mean())})
-    record = {"checkpoint": str(Path(cfg.ckpt_path).resolve()), "pixel_size_um": pixel_size,
-              "postproc": binarize.describe(), "normalization": normalization.to_dict(), "images": outputs}
+    record = {"checkpoint": display_path(cfg.ckpt_path, data_root), "pixel_size_um": pixel_size,
+              "postproc": binarize.describe(), "normalization": normalization.to_dict(),
+              "images": outputs}
     write_new_json(out / "segmentation.json", record)
     print(f"Segmented {len(outputs)} file(s); results written to {out}")
     return record

@@ -26,6 +26,7 @@ from mitoseg.reporting.collect import (IGNORED_KEYS, NO_PROTOCOL, Collection, Ru
                                        available_metrics, collect_runs, metric_values)
 from mitoseg.reporting.stats import TESTS, describe, holm, is_unstable, p_value, per_seed
 from mitoseg.runs.files import write_new_bytes, write_new_csv, write_new_text
+from mitoseg.runs.paths import display_path
 
 TEST_NAMES = {"welch": "Welch's t-test", "mannwhitney": "Mann-Whitney U"}
 SUMMARY_COLUMNS = ("metric", "dataset", "protocol", "model", "configuration", "baseline", "n",
@@ -282,15 +283,16 @@ def _problems(report: Report) -> list[str]:
                   "| status | configuration | seed | folder | source | error |",
                   "|---|---|---|---|---|---|"]
         lines += ["| " + " | ".join(_cell(c) for c in (
-            r.status, f"`{report.labels[config_key(r)]}`", r.seed, r.folder, r.source,
-            r.error)) + " |"
+            r.status, f"`{report.labels[config_key(r)]}`", r.seed, display_path(r.folder),
+            r.source, r.error)) + " |"
                   for r in broken]
         lines.append("")
     if report.missing:
         lines += ["## Finished runs without a value (not in n)", "",
                   "| configuration | seed | folder | source | problem |", "|---|---|---|---|---|"]
         lines += ["| " + " | ".join(_cell(c) for c in (
-            f"`{report.labels[config_key(r)]}`", r.seed, r.folder, r.source, why)) + " |"
+            f"`{report.labels[config_key(r)]}`", r.seed, display_path(r.folder), r.source,
+            why)) + " |"
                   for r, why in report.missing]
         lines.append("")
     return lines
@@ -307,7 +309,7 @@ def run_rows(report: Report) -> list[dict[str, Any]]:
     metric values."""
     rows = []
     for run in sorted(report.runs, key=lambda r: (report.labels[config_key(r)], r.seed or 0)):
-        row = {"folder": str(run.folder), "source": run.source, "status": run.status,
+        row = {"folder": display_path(run.folder), "source": run.source, "status": run.status,
                "configuration": report.labels[config_key(run)], "model": run.model,
                "dataset": run.dataset, "seed": run.seed, "error": run.error}
         if run.status == "finished":
@@ -382,10 +384,10 @@ def write_report(roots: Sequence[str | Path], out: str | Path, metrics: Sequence
                          "to overwrite -- choose another folder")
     text = markdown(report, title=f"Run report: {out.name}")
     text += "".join(f"\n![{m}]({plot_name(m)})\n" for m in metrics)
-    text += "\n## Sources\n\n" + "".join(f"- `{root}`\n" for root in roots)
+    text += "\n## Sources\n\n" + "".join(f"- `{display_path(root)}`\n" for root in roots)
     if collection.skipped:
         text += "\nFolders skipped (not training runs):\n\n" + "".join(
-            f"- `{folder}`: {why}\n" for folder, why in collection.skipped)
+            f"- `{display_path(folder)}`: {why}\n" for folder, why in collection.skipped)
     written = {"report.md": write_new_text(out / "report.md", text),
                "summary.csv": write_new_csv(out / "summary.csv", summary_rows(report)),
                "runs.csv": write_new_csv(out / "runs.csv", run_rows(report))}

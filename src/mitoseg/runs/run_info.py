@@ -11,6 +11,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from mitoseg.runs.paths import display_command
+
 PACKAGES = ("mitoseg", "torch", "pytorch-lightning", "hydra-core", "omegaconf", "numpy",
             "scipy", "scikit-image", "torchmetrics", "wandb")
 
@@ -49,10 +51,13 @@ def git_state(folder: Path | None = None) -> dict[str, Any]:
             "dirty": None if status is None else bool(status)}
 
 
-def run_info(seed: int, data_seed: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_info(seed: int, data_seed: int, extra: dict[str, Any] | None = None,
+             data_root: str | None = None) -> dict[str, Any]:
+    """The start-up record of a run; paths in the command are named as
+    ``mitoseg.runs.paths.display_path`` names them (``data_root``: ``paths.shared_data``)."""
+    argv = display_command(sys.argv, data_root)
     return {
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "argv": list(sys.argv), "cwd": str(Path.cwd()),
+        "command": " ".join([Path(sys.argv[0]).name, *argv[1:]]), "argv": argv,
         "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "seed": seed, "data_seed": data_seed,
         "git": git_state(), "environment": environment(), **(extra or {}),

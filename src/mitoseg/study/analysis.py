@@ -82,7 +82,9 @@ def find_trained_runs(sweep_dir: Path) -> tuple[list[TrainedRun], list[tuple[Pat
             problems.append((job, str(reason)))
             continue
         metrics = json.loads((job / "metrics.json").read_text())
-        checkpoint = Path(metrics.get("checkpoint") or job / "checkpoints" / "best.ckpt")
+        # metrics.json names it from the project root (mitoseg.runs.paths); the job folder
+        # holds it wherever the study folder now is
+        checkpoint = job / "checkpoints" / Path(metrics.get("checkpoint") or "best.ckpt").name
         config = yaml.safe_load((job / "config.yaml").read_text())
         runs.append(TrainedRun(job, str(choices.get("condition")), str(choices.get("model")),
                                int(config["seed"]), checkpoint, config))

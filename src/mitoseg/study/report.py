@@ -43,7 +43,8 @@ __all__ = ["PUBLISHED", "write_study_report", "render_report"]
 # with"); the train-4-tested-at-8 changes come from the paper's Results text directly.
 PUBLISHED: dict[str, Any] = {
     "source": ("paper 000 (Results; Figures 2-3, Supplementary Figure S2, Tables S1-S3), as "
-               "transcribed in /work/shared/guides/fidelity.md, 'Published figures to compare with'"),
+               "transcribed in the project's fidelity guide (../shared/guides/fidelity.md), "
+               "'Published figures to compare with'"),
     "n_per_condition": 30,
     "abd_unit": "px (assumed: the paper's ABD plots give no unit; the guide's reference run matched in px)",
     "robustness_slope": {

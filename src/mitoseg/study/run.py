@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from mitoseg.errors import InputError
 from mitoseg.metrics.segmentation import EMPTY_ABD
 from mitoseg.runs.files import next_free_path, write_new_csv, write_new_json, write_new_text
+from mitoseg.runs.paths import display_command, display_path
 from mitoseg.runs.run_info import run_info
 from mitoseg.study.analysis import (Segmenter, example_predictions, find_trained_runs,
                                     study_rows)
@@ -57,10 +58,12 @@ def run_study(cfg: DictConfig) -> Path:
     started = time.perf_counter()
     if not cfg.analyze_only:
         study_dir.mkdir(parents=True, exist_ok=True)
-        write_new_json(study_dir / "run_info.json", run_info(0, 0))
+        write_new_json(study_dir / "run_info.json",
+                       run_info(0, 0, data_root=cfg.paths.shared_data))
         write_new_text(study_dir / "study.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         command = training_command(cfg, study_dir)
-        write_new_text(study_dir / "train_command.txt", " ".join(command) + "\n")
+        shown = ["python", *display_command(command[1:], cfg.paths.shared_data)]
+        write_new_text(study_dir / "train_command.txt", " ".join(shown) + "\n")
         plan = describe_plan(cfg)
         print(f"Training {plan['jobs']} networks ({len(plan['conditions'])} conditions x "
               f"{len(plan['models'])} models x {len(plan['seeds'])} seeds) in "
@@ -90,8 +93,9 @@ def run_study(cfg: DictConfig) -> Path:
             item, predictions = example
             example_panel(item.image, item.mask, predictions, out / f"example_{middle}")
     meta = {
-        "command": " ".join(sys.argv), "study folder": str(study_dir),
-        "mask source": _mask_source(runs, cfg.dataset),
+        "command": " ".join(display_command(sys.argv, cfg.paths.shared_data)),
+        "study folder": display_path(study_dir, cfg.paths.shared_data),
+        "mask source": _mask_source(runs, cfg.dataset, cfg.paths.shared_data),
         "n per condition": _test_size(runs),
         "mixture training images per condition": _mixture_counts(runs),
         "families": ", ".join(cfg.families),
@@ -112,11 +116,12 @@ def run_study(cfg: DictConfig) -> Path:
     return out
 
 
-def _mask_source(runs: list, dataset: str) -> str:
+def _mask_source(runs: list, dataset: str, data_root: str) -> str:
     if not runs:
         return str(dataset)
     masks = runs[0].config["dataset"].get("masks", {})
-    where = masks.get("path") or f"procedural, seed {masks.get('seed')}, {masks.get('count')} masks"
+    where = (display_path(masks["path"], data_root) if masks.get("path") else
+             f"procedural, seed {masks.get('seed')}, {masks.get('count')} masks")
     return f"{dataset} ({where})"
 
 

@@ -25,6 +25,7 @@ from pytorch_lightning.loggers import Logger, WandbLogger
 
 from mitoseg.reporting.collect import identity_overrides
 from mitoseg.runs.files import to_jsonable
+from mitoseg.runs.paths import display_path
 
 MAX_GROUP_LENGTH = 128  # W&B's limit on a group name
 
@@ -103,7 +104,7 @@ def log_run_identity(loggers: Sequence[Logger], cfg: DictConfig, config: Mapping
     """Put the job's identity and resolved config into every logger's hyperparameters."""
     identity = {"overrides": job_overrides(), "choices": dict(choices), "seed": cfg.seed,
                 "data_seed": cfg.data_seed, "optimized_metric": cfg.get("optimized_metric"),
-                "run_folder": str(cfg.paths.output_dir)}
+                "run_folder": display_path(cfg.paths.output_dir, cfg.paths.shared_data)}
     for logger in loggers:
         if isinstance(logger, WandbLogger):
             logger.experiment.config.update({"mitoseg": identity, **config}, allow_val_change=True)

@@ -18,6 +18,7 @@ from mitoseg.config.validation import check_seeds, plain_config
 from mitoseg.data.em_datamodule import EMDataModule
 from mitoseg.evaluation.em_evaluate import evaluate_em, headline_choice, load_net_weights
 from mitoseg.runs.files import write_new_csv, write_new_json, write_new_text
+from mitoseg.runs.paths import display_path
 from mitoseg.runs.run_info import run_info
 from mitoseg.runs.resume import LAST_CHECKPOINT, ResumePlan, plan_resume
 from mitoseg.training.loggers import (build_loggers, log_run_identity, log_run_result, metric_number,
@@ -59,9 +60,10 @@ def _prepare_run_folder(cfg: DictConfig, plan: ResumePlan) -> Path:
                                   f"({', '.join(taken)}); refusing to overwrite them -- choose "
                                   "another paths.output_dir")
     run_dir.mkdir(parents=True, exist_ok=True)
-    info = run_info(cfg.seed, cfg.data_seed)
+    info = run_info(cfg.seed, cfg.data_seed, data_root=cfg.paths.shared_data)
     if plan.resuming:
-        info["resumed_from"] = str(plan.checkpoint) if plan.checkpoint else None
+        info["resumed_from"] = (display_path(plan.checkpoint, cfg.paths.shared_data)
+                                if plan.checkpoint else None)
         write_new_json(run_dir / f"resume-{plan.attempt}.json", info)
         log.info("resuming %s from %s (attempt %d)", run_dir,
                  plan.checkpoint or "the start: no checkpoint was saved", plan.attempt)
@@ -157,7 +159,8 @@ def _fit_and_test(cfg: DictConfig, datamodule: Any, module: SegmentationModule, 
         "test": test, **extra,
         "final": {key: float(value) for key, value in trainer.callback_metrics.items()},
         "best": _best_score(trainer, cfg.monitor),
-        "checkpoint": checkpoint, "epochs": trainer.current_epoch,
+        "checkpoint": display_path(checkpoint, cfg.paths.shared_data) if checkpoint else None,
+        "epochs": trainer.current_epoch,
         "fit_seconds": round(fit_seconds, 2),
         "resumed": plan.attempt,
         "postproc": module.binarize.describe(),
