@@ -13,12 +13,15 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+
+from mitoseg.data.normalization import Normalization
 import yaml
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -81,7 +84,9 @@ def pipeline_refuses(cfg: DictConfig) -> bool:
 
 def training_step(cfg: DictConfig) -> None:
     """Build the module as train.py does and take one optimizer (and scheduler) step."""
-    module = build_module(cfg, pixel_size_um=0.005)
+    data = SimpleNamespace(pixel_size_um=0.005, normalization=Normalization("none"))
+    module = build_module(cfg, data)
+    module._trainer = SimpleNamespace(estimated_stepping_batches=10)  # for step-wise schedules
     configured = module.configure_optimizers()
     if isinstance(configured, torch.optim.Optimizer):
         optimizer, scheduler = configured, None
@@ -179,9 +184,9 @@ def test_every_experiment_takes_its_own_augmentation(experiment: str, tmp_path: 
 
 @pytest.mark.parametrize("data, taken", [
     (["dataset=fluo_procedural"], ["dihedral", "none"]),
-    (["dataset=synthetic_em"], ["none", "paper2d", "paper3d", "strong"]),
+    (["dataset=synthetic_em"], ["none", "paper2d", "paper3d", "rot90_flips", "strong"]),
     (["dataset=synthetic_em", "dataset.patch_size=[16,32,32]"],
-     ["none", "paper2d", "paper3d", "strong"]),
+     ["none", "paper2d", "paper3d", "rot90_flips", "strong"]),
 ])
 def test_the_pipelines_refuse_the_other_modality(data: list[str], taken: list[str],
                                                  tmp_path: Path) -> None:

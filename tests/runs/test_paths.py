@@ -169,9 +169,10 @@ def test_em_volumes_are_described_from_the_data_root(roots) -> None:
     project, data = roots
     write_lucchi(data / "lucchi")
     for root in (data / "lucchi", "../disk/data/lucchi"):
-        volumes = lucchi_volumes(str(root), holdout_slices=3, cache_dir=str(project / "cache"))
-        assert volumes.description == ("Lucchi '${paths.shared_data}/lucchi' (training slices "
-                                       "9-11 held out as test)")
+        volumes = lucchi_volumes(str(root), holdout_slices=3, test_gap_slices=2,
+                                 cache_dir=str(project / "cache"))
+        assert volumes.description == ("Lucchi '${paths.shared_data}/lucchi' (slices 9-11 held "
+                                       "out as test, 2 slices before them unused)")
 
 
 @pytest.mark.slow
@@ -184,7 +185,8 @@ def test_an_em_run_names_its_volumes_from_the_data_root(roots, tmp_path: Path,
     outputs = project / "outputs"
     monkeypatch.setattr(sys, "argv", [str(project / "train.py"), "dataset=lucchi"])
     train(compose_config("train", [
-        "dataset=lucchi", "dataset.volumes.holdout_slices=3", "dataset.patch_size=[32,32]",
+        "dataset=lucchi", "dataset.volumes.holdout_slices=3", "dataset.volumes.test_gap_slices=2",
+        "dataset.patch_size=[32,32]",
         "dataset.num_workers=0", "dataset.batch_size=4", "model=unet2d_paper002",
         "model.filters=[2,4,4,8,8]", "augmentation=none", "postproc=em_default",
         "inference=em_quick", "trainer=cpu", "trainer.max_epochs=1",
