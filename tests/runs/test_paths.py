@@ -194,7 +194,7 @@ def test_an_em_run_names_its_volumes_from_the_data_root(roots, tmp_path: Path,
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
         "logger=none", f"paths.output_root={outputs}"], outputs / "run"))
     description = json.loads((outputs / "run" / "data.json").read_text())["volumes"]
-    assert description.startswith("Lucchi '${paths.shared_data}/lucchi' (training slices 9-11")
+    assert description.startswith("Lucchi '${paths.shared_data}/lucchi' (slices 9-11 held out")
     machine = {str(tmp_path), os.path.realpath(tmp_path), "/work/"}
     for path in record_files(outputs / "run"):
         text = path.read_text(errors="replace")
