@@ -10,10 +10,12 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mitoseg.config.validation import check_seeds
 from mitoseg.data.em_datamodule import EMDataModule
 from mitoseg.evaluation.checkpoints import load_network
 from mitoseg.evaluation.em_evaluate import evaluate_em
 from mitoseg.evaluation.scoring import score_batch, summarize
+from mitoseg.evaluation.training_overlap import seeds_from_checkpoint, training_overlap
 from mitoseg.errors import InputError
 from mitoseg.runs.files import write_new_csv, write_new_json
 from mitoseg.runs.run_info import run_info
@@ -33,17 +35,24 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     The dataset and post-processing default to the ones stored in the checkpoint, so the
     same test images are scored; give ``dataset=...`` or ``postproc=...`` to change them
-    (e.g. another SNR, or the 0.9 threshold).
+    (e.g. another SNR, or the 0.9 threshold). ``seed`` and ``data_seed`` default to the
+    checkpoint's, so ``dataset=...`` splits the masks as training did. A val/test split that
+    shares masks or regions with the checkpoint's training masks is refused unless
+    ``allow_training_overlap=true`` (then summary.json carries a warning).
     """
     if cfg.split not in ("train", "val", "test"):
         raise InputError(f"config option 'split' must be train, val or test, got {cfg.split!r}")
     net, stored = load_network(cfg.ckpt_path)
+    seeds = seeds_from_checkpoint(cfg, stored)
+    check_seeds(cfg)
     datamodule = instantiate(_section(cfg, stored, "dataset"))
     binarize = instantiate(_section(cfg, stored, "postproc"))
     datamodule.setup()
     out = Path(cfg.paths.output_dir)
     if isinstance(datamodule, EMDataModule):
         return _evaluate_volume(cfg, stored, net, datamodule, binarize, out)
+    overlap = training_overlap(stored, datamodule, cfg.split,
+                               bool(cfg.get("allow_training_overlap", False)))
     loader = {"train": datamodule.train_dataloader, "val": datamodule.val_dataloader,
               "test": datamodule.test_dataloader}[cfg.split]()
     rows = []
@@ -53,12 +62,18 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                             datamodule.pixel_size_um)
     summary = {"checkpoint": str(Path(cfg.ckpt_path).resolve()), "split": cfg.split,
                "n_images": len(rows), "metrics": summarize(rows),
+               "seeds": {key: {"value": cfg[key], "from": seeds[key]} for key in seeds},
+               "training_overlap": overlap,
                "postproc": binarize.describe(), "data": datamodule.describe()}
+    if "warning" in overlap:
+        summary = {"WARNING": overlap["warning"], **summary}
     write_new_json(out / "run_info.json", run_info(stored.get("seed"), stored.get("data_seed")))
     write_new_csv(out / f"{cfg.split}_per_image.csv", rows)
     write_new_json(out / "summary.json", summary)
     for name, stats in summary["metrics"].items():
         print(f"{cfg.split}/{name}: {stats['mean']:.4f} +- {stats['sem']:.4f} (SEM, n={stats['n']})")
+    if "warning" in overlap:
+        print(f"WARNING: {overlap['warning']}")
     print(f"Results written to {out}")
     return summary
 
