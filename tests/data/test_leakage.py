@@ -116,7 +116,7 @@ def test_near_exact_overlaps_need_a_tolerance():
     right[[5, 60, 100], [10, 20, 30]] ^= True  # three pixels differ in the strip
     assert not find_overlaps([left, right], OverlapRule(min_area=1600)).pairs
     tolerant = find_overlaps([left, right], OverlapRule(min_area=1600,
-                                                        max_mismatch_fraction=0.001))
+                                                        max_mismatch_fraction=0.01))
     (overlap,) = tolerant.pairs
     assert overlap.mismatches == 3 and overlap.area == 120 * 40
 

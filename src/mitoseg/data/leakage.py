@@ -4,10 +4,11 @@ any of the 8 flips/rotations and a shift. Crops cut every 150 px from one larger
 on one side of a train/test split, or ground truth leaks into the test set.
 
 Rule (``OverlapRule``). Two arrays share a region at a view and shift if, on the whole
-rectangle where they then overlap, at least ``min_area`` px, at most ``max_mismatch_fraction``
-of the pixels differ (by more than ``value_tolerance``), and the rectangle is not trivial:
-enough of its pixels differ from its most common value (in a mask: its foreground pixels, so
-two empty corners never count). How many is enough depends on the shift:
+rectangle where they then overlap, at least ``min_area`` px, the rectangle is not trivial:
+enough of its pixels differ from its most common value ("informative" pixels; in a mask its
+foreground, so two empty corners never count), and at most ``max_mismatch_fraction`` times
+that many pixels differ (by more than ``value_tolerance``; relative to the content, since 1 %
+of a sparse mask's area can be all of its foreground). How many is enough depends on the shift:
 
 - any shift: ``min_informative`` (100). Little content matches by chance: among the 90 crops of
   the real masks, 306 pairs of crops that were never neighbours coincide exactly on >= 2500 px
@@ -268,9 +269,11 @@ def _verify(a: np.ndarray, b: np.ndarray, dy: int, dx: int, rule: OverlapRule, n
         difference = np.abs(part_a.astype(np.float64) - part_b.astype(np.float64))
         mismatches = int(np.count_nonzero(difference > rule.value_tolerance))
     if mismatches > rule.max_mismatch_fraction * height * width:
-        return None
+        return None  # cheap first test; the tolerance is relative to the content, below
     informative = _informative_count(part_a)
-    return (height, width, mismatches, informative) if informative >= needed else None
+    if informative < needed or mismatches > rule.max_mismatch_fraction * informative:
+        return None
+    return height, width, mismatches, informative
 
 
 def _informative_count(region: np.ndarray) -> int:
