@@ -64,7 +64,7 @@ def test_a_named_dataset_is_split_with_the_checkpoints_data_seed(procedural_run,
     assert summary["seeds"]["data_seed"] == {"value": TRAIN_SEED, "from": "checkpoint"}
     assert summary["metrics"]["as"]["mean"] == pytest.approx(trained["as"]["mean"], abs=1e-6)
     assert summary["training_overlap"]["checked"]
-    assert summary["training_overlap"]["overlapping_masks"] == 0
+    assert summary["training_overlap"]["overlapping_masks"] == {"train": 0, "val": 0}
 
 
 def test_an_explicit_data_seed_still_wins(procedural_run, tmp_path):
@@ -82,8 +82,10 @@ def test_the_checkpoints_own_split_of_a_mask_folder_passes_the_check(folder_run,
     run, dataset = folder_run
     summary = _evaluate(run, tmp_path, *dataset)
     overlap = summary["training_overlap"]
-    assert overlap["checked"] and overlap["overlapping_masks"] == 0
-    assert overlap["training_masks"] > 0 and "WARNING" not in summary
+    assert overlap["checked"] and overlap["overlapping_masks"] == {"train": 0, "val": 0}
+    assert overlap["compared_with"]["train"] > 0 and "WARNING" not in summary
+    val = _evaluate(run, tmp_path / "val", *dataset, "split=val")["training_overlap"]
+    assert val["compared_with"].keys() == {"train"} and val["overlapping_masks"] == {"train": 0}
     stored = json.loads((run / "data.json").read_text())
     assert summary["data"]["test_mask_ids"] == stored["test_mask_ids"]
 
@@ -92,12 +94,13 @@ def test_a_split_that_overlaps_the_training_masks_is_refused(folder_run, tmp_pat
     run, dataset = folder_run
     with pytest.raises(InputError, match="refusing to score") as error:
         _evaluate(run, tmp_path / "a", *dataset, "data_seed=0")
-    assert "share a region with the checkpoint's training masks" in str(error.value)
+    assert "share a region with masks the checkpoint has seen" in str(error.value)
+    assert "0 with its training masks" not in str(error.value)
     assert not (tmp_path / "a" / "summary.json").exists()
     summary = _evaluate(run, tmp_path / "b", *dataset, "data_seed=0",
                         "allow_training_overlap=true")
-    assert summary["WARNING"].startswith("SCORED ON TRAINING DATA")
-    assert summary["training_overlap"]["overlapping_masks"] > 0
+    assert summary["WARNING"].startswith("SCORED ON DATA THE CHECKPOINT HAS SEEN")
+    assert summary["training_overlap"]["overlapping_masks"]["train"] > 0
     saved = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert next(iter(saved)) == "WARNING"  # the first thing a reader sees
 
@@ -114,3 +117,21 @@ def test_a_checkpoint_from_before_leak_free_splits_is_not_trusted(procedural_run
                                       tmp_path / "b"))
     assert summary["WARNING"].startswith("NOT CHECKED")
     assert summary["training_overlap"]["checked"] is False
+
+
+def _split_ids(dataset: list[str], data_seed: int) -> dict[str, set[str]]:
+    from hydra.utils import instantiate
+
+    module = instantiate(compose_config("train", [*dataset, f"data_seed={data_seed}"]).dataset)
+    module.setup()
+    return {name: set(part.masks.ids) for name, part in module.datasets.items()}
+
+
+def test_a_test_split_that_picked_the_checkpoint_is_refused(folder_run, tmp_path):
+    """The checkpoint's validation masks chose it (best val/loss): not a fair test set either."""
+    run, dataset = folder_run
+    trained = _split_ids(dataset, TRAIN_SEED)
+    seed = next(s for s in range(50) if _split_ids(dataset, s)["test"] <= trained["val"])
+    with pytest.raises(InputError, match="0 with its training masks, [1-9]\\d* with its "
+                                         "validation masks"):
+        _evaluate(run, tmp_path, *dataset, f"data_seed={seed}")

@@ -37,8 +37,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     same test images are scored; give ``dataset=...`` or ``postproc=...`` to change them
     (e.g. another SNR, or the 0.9 threshold). ``seed`` and ``data_seed`` default to the
     checkpoint's, so ``dataset=...`` splits the masks as training did. A val/test split that
-    shares masks or regions with the checkpoint's training masks is refused unless
-    ``allow_training_overlap=true`` (then summary.json carries a warning).
+    shares masks or regions with masks the checkpoint has seen (``training_overlap``) is
+    refused unless ``allow_training_overlap=true`` (then summary.json starts with a WARNING).
     """
     if cfg.split not in ("train", "val", "test"):
         raise InputError(f"config option 'split' must be train, val or test, got {cfg.split!r}")

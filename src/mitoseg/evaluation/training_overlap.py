@@ -2,9 +2,9 @@
 
 ``seeds_from_checkpoint``: evaluate.py's ``seed``/``data_seed`` left unset (null) take the
 checkpoint's, so ``dataset=...`` rebuilds the split the network was trained with.
-``training_overlap``: the checkpoint's training split is rebuilt from its stored dataset config
-and compared by content (``leakage.find_overlaps``: the same file, a flipped copy, a shared
-strip) with the evaluated split; val/test overlap is refused unless explicitly allowed.
+``training_overlap``: the checkpoint's train and val splits are rebuilt from its stored dataset
+config and compared by content (``leakage.find_overlaps``: the same file, a flipped copy, a
+shared strip) with the evaluated split; overlap is refused unless explicitly allowed.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from mitoseg.errors import InputError
 
 log = logging.getLogger(__name__)
 SEEDS = ("seed", "data_seed")
+SEEN = {"val": ("train",), "test": ("train", "val")}  # what the checkpoint saw, per split scored
+WHAT = {"train": "training", "val": "validation"}
 
 
 def seeds_from_checkpoint(cfg: DictConfig, stored: dict[str, Any]) -> dict[str, str]:
@@ -56,10 +58,13 @@ def _split_masks(datamodule: Any, split: str) -> tuple[list[str], list[np.ndarra
 
 def training_overlap(stored: dict[str, Any], datamodule: Any, split: str,
                      allow: bool) -> dict[str, Any]:
-    """Which masks of ``split`` share a region with the checkpoint's training masks.
+    """Which masks of ``split`` share a region with masks the checkpoint has seen: its
+    training split, and for split=test also its validation split (which picked the checkpoint).
 
-    Raises InputError when some do and ``split`` is val or test, unless ``allow``.
+    Raises InputError when some do, unless ``allow``. split=train is training data by choice.
     """
+    if split == "train":
+        return {"checked": False, "split": split, "reason": "split=train: training data by choice"}
     if "overlap" not in (stored.get("dataset") or {}):
         return _unchecked(
             "the checkpoint was trained before leak-free splits (its dataset config has no "
@@ -70,39 +75,46 @@ def training_overlap(stored: dict[str, Any], datamodule: Any, split: str,
                           allow)
     training_module = instantiate(OmegaConf.create(stored["dataset"]))
     training_module.setup()
-    trained = _split_masks(training_module, "train")
-    rule = datamodule.overlap
-    if trained is None or {m.dtype == bool for m in trained[1] + evaluated[1]} != {True}:
+    seen = {name: _split_masks(training_module, name) for name in SEEN[split]}
+    if any(part is None for part in seen.values()) or {
+            mask.dtype == bool for part in [*seen.values(), evaluated] for mask in part[1]} != {True}:
         return _unchecked("the checkpoint's training data are not masks", split, allow)
-    report = find_overlaps_cached(trained[1] + evaluated[1], rule)
-    count = len(trained[0])
+    ids = [(name, i) for name, part in seen.items() for i in part[0]]
+    arrays = [mask for part in seen.values() for mask in part[1]]
+    report = find_overlaps_cached(arrays + evaluated[1], datamodule.overlap)
+    count = len(arrays)
     crossing = sorted({(max(p.pair) - count, min(p.pair)) for p in report.pairs
                        if min(p.pair) < count <= max(p.pair)})
-    shared = sorted({e for e, _ in crossing})
-    record = {"checked": True, "split": split, "training_masks": count,
-              "evaluated_masks": len(evaluated[0]), "overlapping_masks": len(shared),
-              "examples": [[evaluated[0][e], trained[0][t]] for e, t in crossing[:10]],
+    shared = {name: sorted({e for e, s in crossing if ids[s][0] == name}) for name in seen}
+    record = {"checked": True, "split": split, "evaluated_masks": len(evaluated[0]),
+              "compared_with": {name: len(part[0]) for name, part in seen.items()},
+              "overlapping_masks": {name: len(found) for name, found in shared.items()},
+              "examples": [[evaluated[0][e], f"{ids[s][0]} {ids[s][1]}"]
+                           for e, s in crossing[:10]],
               "rule": report.to_dict()["rule"]}
-    if shared and split != "train":
-        message = (f"{len(shared)} of the {len(evaluated[0])} {split} masks share a region with "
-                   f"the checkpoint's training masks (e.g. '{evaluated[0][crossing[0][0]]}' "
-                   f"with '{trained[0][crossing[0][1]]}'): these scores would be inflated")
+    if crossing:
+        counts = ", ".join(f"{len(found)} with its {WHAT[name]} masks"
+                           for name, found in shared.items())
+        e, s = crossing[0]
+        message = (f"{len({e for e, _ in crossing})} of the {len(evaluated[0])} {split} masks "
+                   f"share a region with masks the checkpoint has seen ({counts}; e.g. "
+                   f"'{evaluated[0][e]}' with {WHAT[ids[s][0]]} mask '{ids[s][1]}'): these "
+                   "scores would be inflated")
         if not allow:
             raise InputError(f"refusing to score: {message}. Leave data_seed unset to use the "
                              "checkpoint's split, or give allow_training_overlap=true to score "
                              "anyway (summary.json then says so)")
-        record["warning"] = f"SCORED ON TRAINING DATA: {message}"
+        record["warning"] = f"SCORED ON DATA THE CHECKPOINT HAS SEEN: {message}"
         log.warning(record["warning"])
     return record
 
 
 def _unchecked(reason: str, split: str, allow: bool) -> dict[str, Any]:
-    if split != "train" and not allow:
+    if not allow:
         raise InputError(f"cannot check whether the {split} split overlaps the checkpoint's "
                          f"training data: {reason}; give allow_training_overlap=true to score "
                          "anyway (summary.json then says it was not checked)")
-    record = {"checked": False, "split": split, "reason": reason}
-    if split != "train":
-        record["warning"] = f"NOT CHECKED for overlap with training data: {reason}"
-        log.warning(record["warning"])
+    record = {"checked": False, "split": split, "reason": reason,
+              "warning": f"NOT CHECKED for overlap with training data: {reason}"}
+    log.warning(record["warning"])
     return record
