@@ -76,8 +76,8 @@ def training_overlap(stored: dict[str, Any], datamodule: Any, split: str,
     training_module = instantiate(OmegaConf.create(stored["dataset"]))
     training_module.setup()
     seen = {name: _split_masks(training_module, name) for name in SEEN[split]}
-    if any(part is None for part in seen.values()) or {
-            mask.dtype == bool for part in [*seen.values(), evaluated] for mask in part[1]} != {True}:
+    parts = [*seen.values(), evaluated]
+    if None in parts or {mask.dtype == bool for part in parts for mask in part[1]} != {True}:
         return _unchecked("the checkpoint's training data are not masks", split, allow)
     ids = [(name, i) for name, part in seen.items() for i in part[0]]
     arrays = [mask for part in seen.values() for mask in part[1]]
