@@ -35,8 +35,8 @@ def write_pairs(folder: Path, count: int = 8, shape: tuple[int, int] = (200, 200
     (folder / "images").mkdir()
     (folder / "masks").mkdir()
     for index in range(count):
-        mask = np.zeros(shape, np.uint8)
-        mask[20:40, 10 + index: 60 + index] = 255
+        mask = np.zeros(shape, np.uint8)  # rectangles of different sizes: no shared region
+        mask[20:40 + index, 10 + index: 60 + 2 * index] = 255
         tifffile.imwrite(folder / "images" / f"{index}.tif",
                          (rng.normal(100, 5, shape) + (mask > 0) * 50).astype(np.float32))
         tifffile.imwrite(folder / "masks" / f"{index}.tif", mask)
@@ -52,8 +52,8 @@ def test_dataset_lists_are_complete() -> None:
 
 
 def dataset_overrides(option: str, tmp_path: Path) -> list[str]:
-    if option == "fluo_masks":
-        return ["dataset.masks.limit=18"]
+    if option == "fluo_masks":  # the first 180 masks are one cluster of overlapping crops
+        return ["dataset.masks.limit=300"]
     if option == "fluo_pairs":
         return write_pairs(tmp_path)
     return ["dataset.masks.count=40"]

@@ -49,3 +49,32 @@ def test_training_on_paired_folders(tmp_path: Path, tiny_overrides: list[str]) -
                   "dataset.split={val:2,test:2}"]
     metrics = train(compose_config("train", overrides, tmp_path / "run"))
     assert metrics["test"]["as"]["n"] == 2
+
+
+def test_tiles_of_one_image_stay_on_one_side_of_the_split(tmp_path: Path) -> None:
+    """Overlapping tiles of one large annotated image share ground truth: they are split whole."""
+    from scipy import ndimage
+
+    from mitoseg.data.paired_folder import PairedFolderDataModule
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    image_of = {}
+    for image in range(4):
+        rng = np.random.default_rng(image)
+        mask = ndimage.gaussian_filter(rng.normal(size=(64, 160)), 2) > 0.1
+        pixels = (rng.normal(100, 5, mask.shape) + 50 * mask).astype(np.float32)
+        for x in range(0, 97, 48):  # three 64 x 64 tiles, 16-px shared strips
+            name = f"image{image}_x{x}"
+            tifffile.imwrite(tmp_path / "images" / f"{name}.tif", pixels[:, x:x + 64])
+            tifffile.imwrite(tmp_path / "masks" / f"{name}.tif",
+                             mask[:, x:x + 64].astype(np.uint8) * 255)
+            image_of[name] = image
+    for seed in range(4):
+        module = PairedFolderDataModule(str(tmp_path / "images"), str(tmp_path / "masks"),
+                                        {"val": 1, "test": 1}, seed, 0)
+        module.setup()
+        sides = {split: {image_of[i] for i in data.ids} for split, data in module.datasets.items()}
+        assert all(len(images) == 1 for name, images in sides.items() if name != "train")
+        assert len(sides["train"]) == 2 and not sides["train"] & (sides["val"] | sides["test"])
+        assert module.describe()["leakage"]["clusters"]["count"] == 4

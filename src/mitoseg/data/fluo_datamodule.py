@@ -14,8 +14,9 @@ from torch.utils.data import DataLoader, Dataset
 from mitoseg.data.augment import MaskTransform
 from mitoseg.data.fluo_dataset import (FluorescenceMaskDataset, SyntheticFluorescenceDataset,
                                        fluorescence_normalization)
+from mitoseg.data.leak_free_split import overlap_rule, split_without_leaks
 from mitoseg.data.loaders import make_loader
-from mitoseg.data.mask_sources import MaskSet, split_by_group
+from mitoseg.data.mask_sources import MaskSet
 from mitoseg.data.normalization import Normalization
 from mitoseg.errors import InputError
 from mitoseg.synth.fluorescence import FluorescenceParams
@@ -36,7 +37,7 @@ def _params(condition: Mapping[str, Any], where: str) -> FluorescenceParams:
 
 
 class FluorescenceDataModule(pl.LightningDataModule):
-    """Masks -> split by group -> synthetic images per split.
+    """Masks -> split by clusters of files that share a region -> synthetic images per split.
 
     Seeds: the split and the validation/test images depend on ``split_seed`` only, so every
     training seed is scored on the very same test images; training images depend on ``seed``.
@@ -48,7 +49,10 @@ class FluorescenceDataModule(pl.LightningDataModule):
             gets the same number of images (``mitoseg.data.mixture``; the training set is then
             masks x train_repeats rounded up to a multiple of the number of conditions).
         test_condition: optional condition for val/test (train at one SNR, test at another).
-        split: number of masks in 'val' and 'test' (whole groups); the rest trains.
+        split: number of masks in 'val' and 'test' (whole clusters: the mask source's groups
+            joined with all masks that share a region, see ``leak_free_split``); the rest trains.
+        overlap: ``OverlapRule`` options: what counts as a shared region, and the search
+            ("regions", or "copies" for sources that cannot overlap otherwise).
         train_repeats: noise realizations per training mask (each a different image).
         pixel_size_um: physical pixel size, passed on to the distance metrics.
         synthesis: where training images are made. "cpu": in the data set (numpy/scipy, in
@@ -65,7 +69,8 @@ class FluorescenceDataModule(pl.LightningDataModule):
                  test_condition: Mapping[str, Any] | None = None, train_repeats: int = 1,
                  batch_size: int = 8, eval_batch_size: int | None = None, num_workers: int = 0,
                  augmentation: MaskTransform | None = None, normalize: str = "zscore",
-                 pixel_size_um: float = 0.0645, synthesis: str = "cpu") -> None:
+                 pixel_size_um: float = 0.0645, synthesis: str = "cpu",
+                 overlap: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         if synthesis not in SYNTHESIS:
             raise InputError(f"dataset option 'synthesis' must be one of {list(SYNTHESIS)}, "
@@ -88,6 +93,8 @@ class FluorescenceDataModule(pl.LightningDataModule):
         self.num_workers, self.augmentation = int(num_workers), augmentation
         self.normalize, self.pixel_size_um = normalize, float(pixel_size_um)
         self.synthesis = synthesis
+        self.overlap = overlap_rule(overlap, "dataset.overlap")
+        self.leakage: dict[str, Any] = {}
         self.datasets: dict[str, Dataset] = {}
         self.mask_set: MaskSet | None = None
 
@@ -95,8 +102,10 @@ class FluorescenceDataModule(pl.LightningDataModule):
         if self.datasets:
             return
         self.mask_set = self.masks_factory()
-        indices = split_by_group(self.mask_set.groups, self.split_sizes, self.split_seed)
-        parts = {name: self.mask_set.subset(idx) for name, idx in indices.items()}
+        split = split_without_leaks(self.mask_set.masks, self.mask_set.ids, self.mask_set.groups,
+                                    self.split_sizes, self.split_seed, self.overlap)
+        self.leakage = split.record
+        parts = {name: self.mask_set.subset(idx) for name, idx in split.indices.items()}
         train_set = FluorescenceMaskDataset if self.synthesis == "device" else (
             lambda *args: SyntheticFluorescenceDataset(*args, self.normalize))
         self.datasets = {
@@ -133,6 +142,7 @@ class FluorescenceDataModule(pl.LightningDataModule):
             "test_condition": self.test_condition.to_dict(),
             "pixel_size_um": self.pixel_size_um,
             "synthesis": self.synthesis,
+            "leakage": self.leakage,
         }
 
     def train_condition_counts(self) -> list[int]:

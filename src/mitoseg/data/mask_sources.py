@@ -110,28 +110,36 @@ def _groups_from_names(files: list[Path], group_size: int) -> np.ndarray:
 def split_by_group(groups: np.ndarray, sizes: dict[str, int], seed: int) -> dict[str, np.ndarray]:
     """Indices of train/val/test, made of whole groups, shuffled by ``seed``.
 
-    ``sizes`` gives the number of masks wanted in 'val' and 'test' (rounded up to whole groups,
-    at least one group each); everything else is 'train'. Paper 000: 500/100/30 of 630.
+    ``sizes`` gives the number of masks wanted in 'val' and 'test' (paper 000: 500/100/30 of
+    630); everything else is 'train'. Groups are taken in a seeded order, 'test' first,
+    skipping any group that would overshoot the number wanted; if the number is not reached
+    then, the remaining group that overshoots least is added. So a split has at least the
+    number wanted, at least one group, and more only by less than its last group (groups of
+    6 and 100 wanted: 102). Groups larger than the number wanted stay in training unless
+    nothing else is left.
     """
     unknown = set(sizes) - {"val", "test"}
     if unknown:
         raise InputError(f"split sizes: unknown split(s) {sorted(unknown)}; give 'val' and 'test'")
     unique, counts = np.unique(groups, return_counts=True)
-    order = np.random.default_rng(seed).permutation(len(unique))
-    taken: dict[str, list[int]] = {"test": [], "val": []}
-    cursor = 0
+    available = [int(unit) for unit in np.random.default_rng(seed).permutation(len(unique))]
+    taken: dict[str, list[int]] = {}
     for split in ("test", "val"):
-        wanted, have = int(sizes.get(split, 0)), 0
-        while (have < wanted or not taken[split]) and cursor < len(order):
-            taken[split].append(order[cursor])
-            have += counts[order[cursor]]
-            cursor += 1
-    train_groups = order[cursor:]
-    if len(train_groups) == 0 or not taken["test"] or not taken["val"]:
+        wanted, have, chosen = int(sizes.get(split, 0)), 0, []
+        for unit in list(available):
+            if have + counts[unit] <= wanted:
+                chosen.append(unit)
+                available.remove(unit)
+                have += counts[unit]
+        if (have < wanted or not chosen) and available:
+            closest = min(available, key=lambda unit: counts[unit])  # first of the smallest
+            chosen.append(closest)
+            available.remove(closest)
+        taken[split] = chosen
+    if not available or not taken["test"] or not taken["val"]:
         raise InputError(f"split sizes {dict(sizes)} leave no training data: only "
                          f"{len(unique)} groups ({len(groups)} masks) are available")
     result = {}
-    for split, chosen in (("train", train_groups), ("val", taken["val"]),
-                          ("test", taken["test"])):
+    for split, chosen in (("train", available), ("val", taken["val"]), ("test", taken["test"])):
         result[split] = np.flatnonzero(np.isin(groups, unique[np.asarray(chosen, int)]))
     return result

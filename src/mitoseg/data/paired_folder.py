@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader, Dataset
 from mitoseg.data.augment import MaskTransform
 from mitoseg.data.fluo_dataset import fluorescence_normalization, normalize_image
 from mitoseg.data.image_io import list_image_files, read_image, read_mask
+from mitoseg.data.leak_free_split import overlap_rule, split_without_leaks
 from mitoseg.data.loaders import make_loader
-from mitoseg.data.mask_sources import split_by_group
 from mitoseg.data.normalization import Normalization
 from mitoseg.errors import InputError
 from mitoseg.runs.paths import display_path
@@ -73,16 +73,18 @@ class PairedImageDataset(Dataset):
 class PairedFolderDataModule(pl.LightningDataModule):
     """Train or evaluate on real annotated images (``images_dir`` + ``masks_dir``).
 
-    Split by group like the synthetic data (``group_size`` > 1 groups numeric names). With
+    Split like the synthetic data: images whose masks share a region (tiles of one larger
+    image, flipped copies; ``overlap`` says what counts) stay on one side. With
     ``split: {val: 0, test: all}``-style needs, use evaluate.py's ``split`` instead: here every
-    split gets at least one group.
+    split gets at least one image.
     """
 
     def __init__(self, images_dir: str, masks_dir: str, split: dict[str, int], split_seed: int,
                  seed: int, polarity: str = "auto", batch_size: int = 4,
                  eval_batch_size: int | None = None, num_workers: int = 0,
                  augmentation: MaskTransform | None = None, normalize: str = "zscore",
-                 pixel_size_um: float = 0.0645) -> None:
+                 pixel_size_um: float = 0.0645,
+                 overlap: dict[str, Any] | None = None) -> None:
         super().__init__()
         if pixel_size_um <= 0:
             raise InputError(f"dataset option 'pixel_size_um' must be > 0, got {pixel_size_um}")
@@ -92,6 +94,8 @@ class PairedFolderDataModule(pl.LightningDataModule):
         self.eval_batch_size = int(eval_batch_size or batch_size)
         self.num_workers, self.augmentation = int(num_workers), augmentation
         self.normalize, self.pixel_size_um = normalize, float(pixel_size_um)
+        self.overlap = overlap_rule(overlap, "dataset.overlap")
+        self.leakage: dict[str, Any] = {}
         self.datasets: dict[str, PairedImageDataset] = {}
 
     def setup(self, stage: str | None = None) -> None:
@@ -102,8 +106,10 @@ class PairedFolderDataModule(pl.LightningDataModule):
             raise InputError(f"images in '{self.images_dir}' differ in shape "
                              f"{sorted({i.shape for i in images})[:4]}; batches need one shape: "
                              "set dataset.batch_size=1 and dataset.eval_batch_size=1")
-        indices = split_by_group(np.arange(len(ids)), self.split_sizes, self.split_seed)
-        for name, chosen in indices.items():
+        split = split_without_leaks(masks, ids, np.arange(len(ids)), self.split_sizes,
+                                    self.split_seed, self.overlap)
+        self.leakage = split.record
+        for name, chosen in split.indices.items():
             self.datasets[name] = PairedImageDataset(
                 [images[i] for i in chosen], [masks[i] for i in chosen], [ids[i] for i in chosen],
                 self.seed, self.augmentation if name == "train" else None, self.normalize)
@@ -122,7 +128,7 @@ class PairedFolderDataModule(pl.LightningDataModule):
                 "polarity": self.polarity, "split_seed": self.split_seed,
                 "sizes": {k: len(v) for k, v in self.datasets.items()},
                 "test_mask_ids": list(self.datasets["test"].ids),
-                "pixel_size_um": self.pixel_size_um}
+                "pixel_size_um": self.pixel_size_um, "leakage": self.leakage}
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()

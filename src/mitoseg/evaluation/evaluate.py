@@ -10,11 +10,13 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mitoseg.config.validation import check_seeds
 from mitoseg.data.em_datamodule import EMDataModule
 from mitoseg.data.normalization import Normalization
 from mitoseg.evaluation.checkpoints import load_network
 from mitoseg.evaluation.em_evaluate import evaluate_em
 from mitoseg.evaluation.scoring import score_batch, summarize
+from mitoseg.evaluation.training_overlap import seeds_from_checkpoint, training_overlap
 from mitoseg.errors import InputError
 from mitoseg.runs.files import write_new_csv, write_new_json
 from mitoseg.runs.paths import display_path
@@ -35,11 +37,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     The dataset and post-processing default to the ones stored in the checkpoint, so the
     same test images are scored; give ``dataset=...`` or ``postproc=...`` to change them
-    (e.g. another SNR, or the 0.9 threshold).
+    (e.g. another SNR, or the 0.9 threshold). ``seed`` and ``data_seed`` default to the
+    checkpoint's, so ``dataset=...`` splits the masks as training did. A val/test split that
+    shares masks or regions with masks the checkpoint has seen (``training_overlap``) is
+    refused unless ``allow_training_overlap=true`` (then summary.json starts with a WARNING).
     """
     if cfg.split not in ("train", "val", "test"):
         raise InputError(f"config option 'split' must be train, val or test, got {cfg.split!r}")
     net, stored = load_network(cfg.ckpt_path)
+    seeds = seeds_from_checkpoint(cfg, stored)
+    check_seeds(cfg)
     datamodule = instantiate(_section(cfg, stored, "dataset"))
     binarize = instantiate(_section(cfg, stored, "postproc"))
     datamodule.setup()
@@ -51,6 +58,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise InputError(f"evaluate: the data set scales inputs as {datamodule.normalization.to_dict()}"
                          f" but checkpoint '{cfg.ckpt_path}' was trained on "
                          f"{trained.to_dict()}; set dataset.normalize={trained.mode}")
+    overlap = training_overlap(stored, datamodule, cfg.split,
+                               bool(cfg.get("allow_training_overlap", False)))
     loader = {"train": datamodule.train_dataloader, "val": datamodule.val_dataloader,
               "test": datamodule.test_dataloader}[cfg.split]()
     rows = []
@@ -60,13 +69,19 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                             datamodule.pixel_size_um)
     summary = {"checkpoint": display_path(cfg.ckpt_path, cfg.paths.shared_data),
                "split": cfg.split, "n_images": len(rows), "metrics": summarize(rows),
+               "seeds": {key: {"value": cfg[key], "from": seeds[key]} for key in seeds},
+               "training_overlap": overlap,
                "postproc": binarize.describe(), "data": datamodule.describe()}
+    if "warning" in overlap:
+        summary = {"WARNING": overlap["warning"], **summary}
     write_new_json(out / "run_info.json", run_info(stored.get("seed"), stored.get("data_seed"),
                                                    data_root=cfg.paths.shared_data))
     write_new_csv(out / f"{cfg.split}_per_image.csv", rows)
     write_new_json(out / "summary.json", summary)
     for name, stats in summary["metrics"].items():
         print(f"{cfg.split}/{name}: {stats['mean']:.4f} +- {stats['sem']:.4f} (SEM, n={stats['n']})")
+    if "warning" in overlap:
+        print(f"WARNING: {overlap['warning']}")
     print(f"Results written to {out}")
     return summary
 
