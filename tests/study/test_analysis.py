@@ -46,15 +46,21 @@ def test_procedural_test_images_are_each_their_own_unit(procedural_images):
 
 
 def test_real_test_images_are_grouped_by_crop() -> None:
-    """The 30 test images of the real masks are 5 crops x 6 flips/rotations: 5 units of 6
-    consecutive file numbers."""
+    """The test images of the real masks are whole crops x 6 flips/rotations (units of 6
+    consecutive file numbers), dealt as whole clusters of crops that share a region (30 or 36
+    images by data_seed): each image also names its cluster, which holds whole crops."""
     if not (SHARED_DATA / "fluo-masks").is_dir():
         pytest.skip(f"real masks not found at {SHARED_DATA / 'fluo-masks'}")
     images = analysis.test_images(_dataset(["dataset=fluo_masks"]), "snr4")
     by_unit: dict[str, list[int]] = {}
     for item in images:
         by_unit.setdefault(item.unit, []).append(int(item.image_id))
-    assert len(images) == 30 and len(by_unit) == 5
+    assert len(images) in (30, 36) and len(by_unit) == len(images) // 6
+    clusters: dict[str, set[str]] = {}
+    for item in images:
+        clusters.setdefault(item.cluster, set()).add(item.unit)
+    assert item.cluster.startswith("cluster-") and 1 <= len(clusters) <= len(by_unit)
+    assert sum(len(units) for units in clusters.values()) == len(by_unit)  # a crop in one cluster
     for numbers in by_unit.values():
         assert sorted(numbers) == list(range(min(numbers), min(numbers) + 6))
         assert (min(numbers) - 1) % 6 == 0

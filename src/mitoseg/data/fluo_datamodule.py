@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -105,6 +106,7 @@ class FluorescenceDataModule(pl.LightningDataModule):
         split = split_without_leaks(self.mask_set.masks, self.mask_set.ids, self.mask_set.groups,
                                     self.split_sizes, self.split_seed, self.overlap)
         self.leakage = split.record
+        self.mask_set = replace(self.mask_set, clusters=split.clusters)
         parts = {name: self.mask_set.subset(idx) for name, idx in split.indices.items()}
         train_set = FluorescenceMaskDataset if self.synthesis == "device" else (
             lambda *args: SyntheticFluorescenceDataset(*args, self.normalize))

@@ -79,6 +79,14 @@ class SyntheticFluorescenceDataset(Dataset):
             raise IndexError(index)
         return f"group-{int(self.masks.groups[index % len(self.masks)])}"
 
+    def cluster_of(self, index: int) -> str:
+        """The cluster of sample ``index``'s mask: its group joined with every group it shares a
+        region with (the split keeps a cluster on one side); the group where no split set one.
+        Crops of one cluster overlap, so the cluster is the strictly independent unit."""
+        if self.masks.clusters is None:
+            return self.unit_of(index)
+        return f"cluster-{int(self.masks.clusters[index % len(self.masks)])}"
+
     def sample_mask(self, index: int) -> tuple[np.ndarray, int, np.random.Generator]:
         """The augmented mask of sample ``index``, its condition index, and the sample's
         generator after the augmentation (the image is drawn from it next)."""
@@ -96,7 +104,8 @@ class SyntheticFluorescenceDataset(Dataset):
         mask, condition, rng = self.sample_mask(index)
         image, record = synthesize(mask, self.conditions[condition], rng)
         record = record | {"index": index, "mask_id": self.masks.ids[index % len(self.masks)],
-                           "unit": self.unit_of(index), "stream": self.stream, "seed": self.seed}
+                           "unit": self.unit_of(index), "cluster": self.cluster_of(index),
+                           "stream": self.stream, "seed": self.seed}
         return image, mask, record
 
     def __getitem__(self, index: int) -> dict[str, Any]:

@@ -28,10 +28,15 @@ class MaskSet:
     groups: np.ndarray  # int (N,)
     description: str
     notes: dict = field(default_factory=dict)
+    # int (N,) or None: the split's clusters (groups joined with every pair of files that share
+    # a region, mitoseg.data.leak_free_split), set once a split has been made
+    clusters: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if not (len(self.masks) == len(self.ids) == len(self.groups)):
             raise ValueError("MaskSet: masks, ids and groups must have the same length")
+        if self.clusters is not None and len(self.clusters) != len(self.groups):
+            raise ValueError("MaskSet: clusters and groups must have the same length")
 
     def __len__(self) -> int:
         return len(self.masks)
@@ -39,7 +44,8 @@ class MaskSet:
     def subset(self, indices: np.ndarray) -> MaskSet:
         indices = np.asarray(indices, dtype=int)
         return MaskSet(self.masks[indices], [self.ids[i] for i in indices],
-                       self.groups[indices], self.description, self.notes)
+                       self.groups[indices], self.description, self.notes,
+                       None if self.clusters is None else self.clusters[indices])
 
 
 def procedural_mask_set(count: int = 630, seed: int = 0, shape: tuple[int, int] = (200, 200),

@@ -68,6 +68,7 @@ class TestImage:
     image: np.ndarray  # raw intensities
     mask: np.ndarray
     unit: str  # the independent unit (split group) the image belongs to
+    cluster: str = ""  # the split cluster (groups that share a region) of its mask
 
 
 def find_trained_runs(sweep_dir: Path) -> tuple[list[TrainedRun], list[tuple[Path, str]]]:
@@ -109,7 +110,7 @@ def _test_images(dataset_json: str, condition: str) -> tuple[TestImage, ...]:
     for index in range(len(test)):
         image, mask, record = test.generate(index)
         images.append(TestImage(str(record["mask_id"]), image, np.asarray(mask, bool),
-                                str(record["unit"])))
+                                str(record["unit"]), str(record.get("cluster", record["unit"]))))
     return tuple(images)
 
 
@@ -131,7 +132,8 @@ def score_rows(segment: Segmenter, images: Iterable[TestImage], pixel_size_um: f
     rows = []
     for item in images:
         metrics = image_metrics(item.mask, segment(item.image), pixel_size_um, empty_abd=empty_abd)
-        rows.append(dict(base) | {"image": item.image_id, "unit": item.unit, "as": metrics["as"],
+        rows.append(dict(base) | {"image": item.image_id, "unit": item.unit,
+                                  "cluster": item.cluster, "as": metrics["as"],
                                   "abd_px": metrics["abd_px"], "abd_um": metrics["abd_um"],
                                   "das": "", "dds": "", "pred_empty": int(metrics["pred_empty"]),
                                   "empty_abd": empty_abd})
@@ -154,6 +156,7 @@ def sensitivity_rows(segment: Segmenter, images: Iterable[TestImage], deformatio
             metrics = deformation_metrics(a, a_d, b, b_d, empty_abd=empty_abd)
             rows.append(dict(base) | {
                 "level": float(pixels), "image": item.image_id, "unit": item.unit,
+                "cluster": item.cluster,
                 "as": metrics["as"], "abd_px": metrics["abd"],
                 "abd_um": metrics["abd"] * pixel_size_um, "das": metrics["das"],
                 "dds": metrics["dds"], "pred_empty": int(not b.any() or not b_d.any()),

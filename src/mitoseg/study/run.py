@@ -109,7 +109,8 @@ def run_study(cfg: DictConfig) -> Path:
         "hardware": _hardware(), "wall time (s)": round(time.perf_counter() - started, 1),
         "training wall time (s)": round(train_seconds, 1),
     }
-    report = write_study_report(rows, out, meta=meta)
+    meta |= _independence(rows, cfg.statistics_unit)
+    report = write_study_report(rows_for_tests(rows, cfg.statistics_unit), out, meta=meta)
     if cfg.logger == "wandb":
         _log_to_wandb(cfg, out)
     print(f"Study report: {report}")
@@ -153,6 +154,31 @@ def _test_size(runs: list) -> str:
     return f"{sizes.get('test', '?')} test images (train {sizes.get('train', '?')}, val {sizes.get('val', '?')})"
 
 
+STATISTICS_UNITS = ("crop", "cluster")
+
+
+def rows_for_tests(rows: list[dict[str, Any]], unit: str) -> list[dict[str, Any]]:
+    """The rows the statistics see: their ``unit`` is the crop (as written) or the cluster."""
+    if unit not in STATISTICS_UNITS:
+        raise InputError(f"study option 'statistics_unit' must be one of {list(STATISTICS_UNITS)}, "
+                         f"got {unit!r}")
+    return rows if unit == "crop" else [dict(row, unit=row["cluster"]) for row in rows]
+
+
+def _independence(rows: list[dict[str, Any]], unit: str) -> dict[str, str]:
+    """Report lines: what the tests count as independent, and how many of each there are."""
+    tested = [r for r in rows if r["part"] == "robustness"] or rows
+    crops, clusters = {r["unit"] for r in tested}, {r["cluster"] for r in tested}
+    return {
+        "statistics unit (statistics_unit)": (
+            f"{unit}: tests compare {'crop' if unit == 'crop' else 'cluster'} means"),
+        "independent units in the test set": (
+            f"{len({r['image'] for r in tested})} images, {len(crops)} crops (a crop and its "
+            f"flips/rotations), {len(clusters)} clusters (crops that share a region with one "
+            "another; the split keeps each on one side)"),
+    }
+
+
 def _check(cfg: DictConfig) -> None:
     unknown = [f for f in cfg.families if f not in FAMILIES]
     unknown += [m for m in cfg.mixtures if m not in MIXTURES]
@@ -161,6 +187,9 @@ def _check(cfg: DictConfig) -> None:
                          f"{sorted(FAMILIES)}, mixtures {sorted(MIXTURES)}")
     if not cfg.models or not cfg.seeds:
         raise InputError("study: 'models' and 'seeds' must not be empty")
+    if cfg.get("statistics_unit") not in STATISTICS_UNITS:
+        raise InputError(f"study option 'statistics_unit' must be one of {list(STATISTICS_UNITS)}, "
+                         f"got {cfg.get('statistics_unit')!r}")
     if cfg.get("empty_abd") not in EMPTY_ABD:
         raise InputError(f"study option 'empty_abd' must be one of {list(EMPTY_ABD)} (the ABD of an "
                          f"empty prediction: the image diagonal, or exclude = nan, left out of means and counted), "
