@@ -16,7 +16,8 @@ from mitoseg.data.normalization import Normalization
 from mitoseg.evaluation.checkpoints import load_network
 from mitoseg.evaluation.em_evaluate import evaluate_em
 from mitoseg.evaluation.scoring import score_batch, summarize
-from mitoseg.evaluation.training_overlap import seeds_from_checkpoint, training_overlap
+from mitoseg.evaluation.training_overlap import (seeds_from_checkpoint, training_overlap,
+                                                 volume_training_overlap)
 from mitoseg.errors import InputError
 from mitoseg.runs.files import write_new_csv, write_new_json
 from mitoseg.runs.paths import display_path
@@ -92,12 +93,18 @@ def _evaluate_volume(cfg: DictConfig, stored: dict[str, Any], net: Any, datamodu
     if cfg.split != "test":
         raise InputError("EM data sets are evaluated on their test volume only (split=test)")
     inference = _section(cfg, stored, "inference")
+    overlap = volume_training_overlap(stored, datamodule,
+                                      bool(cfg.get("allow_training_overlap", False)))
     write_new_json(out / "run_info.json", run_info(stored.get("seed"), stored.get("data_seed"),
                                                    data_root=cfg.paths.shared_data))
     result = evaluate_em(net, datamodule, binarize, inference, out,
                          Normalization.from_dict(stored["normalization"]))
     summary = {"checkpoint": display_path(cfg.ckpt_path, cfg.paths.shared_data), "split": "test",
-               "postproc": binarize.describe(), "data": datamodule.describe(), **result}
+               "training_overlap": overlap, "postproc": binarize.describe(),
+               "data": datamodule.describe(), **result}
+    if "warning" in overlap:
+        summary = {"WARNING": overlap["warning"], **summary}
+        print(f"WARNING: {overlap['warning']}")
     write_new_json(out / "summary.json", summary)
     print(f"Results written to {out}")
     return summary

@@ -109,6 +109,46 @@ def training_overlap(stored: dict[str, Any], datamodule: Any, split: str,
     return record
 
 
+def volume_training_overlap(stored: dict[str, Any], datamodule: Any, allow: bool
+                            ) -> dict[str, Any]:
+    """Does the test volume of ``datamodule`` hold copies of slices the checkpoint trained on?
+
+    The checkpoint's own data set is rebuilt from its stored config and every slice of its
+    training volume (training and validation slices) is compared with the test volume: exact
+    copies and near-copies (``em_overlap.near_copy_pairs``: correlation >= 0.98 up to a 2-px
+    shift and a linear intensity change). That catches a Lucchi model tested on Lucchi++'s
+    ``Test_*`` (the same images, other intensities), or a holdout that overlaps the slices a
+    model trained on. Raises InputError on a copy unless ``allow``.
+    """
+    from mitoseg.data.em_datamodule import slice_fingerprints
+    from mitoseg.data.em_overlap import near_copy_pairs
+
+    training_module = instantiate(OmegaConf.create(stored["dataset"]))
+    seen = training_module.volumes_factory().train_image
+    test = datamodule.volumes.test_image
+    exact = set(slice_fingerprints(seen)) & set(slice_fingerprints(test))
+    near = near_copy_pairs(seen, test)
+    copies = sorted({p.test for p in near})
+    record = {"checked": True, "split": "test", "evaluated_slices": int(test.shape[0]),
+              "compared_with_training_slices": int(seen.shape[0]),
+              "exact_copies": len(exact), "near_copies": len(copies),
+              "examples": [[int(p.test), int(p.train), round(float(p.correlation), 4)]
+                           for p in near[:10]]}
+    if exact or copies:
+        message = (f"{max(len(exact), len(copies))} of the {test.shape[0]} test slices are copies "
+                   f"of slices of the checkpoint's training volume ({len(exact)} exact, "
+                   f"{len(copies)} near-copies up to a shift and an intensity change, e.g. test "
+                   f"slice {near[0].test if near else '?'} ~ training slice "
+                   f"{near[0].train if near else '?'}): these scores would be inflated")
+        if not allow:
+            raise InputError(f"refusing to score: {message}. Evaluate on another volume, or give "
+                             "allow_training_overlap=true to score anyway (summary.json then "
+                             "says so)")
+        record["warning"] = f"SCORED ON DATA THE CHECKPOINT HAS SEEN: {message}"
+        log.warning(record["warning"])
+    return record
+
+
 def _unchecked(reason: str, split: str, allow: bool) -> dict[str, Any]:
     if not allow:
         raise InputError(f"cannot check whether the {split} split overlaps the checkpoint's "
