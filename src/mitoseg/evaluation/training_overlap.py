@@ -100,12 +100,8 @@ def training_overlap(stored: dict[str, Any], datamodule: Any, split: str,
                    f"share a region with masks the checkpoint has seen ({counts}; e.g. "
                    f"'{evaluated[0][e]}' with {WHAT[ids[s][0]]} mask '{ids[s][1]}'): these "
                    "scores would be inflated")
-        if not allow:
-            raise InputError(f"refusing to score: {message}. Leave data_seed unset to use the "
-                             "checkpoint's split, or give allow_training_overlap=true to score "
-                             "anyway (summary.json then says so)")
-        record["warning"] = f"SCORED ON DATA THE CHECKPOINT HAS SEEN: {message}"
-        log.warning(record["warning"])
+        _refuse_or_warn(record, message, allow,
+                        "Leave data_seed unset to use the checkpoint's split")
     return record
 
 
@@ -140,13 +136,18 @@ def volume_training_overlap(stored: dict[str, Any], datamodule: Any, allow: bool
                    f"{len(copies)} near-copies up to a shift and an intensity change, e.g. test "
                    f"slice {near[0].test if near else '?'} ~ training slice "
                    f"{near[0].train if near else '?'}): these scores would be inflated")
-        if not allow:
-            raise InputError(f"refusing to score: {message}. Evaluate on another volume, or give "
-                             "allow_training_overlap=true to score anyway (summary.json then "
-                             "says so)")
-        record["warning"] = f"SCORED ON DATA THE CHECKPOINT HAS SEEN: {message}"
-        log.warning(record["warning"])
+        _refuse_or_warn(record, message, allow, "Evaluate on another volume")
     return record
+
+
+def _refuse_or_warn(record: dict[str, Any], message: str, allow: bool, instead: str) -> None:
+    """Refuse a score on seen data (InputError), or, when allowed, mark ``record`` with the
+    warning summary.json puts first."""
+    if not allow:
+        raise InputError(f"refusing to score: {message}. {instead}, or give "
+                         "allow_training_overlap=true to score anyway (summary.json then says so)")
+    record["warning"] = f"SCORED ON DATA THE CHECKPOINT HAS SEEN: {message}"
+    log.warning(record["warning"])
 
 
 def _unchecked(reason: str, split: str, allow: bool) -> dict[str, Any]:
