@@ -97,8 +97,8 @@ def load_split(args: argparse.Namespace) -> dict[str, Any]:
     datamodule = instantiate(cfg.dataset)
     datamodule.setup()
     volumes = datamodule.volumes
-    return {"train_image": np.asarray(volumes.train_image), "train_labels":
-            np.asarray(volumes.train_labels) > 0, "test_image": np.asarray(volumes.test_image),
+    return {"train_image": np.array(volumes.train_image), "train_labels":
+            np.asarray(volumes.train_labels) > 0, "test_image": np.array(volumes.test_image),
             "test_labels": np.asarray(volumes.test_labels) > 0, "train_z": datamodule.train_z,
             "val_z": datamodule.val_z, "description": volumes.description,
             "data": datamodule.describe()}

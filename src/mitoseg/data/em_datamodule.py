@@ -207,8 +207,8 @@ class EMDataModule(pl.LightningDataModule):
         device = origins.device
         if self._device_volume is None or self._device_volume[0] != device:
             self.setup()
-            image = torch.from_numpy(np.ascontiguousarray(self.volumes.train_image))
-            labels = torch.from_numpy(np.ascontiguousarray(self.volumes.train_labels) > 0)
+            image = torch.from_numpy(np.array(self.volumes.train_image))  # a writable copy
+            labels = torch.from_numpy(np.array(self.volumes.train_labels) > 0)
             self._device_volume = (device, image.to(device), labels.to(device))
         _, image, labels = self._device_volume
         origins = origins.long()
