@@ -67,6 +67,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=None,
                         help="framework runs, each between two bare runs (default 2; 1 quick)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", action="store_true",
+                        help="after the timed rounds, profile one framework and one bare run "
+                             "(cProfile, top functions by own time to stderr): where the CPU "
+                             "side of a step goes, waits for the GPU included")
     parser.add_argument("--override", action="append", default=[],
                         help="extra Hydra override, repeatable "
                              "(e.g. model.filters=[8,16,32,64,128])")
@@ -226,6 +230,29 @@ def run_bare(cfg: DictConfig, datamodule: Any, s: dict[str, Any],
     return clock.result(s["measured_steps"], s["batch"])
 
 
+def profiled(run: Any, cfg: DictConfig, datamodule: Any, s: dict[str, Any],
+             device: torch.device, top: int = 25) -> list[dict[str, Any]]:
+    """One run under cProfile: the ``top`` functions by own time, printed and returned."""
+    import cProfile
+    import io
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    run(cfg, datamodule, s, device)
+    profiler.disable()
+    stream = io.StringIO()
+    stats = pstats.Stats(profiler, stream=stream).sort_stats("tottime")
+    stats.print_stats(top)
+    print(stream.getvalue())
+    rows = []
+    for (file, line, name), (_, calls, own, total, _) in sorted(
+            stats.stats.items(), key=lambda item: -item[1][2])[:top]:
+        rows.append({"function": f"{Path(file).name}:{line}({name})", "calls": calls,
+                     "own_s": rounded(own), "cumulative_s": rounded(total)})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     apply_threads(args)
@@ -262,6 +289,10 @@ def main(argv: list[str] | None = None) -> None:
             "target_ratio": 0.9,
         }
         report["parameters"] = sum(p.numel() for p in instantiate(cfg.model).parameters())
+        if args.profile:
+            report["profile"] = {name: profiled(run, cfg, datamodule, s, device)
+                                 for name, run in (("framework", run_framework),
+                                                   ("bare", run_bare))}
 
 
 if __name__ == "__main__":

@@ -33,8 +33,8 @@ print("ten seeds:", len(sweep), "AS", sorted(round(v["as"]["mean"], 4) for v in 
 basic, parallel = tests("/tmp/o_basic"), tests("/tmp/o_parallel")
 print("in turn == at once:", basic == parallel, {s: (basic.get(s, {}).get("as"), parallel.get(s, {}).get("as")) for s in (0, 1)})
 PY
-timeout 70 python3 benchmarks/bench_training.py --precision bf16-mixed --channels-last --batch 64 \
-  --steps 200 --workers 0 --override dataset.sampling=device \
+timeout 90 python3 benchmarks/bench_training.py --precision bf16-mixed --channels-last --batch 64 \
+  --steps 200 --workers 0 --override dataset.sampling=device --profile \
   > $OUT/c1_bench_device.json 2> $OUT/c1_bench_device.err; el "bench_training device rc=$?"
 python3 -c "import json; r=json.load(open('$OUT/c1_bench_device.json'))['results']; print({k: r[k] for k in ('framework_images_per_s','bare_images_per_s','ratio_framework_to_bare')})"
 el done
