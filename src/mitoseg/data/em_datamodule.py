@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mitoseg.data.augment import Compose
-from mitoseg.data.em_overlap import MAX_SHIFT_PX, NEAR_COPY_CORRELATION, near_copy_pairs
+from mitoseg.data.em_overlap import MAX_SHIFT_PX, NEAR_COPY_CORRELATION, slice_copies
 from mitoseg.data.em_patches import RandomPatchDataset, TiledPatchDataset
 from mitoseg.data.em_split import slice_ranges, validation_split
 from mitoseg.data.loaders import make_loader
@@ -48,12 +47,6 @@ class EMVolumes:
         return [int(numbers[z]) if numbers is not None else int(z) for z in indices]
 
 
-def slice_fingerprints(volume: Any) -> list[str]:
-    """A hash per z-slice: equal slices in two volumes mean the same image data."""
-    return [hashlib.blake2b(np.ascontiguousarray(volume[z]).tobytes(), digest_size=16).hexdigest()
-            for z in range(volume.shape[0])]
-
-
 def check_no_overlap(volumes: EMVolumes) -> None:
     """Refuse a test set that shares any slice with the training set (a classic mistake:
     evaluating on the training volume, or on a z-range that overlaps it): exact copies, and
@@ -69,12 +62,11 @@ def check_no_overlap(volumes: EMVolumes) -> None:
         if image.shape != labels.shape:
             raise InputError(f"{volumes.description}: {split} image shape {image.shape} differs "
                              f"from its labels' shape {labels.shape}")
-    shared = set(slice_fingerprints(volumes.train_image)) & set(
-        slice_fingerprints(volumes.test_image))
-    if shared:
-        raise InputError(f"{volumes.description}: {len(shared)} test slice(s) also occur in the "
+    copies = slice_copies(volumes.train_image, volumes.test_image)
+    if copies.exact:
+        raise InputError(f"{volumes.description}: {copies.exact} test slice(s) also occur in the "
                          "training volume; the test set must not overlap the training set")
-    near = near_copy_pairs(volumes.train_image, volumes.test_image)
+    near = copies.near
     if near:
         test_numbers, train_numbers = volumes.slice_numbers("test"), volumes.slice_numbers("train")
         listed = "; ".join(f"test slice {test_numbers[p.test]} ~ training slice "

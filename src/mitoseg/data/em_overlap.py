@@ -21,6 +21,7 @@ test gap of ``conf/dataset/lucchi.yaml``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -116,6 +117,31 @@ def near_copy_pairs(train: Any, test: Any, threshold: float = NEAR_COPY_CORRELAT
             if value >= threshold:
                 found.append(NearCopy(t, int(z), value, shift))
     return found
+
+
+def slice_fingerprints(volume: Any) -> list[str]:
+    """A hash per z-slice: equal slices in two volumes mean the same image data."""
+    return [hashlib.blake2b(np.ascontiguousarray(volume[z]).tobytes(), digest_size=16).hexdigest()
+            for z in range(volume.shape[0])]
+
+
+@dataclass(frozen=True)
+class SliceCopies:
+    """Test slices of one volume that are copies of slices of another: ``exact`` (the same
+    bytes) and ``near`` (``near_copy_pairs``: shifted and/or linearly rescaled copies; exact
+    copies of non-constant slices are among them too)."""
+
+    exact: int
+    near: list[NearCopy]
+
+    def __bool__(self) -> bool:
+        return bool(self.exact or self.near)
+
+
+def slice_copies(train: Any, test: Any) -> SliceCopies:
+    """The one check every path uses for test slices that copy training slices."""
+    exact = set(slice_fingerprints(train)) & set(slice_fingerprints(test))
+    return SliceCopies(len(exact), near_copy_pairs(train, test))
 
 
 def neighbour_similarity(image: Any, labels: Any, offsets: Sequence[int]) -> list[dict]:

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mitoseg.data.em_split import contiguous_runs
-from mitoseg.data.normalization import Normalization
+from mitoseg.data.normalization import Normalization, dtype_range
 from mitoseg.errors import InputError
 
 PLACEMENTS = ("centred", "uniform")
@@ -173,9 +173,9 @@ class RandomPatchDataset(Dataset):
 
 def default_normalization(image: Any) -> Normalization:
     """Integer EM intensities to [0, 1] by their dtype's range; other dtypes as they are."""
-    kind = np.dtype(image.dtype).kind
-    return Normalization("scale", scale=float(np.iinfo(image.dtype).max)) if kind in "ui" \
-        else Normalization("none")
+    if np.dtype(image.dtype).kind in "ui":
+        return Normalization("scale", scale=dtype_range(image.dtype))
+    return Normalization("none")
 
 
 class TiledPatchDataset(Dataset):

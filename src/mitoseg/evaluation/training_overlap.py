@@ -116,23 +116,22 @@ def volume_training_overlap(stored: dict[str, Any], datamodule: Any, allow: bool
     ``Test_*`` (the same images, other intensities), or a holdout that overlaps the slices a
     model trained on. Raises InputError on a copy unless ``allow``.
     """
-    from mitoseg.data.em_datamodule import slice_fingerprints
-    from mitoseg.data.em_overlap import near_copy_pairs
+    from mitoseg.data.em_overlap import slice_copies
 
     training_module = instantiate(OmegaConf.create(stored["dataset"]))
     seen = training_module.volumes_factory().train_image
     test = datamodule.volumes.test_image
-    exact = set(slice_fingerprints(seen)) & set(slice_fingerprints(test))
-    near = near_copy_pairs(seen, test)
+    found = slice_copies(seen, test)
+    exact, near = found.exact, found.near
     copies = sorted({p.test for p in near})
     record = {"checked": True, "split": "test", "evaluated_slices": int(test.shape[0]),
               "compared_with_training_slices": int(seen.shape[0]),
-              "exact_copies": len(exact), "near_copies": len(copies),
+              "exact_copies": exact, "near_copies": len(copies),
               "examples": [[int(p.test), int(p.train), round(float(p.correlation), 4)]
                            for p in near[:10]]}
     if exact or copies:
-        message = (f"{max(len(exact), len(copies))} of the {test.shape[0]} test slices are copies "
-                   f"of slices of the checkpoint's training volume ({len(exact)} exact, "
+        message = (f"{max(exact, len(copies))} of the {test.shape[0]} test slices are copies "
+                   f"of slices of the checkpoint's training volume ({exact} exact, "
                    f"{len(copies)} near-copies up to a shift and an intensity change, e.g. test "
                    f"slice {near[0].test if near else '?'} ~ training slice "
                    f"{near[0].train if near else '?'}): these scores would be inflated")
