@@ -13,7 +13,7 @@ cp "$here"/call1.sh "$here"/call2.sh "$here"/call3.sh .gpu/kit/
 wheel() { python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
   --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 -d "$1" "${@:2}"; }
-wheel .gpu/kit/wheels hydra-joblib-launcher==1.2.0
+wheel .gpu/kit/wheels hydra-joblib-launcher==1.2.0 joblib==$(python3 -c "import joblib; print(joblib.__version__)")
 mkdir -p .gpu/wandb
 # the versions this project's CPU machines run with wandb 0.31
 wheel .gpu/wandb wandb==0.31.0 pydantic==2.13.4 pydantic-core==2.46.4 \

@@ -322,3 +322,10 @@ def test_runs_on_the_gpu_reproducibly() -> None:
     assert first[0].is_cuda and torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
     with pytest.raises(InputError, match="generator on cpu"):
         augment(image, mask, gen(1))
+
+
+def test_closed_form_2x2_inverse_matches_linalg() -> None:
+    from mitoseg.data.em_augment_geometric import inverse_2x2
+
+    matrices = torch.randn(64, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(inverse_2x2(matrices), torch.linalg.inv(matrices), atol=1e-9)

@@ -1,5 +1,5 @@
 """experiment=lucchi_fast composes and runs end to end (on synthetic volumes, on the CPU):
-patches cut on the device, one-cycle by steps, no validation, last weights, the headline."""
+patches cut on the device, cosine annealing by steps, no validation, last weights, the headline."""
 
 from __future__ import annotations
 
@@ -24,7 +24,9 @@ TINY_FAST = [
 def test_fast_recipe_trains_by_steps_on_every_slice_and_reports_the_paper_protocol(
         tmp_path: Path) -> None:
     cfg = compose_config("train", TINY_FAST, tmp_path)
-    assert cfg.scheduler._target_.endswith("OneCycleLR") and cfg.dataset.sampling == "device"
+    assert cfg.scheduler._target_.endswith("cosine_by_steps") and cfg.dataset.sampling == "device"
+    assert [t._target_.rsplit(".", 1)[1] for t in cfg.augmentation.transforms] == [
+        "RandomFlip", "RandomRot90", "RandomRotation"]
     metrics = train(cfg)
     assert metrics["headline"] == {"protocol": "full_image", "tta": True, "zfilter": 5}
     rows = (tmp_path / "protocols.csv").read_text().splitlines()
@@ -40,5 +42,7 @@ def test_fast_recipe_trains_by_steps_on_every_slice_and_reports_the_paper_protoc
     for key, value in last["state_dict"].items():
         assert torch.equal(value, tested["state_dict"][key])
     assert last["mitoseg_normalization"] == data["normalization"]
-    # one-cycle was stepped per optimizer step: 14 steps done
-    assert last["lr_schedulers"][0]["_step_count"] == 15
+    # the cosine was stepped per optimizer step over the run: 14 steps done, lr annealed to 0
+    schedule = last["lr_schedulers"][0]
+    assert schedule["_step_count"] == 15 and schedule["T_max"] == 14
+    assert schedule["_last_lr"][0] == 0.0

@@ -125,12 +125,21 @@ def resample(image: torch.Tensor, mask: torch.Tensor, grid: torch.Tensor,
     return torch.where(chosen, new_image, image), torch.where(chosen, new_mask, mask)
 
 
+def inverse_2x2(matrices: torch.Tensor) -> torch.Tensor:
+    """The inverses of (B, 2, 2) matrices in closed form. ``torch.linalg.inv`` checks for
+    singular input on the host, which makes the CPU wait for the GPU every training step."""
+    a, b = matrices[:, 0, 0], matrices[:, 0, 1]
+    c, d = matrices[:, 1, 0], matrices[:, 1, 1]
+    adjugate = torch.stack([torch.stack([d, -b], -1), torch.stack([-c, a], -1)], -2)
+    return adjugate / (a * d - b * c)[:, None, None]
+
+
 def plane_affine(image: torch.Tensor, mask: torch.Tensor, forward: torch.Tensor,
                  chosen: torch.Tensor) -> Batch:
     """Apply per-sample 2x2 maps ``forward`` (B, 2, 2), in pixel units on (x=W, y=H) about the
     patch centre, to the (H, W) plane: content at p moves to forward @ p."""
     height, width = image.shape[-2:]
-    inverse = torch.linalg.inv(forward.double())  # the grid looks up where each pixel came from
+    inverse = inverse_2x2(forward.double())  # the grid looks up where each pixel came from
     # normalized coordinates scale x by 2/W and y by 2/H; undo that so the map stays rigid
     size = torch.tensor([width, height], dtype=torch.float64, device=image.device)
     theta2 = inverse * size[None, :] / size[:, None]
