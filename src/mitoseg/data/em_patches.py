@@ -65,6 +65,25 @@ class ForegroundSampler:
         return z, int(rng.integers(shape_hw[0])), int(rng.integers(shape_hw[1])), False
 
 
+    def draw_many(self, rng: np.random.Generator, count: int, shape_hw: tuple[int, int]
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``count`` independent draws of ``draw`` at once: arrays z, y, x, from_foreground."""
+        z = np.asarray(self.z_indices)[rng.integers(len(self.z_indices), size=count)]
+        y, x = rng.integers(shape_hw[0], size=count), rng.integers(shape_hw[1], size=count)
+        from_foreground = np.zeros(count, bool)
+        if self.fg_weight > 1.0:
+            coords = self.coords()
+            n_fg = len(coords)
+            n_all = len(self.z_indices) * shape_hw[0] * shape_hw[1]
+            q = self.fg_weight * n_fg / (self.fg_weight * n_fg + (n_all - n_fg)) if n_all else 0
+            if n_fg:
+                from_foreground = rng.random(count) < q
+                picked = coords[rng.integers(n_fg, size=count)]
+                z, y, x = (np.where(from_foreground, picked[:, k], v) for k, v in
+                           enumerate((z, y, x)))
+        return z.astype(np.int64), y.astype(np.int64), x.astype(np.int64), from_foreground
+
+
 def _start(centre: int, size: int, length: int) -> int:
     """Top-left of a window of ``size`` around ``centre``, kept inside [0, length)."""
     return int(np.clip(centre - size // 2, 0, max(length - size, 0)))
@@ -157,6 +176,43 @@ class RandomPatchDataset(Dataset):
         if self.spatial_dims == 3:
             z = block.start + _start(z - block.start, self.patch[0], len(block))
         return z, y0, x0
+
+    def origins(self, indices: Sequence[int]) -> np.ndarray:
+        """The corners (N, 3) (z, y, x) of a whole batch of windows, drawn at once.
+
+        The same distribution as ``origin`` (placement, foreground weighting, 3D windows inside
+        their block) from one generator per batch instead of one per sample: a batch of 64
+        windows costs about 0.1 ms instead of 3 ms of the CPU, which bounds a GPU training step
+        when the windows are cut on the GPU (``sampling=device``). Seeded from torch's generator
+        like ``origin``, so a run's windows repeat for the same seed.
+        """
+        count = len(indices)
+        draw = int(torch.randint(0, 2**31 - 1, ()).item())
+        rng = np.random.default_rng([draw, int(indices[0]) if count else 0, count])
+        height, width = self.image.shape[1:]
+        z, y, x, from_foreground = self.sampler.draw_many(rng, count, (height, width))
+        patch_h, patch_w = self.patch[-2], self.patch[-1]
+        y0 = np.clip(y - patch_h // 2, 0, max(height - patch_h, 0))
+        x0 = np.clip(x - patch_w // 2, 0, max(width - patch_w, 0))
+        if self.spatial_dims == 3:
+            start = np.array([self._block_of[int(v)].start for v in z])
+            length = np.array([len(self._block_of[int(v)]) for v in z])
+            z = start + np.clip(z - start - self.patch[0] // 2, 0, np.maximum(length - self.patch[0], 0))
+        if self.placement == "uniform":
+            uniform = ~from_foreground
+            y0 = np.where(uniform, rng.integers(height - patch_h + 1, size=count), y0)
+            x0 = np.where(uniform, rng.integers(width - patch_w + 1, size=count), x0)
+            if self.spatial_dims == 3:
+                room = length - self.patch[0] + 1
+                z = np.where(uniform, start + (rng.random(count) * room).astype(np.int64), z)
+        return np.stack([z, y0, x0], 1).astype(np.int64)
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """A DataLoader batch: window corners drawn at once (``origins_only``), else item by item."""
+        if not self.origins_only:
+            return [self[index] for index in indices]
+        corners = torch.from_numpy(self.origins(indices))
+        return [{"origin": corner, "index": index} for corner, index in zip(corners, indices)]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         z, y0, x0 = self.origin(index)
