@@ -33,7 +33,7 @@ def main(folder: str) -> None:
             print(f"{name}: iou_fg {iou:.4f}  fit {data.get('fit_seconds')} s")
         else:
             continue
-        group = name.rsplit("_s", 1)[0] if name.startswith(("ref_s", "fast_s")) else name
+        group = name.rsplit("_s", 1)[0] if name.startswith(("ref_s", "fast_s", "both_s")) else name
         groups.setdefault(group.replace("_metrics", ""), []).append(iou)
     for group, values in groups.items():
         spread = statistics.stdev(values) if len(values) > 1 else float("nan")

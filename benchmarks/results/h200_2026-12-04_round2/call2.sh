@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# GPU check, call 2 (carry .gpu/kit and .gpu/luc_b; right after call 1; about 520 s): real
+# Lucchi, holdout split (test 132-164, gap 122-131, training 0-121). experiment=lucchi_fast and
+# the bare yardstick alone (timed), then at once: more seeds of both and the one-factor ablation.
+set -u
+T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
+export PYTHONPATH=/tmp/site:$(pwd)/src MPLBACKEND=Agg PYTHONUNBUFFERED=1 HYDRA_FULL_ERROR=1
+R=/tmp/res; mkdir -p /tmp/luc/lucchi $R
+python3 - <<'PY'
+import numpy as np, tifffile
+for name in ("training", "training_groundtruth"):
+    parts = [tifffile.imread(f"{d}/{name}.tif") for d in ("/tmp/luc/a", ".gpu/luc_b")]
+    tifffile.imwrite(f"/tmp/luc/lucchi/{name}.tif", np.concatenate(parts))
+PY
+el "lucchi assembled"
+ROOT="dataset.volumes.root=/tmp/luc/lucchi"
+fast() {  # seed, name, time limit
+  timeout $3 python3 train.py experiment=lucchi_fast logger=csv $ROOT seed=$1 \
+    paths.output_root=/tmp/o_$2 > $R/$2.log 2>&1
+  local rc=$?; cp /tmp/o_$2/runs/lucchi_fast/*/metrics.json $R/$2_metrics.json 2>/dev/null
+  cp /tmp/o_$2/runs/lucchi_fast/*/protocols.csv $R/$2_protocols.csv 2>/dev/null; return $rc
+}
+ref() {  # name, time limit, options...
+  local name=$1 limit=$2; shift 2
+  timeout $limit python3 benchmarks/reference_lucchi.py --override $ROOT "$@" > $R/$name.json 2> $R/$name.err
+}
+S=$(date +%s); fast 0 fast_s0 150; el "lucchi_fast seed 0 rc=$? whole command $(( $(date +%s) - S )) s"
+S=$(date +%s); ref ref_s0 120 --seed 0; el "reference seed 0 rc=$? $(( $(date +%s) - S )) s"
+LEFT=$(( 500 - ($(date +%s) - T0) )); el "concurrent phase, $LEFT s"
+for s in 1 2; do ref ref_s$s $LEFT --seed $s & fast $s fast_s$s $LEFT & done
+for f in "scale --scaling scale" "free --rotation free" "val --val-fraction 0.1" \
+         "best --val-fraction 0.1 --keep best" "cosine --schedule cosine" "centred --placement centred"; do
+  set -- $f; name=$1; shift; ref abl_$name $LEFT "$@" &
+done
+wait; el "concurrent phase done"
+python3 benchmarks/gpu/summarize.py $R | tee $OUT/c2_summary.txt
+tar czf $OUT/c2_results.tgz -C $R .
+el done
