@@ -2,7 +2,7 @@
 
     python tests/docs/kept_from_old_readme.py [commit]     # default: e0bbd3b, before the split
 
-Every number (figures, counts, commits) and every inline code span or code-block line of the
+Every number (figures, counts, commits) and every inline code span or code-block line (less its comment) of the
 README at <commit> must still appear somewhere in README.md or docs/**/*.md. Prints what is
 missing and exits 1 if anything is. Not a pytest test: it needs the git history, and later
 edits may change figures on purpose.
@@ -19,12 +19,18 @@ REPO = Path(__file__).resolve().parents[2]
 NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*(?:e-?\d+)?")
 COMMIT = re.compile(r"\b[0-9a-f]{7}\b")
 CODE_SPAN = re.compile(r"`([^`]+)`")
+# Changed on purpose in the split, with the reason.
+CHANGED = {
+    "python -m mitoseg.data.download lucchi_pp data/":
+        "wrong data set name: the downloader knows lucchi, lucchi++ and kasthuri++",
+}
 
 
 def tokens(text: str) -> dict[str, set[str]]:
     flat = re.sub(r"\s+", " ", re.sub(r"```.*?```", " ", text, flags=re.S))
     blocks = re.findall(r"```[^\n]*\n(.*?)```", text, flags=re.S)
-    lines = {re.sub(r"\s+", " ", line).strip() for block in blocks for line in block.splitlines()}
+    lines = {re.sub(r"\s+", " ", line.split(" #")[0]).strip()  # the command, not its comment
+             for block in blocks for line in block.splitlines()}
     return {
         "numbers": set(NUMBER.findall(text)),
         "commits": {c for c in COMMIT.findall(text) if re.search(r"\d", c) and re.search("[a-f]", c)},
@@ -50,8 +56,11 @@ def main(argv: list[str]) -> int:
         lost = sorted(items - new_tokens[kind]) if kind == "numbers" else \
             sorted(i for i in items if i not in flat_new)
         for item in lost:
+            if item in CHANGED:
+                print(f"changed on purpose: {item} ({CHANGED[item]})")
+                continue
             print(f"missing {kind[:-1]}: {item}")
-        missing += len(lost)
+            missing += 1
     print(f"{missing} missing" if missing else "every number, commit and command kept")
     return 1 if missing else 0
 
