@@ -16,8 +16,10 @@ def options(group: str) -> set[str]:
 
 
 def config_groups() -> list[str]:
+    """Every folder of options under conf/, less `hydra` itself: Hydra's own settings (e.g. an
+    output layout every entry point selects), not a choice a user makes."""
     return sorted(str(d.relative_to(CONF)) for d in CONF.rglob("*")
-                  if d.is_dir() and any(d.glob("*.yaml")))
+                  if d.is_dir() and any(d.glob("*.yaml")) and d != CONF / "hydra")
 
 
 def table_rows(page) -> dict[str, str]:
