@@ -16,6 +16,7 @@ is being merged piecewise); they pass or fail without breaking the suite.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import importlib.util
 import re
@@ -94,11 +95,18 @@ def hydra_jobs(argv: list[str]) -> tuple[str, list[list[str]]]:
     return HYDRA_SCRIPTS[Path(script).name], single_runs(overrides) if multirun else [overrides]
 
 
+@functools.lru_cache(maxsize=None)
+def compose_once(name: str, overrides: tuple[str, ...]) -> None:
+    """Compose one job (a command shown on several pages is composed once; a failure raises
+    and is not cached)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        compose(name, overrides=list(overrides), return_hydra_config=True)
+
+
 def compose_command(argv: list[str]) -> None:
     name, jobs = hydra_jobs(argv)
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        for overrides in jobs:
-            compose(name, overrides=overrides, return_hydra_config=True)
+    for overrides in jobs:
+        compose_once(name, tuple(overrides))
 
 
 # ---- argparse scripts ---------------------------------------------------------------------
