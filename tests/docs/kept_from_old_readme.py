@@ -27,8 +27,8 @@ CHANGED = {
 
 
 def tokens(text: str) -> dict[str, set[str]]:
-    flat = re.sub(r"\s+", " ", re.sub(r"```.*?```", " ", text, flags=re.S))
-    blocks = re.findall(r"```[^\n]*\n(.*?)```", text, flags=re.S)
+    flat = re.sub(r"\s+", " ", re.sub(r"```.*?```", " ", text, flags=re.DOTALL))
+    blocks = re.findall(r"```[^\n]*\n(.*?)```", text, flags=re.DOTALL)
     lines = {re.sub(r"\s+", " ", line.split(" #")[0]).strip()  # the command, not its comment
              for block in blocks for line in block.splitlines()}
     return {

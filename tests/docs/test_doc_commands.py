@@ -95,7 +95,7 @@ def hydra_jobs(argv: list[str]) -> tuple[str, list[list[str]]]:
     return HYDRA_SCRIPTS[Path(script).name], single_runs(overrides) if multirun else [overrides]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def compose_once(name: str, overrides: tuple[str, ...]) -> None:
     """Compose one job (a command shown on several pages is composed once; a failure raises
     and is not cached)."""
@@ -176,7 +176,7 @@ def check_python(argv: list[str]) -> None:
 
 def make_targets() -> set[str]:
     text = (REPO / "Makefile").read_text()
-    return set(re.findall(r"^([A-Za-z0-9_-][A-Za-z0-9_.-]*)\s*:(?!=)", text, flags=re.M))
+    return set(re.findall(r"^([A-Za-z0-9_-][A-Za-z0-9_.-]*)\s*:(?!=)", text, flags=re.MULTILINE))
 
 
 def check_make(argv: list[str]) -> None:
