@@ -91,6 +91,13 @@ class OmeZarrOutput:
                              f"{diff}); choose another output or overwrite=true")
         return cls(path, group)
 
+    @classmethod
+    def open(cls, path: str | Path) -> OmeZarrOutput:
+        """An output being written, opened by another process (a worker) to write its blocks."""
+        import zarr
+
+        return cls(Path(path), zarr.open_group(str(path), mode="r+"))
+
     def done(self) -> set[str]:
         return {p.name for p in (self.path / STATE / "blocks").iterdir()}
 
