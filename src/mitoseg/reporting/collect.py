@@ -2,9 +2,8 @@
 
 A run folder is a folder holding ``run_info.json`` or ``.hydra/config.yaml`` (what
 ``train.py`` writes at start-up). Its *configuration* is the list of command-line overrides
-of that job (``.hydra/overrides.yaml``) minus the keys that do not change the result
-(``seed``, ``paths.*``, ``logger*``, ...), so that the seeds of one configuration group
-together. Runs that crashed or are still running are records too, never dropped.
+of that job (``.hydra/overrides.yaml``) minus the seed and the keys that cannot change the
+result (``mitoseg.runs.identity``), so that the seeds of one configuration group together. Runs that crashed or are still running are records too, never dropped.
 
 A W&B offline run folder (``wandb/offline-run-*/run-<id>.wandb``) found outside any run folder
 is a run too (e.g. only the ``wandb/`` folders were copied from a cluster): its record is
@@ -31,11 +30,8 @@ import yaml
 
 from mitoseg.errors import InputError
 from mitoseg.reporting.wandb_offline import OfflineRun, merge_attempts, read_offline_run
+from mitoseg.runs.identity import identity_overrides, override_key
 
-# Override keys (and their sub-keys) that name where or how a run is logged, not what it
-# computes; dropped from the configuration identity.
-IGNORED_KEYS = ("seed", "paths", "logger", "hydra", "torch_threads",
-                "trainer.enable_progress_bar", "trainer.enable_model_summary")
 NO_PROTOCOL = "-"  # metrics that are not per inference protocol (fluorescence test images)
 ERROR_MARK = "mitoseg: error:"  # what run_guarded logs when a job stops on bad input
 WANDB_RUN_PREFIXES = ("offline-run-", "run-")  # W&B run folders; each holds run-<id>.wandb
@@ -71,19 +67,6 @@ class Collection:
     skipped: list[tuple[Path, str]]  # folders that look like runs but are not training runs
 
 
-def override_key(override: str) -> str:
-    """``+trainer.limit_train_batches=3`` -> ``trainer.limit_train_batches``."""
-    return override.split("=", 1)[0].lstrip("+~")
-
-
-def identity_overrides(overrides: Iterable[str], ignore: Sequence[str] = ()) -> tuple[str, ...]:
-    """The overrides that define a configuration: all but ``IGNORED_KEYS`` + ``ignore``."""
-    dropped = tuple(IGNORED_KEYS) + tuple(ignore)
-    kept = [o for o in overrides
-            if not any(override_key(o) == k or override_key(o).startswith(k + ".") for k in dropped)]
-    return tuple(sorted(kept))
-
-
 def find_run_folders(roots: Iterable[str | Path]) -> list[Path]:
     """Every run folder at or under ``roots`` (sorted, each once); a run folder's own
     subfolders (checkpoints, logs) are not searched."""
@@ -92,7 +75,7 @@ def find_run_folders(roots: Iterable[str | Path]) -> list[Path]:
 
 def collect_runs(roots: Iterable[str | Path], ignore: Sequence[str] = ()) -> Collection:
     """Read every run folder and W&B offline run under ``roots``; ``ignore`` adds override
-    keys to leave out of the configuration identity (besides ``IGNORED_KEYS``)."""
+    keys to leave out of the configuration identity (besides ``mitoseg.runs.identity``'s)."""
     roots = list(roots)
     folders, wandb_logs = _walk(roots)
     if not folders and not wandb_logs:

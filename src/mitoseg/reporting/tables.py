@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 
 from mitoseg.errors import InputError
-from mitoseg.reporting.collect import (IGNORED_KEYS, NO_PROTOCOL, Collection, RunRecord,
+from mitoseg.reporting.collect import (NO_PROTOCOL, Collection, RunRecord,
                                        available_metrics, collect_runs, metric_values)
 from mitoseg.reporting.stats import TESTS, describe, holm, is_unstable, p_value, per_seed
+from mitoseg.runs.identity import REPLICATE_KEYS, RESULT_NEUTRAL_KEYS
 from mitoseg.runs.files import write_new_bytes, write_new_csv, write_new_text
 from mitoseg.runs.paths import display_path
 
@@ -210,7 +211,7 @@ def markdown(report: Report, title: str = "Run report") -> str:
              f"- Runs: {len(report.runs)} run folders"
              + (f" ({offline} of them W&B offline runs)" if offline else "") + ": " + ", ".join(
                  f"{status[s]} {s}" for s in ("finished", "failed", "unfinished")) + ".",
-             f"- Configuration = a job's command-line overrides without {', '.join(IGNORED_KEYS)}"
+             f"- Configuration = a job's command-line overrides without {', '.join(REPLICATE_KEYS + RESULT_NEUTRAL_KEYS)}"
              " (so the seeds of one configuration group together).",
              "- Overrides shared by every configuration (left out of the labels): "
              + (" ".join(f"`{o}`" for o in report.common) or "none") + ".",
