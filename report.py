@@ -31,7 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--baseline", default=None,
                         help="configuration label to test the others against (as printed in "
                              "the report, e.g. model=unet_paper000)")
-    parser.add_argument("--test", choices=("welch", "mannwhitney"), default="welch",
+    parser.add_argument("--test", choices=("welch", "student", "mannwhitney"), default="welch",
                         help="two-sided test against the baseline (default: welch)")
     parser.add_argument("--unstable-std", type=float, default=0.01,
                         help="flag a configuration whose std over runs exceeds this (0.01)")

@@ -3,7 +3,8 @@
 A run folder is a folder holding ``run_info.json`` or ``.hydra/config.yaml`` (what
 ``train.py`` writes at start-up). Its *configuration* is the list of command-line overrides
 of that job (``.hydra/overrides.yaml``) minus the seed and the keys that cannot change the
-result (``mitoseg.runs.identity``), so that the seeds of one configuration group together. Runs that crashed or are still running are records too, never dropped.
+result (``mitoseg.runs.identity``), so that the seeds of one configuration group together.
+Runs that crashed or are still running are records too, never dropped.
 
 A W&B offline run folder (``wandb/offline-run-*/run-<id>.wandb``) found outside any run folder
 is a run too (e.g. only the ``wandb/`` folders were copied from a cluster): its record is
@@ -54,6 +55,8 @@ class RunRecord:
     protocols: tuple[Mapping[str, Any], ...] = ()
     optimized_metric: str | None = None
     source: str = "folder"
+    choices: Mapping[str, Any] = field(default_factory=dict)  # Hydra's config-group choices
+    settings: Mapping[str, Any] = field(default_factory=dict)  # the resolved config.yaml
 
     @property
     def config(self) -> str:
@@ -171,9 +174,10 @@ def read_run(folder: Path, ignore: Sequence[str] = ()) -> RunRecord:
             status = "finished"
             if (folder / "protocols.csv").is_file():
                 protocols = tuple(_read_csv(folder / "protocols.csv", problems))
-    elif (folder / "failed.json").is_file():
-        failure = _read_json(folder / "failed.json", problems) or {}
-        status, error = "failed", str(failure.get("error") or "failed.json without an 'error'")
+    elif _last_failure(folder) is not None:
+        record = _last_failure(folder)
+        failure = _read_json(record, problems) or {}
+        status, error = "failed", str(failure.get("error") or f"{record.name} without an 'error'")
     else:
         error = _logged_error(folder)
         if error:
@@ -194,6 +198,7 @@ def read_run(folder: Path, ignore: Sequence[str] = ()) -> RunRecord:
         error="; ".join(filter(None, [error, *problems])),
         metrics=metrics or {}, protocols=protocols,
         optimized_metric=config.get("optimized_metric"),
+        choices=choices, settings=config if isinstance(config, Mapping) else {},
     )
 
 
@@ -359,6 +364,18 @@ def _overrides(folder: Path, info: Mapping[str, Any], problems: list[str]) -> li
     if argv and Path(argv[0]).name == "train.py" and not {"-m", "--multirun"} & set(argv):
         return [a for a in argv[1:] if "=" in a and not a.startswith("-")]
     return None  # a multirun's command line holds the sweep, not this job's values
+
+
+def _last_failure(folder: Path) -> Path | None:
+    """The record of the latest failed attempt: failed.json, or failed-2.json, failed-3.json
+    ... when earlier attempts failed too (``mitoseg.runs.failures``)."""
+    def attempt(path: Path) -> int:
+        number = path.stem.removeprefix("failed").removeprefix("-")
+        return int(number) if number.isdigit() else 1
+
+    records = [p for p in folder.glob("failed*.json")
+               if p.stem == "failed" or p.stem.removeprefix("failed-").isdigit()]
+    return max(records, key=attempt) if records else None
 
 
 def _override_value(overrides: Sequence[str] | None, key: str) -> str | None:

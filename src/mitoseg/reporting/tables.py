@@ -24,12 +24,14 @@ import numpy as np
 from mitoseg.errors import InputError
 from mitoseg.reporting.collect import (NO_PROTOCOL, Collection, RunRecord,
                                        available_metrics, collect_runs, metric_values)
+from mitoseg.reporting.formatting import cell, markdown_table, number_text, p_text
 from mitoseg.reporting.stats import TESTS, describe, holm, is_unstable, p_value, per_seed
 from mitoseg.runs.identity import REPLICATE_KEYS, RESULT_NEUTRAL_KEYS
 from mitoseg.runs.files import write_new_bytes, write_new_csv, write_new_text
 from mitoseg.runs.paths import display_path
 
-TEST_NAMES = {"welch": "Welch's t-test", "mannwhitney": "Mann-Whitney U"}
+TEST_NAMES = {"welch": "Welch's t-test", "student": "Student's t-test",
+              "mannwhitney": "Mann-Whitney U"}
 SUMMARY_COLUMNS = ("metric", "dataset", "protocol", "model", "configuration", "baseline", "n",
                    "runs", "failed", "unfinished", "mean", "std", "min", "max", "test", "p_value",
                    "p_holm", "unstable", "unstable_std", "full_configuration")
@@ -38,7 +40,7 @@ ConfigKey = tuple[tuple[str, ...], str, str]  # (identity overrides, model, data
 
 @dataclass
 class Report:
-    """What ``summarize`` found: one row per (metric, dataset, protocol, configuration)."""
+    """What ``summarize_runs`` found: one row per (metric, dataset, protocol, configuration)."""
 
     runs: list[RunRecord]
     metrics: list[str]
@@ -68,7 +70,7 @@ def short_labels(keys: Iterable[ConfigKey]) -> tuple[dict[ConfigKey, str], tuple
     return labels, tuple(sorted(common))
 
 
-def summarize(runs: Sequence[RunRecord], metrics: Sequence[str], baseline: str | None = None,
+def summarize_runs(runs: Sequence[RunRecord], metrics: Sequence[str], baseline: str | None = None,
               test: str = "welch", unstable_std: float = 0.01,
               unstable_std_by_metric: Mapping[str, float] | None = None) -> Report:
     """Group the runs by configuration (seed ignored) and compute the statistics.
@@ -165,23 +167,11 @@ def _group_rows(metric: str, dataset: str, protocol: str,
 
 # ---- rendering ---------------------------------------------------------------------------
 
-def _num(value: float, digits: int = 4) -> str:
-    return "" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
-
-
-def _p(value: float) -> str:
-    return "" if not math.isfinite(value) else (f"{value:.2e}" if value < 1e-3 else f"{value:.3f}")
-
-
-def _cell(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
 def _mean_std(row: Mapping[str, Any]) -> str:
     if row["n"] == 0:
         return "no finished run"
-    std = f" ± {_num(row['std'])}" if row["n"] > 1 else ""
-    return f"{_num(row['mean'])}{std}"
+    std = f" ± {number_text(row['std'])}" if row["n"] > 1 else ""
+    return f"{number_text(row['mean'])}{std}"
 
 
 def _n(row: Mapping[str, Any]) -> str:
@@ -192,6 +182,10 @@ def _n(row: Mapping[str, Any]) -> str:
 def _not_finished(row: Mapping[str, Any]) -> str:
     parts = [f"{row[s]} {s}" for s in ("failed", "unfinished") if row[s]]
     return ", ".join(parts) or "0"
+
+
+def _unstable(row: Mapping[str, Any]) -> str:
+    return "n/a" if row["n"] < 2 else ("**yes**" if row["unstable"] else "no")
 
 
 def _label(row: Mapping[str, Any]) -> str:
@@ -211,7 +205,8 @@ def markdown(report: Report, title: str = "Run report") -> str:
              f"- Runs: {len(report.runs)} run folders"
              + (f" ({offline} of them W&B offline runs)" if offline else "") + ": " + ", ".join(
                  f"{status[s]} {s}" for s in ("finished", "failed", "unfinished")) + ".",
-             f"- Configuration = a job's command-line overrides without {', '.join(REPLICATE_KEYS + RESULT_NEUTRAL_KEYS)}"
+             "- Configuration = a job's command-line overrides without "
+             f"{', '.join(REPLICATE_KEYS + RESULT_NEUTRAL_KEYS)}"
              " (so the seeds of one configuration group together).",
              "- Overrides shared by every configuration (left out of the labels): "
              + (" ".join(f"`{o}`" for o in report.common) or "none") + ".",
@@ -234,17 +229,12 @@ def markdown(report: Report, title: str = "Run report") -> str:
         for (dataset, protocol), rows in groups.items():
             where = f"dataset `{dataset}`" + (f", protocol `{protocol}`"
                                               if protocol != NO_PROTOCOL else "")
-            lines += [f"## {metric}: {where}", "",
-                      f"| configuration | model | n (seeds) | not finished | mean ± std | min | max | "
-                      f"p ({test}) | p (Holm) | unstable |",
-                      "|---|---|---|---|---|---|---|---|---|---|"]
-            for r in rows:
-                unstable = "n/a" if r["n"] < 2 else ("**yes**" if r["unstable"] else "no")
-                lines.append("| " + " | ".join(_cell(c) for c in (
-                    _label(r), r["model"], _n(r), _not_finished(r), _mean_std(r),
-                    _num(r["min"]), _num(r["max"]), _p(r["p_value"]), _p(r["p_holm"]),
-                    unstable)) + " |")
-            lines.append("")
+            body = [(_label(r), r["model"], _n(r), _not_finished(r), _mean_std(r),
+                     number_text(r["min"]), number_text(r["max"]), p_text(r["p_value"]),
+                     p_text(r["p_holm"]), _unstable(r)) for r in rows]
+            lines += [f"## {metric}: {where}", ""] + markdown_table(
+                ("configuration", "model", "n (seeds)", "not finished", "mean ± std", "min",
+                 "max", f"p ({test})", "p (Holm)", "unstable"), body)
     lines += _problems(report)
     return "\n".join(lines).rstrip() + "\n"
 
@@ -263,39 +253,28 @@ def _overview(report: Report) -> list[str]:
         n = max(r["n"], runs.get(key, (0,))[0])
         runs[key] = (n, f"{n}" + (f" (+{_not_finished(r)})" if r["failed"] or r["unfinished"]
                                    else ""))
-        text = _mean_std(r) + (f" ({_num(r['max'])})" if r["n"] > 1 else "")
+        text = _mean_std(r) + (f" ({number_text(r['max'])})" if r["n"] > 1 else "")
         cells[key][(r["metric"], r["protocol"])] = text
-    heads = [m if p == NO_PROTOCOL else f"{m} {p}" for m, p in columns]
-    lines = ["## Overview: mean ± std (max) over runs", "",
-             "| configuration | model | dataset | runs | " + " | ".join(map(_cell, heads)) + " |",
-             "|---|---|---|---|" + "---|" * len(columns)]
-    for key, by_column in cells.items():
-        lines.append("| " + " | ".join(_cell(c) for c in (
-            marks[key], key[1], key[2], runs[key][1], *(by_column.get(c, "") for c in columns)))
-            + " |")
-    return lines + [""]
+    heads = [cell(m if p == NO_PROTOCOL else f"{m} {p}") for m, p in columns]
+    body = [(marks[key], key[1], key[2], runs[key][1], *(by_column.get(c, "") for c in columns))
+            for key, by_column in cells.items()]
+    return ["## Overview: mean ± std (max) over runs", ""] + markdown_table(
+        ("configuration", "model", "dataset", "runs", *heads), body)
 
 
 def _problems(report: Report) -> list[str]:
     lines = []
     broken = [r for r in report.runs if r.status != "finished"]
     if broken:
-        lines += ["## Runs that did not finish (not in n)", "",
-                  "| status | configuration | seed | folder | source | error |",
-                  "|---|---|---|---|---|---|"]
-        lines += ["| " + " | ".join(_cell(c) for c in (
-            r.status, f"`{report.labels[config_key(r)]}`", r.seed, display_path(r.folder),
-            r.source, r.error)) + " |"
-                  for r in broken]
-        lines.append("")
+        lines += ["## Runs that did not finish (not in n)", ""] + markdown_table(
+            ("status", "configuration", "seed", "folder", "source", "error"),
+            [(r.status, f"`{report.labels[config_key(r)]}`", r.seed, display_path(r.folder),
+              r.source, r.error) for r in broken])
     if report.missing:
-        lines += ["## Finished runs without a value (not in n)", "",
-                  "| configuration | seed | folder | source | problem |", "|---|---|---|---|---|"]
-        lines += ["| " + " | ".join(_cell(c) for c in (
-            f"`{report.labels[config_key(r)]}`", r.seed, display_path(r.folder), r.source,
-            why)) + " |"
-                  for r, why in report.missing]
-        lines.append("")
+        lines += ["## Finished runs without a value (not in n)", ""] + markdown_table(
+            ("configuration", "seed", "folder", "source", "problem"),
+            [(f"`{report.labels[config_key(r)]}`", r.seed, display_path(r.folder), r.source,
+              why) for r, why in report.missing])
     return lines
 
 
@@ -375,7 +354,7 @@ def write_report(roots: Sequence[str | Path], out: str | Path, metrics: Sequence
     the ``optimized_metric`` of the runs' configs. Returns the written paths by name."""
     collection: Collection = collect_runs(roots, ignore)
     metrics = list(metrics) or _default_metric(collection.runs)
-    report = summarize(collection.runs, metrics, baseline, test, unstable_std,
+    report = summarize_runs(collection.runs, metrics, baseline, test, unstable_std,
                        unstable_std_by_metric)
     out = Path(out)
     names = ["report.md", "summary.csv", "runs.csv", *map(plot_name, metrics)]
