@@ -14,8 +14,11 @@ import csv
 import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any, Optional, Union
+
+import yaml
 
 from mitoseg.errors import InputError
 from mitoseg.reporting.formatting import MISSING, markdown_table, number_text, p_text
@@ -38,45 +41,20 @@ from mitoseg.study.statistics import (
     t_test_table,
 )
 
-__all__ = ["PUBLISHED", "write_study_report", "render_report"]
+__all__ = ["PUBLISHED", "published_figures", "write_study_report", "render_report"]
 
-# Paper 000 as transcribed in the project's fidelity guide ("Published figures to compare
-# with"); the train-4-tested-at-8 changes come from the paper's Results text directly.
-PUBLISHED: dict[str, Any] = {
-    "source": ("paper 000 (Results; Figures 2-3, Supplementary Figure S2, Tables S1-S3), as "
-               "transcribed in the project's fidelity guide (../shared/guides/fidelity.md), "
-               "'Published figures to compare with'"),
-    "n_per_condition": 30,
-    "abd_unit": "px (assumed: the paper's ABD plots give no unit; the guide's reference run matched in px)",
-    "robustness_slope": {
-        "snr": {"as": {"fcn": 0.0112, "unet": 0.0236, "aam": 0.0449},
-                "abd_px": {"fcn": 0.0466, "unet": 0.1023, "aam": 0.2162}},
-        "sib": {"as": {"fcn": 0.0143, "unet": 0.0418, "aam": 0.0559},
-                "abd_px": {"fcn": 0.0801, "unet": 0.2135, "aam": 0.8907}},
-        "svb": {"as": {"fcn": 0.0166, "unet": 0.0200, "aam": 0.0184},
-                "abd_px": {"fcn": 0.0394, "unet": 0.0958, "aam": 0.1226}},
-    },
-    "sensitivity": {
-        "das_dilation_2_3": {"fcn": 0.3987, "unet": 0.5581, "aam": 0.3035},
-        "das_erosion_1": {"fcn": 0.17, "unet": 0.21, "aam": 0.13},
-        "das_dilation_1": {"fcn": 0.17, "unet": 0.33, "aam": 0.13},
-        "dds_all_levels": {"fcn": 0.7672, "unet": 0.8788, "aam": 0.5271},
-    },
-    "cross_change_pct": [
-        {"family": "snr", "train_level": 8, "test_levels": [4, 1], "metric": "as",
-         "values": {"fcn": -89.6, "unet": -91.3}},
-        {"family": "snr", "train_level": 8, "test_levels": [4, 1], "metric": "abd_px",
-         "values": {"fcn": 51.2, "unet": 339.4}},
-        {"family": "snr", "train_level": 4, "test_levels": [1], "metric": "as",
-         "values": {"fcn": -36.4, "unet": -13.6}},
-        {"family": "snr", "train_level": 4, "test_levels": [1], "metric": "abd_px",
-         "values": {"fcn": 38.1, "unet": 47.3}},
-        {"family": "snr", "train_level": 4, "test_levels": [8], "metric": "as",
-         "values": {"unet": 6.0}, "note": "paper 000 Results text (FCN: 'remained unchanged')"},
-        {"family": "snr", "train_level": 4, "test_levels": [8], "metric": "abd_px",
-         "values": {"fcn": -10.4, "unet": -36.2}, "note": "paper 000 Results text"},
-    ],
-}
+PUBLISHED_FILE = "published_paper000.yaml"  # shipped inside mitoseg.study
+
+
+def published_figures() -> dict[str, Any]:
+    """Paper 000's published figures, read from ``published_paper000.yaml`` in this package
+    (a fresh copy each call): source, n_per_condition, abd_unit, robustness_slope,
+    sensitivity, cross_change_pct."""
+    text = resources.files("mitoseg.study").joinpath(PUBLISHED_FILE).read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+PUBLISHED: dict[str, Any] = published_figures()
 
 SENSITIVITY_KEYS = {"das_dilation_2_3": "DAS, mean over dilation 2-3 px",
                     "das_erosion_1": "DAS at erosion 1 px", "das_dilation_1": "DAS at dilation 1 px",
