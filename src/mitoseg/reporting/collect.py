@@ -197,7 +197,7 @@ def read_run(folder: Path, ignore: Sequence[str] = ()) -> RunRecord:
         seed=seed if isinstance(seed, int) else None,
         error="; ".join(filter(None, [error, *problems])),
         metrics=metrics or {}, protocols=protocols,
-        optimized_metric=config.get("optimized_metric"),
+        optimized_metric=(metrics or {}).get("optimized_metric") or config.get("optimized_metric"),
         choices=choices, settings=config if isinstance(config, Mapping) else {},
     )
 
@@ -243,7 +243,8 @@ def wandb_run_record(folder: Path, log: OfflineRun, ignore: Sequence[str] = ()) 
         seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
         error="; ".join(filter(None, [error, *problems])),
         metrics=metrics or {}, protocols=tuple(r for r in rows if isinstance(r, Mapping)),
-        optimized_metric=info.get("optimized_metric"), source="wandb-offline",
+        optimized_metric=(metrics or {}).get("optimized_metric") or info.get("optimized_metric"),
+        source="wandb-offline",
     )
 
 

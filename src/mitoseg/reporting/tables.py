@@ -351,11 +351,11 @@ def write_report(roots: Sequence[str | Path], out: str | Path, metrics: Sequence
                  ignore: Sequence[str] = ()) -> dict[str, Path]:
     """Collect the runs under ``roots`` and write report.md, summary.csv, runs.csv and
     boxplot_<metric>.png into ``out``; refuses if any of them exists. ``metrics`` defaults to
-    the ``optimized_metric`` of the runs' configs. Returns the written paths by name."""
+    the runs' own ``optimized_metric`` (``default_metrics``). Returns the written paths by name."""
     collection: Collection = collect_runs(roots, ignore)
-    metrics = list(metrics) or _default_metric(collection.runs)
+    metrics = list(metrics) or default_metrics(collection.runs)
     report = summarize_runs(collection.runs, metrics, baseline, test, unstable_std,
-                       unstable_std_by_metric)
+                            unstable_std_by_metric)
     out = Path(out)
     names = ["report.md", "summary.csv", "runs.csv", *map(plot_name, metrics)]
     taken = [n for n in names if (out / n).exists()]
@@ -377,9 +377,26 @@ def write_report(roots: Sequence[str | Path], out: str | Path, metrics: Sequence
     return written
 
 
-def _default_metric(runs: Sequence[RunRecord]) -> list[str]:
-    names = {r.optimized_metric for r in runs if r.optimized_metric}
-    if len(names) != 1:
-        raise InputError("option '--metric' is needed: the runs' configs name "
-                         f"{sorted(names) or 'no'} optimized_metric")
-    return list(names)
+def default_metrics(runs: Sequence[RunRecord]) -> list[str]:
+    """The metric to report when ``--metric`` is not given: the runs' own ``optimized_metric``
+    (metrics.json, else config.yaml; W&B runs: their logged identity). Refuses when the runs
+    name several, or none, or when no finished run records the one they name."""
+    by_metric: dict[str, list[RunRecord]] = defaultdict(list)
+    for run in runs:
+        if run.optimized_metric:
+            by_metric[str(run.optimized_metric)].append(run)
+    if not by_metric:
+        raise InputError("option '--metric' is needed: no run records an optimized_metric "
+                         "(config.yaml or metrics.json)")
+    if len(by_metric) > 1:
+        named = "; ".join(f"'{name}' by {len(found)} run(s), e.g. {display_path(found[0].folder)}"
+                          for name, found in sorted(by_metric.items()))
+        raise InputError(f"option '--metric' is needed: the runs disagree on their "
+                         f"optimized_metric ({named}); give --metric once per metric to report")
+    (name,) = by_metric
+    finished = [r for r in runs if r.status == "finished"]
+    if finished and not any(metric_values(r, name) for r in finished):
+        raise InputError(f"option '--metric' is needed: the runs' optimized_metric '{name}' is "
+                         "recorded by no finished run; available: "
+                         f"{', '.join(available_metrics(finished)) or 'none'}")
+    return [name]
