@@ -41,6 +41,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ignore", action="append", default=[], metavar="KEY",
                         help="an override key to leave out of the configuration identity "
                              "(besides seed, paths, logger, ...); repeatable")
+    parser.add_argument("--mixed-protocols", action="store_true",
+                        help="compare runs whose protocol cards (metrics.json protocol_card: "
+                             "reconstruction, window, TTA, threshold, test set, ...) differ; "
+                             "by default such a table is refused")
     parser.add_argument("--out", required=True, help="folder for the report files")
     return parser.parse_args(argv)
 
@@ -69,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                                baseline=args.baseline, test=args.test,
                                unstable_std=args.unstable_std,
                                unstable_std_by_metric=per_metric(args.unstable_std_for),
-                               ignore=args.ignore)
+                               ignore=args.ignore, mixed_protocols=args.mixed_protocols)
     except InputError as error:
         print(f"mitoseg: error: {error}", file=sys.stderr)
         return 2

@@ -25,9 +25,10 @@ from mitoseg.errors import InputError
 from mitoseg.reporting.collect import (NO_PROTOCOL, Collection, RunRecord,
                                        available_metrics, collect_runs, metric_values)
 from mitoseg.reporting.formatting import cell, markdown_table, number_text, p_text
+from mitoseg.reporting.protocol_cards import NO_CARD, card_conflict, card_of, card_text
 from mitoseg.reporting.stats import TESTS, describe, holm, is_unstable, p_value, per_seed
-from mitoseg.runs.identity import REPLICATE_KEYS, RESULT_NEUTRAL_KEYS
 from mitoseg.runs.files import write_new_bytes, write_new_csv, write_new_text
+from mitoseg.runs.identity import REPLICATE_KEYS, RESULT_NEUTRAL_KEYS
 from mitoseg.runs.paths import display_path
 
 TEST_NAMES = {"welch": "Welch's t-test", "student": "Student's t-test",
@@ -52,6 +53,9 @@ class Report:
     test: str = "welch"
     unstable_std: float = 0.01
     unstable_std_by_metric: dict[str, float] = field(default_factory=dict)
+    # comparisons whose runs hold different protocol cards, allowed by --mixed-protocols:
+    # (metric, dataset, protocol, what differs)
+    mixed: list[tuple[str, str, str, str]] = field(default_factory=list)
 
     def threshold(self, metric: str) -> float:
         return self.unstable_std_by_metric.get(metric, self.unstable_std)
@@ -71,12 +75,16 @@ def short_labels(keys: Iterable[ConfigKey]) -> tuple[dict[ConfigKey, str], tuple
 
 
 def summarize_runs(runs: Sequence[RunRecord], metrics: Sequence[str], baseline: str | None = None,
-              test: str = "welch", unstable_std: float = 0.01,
-              unstable_std_by_metric: Mapping[str, float] | None = None) -> Report:
+                   test: str = "welch", unstable_std: float = 0.01,
+                   unstable_std_by_metric: Mapping[str, float] | None = None,
+                   mixed_protocols: bool = False) -> Report:
     """Group the runs by configuration (seed ignored) and compute the statistics.
 
     ``unstable_std``: flag configurations whose std over runs exceeds it;
     ``unstable_std_by_metric`` sets it per metric (a distance in px needs another scale).
+    Each table (metric, dataset, protocol) is one comparison: its runs must hold one protocol
+    card (``protocol_cards``); ``mixed_protocols`` compares them anyway and lists the
+    differences in ``Report.mixed``.
     """
     if test not in TESTS:
         raise InputError(f"option '--test': unknown test '{test}'; expected one of {TESTS}")
@@ -99,6 +107,7 @@ def summarize_runs(runs: Sequence[RunRecord], metrics: Sequence[str], baseline: 
                     unstable_std=unstable_std, unstable_std_by_metric=by_metric)
     for metric in metrics:
         groups: dict[tuple[str, str], dict[ConfigKey, list[tuple[int | None, float]]]] = defaultdict(dict)
+        members: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
         recorded = False
         for run in finished:
             values = metric_values(run, metric)
@@ -110,6 +119,7 @@ def summarize_runs(runs: Sequence[RunRecord], metrics: Sequence[str], baseline: 
                     report.missing.append((run, f"{metric} [{protocol}] is not a number"))
                     continue
                 groups[(run.dataset, protocol)].setdefault(config_key(run), []).append((run.seed, value))
+                members[(run.dataset, protocol)].append(run)
         if finished and not recorded:
             raise InputError(f"option '--metric': no finished run records '{metric}'; "
                              f"available: {', '.join(available_metrics(finished)) or 'none'}")
@@ -117,6 +127,16 @@ def summarize_runs(runs: Sequence[RunRecord], metrics: Sequence[str], baseline: 
             dataset_groups = [g for g in groups if g[0] == key[2]] or [(key[2], NO_PROTOCOL)]
             for group in dataset_groups:
                 groups[group].setdefault(key, [])
+        for (dataset, protocol), found in members.items():
+            conflict = card_conflict(found)
+            if conflict and not mixed_protocols:
+                where = f"{metric}, dataset '{dataset}'" + (
+                    f", protocol '{protocol}'" if protocol != NO_PROTOCOL else "")
+                raise InputError(f"refusing to compare runs measured under different test "
+                                 f"protocols ({where}): {conflict}; report them apart, or pass "
+                                 "--mixed-protocols to compare them anyway")
+            if conflict:
+                report.mixed.append((metric, dataset, protocol, conflict))
         for (dataset, protocol), by_config in groups.items():
             report.rows += _group_rows(metric, dataset, protocol, by_config, counts, labels,
                                        baseline_keys, test, report.threshold(metric))
@@ -220,7 +240,7 @@ def markdown(report: Report, title: str = "Run report") -> str:
               if report.baseline else "- p: no baseline given (--baseline), no tests."),
              f"- unstable: std > {report.unstable_std:g}" + "".join(
                  f", {m}: std > {v:g}" for m, v in report.unstable_std_by_metric.items())
-             + " (n/a below 2 runs).", ""]
+             + " (n/a below 2 runs).", _cards_line(report), ""]
     lines += _overview(report)
     for metric in report.metrics:
         groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
@@ -235,8 +255,24 @@ def markdown(report: Report, title: str = "Run report") -> str:
             lines += [f"## {metric}: {where}", ""] + markdown_table(
                 ("configuration", "model", "n (seeds)", "not finished", "mean ± std", "min",
                  "max", f"p ({test})", "p (Holm)", "unstable"), body)
-    lines += _problems(report)
+    lines += _mixed(report) + _problems(report)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _cards_line(report: Report) -> str:
+    finished = [r for r in report.runs if r.status == "finished"]
+    without = sum(card_of(r) is None for r in finished)
+    state = (f"{len(report.mixed)} table(s) mix cards (--mixed-protocols; listed at the end)"
+             if report.mixed else "every table holds one card")
+    return (f"- Protocol cards (metrics.json `protocol_card`: how the test numbers were made): "
+            f"{state}; {without} of {len(finished)} finished runs have {NO_CARD}.")
+
+
+def _mixed(report: Report) -> list[str]:
+    if not report.mixed:
+        return []
+    return ["## Tables that mix protocol cards (--mixed-protocols)", ""] + markdown_table(
+        ("metric", "dataset", "protocol", "what differs"), report.mixed)
 
 
 def _overview(report: Report) -> list[str]:
@@ -296,6 +332,7 @@ def run_rows(report: Report) -> list[dict[str, Any]]:
             for metric in report.metrics:
                 for protocol, value in metric_values(run, metric):
                     row[metric if protocol == NO_PROTOCOL else f"{metric} [{protocol}]"] = value
+        row["protocol_card"] = card_text(run)
         row["full_configuration"] = run.config
         rows.append(row)
     return rows
@@ -348,14 +385,14 @@ def plot_name(metric: str) -> str:
 def write_report(roots: Sequence[str | Path], out: str | Path, metrics: Sequence[str] = (),
                  baseline: str | None = None, test: str = "welch", unstable_std: float = 0.01,
                  unstable_std_by_metric: Mapping[str, float] | None = None,
-                 ignore: Sequence[str] = ()) -> dict[str, Path]:
+                 ignore: Sequence[str] = (), mixed_protocols: bool = False) -> dict[str, Path]:
     """Collect the runs under ``roots`` and write report.md, summary.csv, runs.csv and
     boxplot_<metric>.png into ``out``; refuses if any of them exists. ``metrics`` defaults to
     the runs' own ``optimized_metric`` (``default_metrics``). Returns the written paths by name."""
     collection: Collection = collect_runs(roots, ignore)
     metrics = list(metrics) or default_metrics(collection.runs)
     report = summarize_runs(collection.runs, metrics, baseline, test, unstable_std,
-                            unstable_std_by_metric)
+                            unstable_std_by_metric, mixed_protocols)
     out = Path(out)
     names = ["report.md", "summary.csv", "runs.csv", *map(plot_name, metrics)]
     taken = [n for n in names if (out / n).exists()]
