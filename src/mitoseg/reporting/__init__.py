@@ -14,7 +14,8 @@ client of all three. The configuration identity belongs to ``mitoseg.runs.identi
 from mitoseg.reporting.collect import (Collection, RunRecord, collect_runs, find_run_folders,
                                        metric_values, read_run, wandb_run_record)
 from mitoseg.reporting.stats import describe, holm, is_unstable, p_value, two_sample_test
-from mitoseg.reporting.tables import Report, markdown, summarize_runs, write_report
+from mitoseg.reporting.tables import Report, markdown, summarize_runs
+from mitoseg.reporting.write import write_report
 from mitoseg.reporting.wandb_offline import OfflineRun, read_offline_run
 
 __all__ = ["Collection", "OfflineRun", "Report", "RunRecord", "collect_runs", "describe",

@@ -1,4 +1,4 @@
-"""Tables and box plots of many runs: per (model, dataset, inference protocol) and
+"""Tables of many runs: per (model, dataset, inference protocol) and
 configuration, mean +- std, min, max, n, a p-value against a baseline (raw and
 Holm-adjusted) and an unstable flag; failed and unfinished runs listed, never dropped.
 
@@ -9,25 +9,17 @@ images, never the images themselves), runs of one seed are averaged into one val
 
 from __future__ import annotations
 
-import io
 import math
-import re
-import textwrap
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mitoseg.errors import InputError
-from mitoseg.reporting.collect import (NO_PROTOCOL, Collection, RunRecord,
-                                       available_metrics, collect_runs, metric_values)
+from mitoseg.reporting.collect import NO_PROTOCOL, RunRecord, available_metrics, metric_values
 from mitoseg.reporting.formatting import cell, markdown_table, number_text, p_text
 from mitoseg.reporting.protocol_cards import NO_CARD, card_conflict, card_of, card_text
 from mitoseg.reporting.stats import TESTS, describe, holm, is_unstable, p_value, per_seed
-from mitoseg.runs.files import write_new_bytes, write_new_csv, write_new_text
 from mitoseg.runs.identity import REPLICATE_KEYS, RESULT_NEUTRAL_KEYS
 from mitoseg.runs.paths import display_path
 
@@ -208,7 +200,7 @@ def _unstable(row: Mapping[str, Any]) -> str:
     return "n/a" if row["n"] < 2 else ("**yes**" if row["unstable"] else "no")
 
 
-def _label(row: Mapping[str, Any]) -> str:
+def label_text(row: Mapping[str, Any]) -> str:
     mark = " †" if row["failed"] or row["unfinished"] else ""
     return f"`{row['configuration']}`{' (baseline)' if row['baseline'] else ''}{mark}"
 
@@ -249,7 +241,7 @@ def markdown(report: Report, title: str = "Run report") -> str:
         for (dataset, protocol), rows in groups.items():
             where = f"dataset `{dataset}`" + (f", protocol `{protocol}`"
                                               if protocol != NO_PROTOCOL else "")
-            body = [(_label(r), r["model"], _n(r), _not_finished(r), _mean_std(r),
+            body = [(label_text(r), r["model"], _n(r), _not_finished(r), _mean_std(r),
                      number_text(r["min"]), number_text(r["max"]), p_text(r["p_value"]),
                      p_text(r["p_holm"]), _unstable(r)) for r in rows]
             lines += [f"## {metric}: {where}", ""] + markdown_table(
@@ -285,7 +277,7 @@ def _overview(report: Report) -> list[str]:
     marks, runs = {}, {}
     for r in report.rows:
         key = (r["configuration"], r["model"], r["dataset"])
-        marks[key] = _label(r)
+        marks[key] = label_text(r)
         n = max(r["n"], runs.get(key, (0,))[0])
         runs[key] = (n, f"{n}" + (f" (+{_not_finished(r)})" if r["failed"] or r["unfinished"]
                                    else ""))
@@ -336,82 +328,6 @@ def run_rows(report: Report) -> list[dict[str, Any]]:
         row["full_configuration"] = run.config
         rows.append(row)
     return rows
-
-
-def boxplot_png(report: Report, metric: str) -> bytes:
-    """One panel per (dataset, protocol), one box per configuration, runs as points."""
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for row in (r for r in report.rows if r["metric"] == metric):
-        groups[(row["dataset"], row["protocol"])].append(row)
-    columns = max(1, math.ceil(math.sqrt(len(groups))))
-    rows = max(1, math.ceil(len(groups) / columns))
-    width = max(4.0, 1.1 * max((len(g) for g in groups.values()), default=1) + 1.5)
-    figure = Figure(figsize=(width * columns, 4.2 * rows), layout="constrained")
-    rng = np.random.default_rng(0)  # jitter of the points: the same picture every time
-    for index, ((dataset, protocol), group) in enumerate(groups.items()):
-        axes = figure.add_subplot(rows, columns, index + 1)
-        shown = [r for r in group if r["n"]]
-        if shown:
-            axes.boxplot([r["values"] for r in shown], showfliers=False)
-            for x, r in enumerate(shown, start=1):
-                jitter = rng.uniform(-0.12, 0.12, len(r["values"]))
-                axes.scatter(x + jitter, r["values"], s=14, alpha=0.7, zorder=3)
-            axes.set_xticks(range(1, len(shown) + 1))
-            axes.set_xticklabels(
-                [_tick(_label(r).replace("`", "")) + f"\nn={r['n']}" for r in shown],
-                fontsize=7)
-        else:
-            axes.text(0.5, 0.5, "no finished run", ha="center", transform=axes.transAxes)
-        axes.set_title(dataset + ("" if protocol == NO_PROTOCOL else f" · {protocol}"), fontsize=9)
-        axes.set_ylabel(metric)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
-    return buffer.getvalue()
-
-
-def _tick(label: str, width: int = 26, lines: int = 5) -> str:
-    wrapped = textwrap.wrap(label, width, break_long_words=False, break_on_hyphens=False)
-    return "\n".join(wrapped[:lines - 1] + ["..."] if len(wrapped) > lines else wrapped)
-
-
-def plot_name(metric: str) -> str:
-    return "boxplot_" + re.sub(r"[^\w.\-]+", "-", metric) + ".png"
-
-
-def write_report(roots: Sequence[str | Path], out: str | Path, metrics: Sequence[str] = (),
-                 baseline: str | None = None, test: str = "welch", unstable_std: float = 0.01,
-                 unstable_std_by_metric: Mapping[str, float] | None = None,
-                 ignore: Sequence[str] = (), mixed_protocols: bool = False) -> dict[str, Path]:
-    """Collect the runs under ``roots`` and write report.md, summary.csv, runs.csv and
-    boxplot_<metric>.png into ``out``; refuses if any of them exists. ``metrics`` defaults to
-    the runs' own ``optimized_metric`` (``default_metrics``). Returns the written paths by name."""
-    collection: Collection = collect_runs(roots, ignore)
-    metrics = list(metrics) or default_metrics(collection.runs)
-    report = summarize_runs(collection.runs, metrics, baseline, test, unstable_std,
-                            unstable_std_by_metric, mixed_protocols)
-    out = Path(out)
-    names = ["report.md", "summary.csv", "runs.csv", *map(plot_name, metrics)]
-    taken = [n for n in names if (out / n).exists()]
-    if taken:
-        raise InputError(f"option '--out': '{out}' already holds {', '.join(taken)}; refusing "
-                         "to overwrite -- choose another folder")
-    text = markdown(report, title=f"Run report: {out.name}")
-    text += "".join(f"\n![{m}]({plot_name(m)})\n" for m in metrics)
-    text += "\n## Sources\n\n" + "".join(f"- `{display_path(root)}`\n" for root in roots)
-    if collection.skipped:
-        text += "\nFolders skipped (not training runs):\n\n" + "".join(
-            f"- `{display_path(folder)}`: {why}\n" for folder, why in collection.skipped)
-    written = {"report.md": write_new_text(out / "report.md", text),
-               "summary.csv": write_new_csv(out / "summary.csv", summary_rows(report)),
-               "runs.csv": write_new_csv(out / "runs.csv", run_rows(report))}
-    for metric in metrics:
-        written[plot_name(metric)] = write_new_bytes(out / plot_name(metric),
-                                                     boxplot_png(report, metric))
-    return written
 
 
 def default_metrics(runs: Sequence[RunRecord]) -> list[str]:
