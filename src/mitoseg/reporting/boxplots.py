@@ -11,7 +11,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from mitoseg.reporting.tables import NO_PROTOCOL, Report, label_text
+from mitoseg.reporting.collect import NO_PROTOCOL
+from mitoseg.reporting.tables import Report, label_text
 
 
 def boxplot_png(report: Report, metric: str) -> bytes:
