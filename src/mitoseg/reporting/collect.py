@@ -40,9 +40,10 @@ WANDB_RUN_PREFIXES = ("offline-run-", "run-")  # W&B run folders; each holds run
 
 @dataclass(frozen=True)
 class RunRecord:
-    """One run folder. ``status`` is finished (metrics.json), failed (failed.json, or an
-    error in the job log) or unfinished (neither: still running, or killed). ``source`` is
-    "folder", or "wandb-offline" for a record read from a W&B offline run's log."""
+    """One run folder. ``status`` is finished (metrics.json), failed (failed.json -- the
+    latest failed-N.json after several attempts -- or an error in the job log) or unfinished
+    (neither: still running, or killed). ``source`` is "folder", or "wandb-offline" for a
+    record read from a W&B offline run's log."""
 
     folder: Path
     status: str
