@@ -87,3 +87,14 @@ def test_training_takes_the_identity_from_runs_not_reporting() -> None:
     source = (REPO / "src" / "mitoseg" / "training" / "loggers.py").read_text()
     assert "from mitoseg.runs.identity import identity_overrides" in source
     assert "mitoseg.reporting" not in source
+
+
+def test_every_listed_key_is_a_key_of_the_training_config() -> None:
+    from omegaconf import OmegaConf
+
+    from tests.conftest import compose_config
+
+    cfg = compose_config("train", [])
+    for key in RESULT_NEUTRAL_KEYS:
+        if key != "hydra":  # composed apart from the job's config
+            assert OmegaConf.select(cfg, key, default="<absent>") != "<absent>", key
