@@ -31,7 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--baseline", default=None,
                         help="configuration label to test the others against (as printed in "
                              "the report, e.g. model=unet_paper000)")
-    parser.add_argument("--test", choices=("welch", "mannwhitney"), default="welch",
+    parser.add_argument("--test", choices=("welch", "student", "mannwhitney"), default="welch",
                         help="two-sided test against the baseline (default: welch)")
     parser.add_argument("--unstable-std", type=float, default=0.01,
                         help="flag a configuration whose std over runs exceeds this (0.01)")
@@ -41,6 +41,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ignore", action="append", default=[], metavar="KEY",
                         help="an override key to leave out of the configuration identity "
                              "(besides seed, paths, logger, ...); repeatable")
+    parser.add_argument("--mixed-protocols", action="store_true",
+                        help="compare runs whose protocol cards (metrics.json protocol_card: "
+                             "reconstruction, window, TTA, threshold, test set, ...) differ; "
+                             "by default such a table is refused")
     parser.add_argument("--out", required=True, help="folder for the report files")
     return parser.parse_args(argv)
 
@@ -69,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                                baseline=args.baseline, test=args.test,
                                unstable_std=args.unstable_std,
                                unstable_std_by_metric=per_metric(args.unstable_std_for),
-                               ignore=args.ignore)
+                               ignore=args.ignore, mixed_protocols=args.mixed_protocols)
     except InputError as error:
         print(f"mitoseg: error: {error}", file=sys.stderr)
         return 2

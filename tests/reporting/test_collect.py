@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from mitoseg.errors import InputError
-from mitoseg.reporting.collect import (collect_runs, find_run_folders, identity_overrides,
-                                       metric_values, protocol_label, read_run)
+from mitoseg.reporting.collect import (collect_runs, find_run_folders, metric_values,
+                                       protocol_label, read_run)
 from tests.reporting.conftest import AS, FCN_ERROR, SHARED, make_run
 
 PROTOCOL_ROWS = [
@@ -35,16 +35,6 @@ def test_runs_group_by_configuration_without_the_seed(study: Path) -> None:
     assert failed.error == FCN_ERROR and failed.seed == 3
     unfinished = next(r for r in runs if r.status == "unfinished")
     assert "no metrics.json" in unfinished.error
-
-
-def test_identity_drops_seed_paths_logger_and_asked_keys() -> None:
-    overrides = ["seed=3", "paths.output_root=/x", "+paths.cache_dir=/y", "logger=wandb",
-                 "logger.wandb.offline=false", "model=fcn_paper000", "+trainer.limit_train_batches=3",
-                 "data_seed=1", "torch_threads=2"]
-    assert identity_overrides(overrides) == ("+trainer.limit_train_batches=3", "data_seed=1",
-                                             "model=fcn_paper000")
-    assert identity_overrides(overrides, ignore=["trainer"]) == ("data_seed=1",
-                                                                 "model=fcn_paper000")
 
 
 def test_model_name_from_hydra_choices_override_or_class(tmp_path: Path) -> None:

@@ -63,3 +63,21 @@ def test_per_seed_averages_the_runs_of_one_seed() -> None:
     assert per_seed([(0, 0.8), (1, 0.9), (0, 0.7)]) == pytest.approx([0.75, 0.9])
     assert per_seed([(None, 0.8), (None, 0.6), (2, 0.5)]) == pytest.approx([0.8, 0.6, 0.5])
     assert per_seed([]) == []
+
+
+def test_one_two_sample_test_for_runs_and_study_units() -> None:
+    """report.py's p-values and the study's unit t-tests are the same function."""
+    from mitoseg.reporting.stats import two_sample_test
+    from mitoseg.study.units import unit_t_test
+
+    student = scipy_stats.ttest_ind(A, B, equal_var=True)
+    got = two_sample_test(A, B, "student")
+    assert got["t"] == pytest.approx(student.statistic, rel=1e-12)
+    assert got["p"] == pytest.approx(student.pvalue, rel=1e-12)
+    assert p_value(A, B, "student") == got["p"] != p_value(A, B, "welch")
+    pairs_a = [(v, f"a{i}") for i, v in enumerate(A)]
+    pairs_b = [(v, f"b{i}") for i, v in enumerate(B)]
+    for equal_var, test in ((True, "student"), (False, "welch")):
+        unit = unit_t_test(pairs_a, pairs_b, equal_var)
+        assert (unit["t"], unit["p"]) == tuple(two_sample_test(A, B, test).values())
+    assert math.isnan(two_sample_test([0.9], B, "student")["t"])

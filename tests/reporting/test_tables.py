@@ -12,7 +12,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from mitoseg.errors import InputError
-from mitoseg.reporting import collect_runs, markdown, summarize, write_report
+from mitoseg.reporting import collect_runs, markdown, summarize_runs, write_report
 from mitoseg.reporting.stats import holm
 from tests.reporting.conftest import AS, FCN_ERROR, SHARED, make_run
 
@@ -24,7 +24,7 @@ def rows_by_config(report, metric="test/as"):
 
 
 def test_statistics_per_configuration_are_exact(study: Path) -> None:
-    report = summarize(collect_runs([study]).runs, ["test/as"], baseline=BASELINE)
+    report = summarize_runs(collect_runs([study]).runs, ["test/as"], baseline=BASELINE)
     rows = rows_by_config(report)
     assert list(rows) == [BASELINE, "model=fcn_paper000", "model=unet_paper000 optimizer=adam"]
     assert report.common == tuple(SHARED)
@@ -43,7 +43,7 @@ def test_statistics_per_configuration_are_exact(study: Path) -> None:
 
 @pytest.mark.parametrize("test", ["welch", "mannwhitney"])
 def test_p_values_against_the_baseline_and_holm(study: Path, test: str) -> None:
-    report = summarize(collect_runs([study]).runs, ["test/as"], baseline=BASELINE, test=test)
+    report = summarize_runs(collect_runs([study]).runs, ["test/as"], baseline=BASELINE, test=test)
     rows = rows_by_config(report)
     base = AS[BASELINE][1]
     raw = []
@@ -62,17 +62,17 @@ def test_p_values_against_the_baseline_and_holm(study: Path, test: str) -> None:
 
 def test_unstable_flag_follows_the_threshold(study: Path) -> None:
     runs = collect_runs([study]).runs
-    rows = rows_by_config(summarize(runs, ["test/as"], unstable_std=0.01))
+    rows = rows_by_config(summarize_runs(runs, ["test/as"], unstable_std=0.01))
     assert rows["model=fcn_paper000"]["unstable"]  # std 0.036
     assert not rows[BASELINE]["unstable"]  # std 0.005
-    rows = rows_by_config(summarize(runs, ["test/as"], unstable_std=0.001))
+    rows = rows_by_config(summarize_runs(runs, ["test/as"], unstable_std=0.001))
     assert rows[BASELINE]["unstable"]
     with pytest.raises(InputError, match="--unstable-std"):
-        summarize(runs, ["test/as"], unstable_std=-1)
+        summarize_runs(runs, ["test/as"], unstable_std=-1)
 
 
 def test_failed_and_unfinished_runs_are_listed(study: Path) -> None:
-    report = summarize(collect_runs([study]).runs, ["test/as", "test/abd_px"], baseline=BASELINE)
+    report = summarize_runs(collect_runs([study]).runs, ["test/as", "test/abd_px"], baseline=BASELINE)
     text = markdown(report)
     assert "| failed | `model=fcn_paper000` | 3 |" in text and FCN_ERROR in text
     assert "| unfinished | `model=unet_paper000` | 3 |" in text
@@ -88,7 +88,7 @@ def test_a_configuration_whose_runs_all_failed_keeps_its_row(study: Path) -> Non
     sweep = next((study / "multirun" / "default").iterdir())
     make_run(sweep / "20_adam_fcn", [*SHARED, "model=fcn_paper000", "optimizer=adam"], 0,
              model="fcn_paper000", failed="NaN loss")
-    report = summarize(collect_runs([study]).runs, ["test/as"], baseline=BASELINE)
+    report = summarize_runs(collect_runs([study]).runs, ["test/as"], baseline=BASELINE)
     row = rows_by_config(report)["model=fcn_paper000 optimizer=adam"]
     assert row["n"] == 0 and row["failed"] == 1 and math.isnan(row["p_value"])
     assert "no finished run" in markdown(report)
@@ -103,7 +103,7 @@ def test_inference_protocols_become_separate_rows(tmp_path: Path) -> None:
                     {"protocol": "full_image", "tta": True, "zfilter": 5, "iou_fg": tta}]
             make_run(tmp_path / f"{label}_{seed}", [label], seed, model=label.split("=")[1],
                      metrics={"iou_fg": plain}, protocols=rows)
-    report = summarize(collect_runs([tmp_path]).runs, ["iou_fg"], baseline=BASELINE)
+    report = summarize_runs(collect_runs([tmp_path]).runs, ["iou_fg"], baseline=BASELINE)
     expected = {
         (BASELINE, "full_image"): (2, 0.875), (BASELINE, "full_image +TTA +Z5"): (2, 0.895),
         ("model=fcn_paper000", "full_image"): (2, 0.805),
@@ -120,11 +120,11 @@ def test_inference_protocols_become_separate_rows(tmp_path: Path) -> None:
 def test_bad_metric_and_baseline_are_named(study: Path) -> None:
     runs = collect_runs([study]).runs
     with pytest.raises(InputError, match="'--metric'.*'test/iou'.*available: test/as"):
-        summarize(runs, ["test/iou"])
+        summarize_runs(runs, ["test/iou"])
     with pytest.raises(InputError, match="'--baseline'.*'model=mnet'.*model=fcn_paper000"):
-        summarize(runs, ["test/as"], baseline="model=mnet")
+        summarize_runs(runs, ["test/as"], baseline="model=mnet")
     full = f"model=unet_paper000 {SHARED[0]}"  # the full label works too
-    assert rows_by_config(summarize(runs, ["test/as"], baseline=full))[BASELINE]["baseline"]
+    assert rows_by_config(summarize_runs(runs, ["test/as"], baseline=full))[BASELINE]["baseline"]
 
 
 def test_write_report_files_and_refusal(study: Path, tmp_path: Path) -> None:
@@ -160,7 +160,7 @@ def test_seeds_are_the_units_across_runs(study: Path) -> None:
     sweep = next((study / "multirun" / "default").iterdir())
     make_run(sweep / "90_fcn_again_seed0", [*SHARED, "model=fcn_paper000"], 0, model="fcn_paper000",
              metrics={"as": 0.70, "abd_px": 3.0})
-    report = summarize(collect_runs([study]).runs, ["test/as"], baseline=BASELINE)
+    report = summarize_runs(collect_runs([study]).runs, ["test/as"], baseline=BASELINE)
     row = rows_by_config(report)["model=fcn_paper000"]
     first, *rest = AS["model=fcn_paper000"][1]
     per_seed = [(first + 0.70) / 2, *rest]

@@ -27,7 +27,7 @@ from mitoseg.study.statistics import (
     robustness_table,
     select,
     sensitivity_table,
-    summarize,
+    summarize_rows,
     t_test_table,
 )
 
@@ -151,7 +151,7 @@ def test_slope_edge_cases():
 
 def test_summarize_brute_force():
     rows = study_rows()
-    table = summarize(rows, by=("part", "family", "level", "method"), metric="as")
+    table = summarize_rows(rows, by=("part", "family", "level", "method"), metric="as")
     assert len(table) == 2 * 3 * 3 + 3 * 4 + 2 * 3 + 2 * 3  # robustness, sensitivity, cross (levels 8, 4, 1), mixture
     for entry in table:
         xs = values(rows, "as", part=entry["part"], family=entry["family"], level=entry["level"],
@@ -166,7 +166,7 @@ def test_summarize_brute_force():
 
 def test_summarize_counts_units_and_their_sem():
     rows = study_rows()
-    for entry in summarize(rows, by=("part", "family", "level", "method"), metric="abd_px"):
+    for entry in summarize_rows(rows, by=("part", "family", "level", "method"), metric="abd_px"):
         where = dict(part=entry["part"], family=entry["family"], level=entry["level"], method=entry["method"])
         units = unit_means(rows, "abd_px", **where)
         assert entry["units"] == len(units) == 3  # 6 images (12 for the two cross train levels)
@@ -175,7 +175,7 @@ def test_summarize_counts_units_and_their_sem():
 
 def test_summarize_drops_nan_and_counts():
     rows = study_rows()
-    table = summarize([r for r in rows if r["part"] == "sensitivity"], by=("level", "method"), metric="dds")
+    table = summarize_rows([r for r in rows if r["part"] == "sensitivity"], by=("level", "method"), metric="dds")
     erosion = [e for e in table if e["level"] == -1.0]
     assert all(e["dropped"] == 1 and e["n"] == 5 for e in erosion)
     for entry in table:
@@ -185,9 +185,9 @@ def test_summarize_drops_nan_and_counts():
 
 def test_summarize_bad_arguments():
     with pytest.raises(InputError, match="metric 'iou'"):
-        summarize(study_rows(), metric="iou")
+        summarize_rows(study_rows(), metric="iou")
     with pytest.raises(InputError, match="group by"):
-        summarize(study_rows(), by=("as",))
+        summarize_rows(study_rows(), by=("as",))
 
 
 def test_csv_round_trip(tmp_path):
@@ -421,7 +421,7 @@ def test_mixture_table_brute_force():
 def test_tables_of_absent_parts_are_empty():
     only = [r for r in study_rows() if r["part"] == "robustness"]
     assert sensitivity_table(only) == [] and cross_condition_table(only) == [] and mixture_table(only) == []
-    assert robustness_table([]) == [] and summarize([]) == []
+    assert robustness_table([]) == [] and summarize_rows([]) == []
 
 
 # ----------------------------------------------------------------------------- empty predictions
@@ -436,7 +436,7 @@ def test_empty_predictions_are_counted_per_condition_and_method():
             marked += 1
     assert marked == 2
     table = empty_prediction_table(rows)
-    assert len(table) == len(summarize(rows, by=("part", "family", "level", "train_level", "method")))
+    assert len(table) == len(summarize_rows(rows, by=("part", "family", "level", "train_level", "method")))
     (hit,) = [e for e in table if e["empty"]]
     assert (hit["part"], hit["family"], hit["level"], hit["method"]) == ("robustness", "snr", 1.0, "aam")
     assert (hit["empty"], hit["n"], hit["units"]) == (2, 6, 2)

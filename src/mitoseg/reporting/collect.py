@@ -2,9 +2,9 @@
 
 A run folder is a folder holding ``run_info.json`` or ``.hydra/config.yaml`` (what
 ``train.py`` writes at start-up). Its *configuration* is the list of command-line overrides
-of that job (``.hydra/overrides.yaml``) minus the keys that do not change the result
-(``seed``, ``paths.*``, ``logger*``, ...), so that the seeds of one configuration group
-together. Runs that crashed or are still running are records too, never dropped.
+of that job (``.hydra/overrides.yaml``) minus the seed and the keys that cannot change the
+result (``mitoseg.runs.identity``), so that the seeds of one configuration group together.
+Runs that crashed or are still running are records too, never dropped.
 
 A W&B offline run folder (``wandb/offline-run-*/run-<id>.wandb``) found outside any run folder
 is a run too (e.g. only the ``wandb/`` folders were copied from a cluster): its record is
@@ -31,11 +31,8 @@ import yaml
 
 from mitoseg.errors import InputError
 from mitoseg.reporting.wandb_offline import OfflineRun, merge_attempts, read_offline_run
+from mitoseg.runs.identity import identity_overrides, override_key
 
-# Override keys (and their sub-keys) that name where or how a run is logged, not what it
-# computes; dropped from the configuration identity.
-IGNORED_KEYS = ("seed", "paths", "logger", "hydra", "torch_threads",
-                "trainer.enable_progress_bar", "trainer.enable_model_summary")
 NO_PROTOCOL = "-"  # metrics that are not per inference protocol (fluorescence test images)
 ERROR_MARK = "mitoseg: error:"  # what run_guarded logs when a job stops on bad input
 WANDB_RUN_PREFIXES = ("offline-run-", "run-")  # W&B run folders; each holds run-<id>.wandb
@@ -43,9 +40,10 @@ WANDB_RUN_PREFIXES = ("offline-run-", "run-")  # W&B run folders; each holds run
 
 @dataclass(frozen=True)
 class RunRecord:
-    """One run folder. ``status`` is finished (metrics.json), failed (failed.json, or an
-    error in the job log) or unfinished (neither: still running, or killed). ``source`` is
-    "folder", or "wandb-offline" for a record read from a W&B offline run's log."""
+    """One run folder. ``status`` is finished (metrics.json), failed (failed.json -- the
+    latest failed-N.json after several attempts -- or an error in the job log) or unfinished
+    (neither: still running, or killed). ``source`` is "folder", or "wandb-offline" for a
+    record read from a W&B offline run's log."""
 
     folder: Path
     status: str
@@ -58,6 +56,8 @@ class RunRecord:
     protocols: tuple[Mapping[str, Any], ...] = ()
     optimized_metric: str | None = None
     source: str = "folder"
+    choices: Mapping[str, Any] = field(default_factory=dict)  # Hydra's config-group choices
+    settings: Mapping[str, Any] = field(default_factory=dict)  # the resolved config.yaml
 
     @property
     def config(self) -> str:
@@ -71,19 +71,6 @@ class Collection:
     skipped: list[tuple[Path, str]]  # folders that look like runs but are not training runs
 
 
-def override_key(override: str) -> str:
-    """``+trainer.limit_train_batches=3`` -> ``trainer.limit_train_batches``."""
-    return override.split("=", 1)[0].lstrip("+~")
-
-
-def identity_overrides(overrides: Iterable[str], ignore: Sequence[str] = ()) -> tuple[str, ...]:
-    """The overrides that define a configuration: all but ``IGNORED_KEYS`` + ``ignore``."""
-    dropped = tuple(IGNORED_KEYS) + tuple(ignore)
-    kept = [o for o in overrides
-            if not any(override_key(o) == k or override_key(o).startswith(k + ".") for k in dropped)]
-    return tuple(sorted(kept))
-
-
 def find_run_folders(roots: Iterable[str | Path]) -> list[Path]:
     """Every run folder at or under ``roots`` (sorted, each once); a run folder's own
     subfolders (checkpoints, logs) are not searched."""
@@ -92,7 +79,7 @@ def find_run_folders(roots: Iterable[str | Path]) -> list[Path]:
 
 def collect_runs(roots: Iterable[str | Path], ignore: Sequence[str] = ()) -> Collection:
     """Read every run folder and W&B offline run under ``roots``; ``ignore`` adds override
-    keys to leave out of the configuration identity (besides ``IGNORED_KEYS``)."""
+    keys to leave out of the configuration identity (besides ``mitoseg.runs.identity``'s)."""
     roots = list(roots)
     folders, wandb_logs = _walk(roots)
     if not folders and not wandb_logs:
@@ -188,9 +175,10 @@ def read_run(folder: Path, ignore: Sequence[str] = ()) -> RunRecord:
             status = "finished"
             if (folder / "protocols.csv").is_file():
                 protocols = tuple(_read_csv(folder / "protocols.csv", problems))
-    elif (folder / "failed.json").is_file():
-        failure = _read_json(folder / "failed.json", problems) or {}
-        status, error = "failed", str(failure.get("error") or "failed.json without an 'error'")
+    elif _last_failure(folder) is not None:
+        record = _last_failure(folder)
+        failure = _read_json(record, problems) or {}
+        status, error = "failed", str(failure.get("error") or f"{record.name} without an 'error'")
     else:
         error = _logged_error(folder)
         if error:
@@ -210,7 +198,8 @@ def read_run(folder: Path, ignore: Sequence[str] = ()) -> RunRecord:
         seed=seed if isinstance(seed, int) else None,
         error="; ".join(filter(None, [error, *problems])),
         metrics=metrics or {}, protocols=protocols,
-        optimized_metric=config.get("optimized_metric"),
+        optimized_metric=(metrics or {}).get("optimized_metric") or config.get("optimized_metric"),
+        choices=choices, settings=config if isinstance(config, Mapping) else {},
     )
 
 
@@ -255,7 +244,8 @@ def wandb_run_record(folder: Path, log: OfflineRun, ignore: Sequence[str] = ()) 
         seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
         error="; ".join(filter(None, [error, *problems])),
         metrics=metrics or {}, protocols=tuple(r for r in rows if isinstance(r, Mapping)),
-        optimized_metric=info.get("optimized_metric"), source="wandb-offline",
+        optimized_metric=(metrics or {}).get("optimized_metric") or info.get("optimized_metric"),
+        source="wandb-offline",
     )
 
 
@@ -376,6 +366,18 @@ def _overrides(folder: Path, info: Mapping[str, Any], problems: list[str]) -> li
     if argv and Path(argv[0]).name == "train.py" and not {"-m", "--multirun"} & set(argv):
         return [a for a in argv[1:] if "=" in a and not a.startswith("-")]
     return None  # a multirun's command line holds the sweep, not this job's values
+
+
+def _last_failure(folder: Path) -> Path | None:
+    """The record of the latest failed attempt: failed.json, or failed-2.json, failed-3.json
+    ... when earlier attempts failed too (``mitoseg.runs.failures``)."""
+    def attempt(path: Path) -> int:
+        number = path.stem.removeprefix("failed").removeprefix("-")
+        return int(number) if number.isdigit() else 1
+
+    records = [p for p in folder.glob("failed*.json")
+               if p.stem == "failed" or p.stem.removeprefix("failed-").isdigit()]
+    return max(records, key=attempt) if records else None
 
 
 def _override_value(overrides: Sequence[str] | None, key: str) -> str | None:

@@ -1,7 +1,9 @@
-"""Statistics over the runs of one configuration: pure functions, numbers in, numbers out.
+"""The project's statistics over repeated results: pure functions, numbers in, numbers out.
 
 Paper 002 judges a configuration by mean +- std over repeated runs (10 seeds), not by its
-best run; these are the numbers of its tables plus a test against a baseline.
+best run; these are the numbers of its tables plus a test against a baseline. Paper 000's
+study (``mitoseg.study``) takes its two-sample tests from here too (``two_sample_test`` on
+unit means, ``mitoseg.study.units``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from scipy import stats
 
 from mitoseg.errors import InputError
 
-TESTS = ("welch", "mannwhitney")
+TESTS = ("welch", "student", "mannwhitney")
 
 
 def describe(values: Sequence[float]) -> dict[str, float | int]:
@@ -42,26 +44,33 @@ def per_seed(runs: Sequence[tuple[int | None, float]]) -> list[float]:
     return [float(np.mean(values)) for values in groups.values()]
 
 
-def p_value(values: Sequence[float], baseline: Sequence[float], test: str = "welch") -> float:
-    """Two-sided p-value of ``values`` against ``baseline``.
+def two_sample_test(values: Sequence[float], baseline: Sequence[float],
+                    test: str = "welch") -> dict[str, float]:
+    """Two-sided two-sample test of ``values`` against ``baseline``: {"t", "p"}.
 
-    ``welch``: Welch's t-test (scipy.stats.ttest_ind, equal_var=False), nan unless both sides
-    have at least 2 values; ``mannwhitney``: Mann-Whitney U (scipy.stats.mannwhitneyu,
-    two-sided), nan when a side is empty. nan also where the test is undefined (two constant
-    samples with the same value).
+    ``welch``: Welch's t-test (scipy.stats.ttest_ind, equal_var=False); ``student``: the
+    classic two-sample Student t-test (equal_var=True); both nan unless each side has at
+    least 2 values. ``mannwhitney``: Mann-Whitney U (scipy.stats.mannwhitneyu, two-sided; "t"
+    is the U statistic), nan when a side is empty. nan also where the test is undefined (two
+    constant samples with the same value).
     """
     if test not in TESTS:
         raise InputError(f"option '--test': unknown test '{test}'; expected one of {TESTS}")
     a, b = np.asarray(values, dtype=float), np.asarray(baseline, dtype=float)
-    if min(a.size, b.size) < (2 if test == "welch" else 1):
-        return math.nan
+    if min(a.size, b.size) < (1 if test == "mannwhitney" else 2):
+        return {"t": math.nan, "p": math.nan}
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
-        if test == "welch":
-            result = stats.ttest_ind(a, b, equal_var=False)
-        else:
+        if test == "mannwhitney":
             result = stats.mannwhitneyu(a, b, alternative="two-sided")
-    return float(result.pvalue)
+        else:
+            result = stats.ttest_ind(a, b, equal_var=test == "student")
+    return {"t": float(result.statistic), "p": float(result.pvalue)}
+
+
+def p_value(values: Sequence[float], baseline: Sequence[float], test: str = "welch") -> float:
+    """The two-sided p-value of ``two_sample_test``."""
+    return two_sample_test(values, baseline, test)["p"]
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

@@ -1,4 +1,4 @@
-"""Tables and box plots of many runs: per (model, dataset, inference protocol) and
+"""Tables of many runs: per (model, dataset, inference protocol) and
 configuration, mean +- std, min, max, n, a p-value against a baseline (raw and
 Holm-adjusted) and an unstable flag; failed and unfinished runs listed, never dropped.
 
@@ -9,26 +9,22 @@ images, never the images themselves), runs of one seed are averaged into one val
 
 from __future__ import annotations
 
-import io
 import math
-import re
-import textwrap
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mitoseg.errors import InputError
-from mitoseg.reporting.collect import (IGNORED_KEYS, NO_PROTOCOL, Collection, RunRecord,
-                                       available_metrics, collect_runs, metric_values)
+from mitoseg.reporting.collect import NO_PROTOCOL, RunRecord, available_metrics, metric_values
+from mitoseg.reporting.formatting import cell, markdown_table, number_text, p_text
+from mitoseg.reporting.protocol_cards import NO_CARD, card_conflict, card_of, card_text
 from mitoseg.reporting.stats import TESTS, describe, holm, is_unstable, p_value, per_seed
-from mitoseg.runs.files import write_new_bytes, write_new_csv, write_new_text
+from mitoseg.runs.identity import REPLICATE_KEYS, RESULT_NEUTRAL_KEYS
 from mitoseg.runs.paths import display_path
 
-TEST_NAMES = {"welch": "Welch's t-test", "mannwhitney": "Mann-Whitney U"}
+TEST_NAMES = {"welch": "Welch's t-test", "student": "Student's t-test",
+              "mannwhitney": "Mann-Whitney U"}
 SUMMARY_COLUMNS = ("metric", "dataset", "protocol", "model", "configuration", "baseline", "n",
                    "runs", "failed", "unfinished", "mean", "std", "min", "max", "test", "p_value",
                    "p_holm", "unstable", "unstable_std", "full_configuration")
@@ -37,7 +33,7 @@ ConfigKey = tuple[tuple[str, ...], str, str]  # (identity overrides, model, data
 
 @dataclass
 class Report:
-    """What ``summarize`` found: one row per (metric, dataset, protocol, configuration)."""
+    """What ``summarize_runs`` found: one row per (metric, dataset, protocol, configuration)."""
 
     runs: list[RunRecord]
     metrics: list[str]
@@ -49,6 +45,9 @@ class Report:
     test: str = "welch"
     unstable_std: float = 0.01
     unstable_std_by_metric: dict[str, float] = field(default_factory=dict)
+    # comparisons whose runs hold different protocol cards, allowed by --mixed-protocols:
+    # (metric, dataset, protocol, what differs)
+    mixed: list[tuple[str, str, str, str]] = field(default_factory=list)
 
     def threshold(self, metric: str) -> float:
         return self.unstable_std_by_metric.get(metric, self.unstable_std)
@@ -67,13 +66,17 @@ def short_labels(keys: Iterable[ConfigKey]) -> tuple[dict[ConfigKey, str], tuple
     return labels, tuple(sorted(common))
 
 
-def summarize(runs: Sequence[RunRecord], metrics: Sequence[str], baseline: str | None = None,
-              test: str = "welch", unstable_std: float = 0.01,
-              unstable_std_by_metric: Mapping[str, float] | None = None) -> Report:
+def summarize_runs(runs: Sequence[RunRecord], metrics: Sequence[str], baseline: str | None = None,
+                   test: str = "welch", unstable_std: float = 0.01,
+                   unstable_std_by_metric: Mapping[str, float] | None = None,
+                   mixed_protocols: bool = False) -> Report:
     """Group the runs by configuration (seed ignored) and compute the statistics.
 
     ``unstable_std``: flag configurations whose std over runs exceeds it;
     ``unstable_std_by_metric`` sets it per metric (a distance in px needs another scale).
+    Each table (metric, dataset, protocol) is one comparison: its runs must hold one protocol
+    card (``protocol_cards``); ``mixed_protocols`` compares them anyway and lists the
+    differences in ``Report.mixed``.
     """
     if test not in TESTS:
         raise InputError(f"option '--test': unknown test '{test}'; expected one of {TESTS}")
@@ -96,6 +99,7 @@ def summarize(runs: Sequence[RunRecord], metrics: Sequence[str], baseline: str |
                     unstable_std=unstable_std, unstable_std_by_metric=by_metric)
     for metric in metrics:
         groups: dict[tuple[str, str], dict[ConfigKey, list[tuple[int | None, float]]]] = defaultdict(dict)
+        members: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
         recorded = False
         for run in finished:
             values = metric_values(run, metric)
@@ -107,6 +111,7 @@ def summarize(runs: Sequence[RunRecord], metrics: Sequence[str], baseline: str |
                     report.missing.append((run, f"{metric} [{protocol}] is not a number"))
                     continue
                 groups[(run.dataset, protocol)].setdefault(config_key(run), []).append((run.seed, value))
+                members[(run.dataset, protocol)].append(run)
         if finished and not recorded:
             raise InputError(f"option '--metric': no finished run records '{metric}'; "
                              f"available: {', '.join(available_metrics(finished)) or 'none'}")
@@ -114,6 +119,16 @@ def summarize(runs: Sequence[RunRecord], metrics: Sequence[str], baseline: str |
             dataset_groups = [g for g in groups if g[0] == key[2]] or [(key[2], NO_PROTOCOL)]
             for group in dataset_groups:
                 groups[group].setdefault(key, [])
+        for (dataset, protocol), found in members.items():
+            conflict = card_conflict(found)
+            if conflict and not mixed_protocols:
+                where = f"{metric}, dataset '{dataset}'" + (
+                    f", protocol '{protocol}'" if protocol != NO_PROTOCOL else "")
+                raise InputError(f"refusing to compare runs measured under different test "
+                                 f"protocols ({where}): {conflict}; report them apart, or pass "
+                                 "--mixed-protocols to compare them anyway")
+            if conflict:
+                report.mixed.append((metric, dataset, protocol, conflict))
         for (dataset, protocol), by_config in groups.items():
             report.rows += _group_rows(metric, dataset, protocol, by_config, counts, labels,
                                        baseline_keys, test, report.threshold(metric))
@@ -164,23 +179,11 @@ def _group_rows(metric: str, dataset: str, protocol: str,
 
 # ---- rendering ---------------------------------------------------------------------------
 
-def _num(value: float, digits: int = 4) -> str:
-    return "" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
-
-
-def _p(value: float) -> str:
-    return "" if not math.isfinite(value) else (f"{value:.2e}" if value < 1e-3 else f"{value:.3f}")
-
-
-def _cell(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
 def _mean_std(row: Mapping[str, Any]) -> str:
     if row["n"] == 0:
         return "no finished run"
-    std = f" ± {_num(row['std'])}" if row["n"] > 1 else ""
-    return f"{_num(row['mean'])}{std}"
+    std = f" ± {number_text(row['std'])}" if row["n"] > 1 else ""
+    return f"{number_text(row['mean'])}{std}"
 
 
 def _n(row: Mapping[str, Any]) -> str:
@@ -193,7 +196,11 @@ def _not_finished(row: Mapping[str, Any]) -> str:
     return ", ".join(parts) or "0"
 
 
-def _label(row: Mapping[str, Any]) -> str:
+def _unstable(row: Mapping[str, Any]) -> str:
+    return "n/a" if row["n"] < 2 else ("**yes**" if row["unstable"] else "no")
+
+
+def label_text(row: Mapping[str, Any]) -> str:
     mark = " †" if row["failed"] or row["unfinished"] else ""
     return f"`{row['configuration']}`{' (baseline)' if row['baseline'] else ''}{mark}"
 
@@ -210,7 +217,8 @@ def markdown(report: Report, title: str = "Run report") -> str:
              f"- Runs: {len(report.runs)} run folders"
              + (f" ({offline} of them W&B offline runs)" if offline else "") + ": " + ", ".join(
                  f"{status[s]} {s}" for s in ("finished", "failed", "unfinished")) + ".",
-             f"- Configuration = a job's command-line overrides without {', '.join(IGNORED_KEYS)}"
+             "- Configuration = a job's command-line overrides without "
+             f"{', '.join(REPLICATE_KEYS + RESULT_NEUTRAL_KEYS)}"
              " (so the seeds of one configuration group together).",
              "- Overrides shared by every configuration (left out of the labels): "
              + (" ".join(f"`{o}`" for o in report.common) or "none") + ".",
@@ -224,7 +232,7 @@ def markdown(report: Report, title: str = "Run report") -> str:
               if report.baseline else "- p: no baseline given (--baseline), no tests."),
              f"- unstable: std > {report.unstable_std:g}" + "".join(
                  f", {m}: std > {v:g}" for m, v in report.unstable_std_by_metric.items())
-             + " (n/a below 2 runs).", ""]
+             + " (n/a below 2 runs).", _cards_line(report), ""]
     lines += _overview(report)
     for metric in report.metrics:
         groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
@@ -233,19 +241,30 @@ def markdown(report: Report, title: str = "Run report") -> str:
         for (dataset, protocol), rows in groups.items():
             where = f"dataset `{dataset}`" + (f", protocol `{protocol}`"
                                               if protocol != NO_PROTOCOL else "")
-            lines += [f"## {metric}: {where}", "",
-                      f"| configuration | model | n (seeds) | not finished | mean ± std | min | max | "
-                      f"p ({test}) | p (Holm) | unstable |",
-                      "|---|---|---|---|---|---|---|---|---|---|"]
-            for r in rows:
-                unstable = "n/a" if r["n"] < 2 else ("**yes**" if r["unstable"] else "no")
-                lines.append("| " + " | ".join(_cell(c) for c in (
-                    _label(r), r["model"], _n(r), _not_finished(r), _mean_std(r),
-                    _num(r["min"]), _num(r["max"]), _p(r["p_value"]), _p(r["p_holm"]),
-                    unstable)) + " |")
-            lines.append("")
-    lines += _problems(report)
+            body = [(label_text(r), r["model"], _n(r), _not_finished(r), _mean_std(r),
+                     number_text(r["min"]), number_text(r["max"]), p_text(r["p_value"]),
+                     p_text(r["p_holm"]), _unstable(r)) for r in rows]
+            lines += [f"## {metric}: {where}", ""] + markdown_table(
+                ("configuration", "model", "n (seeds)", "not finished", "mean ± std", "min",
+                 "max", f"p ({test})", "p (Holm)", "unstable"), body)
+    lines += _mixed(report) + _problems(report)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _cards_line(report: Report) -> str:
+    finished = [r for r in report.runs if r.status == "finished"]
+    without = sum(card_of(r) is None for r in finished)
+    state = (f"{len(report.mixed)} table(s) mix cards (--mixed-protocols; listed at the end)"
+             if report.mixed else "every table holds one card")
+    return (f"- Protocol cards (metrics.json `protocol_card`: how the test numbers were made): "
+            f"{state}; {without} of {len(finished)} finished runs have {NO_CARD}.")
+
+
+def _mixed(report: Report) -> list[str]:
+    if not report.mixed:
+        return []
+    return ["## Tables that mix protocol cards (--mixed-protocols)", ""] + markdown_table(
+        ("metric", "dataset", "protocol", "what differs"), report.mixed)
 
 
 def _overview(report: Report) -> list[str]:
@@ -258,43 +277,32 @@ def _overview(report: Report) -> list[str]:
     marks, runs = {}, {}
     for r in report.rows:
         key = (r["configuration"], r["model"], r["dataset"])
-        marks[key] = _label(r)
+        marks[key] = label_text(r)
         n = max(r["n"], runs.get(key, (0,))[0])
         runs[key] = (n, f"{n}" + (f" (+{_not_finished(r)})" if r["failed"] or r["unfinished"]
                                    else ""))
-        text = _mean_std(r) + (f" ({_num(r['max'])})" if r["n"] > 1 else "")
+        text = _mean_std(r) + (f" ({number_text(r['max'])})" if r["n"] > 1 else "")
         cells[key][(r["metric"], r["protocol"])] = text
-    heads = [m if p == NO_PROTOCOL else f"{m} {p}" for m, p in columns]
-    lines = ["## Overview: mean ± std (max) over runs", "",
-             "| configuration | model | dataset | runs | " + " | ".join(map(_cell, heads)) + " |",
-             "|---|---|---|---|" + "---|" * len(columns)]
-    for key, by_column in cells.items():
-        lines.append("| " + " | ".join(_cell(c) for c in (
-            marks[key], key[1], key[2], runs[key][1], *(by_column.get(c, "") for c in columns)))
-            + " |")
-    return lines + [""]
+    heads = [cell(m if p == NO_PROTOCOL else f"{m} {p}") for m, p in columns]
+    body = [(marks[key], key[1], key[2], runs[key][1], *(by_column.get(c, "") for c in columns))
+            for key, by_column in cells.items()]
+    return ["## Overview: mean ± std (max) over runs", ""] + markdown_table(
+        ("configuration", "model", "dataset", "runs", *heads), body)
 
 
 def _problems(report: Report) -> list[str]:
     lines = []
     broken = [r for r in report.runs if r.status != "finished"]
     if broken:
-        lines += ["## Runs that did not finish (not in n)", "",
-                  "| status | configuration | seed | folder | source | error |",
-                  "|---|---|---|---|---|---|"]
-        lines += ["| " + " | ".join(_cell(c) for c in (
-            r.status, f"`{report.labels[config_key(r)]}`", r.seed, display_path(r.folder),
-            r.source, r.error)) + " |"
-                  for r in broken]
-        lines.append("")
+        lines += ["## Runs that did not finish (not in n)", ""] + markdown_table(
+            ("status", "configuration", "seed", "folder", "source", "error"),
+            [(r.status, f"`{report.labels[config_key(r)]}`", r.seed, display_path(r.folder),
+              r.source, r.error) for r in broken])
     if report.missing:
-        lines += ["## Finished runs without a value (not in n)", "",
-                  "| configuration | seed | folder | source | problem |", "|---|---|---|---|---|"]
-        lines += ["| " + " | ".join(_cell(c) for c in (
-            f"`{report.labels[config_key(r)]}`", r.seed, display_path(r.folder), r.source,
-            why)) + " |"
-                  for r, why in report.missing]
-        lines.append("")
+        lines += ["## Finished runs without a value (not in n)", ""] + markdown_table(
+            ("configuration", "seed", "folder", "source", "problem"),
+            [(f"`{report.labels[config_key(r)]}`", r.seed, display_path(r.folder), r.source,
+              why) for r, why in report.missing])
     return lines
 
 
@@ -316,90 +324,32 @@ def run_rows(report: Report) -> list[dict[str, Any]]:
             for metric in report.metrics:
                 for protocol, value in metric_values(run, metric):
                     row[metric if protocol == NO_PROTOCOL else f"{metric} [{protocol}]"] = value
+        row["protocol_card"] = card_text(run)
         row["full_configuration"] = run.config
         rows.append(row)
     return rows
 
 
-def boxplot_png(report: Report, metric: str) -> bytes:
-    """One panel per (dataset, protocol), one box per configuration, runs as points."""
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for row in (r for r in report.rows if r["metric"] == metric):
-        groups[(row["dataset"], row["protocol"])].append(row)
-    columns = max(1, math.ceil(math.sqrt(len(groups))))
-    rows = max(1, math.ceil(len(groups) / columns))
-    width = max(4.0, 1.1 * max((len(g) for g in groups.values()), default=1) + 1.5)
-    figure = Figure(figsize=(width * columns, 4.2 * rows), layout="constrained")
-    rng = np.random.default_rng(0)  # jitter of the points: the same picture every time
-    for index, ((dataset, protocol), group) in enumerate(groups.items()):
-        axes = figure.add_subplot(rows, columns, index + 1)
-        shown = [r for r in group if r["n"]]
-        if shown:
-            axes.boxplot([r["values"] for r in shown], showfliers=False)
-            for x, r in enumerate(shown, start=1):
-                jitter = rng.uniform(-0.12, 0.12, len(r["values"]))
-                axes.scatter(x + jitter, r["values"], s=14, alpha=0.7, zorder=3)
-            axes.set_xticks(range(1, len(shown) + 1))
-            axes.set_xticklabels(
-                [_tick(_label(r).replace("`", "")) + f"\nn={r['n']}" for r in shown],
-                fontsize=7)
-        else:
-            axes.text(0.5, 0.5, "no finished run", ha="center", transform=axes.transAxes)
-        axes.set_title(dataset + ("" if protocol == NO_PROTOCOL else f" · {protocol}"), fontsize=9)
-        axes.set_ylabel(metric)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
-    return buffer.getvalue()
-
-
-def _tick(label: str, width: int = 26, lines: int = 5) -> str:
-    wrapped = textwrap.wrap(label, width, break_long_words=False, break_on_hyphens=False)
-    return "\n".join(wrapped[:lines - 1] + ["..."] if len(wrapped) > lines else wrapped)
-
-
-def plot_name(metric: str) -> str:
-    return "boxplot_" + re.sub(r"[^\w.\-]+", "-", metric) + ".png"
-
-
-def write_report(roots: Sequence[str | Path], out: str | Path, metrics: Sequence[str] = (),
-                 baseline: str | None = None, test: str = "welch", unstable_std: float = 0.01,
-                 unstable_std_by_metric: Mapping[str, float] | None = None,
-                 ignore: Sequence[str] = ()) -> dict[str, Path]:
-    """Collect the runs under ``roots`` and write report.md, summary.csv, runs.csv and
-    boxplot_<metric>.png into ``out``; refuses if any of them exists. ``metrics`` defaults to
-    the ``optimized_metric`` of the runs' configs. Returns the written paths by name."""
-    collection: Collection = collect_runs(roots, ignore)
-    metrics = list(metrics) or _default_metric(collection.runs)
-    report = summarize(collection.runs, metrics, baseline, test, unstable_std,
-                       unstable_std_by_metric)
-    out = Path(out)
-    names = ["report.md", "summary.csv", "runs.csv", *map(plot_name, metrics)]
-    taken = [n for n in names if (out / n).exists()]
-    if taken:
-        raise InputError(f"option '--out': '{out}' already holds {', '.join(taken)}; refusing "
-                         "to overwrite -- choose another folder")
-    text = markdown(report, title=f"Run report: {out.name}")
-    text += "".join(f"\n![{m}]({plot_name(m)})\n" for m in metrics)
-    text += "\n## Sources\n\n" + "".join(f"- `{display_path(root)}`\n" for root in roots)
-    if collection.skipped:
-        text += "\nFolders skipped (not training runs):\n\n" + "".join(
-            f"- `{display_path(folder)}`: {why}\n" for folder, why in collection.skipped)
-    written = {"report.md": write_new_text(out / "report.md", text),
-               "summary.csv": write_new_csv(out / "summary.csv", summary_rows(report)),
-               "runs.csv": write_new_csv(out / "runs.csv", run_rows(report))}
-    for metric in metrics:
-        written[plot_name(metric)] = write_new_bytes(out / plot_name(metric),
-                                                     boxplot_png(report, metric))
-    return written
-
-
-def _default_metric(runs: Sequence[RunRecord]) -> list[str]:
-    names = {r.optimized_metric for r in runs if r.optimized_metric}
-    if len(names) != 1:
-        raise InputError("option '--metric' is needed: the runs' configs name "
-                         f"{sorted(names) or 'no'} optimized_metric")
-    return list(names)
+def default_metrics(runs: Sequence[RunRecord]) -> list[str]:
+    """The metric to report when ``--metric`` is not given: the runs' own ``optimized_metric``
+    (metrics.json, else config.yaml; W&B runs: their logged identity). Refuses when the runs
+    name several, or none, or when no finished run records the one they name."""
+    by_metric: dict[str, list[RunRecord]] = defaultdict(list)
+    for run in runs:
+        if run.optimized_metric:
+            by_metric[str(run.optimized_metric)].append(run)
+    if not by_metric:
+        raise InputError("option '--metric' is needed: no run records an optimized_metric "
+                         "(config.yaml or metrics.json)")
+    if len(by_metric) > 1:
+        named = "; ".join(f"'{name}' by {len(found)} run(s), e.g. {display_path(found[0].folder)}"
+                          for name, found in sorted(by_metric.items()))
+        raise InputError(f"option '--metric' is needed: the runs disagree on their "
+                         f"optimized_metric ({named}); give --metric once per metric to report")
+    (name,) = by_metric
+    finished = [r for r in runs if r.status == "finished"]
+    if finished and not any(metric_values(r, name) for r in finished):
+        raise InputError(f"option '--metric' is needed: the runs' optimized_metric '{name}' is "
+                         "recorded by no finished run; available: "
+                         f"{', '.join(available_metrics(finished)) or 'none'}")
+    return [name]

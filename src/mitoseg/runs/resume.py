@@ -11,8 +11,8 @@ crashed). ``resume`` decides what an interrupted folder means:
   continue it; the folder must hold an interrupted run.
 
 The configuration must be the one the run started with (its ``config.yaml``) except for the
-keys that cannot change a result (``IGNORED_PREFIXES``); otherwise the run stops and lists
-the differences. A finished run is never touched.
+keys that cannot change a result (``mitoseg.runs.identity.RESULT_NEUTRAL_KEYS``; the seed
+is not one of them); otherwise the run stops and lists the differences. A finished run is never touched.
 """
 
 from __future__ import annotations
@@ -25,10 +25,9 @@ from typing import Any
 import yaml
 
 from mitoseg.errors import InputError
+from mitoseg.runs.identity import is_result_neutral
 
 RESUME_MODES = ("auto", "never")
-IGNORED_PREFIXES = ("paths", "resume", "logger", "torch_threads", "trainer.enable_progress_bar",
-                    "trainer.enable_model_summary")
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 
@@ -89,16 +88,13 @@ def check_same_config(stored_path: Path, config: Mapping[str, Any]) -> None:
     before, after = _flatten(stored), _flatten(config)
     changed = [f"{key}: {before.get(key, '<absent>')!r} -> {after.get(key, '<absent>')!r}"
                for key in sorted(set(before) | set(after))
-               if not _ignored(key) and before.get(key, "<absent>") != after.get(key, "<absent>")]
+               if not is_result_neutral(key)
+               and before.get(key, "<absent>") != after.get(key, "<absent>")]
     if changed:
         shown = "; ".join(changed[:8]) + (f"; ... ({len(changed)} in all)" if len(changed) > 8 else "")
         raise InputError(f"cannot resume '{stored_path.parent}': the configuration differs "
                          f"from the one the run started with ({shown}); give the same "
                          "overrides as the original command")
-
-
-def _ignored(key: str) -> bool:
-    return any(key == prefix or key.startswith(prefix + ".") for prefix in IGNORED_PREFIXES)
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:

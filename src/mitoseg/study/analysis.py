@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -40,6 +39,7 @@ from mitoseg.evaluation.checkpoints import load_network
 from mitoseg.evaluation.predict import predict_probabilities
 from mitoseg.evaluation.scoring import apply_postproc
 from mitoseg.metrics.segmentation import deformation_metrics, image_metrics
+from mitoseg.reporting.collect import read_run
 from mitoseg.study.plan import (FAMILIES, MIXTURES, SENSITIVITY_CONDITION, condition_of_name,
                                 condition_params, method_of_model)
 from mitoseg.synth.fluorescence import FluorescenceParams, synthesize_pair
@@ -72,23 +72,20 @@ class TestImage:
 
 
 def find_trained_runs(sweep_dir: Path) -> tuple[list[TrainedRun], list[tuple[Path, str]]]:
-    """The finished training jobs of a multirun, and the jobs that did not finish (why)."""
+    """The finished training jobs of a multirun, and the jobs that did not finish (why), as
+    the run reader of ``report.py`` reads them (``mitoseg.reporting.collect.read_run``)."""
     runs, problems = [], []
     for job in sorted(p.parent for p in Path(sweep_dir).glob("*/.hydra")):
-        choices = (yaml.safe_load((job / ".hydra" / "hydra.yaml").read_text()) or {}) \
-            .get("hydra", {}).get("runtime", {}).get("choices", {})
-        if not (job / "metrics.json").is_file():
-            failed = sorted(job.glob("failed*.json"))
-            reason = json.loads(failed[-1].read_text()).get("error") if failed else "unfinished"
-            problems.append((job, str(reason)))
+        record = read_run(job)
+        if record.status != "finished":
+            problems.append((job, record.error or record.status))
             continue
-        metrics = json.loads((job / "metrics.json").read_text())
         # metrics.json names it from the project root (mitoseg.runs.paths); the job folder
         # holds it wherever the study folder now is
-        checkpoint = job / "checkpoints" / Path(metrics.get("checkpoint") or "best.ckpt").name
-        config = yaml.safe_load((job / "config.yaml").read_text())
-        runs.append(TrainedRun(job, str(choices.get("condition")), str(choices.get("model")),
-                               int(config["seed"]), checkpoint, config))
+        checkpoint = job / "checkpoints" / Path(record.metrics.get("checkpoint") or "best.ckpt").name
+        runs.append(TrainedRun(job, str(record.choices.get("condition")),
+                               str(record.choices.get("model")), int(record.settings["seed"]),
+                               checkpoint, record.settings))
     return runs, problems
 
 

@@ -14,10 +14,14 @@ import csv
 import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any, Optional, Union
 
+import yaml
+
 from mitoseg.errors import InputError
+from mitoseg.reporting.formatting import MISSING, markdown_table, number_text, p_text
 from mitoseg.runs.files import write_new_text
 from mitoseg.study import figures as figs
 from mitoseg.study.statistics import (
@@ -33,49 +37,24 @@ from mitoseg.study.statistics import (
     ordered_methods,
     robustness_table,
     sensitivity_table,
-    summarize,
+    summarize_rows,
     t_test_table,
 )
 
-__all__ = ["PUBLISHED", "write_study_report", "render_report"]
+__all__ = ["PUBLISHED", "published_figures", "write_study_report", "render_report"]
 
-# Paper 000 as transcribed in the project's fidelity guide ("Published figures to compare
-# with"); the train-4-tested-at-8 changes come from the paper's Results text directly.
-PUBLISHED: dict[str, Any] = {
-    "source": ("paper 000 (Results; Figures 2-3, Supplementary Figure S2, Tables S1-S3), as "
-               "transcribed in the project's fidelity guide (../shared/guides/fidelity.md), "
-               "'Published figures to compare with'"),
-    "n_per_condition": 30,
-    "abd_unit": "px (assumed: the paper's ABD plots give no unit; the guide's reference run matched in px)",
-    "robustness_slope": {
-        "snr": {"as": {"fcn": 0.0112, "unet": 0.0236, "aam": 0.0449},
-                "abd_px": {"fcn": 0.0466, "unet": 0.1023, "aam": 0.2162}},
-        "sib": {"as": {"fcn": 0.0143, "unet": 0.0418, "aam": 0.0559},
-                "abd_px": {"fcn": 0.0801, "unet": 0.2135, "aam": 0.8907}},
-        "svb": {"as": {"fcn": 0.0166, "unet": 0.0200, "aam": 0.0184},
-                "abd_px": {"fcn": 0.0394, "unet": 0.0958, "aam": 0.1226}},
-    },
-    "sensitivity": {
-        "das_dilation_2_3": {"fcn": 0.3987, "unet": 0.5581, "aam": 0.3035},
-        "das_erosion_1": {"fcn": 0.17, "unet": 0.21, "aam": 0.13},
-        "das_dilation_1": {"fcn": 0.17, "unet": 0.33, "aam": 0.13},
-        "dds_all_levels": {"fcn": 0.7672, "unet": 0.8788, "aam": 0.5271},
-    },
-    "cross_change_pct": [
-        {"family": "snr", "train_level": 8, "test_levels": [4, 1], "metric": "as",
-         "values": {"fcn": -89.6, "unet": -91.3}},
-        {"family": "snr", "train_level": 8, "test_levels": [4, 1], "metric": "abd_px",
-         "values": {"fcn": 51.2, "unet": 339.4}},
-        {"family": "snr", "train_level": 4, "test_levels": [1], "metric": "as",
-         "values": {"fcn": -36.4, "unet": -13.6}},
-        {"family": "snr", "train_level": 4, "test_levels": [1], "metric": "abd_px",
-         "values": {"fcn": 38.1, "unet": 47.3}},
-        {"family": "snr", "train_level": 4, "test_levels": [8], "metric": "as",
-         "values": {"unet": 6.0}, "note": "paper 000 Results text (FCN: 'remained unchanged')"},
-        {"family": "snr", "train_level": 4, "test_levels": [8], "metric": "abd_px",
-         "values": {"fcn": -10.4, "unet": -36.2}, "note": "paper 000 Results text"},
-    ],
-}
+PUBLISHED_FILE = "published_paper000.yaml"  # shipped inside mitoseg.study
+
+
+def published_figures() -> dict[str, Any]:
+    """Paper 000's published figures, read from ``published_paper000.yaml`` in this package
+    (a fresh copy each call): source, n_per_condition, abd_unit, robustness_slope,
+    sensitivity, cross_change_pct."""
+    text = resources.files("mitoseg.study").joinpath(PUBLISHED_FILE).read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+PUBLISHED: dict[str, Any] = published_figures()
 
 SENSITIVITY_KEYS = {"das_dilation_2_3": "DAS, mean over dilation 2-3 px",
                     "das_erosion_1": "DAS at erosion 1 px", "das_dilation_1": "DAS at dilation 1 px",
@@ -105,31 +84,8 @@ METRIC_NAMES = {"as": "AS", "abd_px": "ABD (px)", "das": "DAS", "dds": "DDS"}
 
 # ----------------------------------------------------------------------------- formatting
 
-def _num(value: Any, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if isinstance(value, int):
-        return str(value)
-    return f"{value:.{digits}f}"
-
-
-def _p(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{value:.2g}"
-
-
 def _pct(value: Optional[float]) -> str:
-    return "n/a" if value is None or math.isnan(value) else f"{value:+.1f} %"
-
-
-def _cell(value: Any) -> str:
-    """Markdown-safe: a '|' or a line break in a value (a command line) would split the row."""
-    return " ".join(str(value).split()).replace("|", "\\|")
-
-
-def _table(header: Sequence[str], body: Iterable[Sequence[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in body]
-    return lines + [""]
+    return MISSING if value is None or math.isnan(value) else f"{value:+.1f} %"
 
 
 def _csv_cell(value: Any) -> str:
@@ -153,7 +109,7 @@ def _mean_sem(mean: float, sem: float, n: int, units: int, dropped: int = 0) -> 
     left_out = f"; {dropped} nan left out" if dropped else ""
     if not n:
         return f"none defined ({dropped} nan left out)" if dropped else "missing"
-    return f"{_num(mean)} ± {_num(sem)} (n={n} images, {units} units{left_out})"
+    return f"{number_text(mean)} ± {number_text(sem)} (n={n} images, {units} units{left_out})"
 
 
 # ----------------------------------------------------------------------------- sections
@@ -164,7 +120,7 @@ def _span(values: Sequence[int]) -> str:
 
 
 def _meta_section(meta: Mapping[str, Any], rows: list[dict]) -> list[str]:
-    groups = summarize(rows, by=("part", "family", "level", "train_level", "method"), metric="as")
+    groups = summarize_rows(rows, by=("part", "family", "level", "train_level", "method"), metric="as")
     measured = ("no rows" if not groups else
                 f"{_span([g['n'] + g['dropped'] for g in groups])} rows (images) per condition, "
                 f"{_span([g['units'] for g in groups])} units")
@@ -176,7 +132,7 @@ def _meta_section(meta: Mapping[str, Any], rows: list[dict]) -> list[str]:
     body.append(("empty predictions", f"{sum(e['empty'] for e in empty)} of {len(rows)} rows; ABD "
                                       f"convention `empty_abd: {empty_abd_convention(rows)}` "
                                       "(see 'Empty predictions')"))
-    return ["## Run", ""] + _table(("", ""), body)
+    return ["## Run", ""] + markdown_table(("", ""), body)
 
 
 def _parts_section(rows: list[dict]) -> list[str]:
@@ -192,7 +148,7 @@ def _parts_section(rows: list[dict]) -> list[str]:
         if family not in have:
             body.append((f"robustness / {family}", family, "-", "**missing** (no rows)"))
     unknown = sorted({r["part"] for r in rows} - set(PARTS))
-    lines = ["## Parts of the study", ""] + _table(("part", "families", "methods", "status"), body)
+    lines = ["## Parts of the study", ""] + markdown_table(("part", "families", "methods", "status"), body)
     if unknown:
         lines += [f"Rows with unknown part values were ignored: {unknown}.", ""]
     return lines
@@ -202,7 +158,7 @@ def _mean_sem_tables(rows: list[dict], part: str, families: Sequence[str], metri
     lines = []
     for family in families:
         for metric in metrics:
-            groups = [g for g in summarize([r for r in rows if r["part"] == part and r["family"] == family],
+            groups = [g for g in summarize_rows([r for r in rows if r["part"] == part and r["family"] == family],
                                            by=("family", "level", "method"), metric=metric)]
             if not groups:
                 continue
@@ -214,7 +170,7 @@ def _mean_sem_tables(rows: list[dict], part: str, families: Sequence[str], metri
                     _mean_sem(cells[lv]["mean"], cells[lv]["sem"], cells[lv]["n"], cells[lv]["units"],
                               cells[lv]["dropped"]) if lv in cells else "missing" for lv in levels])
             lines += [f"{family}, {METRIC_NAMES[metric]}, per-image mean ± SEM:", ""]
-            lines += _table(["method"] + [format_level(family, lv) for lv in levels], body)
+            lines += markdown_table(["method"] + [format_level(family, lv) for lv in levels], body)
     return lines
 
 
@@ -224,9 +180,9 @@ def _tests_lines(tests: list[dict], part: str, families: Sequence[str]) -> list[
         return ["No t-tests (fewer than two methods with rows).", ""]
     body = [(t["family"], format_level(t["family"], t["level"]), METRIC_NAMES[t["metric"]],
              f"{figs.method_label(t['method_1'])} vs {figs.method_label(t['method_2'])}",
-             _num(t["t"], 3), _p(t["p"]), t["n1"], t["n2"], t["units_1"], t["units_2"]) for t in mine]
+             number_text(t["t"], 3), p_text(t["p"]), t["n1"], t["n2"], t["units_1"], t["units_2"]) for t in mine]
     return ["Tests on unit means: n1 / n2 count images, units 1 / units 2 the independent units "
-            "that are the samples of the test.", ""] + _table(
+            "that are the samples of the test.", ""] + markdown_table(
         ("family", "level", "metric", "pair", "t", "p", "n1", "n2", "units 1", "units 2"), body)
 
 
@@ -241,14 +197,14 @@ def _slope_lines(table: list[dict], families: Sequence[str], published: Mapping[
                 if entry is None:
                     value, used = "missing (no rows)", "-"
                 else:
-                    value = _num(entry["slope"])
+                    value = number_text(entry["slope"])
                     used = ", ".join(format_level(family, lv) for lv in entry["levels"])
                     if entry["missing_levels"]:
                         used += " (missing: " + ", ".join(format_level(family, lv)
                                                           for lv in entry["missing_levels"]) + ")"
                 body.append((family, METRIC_NAMES[metric], figs.method_label(method), value,
-                             _num(pub.get(method)) if method in pub else "not published", used))
-    return _table(("family", "metric", "method", "measured slope", "published slope", "levels"), body)
+                             number_text(pub.get(method)) if method in pub else "not published", used))
+    return markdown_table(("family", "metric", "method", "measured slope", "published slope", "levels"), body)
 
 
 def _robustness_section(rows, table, tests, published) -> list[str]:
@@ -279,7 +235,7 @@ def _sensitivity_section(rows, table, tests, published) -> list[str]:
         if entry is None:
             return "missing (no rows)"
         if key in ("das_dilation_2_3", "dds_all_levels"):
-            return _num(entry[key])
+            return number_text(entry[key])
         level = -1.0 if key == "das_erosion_1" else 1.0
         if level not in entry["levels"]:
             return "missing (level not run)"
@@ -291,11 +247,11 @@ def _sensitivity_section(rows, table, tests, published) -> list[str]:
         for method in ordered_methods(list(pub.get(key, {})) + list(measured)):
             p = pub.get(key, {})
             body.append((label, figs.method_label(method), value(measured.get(method), key),
-                         _num(p[method], 4 if key in ("das_dilation_2_3", "dds_all_levels") else 2)
+                         number_text(p[method], 4 if key in ("das_dilation_2_3", "dds_all_levels") else 2)
                          if method in p else "not published"))
     lines += ["DAS at 2-3 px = mean of the per-level DAS means at dilation 2 and 3 px; DDS over all "
               "levels = mean of the per-level DDS means (undefined DDS dropped first).", ""]
-    lines += _table(("figure", "method", "measured", "published"), body)
+    lines += markdown_table(("figure", "method", "measured", "published"), body)
     if table:
         lines += ["### Per-image mean ± SEM per deformation level", ""]
         lines += _mean_sem_tables(rows, "sensitivity", ("deformation",), ("das", "dds"))
@@ -326,18 +282,18 @@ def _cross_section(table, published) -> list[str]:
                          _pct(change) if have else "missing (no rows)",
                          _pct(entry["values"][method]) if method in entry["values"] else "not published",
                          entry.get("note", "")))
-    lines += _table(("family", "trained at", "tested at", "metric", "method", "measured change",
+    lines += markdown_table(("family", "trained at", "tested at", "metric", "method", "measured change",
                      "published change", "note"), body)
     if table:
         body = [(e["family"], figs.method_label(e["method"]), format_level(e["family"], e["train_level"]),
                  format_level(e["family"], e["test_level"]), METRIC_NAMES[e["metric"]],
                  _mean_sem(e["mean"], e["sem"], e["n"], e["units"]), e["source"], _pct(e["change_pct"]),
-                 _p(e["p"])) for e in table]
+                 p_text(e["p"])) for e in table]
         lines += ["### Per-image mean ± SEM, trained at x tested at", "",
                   "The training-level reference comes from part `cross` rows tested there when present, "
                   "otherwise from part `robustness` (source column); p: two-sample t-test against it, "
                   "on unit means.", ""]
-        lines += _table(("family", "method", "trained at", "tested at", "metric", "mean ± SEM", "source",
+        lines += markdown_table(("family", "method", "trained at", "tested at", "metric", "mean ± SEM", "source",
                          "change", "p"), body)
     return lines
 
@@ -350,11 +306,11 @@ def _mixture_section(table) -> list[str]:
              METRIC_NAMES[e["metric"]],
              _mean_sem(e["mixture_mean"], e["mixture_sem"], e["mixture_n"], e["mixture_units"]),
              _mean_sem(e["single_mean"], e["single_sem"], e["single_n"], e["single_units"]),
-             _num(e["difference"]), _p(e["p"])) for e in table]
+             number_text(e["difference"]), p_text(e["p"])) for e in table]
     lines += ["Paper 000 found the two matched in most cases (p > 0.1) and gives no numbers beyond "
               "its Figure 4 p-values. Cells: per-image mean ± SEM; p: two-sample t-test on unit "
               "means.", ""]
-    return lines + _table(("family", "method", "test level", "metric", "mixture-trained",
+    return lines + markdown_table(("family", "method", "test level", "metric", "mixture-trained",
                            "single-condition", "difference", "p"), body)
 
 
@@ -391,7 +347,7 @@ def _empty_section(rows: list[dict]) -> list[str]:
              format_level(e["family"], e["train_level"]) or "-", figs.method_label(e["method"]),
              f"{e['empty']} of {e['n']} ({e['units']} units)") for e in hit]
     lines += [f"Conditions with empty predictions ({len(hit)} of {len(table)}; all others have none):", ""]
-    return lines + _table(("part", "family", "level", "trained at", "method", "empty predictions"), body)
+    return lines + markdown_table(("part", "family", "level", "trained at", "method", "empty predictions"), body)
 
 
 def _figures_section(written: Optional[Mapping[str, list[Path]]], out_dir: Path) -> list[str]:

@@ -34,7 +34,7 @@ import numpy as np
 
 from mitoseg.errors import InputError
 from mitoseg.metrics.segmentation import EMPTY_ABD
-from mitoseg.study.units import describe, unit_t_test
+from mitoseg.study.units import describe_with_units, unit_t_test
 
 COLUMNS = ("part", "family", "level", "train_level", "method", "seed", "image", "unit",
            "as", "abd_px", "abd_um", "das", "dds", "pred_empty", "empty_abd")
@@ -193,8 +193,8 @@ def _pairs(rows: Iterable[Mapping[str, Any]], metric: str) -> list[tuple[float, 
 
 def mean_sem(rows: Iterable[Mapping[str, Any]], metric: str) -> dict[str, Any]:
     """Over the rows' finite values of ``metric``: per image mean, sem, std (ddof=1), n and
-    dropped (nan values); units and unit_sem over the units (``mitoseg.study.units.describe``)."""
-    return describe(_pairs(rows, metric))
+    dropped (nan values); units and unit_sem over the units (``mitoseg.study.units.describe_with_units``)."""
+    return describe_with_units(_pairs(rows, metric))
 
 
 def compare(a: Iterable[Mapping[str, Any]], b: Iterable[Mapping[str, Any]], metric: str,
@@ -228,7 +228,7 @@ def robustness_slope(levels: Sequence[float], means: Sequence[float]) -> float:
     return float(np.mean(np.abs(np.diff(m[order])) / np.diff(lv[order])))
 
 
-def summarize(rows: Iterable[Mapping[str, Any]], by: Sequence[str] = ("part", "family", "level", "method"),
+def summarize_rows(rows: Iterable[Mapping[str, Any]], by: Sequence[str] = ("part", "family", "level", "method"),
               metric: str = "as") -> list[dict[str, Any]]:
     """One dict per group of ``by``: the group's columns, metric, mean, sem, std (ddof=1), n
     (finite values used) and dropped (nan values ignored, e.g. undefined DDS) over the images;
@@ -236,7 +236,7 @@ def summarize(rows: Iterable[Mapping[str, Any]], by: Sequence[str] = ("part", "f
     _check_metric(metric)
     bad = [c for c in by if c not in COLUMNS or c in METRICS]
     if bad:
-        raise InputError(f"summarize: cannot group by {bad}; expected columns among "
+        raise InputError(f"summarize_rows: cannot group by {bad}; expected columns among "
                          f"{[c for c in COLUMNS if c not in METRICS]}")
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in normalize_rows(rows):

@@ -19,14 +19,13 @@ Values are given as (value, unit) pairs; nan values are dropped and counted.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from mitoseg.metrics import segmentation
+from mitoseg.reporting.stats import two_sample_test
 
 Pairs = Iterable[tuple[float, str]]
 
@@ -40,7 +39,7 @@ def unit_values(pairs: Pairs) -> dict[str, float]:
     return {unit: float(np.mean(values)) for unit, values in sums.items()}
 
 
-def describe(pairs: Pairs) -> dict[str, Any]:
+def describe_with_units(pairs: Pairs) -> dict[str, Any]:
     """Per image: mean, sem, std (ddof=1), n (finite values) and dropped (nan values); per unit:
     units (how many have a finite value) and unit_sem (std of the unit values / sqrt(units),
     nan below 2 units)."""
@@ -58,10 +57,5 @@ def unit_t_test(a: Pairs, b: Pairs, equal_var: bool = True) -> dict[str, Any]:
     ``a`` and those of ``b``: t, p, and units_1 / units_2, the sample sizes. Fewer than 2 units
     on a side -> t and p nan."""
     x, y = list(unit_values(a).values()), list(unit_values(b).values())
-    t = p = math.nan
-    if len(x) >= 2 and len(y) >= 2:
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore", RuntimeWarning)
-            result = stats.ttest_ind(x, y, equal_var=equal_var)
-        t, p = float(result.statistic), float(result.pvalue)
-    return {"t": t, "p": p, "units_1": len(x), "units_2": len(y)}
+    tested = two_sample_test(x, y, "student" if equal_var else "welch")
+    return {"t": tested["t"], "p": tested["p"], "units_1": len(x), "units_2": len(y)}

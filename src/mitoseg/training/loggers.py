@@ -23,7 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 from pytorch_lightning.loggers import Logger, WandbLogger
 
-from mitoseg.reporting.collect import identity_overrides
+from mitoseg.runs.identity import identity_overrides
 from mitoseg.runs.files import to_jsonable
 from mitoseg.runs.paths import display_path
 
@@ -54,7 +54,7 @@ def wandb_group(cfg: DictConfig) -> str:
     sweep = sweep_name()
     if sweep:
         parts.append(sweep)
-    configuration = ",".join(identity_overrides(job_overrides(), ignore=("experiment_name",)))
+    configuration = ",".join(identity_overrides(job_overrides()))
     parts.append(configuration or "defaults")
     group = "/".join(parts)
     if len(group) > MAX_GROUP_LENGTH:

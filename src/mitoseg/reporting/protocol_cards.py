@@ -1,0 +1,75 @@
+"""Protocol cards: numbers measured under different test protocols are not one comparison.
+
+Each run's metrics.json carries ``protocol_card``: how its test numbers were made
+(reconstruction, window, overlap, blending, tta, zfilter {size, axis}, threshold,
+threshold_source, test_set {fingerprint, units, description}). A table of ``report.py`` puts
+runs side by side, so all its runs must hold the same card; a run without one (written before
+cards existed) has "no card", which is a card of its own unless every run lacks one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from mitoseg.reporting.collect import RunRecord
+from mitoseg.runs.paths import display_path
+
+CARD_KEY = "protocol_card"  # the metrics.json key
+NO_CARD = "no card"
+SHOWN_RUNS = 3  # runs named per card in a message, then a count
+
+
+def card_of(run: RunRecord) -> Mapping[str, Any] | None:
+    """The run's protocol card, or None when its metrics.json has none."""
+    card = run.metrics.get(CARD_KEY)
+    return card if isinstance(card, Mapping) else None
+
+
+def card_text(run: RunRecord) -> str:
+    """The card as one line of sorted JSON (runs.csv), or ``no card``."""
+    card = card_of(run)
+    return NO_CARD if card is None else json.dumps(card, sort_keys=True, default=str)
+
+
+def card_fields(card: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"zfilter": {"size": 5}}`` -> ``{"zfilter.size": 5}``."""
+    fields: dict[str, Any] = {}
+    for key, value in card.items():
+        name = f"{prefix}{key}"
+        fields |= card_fields(value, name + ".") if isinstance(value, Mapping) else {name: value}
+    return fields
+
+
+def card_conflict(runs: Sequence[RunRecord]) -> str | None:
+    """None when ``runs`` hold one card (or all have none); else which card fields differ,
+    and the value each group of runs holds, naming the runs."""
+    by_card: dict[str, list[RunRecord]] = {}
+    for run in runs:
+        by_card.setdefault(card_text(run), []).append(run)
+    if len(by_card) < 2:
+        return None
+    fields = {text: card_fields(json.loads(text)) for text in by_card if text != NO_CARD}
+    names = sorted({name for card in fields.values() for name in card})
+    differing = [name for name in names
+                 if len({json.dumps(card.get(name, "<absent>"), sort_keys=True, default=str)
+                         for card in fields.values()}) > 1]
+    groups = []
+    for text, found in by_card.items():
+        if text == NO_CARD:
+            held = NO_CARD
+        else:
+            held = ", ".join(f"{name}={fields[text].get(name, '<absent>')}"
+                             for name in differing) or "a card"
+        groups.append(f"{held} in {_runs(found)}")
+    what = (f"card fields {', '.join(differing)} differ" if differing else "cards differ")
+    if NO_CARD in by_card:
+        what += " (runs without a card count as another card)"
+    return f"{what}: " + "; ".join(groups)
+
+
+def _runs(runs: Sequence[RunRecord]) -> str:
+    shown = ", ".join(display_path(r.folder) for r in runs[:SHOWN_RUNS])
+    more = len(runs) - SHOWN_RUNS
+    return f"{len(runs)} run(s): {shown}" + (f" and {more} more" if more > 0 else "")
