@@ -1,0 +1,218 @@
+"""Block-wise (chunked) prediction into OME-Zarr against one pass in memory, peak memory against
+volume size, Dask workers against one process, and a volume larger than the memory allowed.
+
+Every measurement runs in a fresh child process (clean peak RSS): this script calls itself with
+``--child``. The network is paper 002's 2D U-Net (random weights; speed and memory do not depend
+on them), full image, no TTA, z-median 5 (so blocks need a 2-slice halo along z); blocks are
+slabs of whole slices, so the in-plane receptive field never crosses a block border.
+
+    python benchmarks/bench_chunked.py           # about 4 minutes on 2 CPU cores
+    python benchmarks/bench_chunked.py --quick   # seconds: a smoke test
+
+Goals (issue 16): chunked / in-memory throughput >= 0.9; peak RSS of the 16x volume within
+1.2x of the 1x volume's; Dask 2 workers x 1 thread >= 0.9 of 1 process x 2 threads; a volume
+at least 4x larger than the memory allowed to the process completes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+SLAB, HALO, ZFILTER = 8, 2, 5
+
+
+@dataclass(frozen=True)
+class UNetFactory:
+    """Picklable: builds the network once per process."""
+
+    filters: tuple[int, ...] | None = None
+    threads: int = 1
+
+    def __call__(self):
+        import torch
+
+        from mitoseg.inference import median_z_filter, net_predictor, reconstruct
+        from mitoseg.models.nets.unet_paper002 import UNetPaper002
+
+        torch.set_num_threads(self.threads)
+        torch.manual_seed(0)
+        net = UNetPaper002(spatial_dims=2, filters=self.filters).eval()
+        predict = net_predictor(net, "cpu", "32-true")
+
+        def probabilities(block: np.ndarray) -> np.ndarray:
+            out = reconstruct(predict, block.astype(np.float32) / 255.0, "full_image",
+                              (256, 256), 2).probabilities.numpy()
+            return median_z_filter(out, size=ZFILTER)
+
+        return probabilities
+
+
+def write_source(path: Path, depth: int, size: int) -> None:
+    """A uint8 OME-Zarr volume written slab by slab (never whole in memory)."""
+    from mitoseg.data.ome_zarr_output import OmeZarrOutput
+
+    out = OmeZarrOutput.create(path, (depth, size, size), "uint8", (SLAB, size, size),
+                               (5, 5, 5), {"source": True}, levels=1)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:size, 0:size]
+    for start in range(0, depth, SLAB):
+        stop = min(start + SLAB, depth)
+        phase = rng.random((stop - start, 1, 1)) * 6.28
+        slab = 128 + 60 * np.sin(xx / 9.0 + phase) * np.cos(yy / 13.0 + phase)
+        slab = slab + rng.normal(0, 10, (stop - start, size, size))
+        out.write((slice(start, stop), slice(None), slice(None)), np.clip(slab, 0, 255)
+                  .astype(np.uint8))
+    out.finish()
+
+
+def child(task: dict[str, Any]) -> dict[str, Any]:
+    """One measurement in this (fresh) process."""
+    import torch
+
+    from mitoseg.data.ome_zarr_output import OmeZarrOutput
+    from mitoseg.data.volume_sources import open_volume
+    from mitoseg.evaluation.chunked import BlockJob, dask_client, run_dask, run_local
+    from mitoseg.inference.blocks import block_grid
+
+    factory = UNetFactory(tuple(task["filters"]) if task.get("filters") else None,
+                          int(task.get("threads", 1)))
+    torch.set_num_threads(int(task.get("threads", 1)))
+    source = open_volume(task["source"])
+    if task["kind"] == "in_memory":
+        predict = factory()
+        started = time.perf_counter()
+        result = predict(source[:])
+        seconds = time.perf_counter() - started
+        return {"seconds": seconds, "voxels": int(result.size), **_rss()}
+    blocks = block_grid(source.shape, (SLAB, *source.shape[1:]), (HALO, 0, 0))
+    output = OmeZarrOutput.create(task["output"], source.shape, "float32",
+                                  (SLAB, *source.shape[1:]), source.voxel_size_nm, {"bench": 1},
+                                  levels=1)
+    job = BlockJob(task["source"], None, task["output"], factory)
+    if task.get("limit_mib"):
+        _limit_address_space(int(task["limit_mib"]))
+    if task["kind"] == "chunked":
+        from mitoseg.evaluation.chunked import predict_function
+
+        predict_function(factory)  # the network is built before the clock starts
+        started = time.perf_counter()
+        run_local(job, blocks, output, progress=False)
+    else:  # dask
+        client = dask_client("local", workers=int(task["workers"]), threads_per_worker=1)
+        client.run(lambda: __import__("torch").set_num_threads(1))
+        # warm the workers: each builds its network once, outside the clock
+        client.run(_warm, factory)
+        started = time.perf_counter()
+        run_dask(job, blocks, output, client, progress=False)
+    seconds = time.perf_counter() - started
+    output.finish()
+    if task["kind"] == "dask":
+        client.close()
+        client.cluster.close()
+    return {"seconds": seconds, "blocks": len(blocks), **_rss()}
+
+
+def _warm(factory: Any) -> None:
+    from mitoseg.evaluation.chunked import predict_function
+
+    predict_function(factory)
+
+
+def _limit_address_space(limit_mib: int) -> None:
+    """Allow this process only ``limit_mib`` MiB of address space beyond what it holds now
+    (libraries and the network already loaded)."""
+    with open("/proc/self/status") as stream:
+        vm_kib = next(int(line.split()[1]) for line in stream if line.startswith("VmSize"))
+    limit = vm_kib * 1024 + limit_mib * 2**20
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _rss() -> dict[str, float]:
+    return {"peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def run_child(task: dict[str, Any]) -> dict[str, Any]:
+    # one malloc arena: each extra arena reserves 64 MiB of address space per thread, which an
+    # address-space limit would count although nothing is stored there
+    env = {**os.environ, "MALLOC_ARENA_MAX": "1", "PYTHONPATH": os.pathsep.join(
+        [str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, __file__, "--child", json.dumps(task)], env=env,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return
+    size, base = (64, 8) if args.quick else (256, 16)
+    # the larger-than-memory run: an output 4x the address space allowed (float32 probabilities)
+    big_size, big_depth, limit = (128, 64, 64) if args.quick else (1024, 256, 256)
+    report: dict[str, Any] = {"settings": {
+        "network": "paper 002 2D U-Net (random weights), full image, z-median 5",
+        "slice": [size, size], "base_depth": base, "slab": SLAB, "halo": HALO,
+        "cpu_count": os.cpu_count(), "quick": args.quick}}
+    with TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for factor in (1, 4, 16):
+            write_source(root / f"v{factor}.ome.zarr", base * factor, size)
+        four = str(root / "v4.ome.zarr")
+        in_memory = run_child({"kind": "in_memory", "source": four, "threads": 2})
+        chunked = run_child({"kind": "chunked", "source": four, "threads": 2,
+                             "output": str(root / "c4.ome.zarr")})
+        report["chunked_vs_in_memory"] = {
+            "in_memory": in_memory, "chunked": chunked,
+            "throughput_ratio": _ratio(in_memory, chunked), "goal": 0.9}
+        peaks = {factor: run_child({"kind": "chunked", "source": str(root / f"v{factor}.ome.zarr"),
+                                    "threads": 2, "output": str(root / f"p{factor}.ome.zarr")})
+                 for factor in (1, 4, 16)}
+        report["peak_memory_vs_volume_size"] = {
+            f"{factor}x": peaks[factor] for factor in peaks} | {
+            "ratio_16x_to_1x": round(peaks[16]["peak_rss_mib"] / peaks[1]["peak_rss_mib"], 3)
+            if "peak_rss_mib" in peaks[1] and "peak_rss_mib" in peaks[16] else None,
+            "goal": 1.2}
+        dask = run_child({"kind": "dask", "source": four, "workers": 2,
+                          "output": str(root / "d4.ome.zarr")})
+        report["dask_2x1_vs_process_1x2"] = {
+            "process_1x2": chunked, "dask_2x1": dask, "throughput_ratio": _ratio(chunked, dask),
+            "goal": 0.9}
+        write_source(root / "big.ome.zarr", big_depth, big_size)
+        output_mib = big_depth * big_size * big_size * 4 / 2**20
+        limited = run_child({"kind": "chunked", "source": str(root / "big.ome.zarr"),
+                             "filters": [4, 8, 8, 16, 16], "threads": 2, "limit_mib": limit,
+                             "output": str(root / "big_out.ome.zarr")})
+        report["larger_than_memory"] = {
+            "volume": [big_depth, big_size, big_size], "output_mib": round(output_mib, 1),
+            "address_space_allowed_mib": limit, "times_larger": round(output_mib / limit, 2),
+            "network": "paper 002 2D U-Net with filters [4, 8, 8, 16, 16]",
+            "completed": "seconds" in limited, **limited}
+    print(json.dumps(report, indent=2))
+
+
+def _ratio(reference: dict[str, Any], other: dict[str, Any]) -> float | None:
+    if "seconds" not in reference or "seconds" not in other:
+        return None
+    return round(reference["seconds"] / other["seconds"], 3)
+
+
+if __name__ == "__main__":
+    main()
