@@ -157,6 +157,10 @@ def run_child(task: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    import torch
+
+    from _common import json_report
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -167,11 +171,10 @@ def main(argv: list[str] | None = None) -> None:
     size, base = (64, 8) if args.quick else (256, 16)
     # the larger-than-memory run: an output 4x the address space allowed (float32 probabilities)
     big_size, big_depth, limit = (128, 64, 64) if args.quick else (1024, 256, 256)
-    report: dict[str, Any] = {"settings": {
-        "network": "paper 002 2D U-Net (random weights), full image, z-median 5",
-        "slice": [size, size], "base_depth": base, "slab": SLAB, "halo": HALO,
-        "cpu_count": os.cpu_count(), "quick": args.quick}}
-    with TemporaryDirectory() as tmp:
+    settings = {"network": "paper 002 2D U-Net (random weights), full image, z-median 5",
+                "slice": [size, size], "base_depth": base, "slab": SLAB, "halo": HALO,
+                "quick": args.quick}
+    with json_report(settings, torch.device("cpu")) as report, TemporaryDirectory() as tmp:
         root = Path(tmp)
         for factor in (1, 4, 16):
             write_source(root / f"v{factor}.ome.zarr", base * factor, size)
@@ -205,7 +208,6 @@ def main(argv: list[str] | None = None) -> None:
             "address_space_allowed_mib": limit, "times_larger": round(output_mib / limit, 2),
             "network": "paper 002 2D U-Net with filters [4, 8, 8, 16, 16]",
             "completed": "seconds" in limited, **limited}
-    print(json.dumps(report, indent=2))
 
 
 def _ratio(reference: dict[str, Any], other: dict[str, Any]) -> float | None:

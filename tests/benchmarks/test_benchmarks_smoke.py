@@ -93,3 +93,13 @@ def test_help_describes_the_benchmark(name: str) -> None:
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{name}.py"), "--help"],
                           capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 0 and "--quick" in done.stdout
+
+
+@pytest.mark.slow
+def test_chunked_benchmark() -> None:
+    report = run_quick("bench_chunked")
+    for part in ("chunked_vs_in_memory", "dask_2x1_vs_process_1x2"):
+        assert report[part]["throughput_ratio"] > 0, report[part]
+    peaks = report["peak_memory_vs_volume_size"]
+    assert all(peaks[f"{k}x"]["peak_rss_mib"] > 0 for k in (1, 4, 16))
+    assert report["larger_than_memory"]["completed"] is True, report["larger_than_memory"]
