@@ -46,16 +46,6 @@ def test_no_module_reaches_into_the_repository() -> None:
     assert offenders == []
 
 
-def test_study_trains_through_the_library_not_a_repository_script(tmp_path: Path) -> None:
-    from mitoseg.study.run import training_command
-    from tests.conftest import compose_config
-
-    command = training_command(compose_config("study", ["study_preset=smoke"]), tmp_path)
-    assert command[:4] == [sys.executable, "-m", "mitoseg.commands.train", "-m"]
-    assert not any(argument.endswith(".py") for argument in command)
-    assert f"hydra.sweep.dir={tmp_path / 'train'}" in command
-
-
 def test_console_scripts_name_the_command_functions() -> None:
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert set(COMMANDS) <= set(scripts)
