@@ -11,6 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from mitoseg.console import on_stderr
 from mitoseg.errors import InputError
 from mitoseg.runs.failures import record_failure
 
@@ -46,8 +47,8 @@ def run_guarded(function: Callable[[DictConfig], T], cfg: DictConfig) -> T | Non
                 record_failure(output_dir, error)
             return None
         if bad_input:
-            log.error("mitoseg: error: %s", error)
-            print(f"mitoseg: error: {error}", file=sys.stderr)
+            with on_stderr(log):  # the user's terminal, besides the run's log
+                log.error("mitoseg: error: %s", error)
             sys.exit(2)
         if output_dir:
             record_failure(output_dir, error)

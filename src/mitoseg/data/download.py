@@ -36,6 +36,7 @@ import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 
+from mitoseg.console import console_logging, emit
 from mitoseg.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -372,15 +373,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="accept files without a known checksum (their digest is logged)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per connection")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    console_logging()
     try:
         paths = fetch_dataset(args.dataset, args.folder, url=args.url, sha256=args.sha256,
                               allow_unverified=args.allow_unverified, timeout=args.timeout)
     except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
+        log.error("mitoseg: error: %s", error)
         return 2
     for path in paths:
-        print(path)
+        emit(str(path))
     return 0
 
 

@@ -180,6 +180,7 @@ def neighbour_similarity(image: Any, labels: Any, offsets: Sequence[int]) -> lis
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    from mitoseg.console import console_logging, emit
     from mitoseg.data.em_volumes import lucchi_files, open_tif_volume, read_labels
 
     parser = argparse.ArgumentParser(description="Image correlation and label IoU between "
@@ -188,14 +189,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-offset", type=int, default=20)
     parser.add_argument("--cache-dir", default=None, help="decode compressed TIFFs once here")
     args = parser.parse_args(argv)
+    console_logging()
     image_path, label_path = lucchi_files(args.root, ["train"])["train"]
     image = open_tif_volume(image_path, args.cache_dir)
     labels = read_labels(label_path, cache_dir=args.cache_dir)
-    print(f"{image_path}: {image.shape}; slices z and z + k, over all z")
-    print("| k | pairs | image corr mean (min-max) | label IoU mean (min-max) |")
-    print("| --- | --- | --- | --- |")
+    emit(f"{image_path}: {image.shape}; slices z and z + k, over all z")
+    emit("| k | pairs | image corr mean (min-max) | label IoU mean (min-max) |")
+    emit("| --- | --- | --- | --- |")
     for row in neighbour_similarity(image, labels, range(1, args.max_offset + 1)):
-        print(f"| {row['offset']} | {row['pairs']} | {row['image_corr_mean']:.3f} "
+        emit(f"| {row['offset']} | {row['pairs']} | {row['image_corr_mean']:.3f} "
               f"({row['image_corr_min']:.3f}-{row['image_corr_max']:.3f}) | "
               f"{row['label_iou_mean']:.3f} ({row['label_iou_min']:.3f}-"
               f"{row['label_iou_max']:.3f}) |")

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mitoseg.console import console_logging, emit
 from mitoseg.data.image_io import list_image_files, read_image, read_mask
 from mitoseg.data.leakage import OverlapReport, OverlapRule, find_overlaps
 from mitoseg.errors import InputError
+
+log = logging.getLogger(__name__)
 
 
 def folder_overlaps(folder: str | Path, kind: str = "mask", polarity: str = "auto",
@@ -58,21 +62,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-mismatch-fraction", type=float, default=0.0)
     parser.add_argument("--pairs", action="store_true", help="list every pair found")
     args = parser.parse_args(argv)
+    console_logging()
     try:
         rule = OverlapRule(min_area=args.min_area, min_informative=args.min_informative,
                            max_mismatch_fraction=args.max_mismatch_fraction)
         names, report = folder_overlaps(args.folder, args.kind, args.polarity, rule)
     except InputError as error:
-        print(f"mitoseg: error: {error}", file=sys.stderr)
+        log.error("mitoseg: error: %s", error)
         return 2
     result = summary(names, report)
     if not args.pairs:
         result.pop("pairs_found")
-    print(json.dumps(result, indent=1))
+    emit(json.dumps(result, indent=1))
     sizes = sorted((len(c) for c in result["clusters_of_several_files"]), reverse=True)
-    print(f"{len(names)} files, {len(report.pairs)} pairs share a region, "
-          f"{result['clusters']} clusters (of several files: {sizes}), "
-          f"{report.seconds:.2f} s", file=sys.stderr)
+    log.info("%d files, %d pairs share a region, %d clusters (of several files: %s), %.2f s",
+             len(names), len(report.pairs), result["clusters"], sizes, report.seconds)
     return 0
 
 

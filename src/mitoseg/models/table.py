@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import logging
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +25,11 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
-CONF_MODEL = Path(__file__).resolve().parents[3] / "conf" / "model"
+from mitoseg.config.paths import config_dir
+from mitoseg.console import console_logging, emit
+
+log = logging.getLogger(__name__)
+CONF_MODEL = config_dir() / "model"
 PATCH = {2: (256, 256), 3: (80, 80, 80)}
 
 # Parameter counts as the publications state them: (count, where). Only figures a paper
@@ -113,14 +118,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("models", nargs="*", help="model config names (default: all)")
     parser.add_argument("--csv", help="also write the table as CSV (refuses to overwrite)")
     args = parser.parse_args(argv)
+    console_logging()
     names = args.models or model_names()
     unknown = [n for n in names if not (CONF_MODEL / f"{n}.yaml").is_file()]
     if unknown:
-        print(f"mitoseg: error: unknown model(s) {unknown}; known: {', '.join(model_names())}",
-              file=sys.stderr)
+        log.error("mitoseg: error: unknown model(s) %s; known: %s", unknown,
+                  ", ".join(model_names()))
         return 2
     rows = [model_row(name) for name in names]
-    print(markdown(rows))
+    emit(markdown(rows))
     if args.csv:
         from mitoseg.runs.files import write_new_csv
         write_new_csv(args.csv, [asdict(r) for r in rows])

@@ -74,6 +74,5 @@ class MultirunFailureSummary(Callback):
         lines += [f"  unfinished: {job.name}" for job in outcome["unfinished"]]
         message = "\n".join(lines)
         log.error(message)
-        print(message)
         if outcome["failed"]:
             raise SystemExit(1)

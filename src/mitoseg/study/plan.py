@@ -16,14 +16,12 @@ and ``mix_blur`` (space-invariant blur 2/3/4).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
+from mitoseg.config.paths import config_file
 from mitoseg.errors import InputError
-
-CONDITION_DIR = Path(__file__).resolve().parents[3] / "conf" / "condition"
 
 FAMILIES: dict[str, tuple[tuple[float, str], ...]] = {
     "snr": ((8.0, "snr8"), (4.0, "snr4"), (1.0, "snr1")),
@@ -63,7 +61,7 @@ def condition_of_name(name: str) -> Condition | None:
 
 def condition_params(name: str) -> dict[str, Any]:
     """The image-condition fields a condition file sets (FluorescenceParams keyword args)."""
-    path = CONDITION_DIR / f"{name}.yaml"
+    path = config_file("condition", name)
     if not path.is_file():
         raise InputError(f"study: no condition '{name}' (expected {path})")
     return dict(OmegaConf.to_container(OmegaConf.load(path)).get("condition", {}))

@@ -13,6 +13,7 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mitoseg.config.paths import config_file
 from mitoseg.errors import InputError
 from mitoseg.metrics.segmentation import EMPTY_ABD
 from mitoseg.runs.files import next_free_path, write_new_csv, write_new_json, write_new_text
@@ -23,15 +24,18 @@ from mitoseg.study.analysis import (Segmenter, example_predictions, find_trained
 from mitoseg.study.plan import FAMILIES, MIXTURES, training_conditions
 
 log = logging.getLogger(__name__)
-REPO = Path(__file__).resolve().parents[3]
+TRAIN_MODULE = "mitoseg.commands.train"  # mitoseg-train, run by this interpreter
 CLASSICAL_NAMES = {"local_threshold": "local"}
 
 
 def training_command(cfg: DictConfig, study_dir: Path) -> list[str]:
-    """The one Hydra multirun of train.py that trains every network of the study."""
+    """The one Hydra multirun of ``mitoseg-train`` that trains every network of the study.
+
+    It runs as a child process of this Python (``python -m mitoseg.commands.train``), in the
+    current folder: any Hydra launcher works, and a crash stays inside its job."""
     conditions = training_conditions(list(cfg.families), list(cfg.mixtures),
                                      bool(cfg.deformations))
-    command = [sys.executable, str(REPO / "train.py"), "-m",
+    command = [sys.executable, "-m", TRAIN_MODULE, "-m",
                f"dataset={cfg.dataset}", f"condition={','.join(conditions)}",
                f"model={','.join(cfg.models)}", f"seed={','.join(str(s) for s in cfg.seeds)}",
                f"experiment_name=study_{cfg.name}", f"logger={cfg.logger}",
@@ -44,7 +48,7 @@ def training_command(cfg: DictConfig, study_dir: Path) -> list[str]:
 def classical_methods(names: list[str]) -> dict[str, Segmenter]:
     methods = {}
     for name in names:
-        path = REPO / "conf" / "classical" / f"{name}.yaml"
+        path = config_file("classical", name)
         if not path.is_file():
             raise InputError(f"study: unknown classical method '{name}' (expected {path})")
         methods[CLASSICAL_NAMES.get(name, name)] = instantiate(OmegaConf.load(path))
@@ -65,10 +69,10 @@ def run_study(cfg: DictConfig) -> Path:
         shown = ["python", *display_command(command[1:], cfg.paths.shared_data)]
         write_new_text(study_dir / "train_command.txt", " ".join(shown) + "\n")
         plan = describe_plan(cfg)
-        print(f"Training {plan['jobs']} networks ({len(plan['conditions'])} conditions x "
-              f"{len(plan['models'])} models x {len(plan['seeds'])} seeds) in "
-              f"{study_dir / 'train'}", flush=True)
-        done = subprocess.run(command, cwd=REPO, env=os.environ.copy())
+        log.info("Training %d networks (%d conditions x %d models x %d seeds) in %s",
+                 plan["jobs"], len(plan["conditions"]), len(plan["models"]),
+                 len(plan["seeds"]), study_dir / "train")
+        done = subprocess.run(command, env=os.environ.copy())
         if done.returncode != 0:
             log.error("the training multirun reported failed jobs (exit %d); analyzing what "
                       "finished, the report lists the rest", done.returncode)
@@ -113,7 +117,7 @@ def run_study(cfg: DictConfig) -> Path:
     report = write_study_report(rows_for_tests(rows, cfg.statistics_unit), out, meta=meta)
     if cfg.logger == "wandb":
         _log_to_wandb(cfg, out)
-    print(f"Study report: {report}")
+    log.info("Study report: %s", report)
     return out
 
 
