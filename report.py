@@ -12,6 +12,7 @@ existing file). Failed and unfinished runs are listed, not dropped. W&B offline 
 """
 
 from mitoseg.commands.report import run
+from mitoseg.commands.report import main  # noqa: F401  (its argument parser, for the docs tests)
 
 if __name__ == "__main__":
     run()
