@@ -64,3 +64,14 @@ def test_an_unfinished_output_resumes_only_for_the_same_job_and_nothing_is_overw
     fresh = OmeZarrOutput.create(path, (4, 16, 16), "float32", (1, 16, 16), (5, 5, 5), JOB,
                                  overwrite=True)
     assert fresh.done() == set() and float(open_volume(path)[:].max()) == 0.0
+
+
+def test_completeness_is_told_only_for_the_same_job(tmp_path) -> None:
+    path = tmp_path / "p.ome.zarr"
+    assert OmeZarrOutput.is_complete(path, JOB) is False  # nothing there yet
+    out = OmeZarrOutput.create(path, (2, 8, 8), "float32", (1, 8, 8), None, JOB)
+    assert OmeZarrOutput.is_complete(path, JOB) is False
+    out.finish()
+    assert OmeZarrOutput.is_complete(path, JOB) is True
+    with pytest.raises(InputError, match="another job"):
+        OmeZarrOutput.is_complete(path, {**JOB, "zfilter": 3})

@@ -98,6 +98,19 @@ class OmeZarrOutput:
 
         return cls(Path(path), zarr.open_group(str(path), mode="r+"))
 
+    @staticmethod
+    def is_complete(path: str | Path, job: dict[str, Any]) -> bool:
+        """Whether ``path`` is a finished output of ``job`` (one of another job is refused)."""
+        import zarr
+
+        if not Path(path).exists():
+            return False
+        record = dict(zarr.open_group(str(path), mode="r").attrs.get("mitoseg", {}))
+        if record.get("job") != job:
+            raise InputError(f"output '{path}' was made by another job; choose another output "
+                             "or overwrite=true")
+        return bool(record.get("complete"))
+
     def done(self) -> set[str]:
         return {p.name for p in (self.path / STATE / "blocks").iterdir()}
 
