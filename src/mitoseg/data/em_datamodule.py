@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mitoseg.data.augment import Compose
+from mitoseg.data.augment import is_mask_transform
 from mitoseg.data.base import SplitDataModule
 from mitoseg.data.em_overlap import MAX_SHIFT_PX, NEAR_COPY_CORRELATION, slice_copies
 from mitoseg.data.em_patches import RandomPatchDataset, TiledPatchDataset
@@ -127,7 +127,7 @@ class EMDataModule(SplitDataModule):
         self.patches_per_image, self.foreground_weight = int(patches_per_image), float(foreground_weight)
         self.val_fraction, self.batch_size = float(val_fraction), int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)
-        if isinstance(augmentation, Compose):
+        if is_mask_transform(augmentation):
             raise InputError("augmentation: this option transforms fluorescence masks before "
                              "synthesis; EM training takes augmentation=none, paper2d, paper3d "
                              "or strong")
