@@ -102,7 +102,9 @@ def test_tta_and_z_filter_chosen_by_inference_on_a_stack(em_2d, tmp_path: Path) 
     segmented, record = _segment(checkpoint, stack, tmp_path, "inference=em_paper")
     net, stored = load_network(checkpoint)
     scaled = Normalization.from_dict(stored["normalization"])(stack)
-    raw = reconstruct(net_predictor(net, "cpu"), scaled, "full_image", (32, 32), 2, tta=True,
+    # em_paper: full images, 8-fold TTA, z-median 5, NHWC convolutions (channels_last)
+    predict = net_predictor(net, "cpu", channels_last=True)
+    raw = reconstruct(predict, scaled, "full_image", (32, 32), 2, tta=True,
                       device="cpu").probabilities.numpy()
     np.testing.assert_array_equal(segmented, median_z_filter(raw, 5))
     card = record["reconstruction"]
