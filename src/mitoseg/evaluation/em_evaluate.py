@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from omegaconf import DictConfig
 
 from mitoseg.evaluation.em_protocols import matrix_table, protocol_matrix
 from mitoseg.evaluation.predictor import Predictor
+from mitoseg.evaluation.protocol_card import TestSetHash, card_columns, protocol_card
 from mitoseg.errors import InputError
 from mitoseg.runs.files import write_new_csv, write_new_text
 
@@ -23,7 +25,8 @@ def evaluate_em(predictor: Predictor, datamodule: Any, inference: DictConfig,
 
     The headline -- what metrics.json's ``test``, the optimized metric, the W&B summary and
     report.py show -- is the protocol ``inference.headline`` names (protocol, TTA, Z-filter);
-    every other row stays in protocols.csv. The predictor brings the network call, the
+    every other row stays in protocols.csv, each with its protocol card's columns. The
+    predictor brings the network call, the
     input normalization (the checkpoint's) and the post-processing.
     """
     choice = headline_choice(inference)
@@ -37,16 +40,25 @@ def evaluate_em(predictor: Predictor, datamodule: Any, inference: DictConfig,
         zfilter=list(inference.zfilter), batch_size=int(inference.batch_size),
         divisor=int(inference.divisor), voxel_size_nm=volumes.voxel_size_nm,
         device=predictor.device, normalization=predictor.normalization)
+    test_set = {"fingerprint": TestSetHash().update(volumes.test_image,
+                                                   volumes.test_labels).fingerprint(),
+                "units": 1, "description": f"{volumes.description}: test volume "
+                                           f"{tuple(volumes.test_image.shape)}"}
+    cards = [protocol_card(replace(predictor.settings, reconstruction=row["protocol"],
+                                   tta=bool(row["tta"]), zfilter=int(row["zfilter"])),
+                           predictor.spatial_dims, predictor.postproc, test_set) for row in rows]
+    rows = [row | card_columns(card) for row, card in zip(rows, cards)]
     write_new_csv(out_dir / "protocols.csv", rows)
     title = (f"{volumes.description}: test volume {tuple(volumes.test_image.shape)}, "
              f"threshold {predictor.postproc.threshold}")
     write_new_text(out_dir / "protocols.md", matrix_table(rows, title))
     log.info("\n%s", matrix_table(rows, title))
-    headline = next(row for row in rows if _key(row) == _key(choice))
+    index = next(i for i, row in enumerate(rows) if _key(row) == _key(choice))
+    headline = rows[index]
     test = {key: {"mean": headline[key], "n": 1} for key in
             ("iou_fg", "iou_bg", "iou_overall", "dice", "iou_fg_mean_per_slice")}
     return {"test": test, "headline": {k: headline[k] for k in ("protocol", "tta", "zfilter")},
-            "protocols": rows}
+            "protocols": rows, "protocol_card": cards[index]}
 
 
 def headline_choice(inference: DictConfig) -> dict[str, Any]:

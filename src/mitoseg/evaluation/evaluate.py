@@ -76,6 +76,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if result["rows"]:
         summary |= {"n_images": len(result["rows"]), "metrics": result["test"],
                     "seeds": {key: {"value": cfg[key], "from": seeds[key]} for key in seeds}}
+    summary["protocol_card"] = result["card"]
     summary |= {"training_overlap": overlap, "postproc": binarize.describe(),
                 "data": datamodule.describe()}
     if not result["rows"]:

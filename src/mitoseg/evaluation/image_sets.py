@@ -9,13 +9,16 @@ from typing import Any
 import torch
 
 from mitoseg.evaluation.predictor import Predictor
-from mitoseg.evaluation.scoring import score_batch, summarize
+from mitoseg.evaluation.protocol_card import TestSetHash
+from mitoseg.evaluation.scoring import score_batch
 
 log = logging.getLogger(__name__)
 
 
-def image_set_rows(predictor: Predictor, datamodule: Any, split: str) -> list[dict[str, Any]]:
-    """AS / ABD rows of every image of ``split`` (``mitoseg.evaluation.scoring``).
+def image_set_rows(predictor: Predictor, datamodule: Any, split: str,
+                   test_hash: TestSetHash | None = None) -> list[dict[str, Any]]:
+    """AS / ABD rows of every image of ``split`` (``mitoseg.evaluation.scoring``); the
+    scored images and masks also go into ``test_hash`` (the protocol card's fingerprint).
 
     The data module's loader scales the images with the same ``Normalization`` the predictor
     holds (the caller checks they agree), so the batches go to ``network_probabilities``; the
@@ -26,12 +29,10 @@ def image_set_rows(predictor: Predictor, datamodule: Any, split: str) -> list[di
     rows: list[dict[str, Any]] = []
     for batch in loader:
         images = batch["image"][:, 0]
+        if test_hash is not None:
+            test_hash.update(images, batch["mask"])
         settings = replace(predictor.settings, batch_size=max(len(images), 1))
         probabilities = torch.from_numpy(predictor.network_probabilities(images, settings))
         rows += score_batch(probabilities[:, None], batch["mask"], batch, predictor.postproc,
                             datamodule.pixel_size_um)
     return rows
-
-
-def image_set_summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    return summarize(rows)

@@ -18,6 +18,7 @@ from mitoseg.evaluation.em_evaluate import evaluate_em
 from mitoseg.evaluation.image_sets import image_set_rows
 from mitoseg.evaluation.modality import modality_of_datamodule
 from mitoseg.evaluation.predictor import Predictor
+from mitoseg.evaluation.protocol_card import TestSetHash, card_columns, protocol_card
 from mitoseg.evaluation.reconstruction import (ReconstructionSettings, from_inference_config)
 from mitoseg.evaluation.scoring import summarize
 from mitoseg.errors import InputError
@@ -54,7 +55,8 @@ def predictor_for(datamodule: Any, net: nn.Module, normalization: Normalization,
 def evaluate_split(predictor: Predictor, datamodule: Any, split: str, out_dir: Path,
                    inference: Any = None) -> dict[str, Any]:
     """Score ``split`` of the data module as it declares; write the result tables into
-    ``out_dir``. Returns {"test": summary, "extra": {...}, "protocols": [...], "rows": [...]}.
+    ``out_dir``. Returns {"test": summary, "extra": {...}, "protocols": [...], "rows": [...],
+    "card": the headline's protocol card}.
     """
     modality = modality_of_datamodule(datamodule)
     return EVALUATIONS[modality.name](predictor, datamodule, split, out_dir, inference)
@@ -62,9 +64,16 @@ def evaluate_split(predictor: Predictor, datamodule: Any, split: str, out_dir: P
 
 def _image_set(predictor: Predictor, datamodule: Any, split: str, out_dir: Path,
                inference: Any) -> dict[str, Any]:
-    rows = image_set_rows(predictor, datamodule, split)
-    write_new_csv(out_dir / f"{split}_per_image.csv", rows)
-    return {"test": summarize(rows), "extra": {}, "protocols": [], "rows": rows}
+    test_hash = TestSetHash()
+    rows = image_set_rows(predictor, datamodule, split, test_hash)
+    summary = summarize(rows)
+    units = next(iter(summary.values()), {}).get("units", len(rows))
+    card = protocol_card(predictor.settings, predictor.spatial_dims, predictor.postproc,
+                         {"fingerprint": test_hash.fingerprint(), "units": units,
+                          "description": f"{type(datamodule).__name__} {split} split: "
+                                         f"{len(rows)} images, {units} independent units"})
+    write_new_csv(out_dir / f"{split}_per_image.csv", [row | card_columns(card) for row in rows])
+    return {"test": summary, "extra": {}, "protocols": [], "rows": rows, "card": card}
 
 
 def _volume_matrix(predictor: Predictor, datamodule: Any, split: str, out_dir: Path,
@@ -73,7 +82,7 @@ def _volume_matrix(predictor: Predictor, datamodule: Any, split: str, out_dir: P
         raise InputError("EM data sets are evaluated on their test volume only (split=test)")
     em = evaluate_em(predictor, datamodule, inference, out_dir)
     return {"test": em["test"], "extra": {"headline": em["headline"]},
-            "protocols": list(em["protocols"]), "rows": []}
+            "protocols": list(em["protocols"]), "rows": [], "card": em["protocol_card"]}
 
 
 EVALUATIONS = {"image_set": _image_set, "volume_matrix": _volume_matrix}

@@ -159,10 +159,12 @@ def _fit_and_test(cfg: DictConfig, datamodule: Any, module: SegmentationModule, 
     if result["rows"]:  # per-image rows: reported and logged as a test loop did
         _report(summary=test)
         tested = _log_test_metrics(loggers, test, trainer.global_step)
+    for logger in loggers:
+        logger.log_hyperparams({"protocol_card": result["card"]})
 
     metrics = {
         "seed": cfg.seed, "data_seed": cfg.data_seed,
-        "test": test, **extra,
+        "test": test, **extra, "protocol_card": result["card"],
         "final": {key: float(value) for key, value in trainer.callback_metrics.items()} | tested,
         "best": _best_score(trainer, cfg.monitor),
         "checkpoint": display_path(checkpoint, cfg.paths.shared_data) if checkpoint else None,
