@@ -67,7 +67,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                              f"'{cfg.ckpt_path}' was trained on {trained.to_dict()}; set "
                              f"dataset.normalize={trained.mode}")
         overlap = training_overlap(stored, datamodule, cfg.split, allow)
-    predictor = predictor_for(datamodule, net, trained, binarize, inference)
+    predictor = predictor_for(datamodule, net, trained, binarize, inference,
+                              device=cfg.get("device") or None)
     write_new_json(out / "run_info.json", run_info(stored.get("seed"), stored.get("data_seed"),
                                                    data_root=cfg.paths.shared_data))
     result = evaluate_split(predictor, datamodule, cfg.split, out, inference)
