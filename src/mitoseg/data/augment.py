@@ -52,3 +52,8 @@ class NoAugmentation:
 
     def __call__(self, *arguments):
         return arguments[0] if len(arguments) == 2 else (arguments[0], arguments[1])
+
+
+def is_mask_transform(augmentation: object) -> bool:
+    """A fluorescence mask transform (``Compose``), which EM data modules refuse."""
+    return isinstance(augmentation, Compose)

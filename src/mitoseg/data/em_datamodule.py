@@ -8,15 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
 
-from mitoseg.data.augment import Compose
+from mitoseg.data.augment import is_mask_transform
+from mitoseg.data.base import SplitDataModule
 from mitoseg.data.em_overlap import MAX_SHIFT_PX, NEAR_COPY_CORRELATION, slice_copies
 from mitoseg.data.em_patches import RandomPatchDataset, TiledPatchDataset
 from mitoseg.data.em_split import slice_ranges, validation_split
-from mitoseg.data.loaders import make_loader
 from mitoseg.data.normalization import EM_MODES, Normalization, fit_normalization
 from mitoseg.errors import InputError
 
@@ -82,7 +80,7 @@ def check_no_overlap(volumes: EMVolumes) -> None:
 SAMPLINGS = ("loader", "device")
 
 
-class EMDataModule(pl.LightningDataModule):
+class EMDataModule(SplitDataModule):
     """Training patches from the training volume, minus a random 10 % of its slices kept for
     validation (seeded by ``split_seed``); the test volume is served as whole slices.
 
@@ -107,6 +105,8 @@ class EMDataModule(pl.LightningDataModule):
             the CPU only draws window corners (the GPU path; the same windows either way).
     """
 
+    evaluation = "volume_matrix"  # the test volume: paper 002's protocol matrix
+
     def __init__(self, volumes: Callable[[], EMVolumes], patch_size: Sequence[int],
                  split_seed: int, seed: int, patches_per_image: int = 1,
                  foreground_weight: float = 1.0, val_fraction: float = 0.1, batch_size: int = 6,
@@ -127,7 +127,7 @@ class EMDataModule(pl.LightningDataModule):
         self.patches_per_image, self.foreground_weight = int(patches_per_image), float(foreground_weight)
         self.val_fraction, self.batch_size = float(val_fraction), int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)
-        if isinstance(augmentation, Compose):
+        if is_mask_transform(augmentation):
             raise InputError("augmentation: this option transforms fluorescence masks before "
                              "synthesis; EM training takes augmentation=none, paper2d, paper3d "
                              "or strong")
@@ -149,9 +149,7 @@ class EMDataModule(pl.LightningDataModule):
         self.setup()
         return self.volumes.voxel_size_nm[-1] / 1000.0
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
-            return
+    def _build(self) -> None:
         self.volumes = volumes = self.volumes_factory()
         check_no_overlap(volumes)
         self.train_z, self.val_z = validation_split(volumes.train_image.shape[0], self.val_fraction,
@@ -231,15 +229,3 @@ class EMDataModule(pl.LightningDataModule):
                 "patch_size": list(self.patch_size), "patches_per_image": self.patches_per_image,
                 "foreground_weight": self.foreground_weight, "split_seed": self.split_seed,
                 "sizes": {k: len(v) for k, v in self.datasets.items()}}
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        self.setup()
-        size = self.batch_size if split == "train" else self.eval_batch_size
-        return make_loader(self.datasets[split], size, shuffle, self.num_workers)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
-
-    def val_dataloader(self) -> DataLoader | list:
-        self.setup()
-        return self._loader("val", False) if "val" in self.datasets else []

@@ -8,15 +8,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from mitoseg.data.augment import MaskTransform
+from mitoseg.data.base import SplitDataModule
 from mitoseg.data.fluo_dataset import (FluorescenceMaskDataset, SyntheticFluorescenceDataset,
                                        fluorescence_normalization)
 from mitoseg.data.leak_free_split import overlap_rule, split_without_leaks
-from mitoseg.data.loaders import make_loader
 from mitoseg.data.mask_sources import MaskSet
 from mitoseg.data.normalization import Normalization
 from mitoseg.errors import InputError
@@ -37,7 +36,7 @@ def _params(condition: Mapping[str, Any], where: str) -> FluorescenceParams:
     return FluorescenceParams(**dict(condition))
 
 
-class FluorescenceDataModule(pl.LightningDataModule):
+class FluorescenceDataModule(SplitDataModule):
     """Masks -> split by clusters of files that share a region -> synthetic images per split.
 
     Seeds: the split and the validation/test images depend on ``split_seed`` only, so every
@@ -63,6 +62,8 @@ class FluorescenceDataModule(pl.LightningDataModule):
             Validation and test images are always made on the CPU: the same images either way.
             The two give images of the same distribution, not the same pixels.
     """
+
+    evaluation = "image_set"
 
     def __init__(self, masks: Callable[[], MaskSet], condition: Mapping[str, Any],
                  split: Mapping[str, int], split_seed: int, seed: int,
@@ -99,9 +100,7 @@ class FluorescenceDataModule(pl.LightningDataModule):
         self.datasets: dict[str, Dataset] = {}
         self.mask_set: MaskSet | None = None
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
-            return
+    def _build(self) -> None:
         self.mask_set = self.masks_factory()
         split = split_without_leaks(self.mask_set.masks, self.mask_set.ids, self.mask_set.groups,
                                     self.split_sizes, self.split_seed, self.overlap)
@@ -182,17 +181,3 @@ class FluorescenceDataModule(pl.LightningDataModule):
                                                      self.train_conditions[condition], generator)
             batch["image"] = (zscore(images) if self.normalize == "zscore" else images)[:, None]
         return batch
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        self.setup()
-        size = self.batch_size if split == "train" else self.eval_batch_size
-        return make_loader(self.datasets[split], size, shuffle, self.num_workers)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)

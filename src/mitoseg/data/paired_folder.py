@@ -7,15 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from mitoseg.data.augment import MaskTransform
+from mitoseg.data.base import SplitDataModule
 from mitoseg.data.fluo_dataset import fluorescence_normalization, normalize_image
 from mitoseg.data.image_io import list_image_files, read_image, read_mask
 from mitoseg.data.leak_free_split import overlap_rule, split_without_leaks
-from mitoseg.data.loaders import make_loader
 from mitoseg.data.normalization import Normalization
 from mitoseg.errors import InputError
 from mitoseg.runs.paths import display_path
@@ -70,7 +69,7 @@ class PairedImageDataset(Dataset):
                 "index": index, "mask_id": self.ids[index]}
 
 
-class PairedFolderDataModule(pl.LightningDataModule):
+class PairedFolderDataModule(SplitDataModule):
     """Train or evaluate on real annotated images (``images_dir`` + ``masks_dir``).
 
     Split like the synthetic data: images whose masks share a region (tiles of one larger
@@ -78,6 +77,8 @@ class PairedFolderDataModule(pl.LightningDataModule):
     ``split: {val: 0, test: all}``-style needs, use evaluate.py's ``split`` instead: here every
     split gets at least one image.
     """
+
+    evaluation = "image_set"
 
     def __init__(self, images_dir: str, masks_dir: str, split: dict[str, int], split_seed: int,
                  seed: int, polarity: str = "auto", batch_size: int = 4,
@@ -98,9 +99,7 @@ class PairedFolderDataModule(pl.LightningDataModule):
         self.leakage: dict[str, Any] = {}
         self.datasets: dict[str, PairedImageDataset] = {}
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
-            return
+    def _build(self) -> None:
         images, masks, ids = read_pairs(self.images_dir, self.masks_dir, self.polarity)
         if max(self.batch_size, self.eval_batch_size) > 1 and len({i.shape for i in images}) > 1:
             raise InputError(f"images in '{self.images_dir}' differ in shape "
@@ -129,17 +128,3 @@ class PairedFolderDataModule(pl.LightningDataModule):
                 "sizes": {k: len(v) for k, v in self.datasets.items()},
                 "test_mask_ids": list(self.datasets["test"].ids),
                 "pixel_size_um": self.pixel_size_um, "leakage": self.leakage}
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        self.setup()
-        size = self.batch_size if split == "train" else self.eval_batch_size
-        return make_loader(self.datasets[split], size, shuffle, self.num_workers)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False)

@@ -69,3 +69,21 @@ def stored_normalization(checkpoint: dict[str, Any], path: str | Path = "checkpo
     if "em_datamodule" in str(dataset.get("_target_", "")):
         return Normalization("scale", scale=255.0)
     return Normalization(str(dataset.get("normalize", "zscore")))
+
+
+def load_weights(net: nn.Module, path: str | Path) -> None:
+    """Put the network weights of a checkpoint of our module into ``net`` (weights only,
+    strictly: every parameter must fit)."""
+    try:
+        checkpoint = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise InputError(f"checkpoint '{path}' could not be loaded safely (weights only): "
+                         f"{error}") from error
+    prefix = "net."
+    state = {key[len(prefix):]: value for key, value in checkpoint["state_dict"].items()
+             if key.startswith(prefix)}
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise InputError(f"checkpoint '{path}': weights do not fit the network: {error}"
+                         ) from error

@@ -1,59 +1,64 @@
-"""Scoring a trained network on an EM data module's test volume, and writing the tables."""
+"""Scoring a Predictor on an EM data module's test volume (paper 002's protocol matrix)."""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig
-from torch import nn
 
-from mitoseg.data.em_datamodule import EMDataModule
-from mitoseg.data.normalization import Normalization
 from mitoseg.evaluation.em_protocols import matrix_table, protocol_matrix
+from mitoseg.evaluation.predictor import Predictor
+from mitoseg.evaluation.protocol_card import TestSetHash, card_columns, protocol_card
 from mitoseg.errors import InputError
-from mitoseg.inference.network import net_predictor
 from mitoseg.runs.files import write_new_csv, write_new_text
 
+log = logging.getLogger(__name__)
 
-def evaluate_em(net: nn.Module, datamodule: EMDataModule, postprocess: Any,
-                inference: DictConfig, out_dir: Path,
-                normalization: Normalization | None = None) -> dict[str, Any]:
+
+def evaluate_em(predictor: Predictor, datamodule: Any, inference: DictConfig,
+                out_dir: Path) -> dict[str, Any]:
     """Run the inference matrix of ``inference`` on the test volume; write protocols.csv and
     protocols.md into ``out_dir``; return the rows and the headline row.
 
     The headline -- what metrics.json's ``test``, the optimized metric, the W&B summary and
     report.py show -- is the protocol ``inference.headline`` names (protocol, TTA, Z-filter);
-    every other row stays in protocols.csv.
-
-    ``normalization``: the input scaling the network was trained with (a checkpoint's); by
-    default the data module's, fitted on its training slices.
+    every other row stays in protocols.csv, each with its protocol card's columns. The
+    predictor brings the network call, the
+    input normalization (the checkpoint's) and the post-processing.
     """
     choice = headline_choice(inference)
     datamodule.setup()
     volumes = datamodule.volumes
-    device = inference.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
     patch_size = inference.get("patch_size") or datamodule.patch_size
-    predict = net_predictor(net, device, str(inference.get("precision") or "32-true"),
-                            channels_last=bool(inference.get("channels_last", False)))
     rows = protocol_matrix(
-        predict, volumes.test_image, volumes.test_labels,
-        datamodule.spatial_dims, patch_size, postprocess,
+        predictor.predict, volumes.test_image, volumes.test_labels,
+        predictor.spatial_dims, patch_size, predictor.postproc,
         protocols=list(inference.protocols), tta=list(inference.tta),
         zfilter=list(inference.zfilter), batch_size=int(inference.batch_size),
-        divisor=int(inference.divisor), voxel_size_nm=volumes.voxel_size_nm, device=device,
-        normalization=normalization or datamodule.normalization)
+        divisor=int(inference.divisor), voxel_size_nm=volumes.voxel_size_nm,
+        device=predictor.device, normalization=predictor.normalization)
+    test_set = {"fingerprint": TestSetHash().update(volumes.test_image,
+                                                   volumes.test_labels).fingerprint(),
+                "units": 1, "description": f"{volumes.description}: test volume "
+                                           f"{tuple(volumes.test_image.shape)}"}
+    cards = [protocol_card(replace(predictor.settings, reconstruction=row["protocol"],
+                                   tta=bool(row["tta"]), zfilter=int(row["zfilter"])),
+                           predictor.spatial_dims, predictor.postproc, test_set) for row in rows]
+    rows = [row | card_columns(card) for row, card in zip(rows, cards)]
     write_new_csv(out_dir / "protocols.csv", rows)
     title = (f"{volumes.description}: test volume {tuple(volumes.test_image.shape)}, "
-             f"threshold {postprocess.threshold}")
+             f"threshold {predictor.postproc.threshold}")
     write_new_text(out_dir / "protocols.md", matrix_table(rows, title))
-    print("\n" + matrix_table(rows, title))
-    headline = next(row for row in rows if _key(row) == _key(choice))
+    log.info("\n%s", matrix_table(rows, title))
+    index = next(i for i, row in enumerate(rows) if _key(row) == _key(choice))
+    headline = rows[index]
     test = {key: {"mean": headline[key], "n": 1} for key in
             ("iou_fg", "iou_bg", "iou_overall", "dice", "iou_fg_mean_per_slice")}
     return {"test": test, "headline": {k: headline[k] for k in ("protocol", "tta", "zfilter")},
-            "protocols": rows}
+            "protocols": rows, "protocol_card": cards[index]}
 
 
 def headline_choice(inference: DictConfig) -> dict[str, Any]:
@@ -74,9 +79,3 @@ def headline_choice(inference: DictConfig) -> dict[str, Any]:
 
 def _key(row: dict[str, Any]) -> tuple[str, bool, int]:
     return str(row["protocol"]), bool(row["tta"]), int(row["zfilter"])
-
-
-def load_net_weights(net: nn.Module, checkpoint_path: str) -> None:
-    """Put the weights of a Lightning checkpoint of our module into ``net`` (weights only)."""
-    state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)["state_dict"]
-    net.load_state_dict({k[len("net."):]: v for k, v in state.items() if k.startswith("net.")})

@@ -1,24 +1,28 @@
-"""``segment(cfg)``: apply a trained checkpoint to a user's own images (file, folder or stack)."""
+"""``segment(cfg)``: apply any trained checkpoint (2D or 3D network) to a user's own images:
+a TIFF/PNG image, a multi-page TIFF (a stack of 2D images, or a volume), or a folder of them.
+"""
 
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tifffile
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from mitoseg.data.image_io import list_image_files, read_image
-from mitoseg.data.normalization import Normalization
-from mitoseg.evaluation.checkpoints import load_network
-from mitoseg.evaluation.scoring import apply_postproc
-from mitoseg.evaluation.predict import predict_probabilities
+from mitoseg.evaluation.predictor import Predictor
 from mitoseg.errors import InputError
 from mitoseg.runs.files import write_new_bytes, write_new_json
 from mitoseg.runs.paths import display_path
+
+log = logging.getLogger(__name__)
+
+RECORD = "segmentation.json"
 
 
 def input_files(path: str | Path) -> list[Path]:
@@ -40,38 +44,62 @@ def _tiff_bytes(array: np.ndarray, pixel_size_um: float) -> bytes:
     return buffer.getvalue()
 
 
+def _outputs(out: Path, file: Path) -> tuple[Path, Path]:
+    return out / f"{file.stem}_prob.tif", out / f"{file.stem}_mask.tif"
+
+
+def _refuse_existing(out: Path, files: list[Path]) -> None:
+    """Stop before any prediction when a result would be overwritten."""
+    for path in [out / RECORD] + [p for file in files for p in _outputs(out, file)]:
+        if path.exists():
+            raise InputError(f"refusing to overwrite existing result '{path}'")
+
+
+def build_predictor(cfg: DictConfig) -> Predictor:
+    """The checkpoint's Predictor with the reconstruction ``cfg.inference`` chooses (null:
+    the checkpoint's modality's: whole images for fluorescence, the stored inference
+    headline for EM) and the post-processing ``cfg.postproc`` (null: the checkpoint's)."""
+    return Predictor.from_checkpoint(
+        cfg.ckpt_path, inference=cfg.get("inference") or None, device=cfg.get("device") or None,
+        postproc=instantiate(cfg.postproc) if cfg.get("postproc") else None)
+
+
 def segment(cfg: DictConfig) -> dict[str, Any]:
     """Write ``<name>_prob.tif`` (float32 probabilities) and ``<name>_mask.tif`` (uint8, 255 =
-    mitochondrion) for every input, plus ``segmentation.json`` recording the checkpoint,
-    threshold and pixel size. A 3D TIFF is a stack: every slice is segmented. Existing files
-    are never overwritten.
+    mitochondrion) for every input, plus ``segmentation.json`` recording the checkpoint, the
+    normalization, the reconstruction (mode, window, overlap, TTA, Z-filter), the
+    post-processing and the pixel size. A 3D TIFF is a stack that a 2D network segments slice by
+    slice, or a volume for a 3D network. Existing files are never overwritten: the run stops
+    before predicting anything.
     """
-    net, stored = load_network(cfg.ckpt_path)
-    binarize = instantiate(cfg.postproc if cfg.get("postproc") else
-                           OmegaConf.create(stored["postproc"]))
-    pixel_size = float(cfg.pixel_size_um or stored["dataset"].get("pixel_size_um", 1.0))
-    normalization = Normalization.from_dict(stored["normalization"])
-    out = Path(cfg.output_dir or cfg.paths.output_dir)
-    data_root = cfg.paths.shared_data
     files = input_files(cfg.input)
+    predictor = build_predictor(cfg)
+    stored = predictor.stored
+    pixel_size = float(cfg.pixel_size_um or stored["dataset"].get("pixel_size_um", 1.0))
+    out = Path(cfg.output_dir or cfg.paths.output_dir)
+    _refuse_existing(out, files)
+    data_root = cfg.paths.shared_data
+    log.info("segmenting %d file(s) on %s: %s", len(files), predictor.device,
+             predictor.settings.describe(predictor.spatial_dims))
     outputs = []
     for file in files:
         image = read_image(file)
-        stack = image if image.ndim == 3 else image[None]
-        probabilities = np.stack([predict_probabilities(net, plane, normalization) for plane in stack])
-        masks = np.stack([apply_postproc(binarize, p, plane)
-                          for p, plane in zip(probabilities, stack)]).astype(np.uint8) * 255
-        if image.ndim == 2:
-            probabilities, masks = probabilities[0], masks[0]
-        prob_path = write_new_bytes(out / f"{file.stem}_prob.tif",
-                                    _tiff_bytes(probabilities.astype(np.float32), pixel_size))
-        mask_path = write_new_bytes(out / f"{file.stem}_mask.tif", _tiff_bytes(masks, pixel_size))
+        probabilities = predictor.probabilities(image)
+        masks = predictor.masks(probabilities, image).astype(np.uint8) * 255
+        prob_path, mask_path = _outputs(out, file)
+        write_new_bytes(prob_path, _tiff_bytes(probabilities.astype(np.float32), pixel_size))
+        write_new_bytes(mask_path, _tiff_bytes(masks, pixel_size))
         outputs.append({"input": display_path(file, data_root), "probabilities": prob_path.name,
                         "mask": mask_path.name, "shape": list(image.shape),
                         "foreground_fraction": float((masks > 0).mean())})
+        log.info("%s: %s -> %s, %s", file.name, image.shape, prob_path.name, mask_path.name)
+    description = predictor.describe()
     record = {"checkpoint": display_path(cfg.ckpt_path, data_root), "pixel_size_um": pixel_size,
-              "postproc": binarize.describe(), "normalization": normalization.to_dict(),
+              "postproc": description["postproc"],
+              "normalization": description["normalization"],
+              "reconstruction": description["reconstruction"],
+              "spatial_dims": predictor.spatial_dims, "device": description["device"],
               "images": outputs}
-    write_new_json(out / "segmentation.json", record)
-    print(f"Segmented {len(outputs)} file(s); results written to {out}")
+    write_new_json(out / RECORD, record)
+    log.info("Segmented %d file(s); results written to %s", len(outputs), out)
     return record

@@ -14,7 +14,6 @@ where it states one.
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import sys
 from dataclasses import asdict, dataclass

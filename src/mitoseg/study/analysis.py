@@ -34,10 +34,7 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from mitoseg.data.normalization import Normalization
-from mitoseg.evaluation.checkpoints import load_network
-from mitoseg.evaluation.predict import predict_probabilities
-from mitoseg.evaluation.scoring import apply_postproc
+from mitoseg.evaluation.predictor import Predictor
 from mitoseg.metrics.segmentation import deformation_metrics, image_metrics
 from mitoseg.reporting.collect import read_run
 from mitoseg.study.plan import (FAMILIES, MIXTURES, SENSITIVITY_CONDITION, condition_of_name,
@@ -112,13 +109,12 @@ def _test_images(dataset_json: str, condition: str) -> tuple[TestImage, ...]:
 
 
 def network_segmenter(run: TrainedRun, postproc: Any = None) -> Segmenter:
-    """Raw image -> mask with a trained network, normalized as in its training."""
-    net, stored = load_network(run.checkpoint)
-    normalize = Normalization.from_dict(stored["normalization"])
-    binarize = postproc if postproc is not None else instantiate(OmegaConf.create(stored["postproc"]))
+    """Raw image -> mask with a trained network, normalized as in its training (the
+    checkpoint's Predictor: whole images, its post-processing unless ``postproc``)."""
+    predictor = Predictor.from_checkpoint(run.checkpoint, postproc=postproc, device="cpu")
 
     def segment(image: np.ndarray) -> np.ndarray:
-        return apply_postproc(binarize, predict_probabilities(net, image, normalize), image)
+        return predictor.masks(predictor.probabilities(image), image)
 
     return segment
 

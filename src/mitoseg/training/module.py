@@ -6,12 +6,10 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from mitoseg.evaluation.scoring import score_batch, summarize
 from mitoseg.postproc.binarize import Binarize
 from mitoseg.training.losses import DeepSupervisionLoss
 
@@ -59,8 +57,6 @@ class SegmentationModule(pl.LightningModule):
         self.pixel_size_um, self.monitor = pixel_size_um, monitor
         self.config = config or {}
         self.normalization = dict(normalization or {})
-        self.test_rows: list[dict[str, Any]] = []
-        self.test_summary: dict[str, dict[str, float]] = {}
         self._unchecked_losses: list[tuple[int, torch.Tensor]] = []
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -114,20 +110,6 @@ class SegmentationModule(pl.LightningModule):
         per_image = torch.where(union > 0, intersection / union.clamp(min=1), torch.ones_like(union))
         self.log("val/as", per_image.mean(), on_epoch=True, prog_bar=True, batch_size=len(logits),
                  sync_dist=True)
-
-    def on_test_epoch_start(self) -> None:
-        self.test_rows = []
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        _, logits = self._shared_step(batch, "test")
-        self.test_rows += score_batch(torch.sigmoid(logits), batch["mask"], batch,
-                                      self.binarize, self.pixel_size_um)
-
-    def on_test_epoch_end(self) -> None:
-        self.test_summary = summarize(self.test_rows)
-        for name, stats in self.test_summary.items():
-            if np.isfinite(stats["mean"]):
-                self.log(f"test/{name}", stats["mean"])
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=self.net.parameters())

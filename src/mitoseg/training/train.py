@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -15,9 +16,12 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from mitoseg.config.validation import check_seeds, plain_config
-from mitoseg.data.em_datamodule import EMDataModule
-from mitoseg.evaluation.em_evaluate import evaluate_em, headline_choice, load_net_weights
-from mitoseg.runs.files import write_new_csv, write_new_json, write_new_text
+from mitoseg.data.normalization import Normalization
+from mitoseg.evaluation.checkpoints import load_weights
+from mitoseg.evaluation.em_evaluate import headline_choice
+from mitoseg.evaluation.modality import modality_of_datamodule
+from mitoseg.evaluation.test_sets import evaluate_split, predictor_for
+from mitoseg.runs.files import write_new_json, write_new_text
 from mitoseg.runs.paths import display_path
 from mitoseg.runs.run_info import run_info
 from mitoseg.runs.resume import LAST_CHECKPOINT, ResumePlan, plan_resume
@@ -96,7 +100,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # input leaves no run folder that looks like a run.
     datamodule = instantiate(cfg.dataset)
     datamodule.setup()
-    if isinstance(datamodule, EMDataModule):
+    if modality_of_datamodule(datamodule).uses_inference_config:
         headline_choice(cfg.inference)  # a headline outside the matrix stops before training
     module = build_module(cfg, datamodule)
     run_dir = Path(cfg.paths.output_dir)
@@ -141,23 +145,27 @@ def _fit_and_test(cfg: DictConfig, datamodule: Any, module: SegmentationModule, 
     if not trainer.is_global_zero:
         return {}, []
     checkpoint = _best_checkpoint(trainer)
-    if isinstance(datamodule, EMDataModule):  # a test volume: paper 002's inference matrix
-        if checkpoint:
-            load_net_weights(module.net, checkpoint)
-        em = evaluate_em(module.net, datamodule, module.binarize, cfg.inference, run_dir)
-        test, extra = em["test"], {"headline": em["headline"]}
-        protocols = list(em["protocols"])
-    else:  # test images: per-image AS/ABD through the Lightning test loop, on one device
-        tester = trainer if trainer.world_size == 1 else _single_device_trainer(cfg, run_dir)
-        tester.test(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
-        write_new_csv(run_dir / "test_per_image.csv", module.test_rows)
-        _report(run_dir, module.test_summary)
-        test, extra, protocols = module.test_summary, {}, []
+    if checkpoint:
+        load_weights(module.net, checkpoint)
+    speed = cfg.get("speed") or {}
+    predictor = predictor_for(datamodule, module.net, Normalization.from_dict(module.normalization),
+                              module.binarize, cfg.get("inference"),
+                              precision=cfg.trainer.get("precision", "32-true"),
+                              channels_last=bool(speed.get("channels_last", False)),
+                              device=trainer.strategy.root_device)
+    result = evaluate_split(predictor, datamodule, "test", run_dir, cfg.get("inference"))
+    test, extra, protocols = result["test"], result["extra"], result["protocols"]
+    tested = {}
+    if result["rows"]:  # per-image rows: reported and logged as a test loop did
+        _report(summary=test)
+        tested = _log_test_metrics(loggers, test, trainer.global_step)
+    for logger in loggers:
+        logger.log_hyperparams({"protocol_card": result["card"]})
 
     metrics = {
         "seed": cfg.seed, "data_seed": cfg.data_seed,
-        "test": test, **extra,
-        "final": {key: float(value) for key, value in trainer.callback_metrics.items()},
+        "test": test, **extra, "protocol_card": result["card"],
+        "final": {key: float(value) for key, value in trainer.callback_metrics.items()} | tested,
         "best": _best_score(trainer, cfg.monitor),
         "checkpoint": display_path(checkpoint, cfg.paths.shared_data) if checkpoint else None,
         "epochs": trainer.current_epoch,
@@ -167,16 +175,8 @@ def _fit_and_test(cfg: DictConfig, datamodule: Any, module: SegmentationModule, 
         "test_condition": description.get("test_condition"),
     }
     write_new_json(run_dir / "metrics.json", metrics)
-    print(f"Results written to {run_dir}")
+    log.info("Results written to %s", run_dir)
     return metrics, protocols
-
-
-def _single_device_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
-    """Testing after a multi-process fit: one process, one device, no sampler splitting."""
-    return pl.Trainer(accelerator=cfg.trainer.get("accelerator", "auto"), devices=1,
-                      precision=cfg.trainer.get("precision", "32-true"), logger=False,
-                      enable_progress_bar=False, enable_model_summary=False,
-                      default_root_dir=str(run_dir))
 
 
 def _choices() -> dict[str, Any]:
@@ -220,9 +220,20 @@ def _best_checkpoint(trainer: pl.Trainer) -> str | None:
     return best or None
 
 
-def _report(run_dir: Path, summary: dict[str, dict[str, float]]) -> None:
+def _log_test_metrics(loggers: list, test: dict[str, Any], step: int) -> dict[str, float]:
+    """The finite test means as ``test/<name>`` into every logger (CSV, W&B), as a Lightning
+    test loop logged them (float32 tensors); returns them for metrics.json's ``final``."""
+    numbers = {f"test/{name}": float(np.float32(stats["mean"])) for name, stats in test.items()
+               if np.isfinite(stats["mean"])}
+    for logger in loggers:
+        logger.log_metrics(numbers, step=step)
+        logger.save()
+    return numbers
+
+
+def _report(summary: dict[str, dict[str, float]]) -> None:
     lines = [f"{name:>10}: {s['mean']:.4f} +- {s['sem']:.4f} (SEM, n={s['n']} images"
              + (f", {s['units']} independent units)" if "units" in s else ")")
              for name, s in summary.items()]
-    print("\nTest metrics (mean +- SEM over test images, a description: the images of one "
-          "unit are not independent):\n  " + "\n  ".join(lines))
+    log.info("\nTest metrics (mean +- SEM over test images, a description: the images of one "
+             "unit are not independent):\n  " + "\n  ".join(lines))

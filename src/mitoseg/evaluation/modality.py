@@ -1,0 +1,81 @@
+"""Modality by config: each data module class declares how it is evaluated.
+
+``FluorescenceDataModule`` and ``PairedFolderDataModule`` hold image sets (``evaluation =
+"image_set"``): per-image metric rows, whole images, post-processing image by image.
+``EMDataModule`` holds volumes (``evaluation = "volume_matrix"``): paper 002's protocol matrix,
+the inference config's headline reconstruction, post-processing of the whole volume. A
+checkpoint names its data module class in its stored config, so the modality of a checkpoint
+is read from there, never guessed from types or file contents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from hydra.utils import get_class
+from torch import nn
+
+from mitoseg.evaluation.reconstruction import ReconstructionSettings, from_inference_config
+from mitoseg.errors import InputError
+
+
+@dataclass(frozen=True)
+class Modality:
+    """How one kind of data set is evaluated and segmented."""
+
+    name: str                # the data module's ``evaluation``
+    volume_postproc: bool    # post-process a stack as one volume
+    uses_inference_config: bool  # default reconstruction: the stored inference headline
+
+    def default_settings(self, stored: Mapping[str, Any]) -> ReconstructionSettings:
+        """The reconstruction a checkpoint of this modality gets unless one is chosen:
+        whole images (image sets) or the stored inference config's headline (volumes)."""
+        if not self.uses_inference_config:
+            return ReconstructionSettings("whole_image")
+        return from_inference_config(stored.get("inference"), stored_patch_size(stored))
+
+
+MODALITIES = {
+    "image_set": Modality("image_set", volume_postproc=False, uses_inference_config=False),
+    "volume_matrix": Modality("volume_matrix", volume_postproc=True, uses_inference_config=True),
+}
+
+
+def modality_named(name: str, where: str = "data module") -> Modality:
+    if name not in MODALITIES:
+        raise InputError(f"{where}: unknown evaluation {name!r}; expected one of "
+                         f"{list(MODALITIES)}")
+    return MODALITIES[name]
+
+
+def modality_of_datamodule(datamodule: Any) -> Modality:
+    """The modality a data module declares (its ``evaluation`` attribute)."""
+    name = getattr(datamodule, "evaluation", None)
+    if name is None:
+        raise InputError(f"data module {type(datamodule).__name__} declares no 'evaluation' "
+                         f"(one of {list(MODALITIES)})")
+    return modality_named(str(name), type(datamodule).__name__)
+
+
+def modality_of(stored: Mapping[str, Any]) -> Modality:
+    """The modality of a checkpoint's stored config (its data module class declares it)."""
+    target = str((stored.get("dataset") or {}).get("_target_", ""))
+    try:
+        cls = get_class(target)
+    except Exception as error:  # noqa: BLE001 - any import failure: an unknown data module
+        raise InputError(f"checkpoint: its data module {target!r} cannot be found: {error}"
+                         ) from error
+    return modality_of_datamodule(cls)
+
+
+def stored_patch_size(stored: Mapping[str, Any]) -> tuple[int, ...] | None:
+    """The training window of a checkpoint (EM data sets), or None."""
+    patch = (stored.get("dataset") or {}).get("patch_size")
+    return tuple(int(p) for p in patch) if patch else None
+
+
+def network_spatial_dims(net: nn.Module) -> int:
+    """3 for a network with 3D convolutions, else 2."""
+    return 3 if any(isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)) for m in net.modules()) else 2

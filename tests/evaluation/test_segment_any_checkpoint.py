@@ -1,0 +1,137 @@
+"""segment.py for real users: EM checkpoints (2D and 3D) on stacks and volumes, with the
+reconstruction chosen by ``inference=``; one prediction path shared with training and
+evaluate.py."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from hydra.utils import instantiate
+
+from mitoseg.data.normalization import Normalization
+from mitoseg.errors import InputError
+from mitoseg.evaluation.checkpoints import load_network, load_weights
+from mitoseg.evaluation.evaluate import evaluate
+from mitoseg.evaluation.predictor import Predictor
+from mitoseg.evaluation.segment import segment
+from mitoseg.evaluation.test_sets import predictor_for
+from mitoseg.inference.network import net_predictor
+from mitoseg.inference.protocols import reconstruct
+from mitoseg.inference.zfilter import median_z_filter
+from mitoseg.metrics.volume import volume_metrics
+from mitoseg.training.train import train
+from tests.conftest import compose_config
+from tests.evaluation.test_em_end_to_end import EM_2D
+
+FULL_IMAGE_ONLY = ["inference.protocols=[full_image]", "inference.zfilter=[0]",
+                   "inference.headline.protocol=full_image", "inference.headline.zfilter=0"]
+
+
+@pytest.fixture(scope="module")
+def em_2d(tmp_path_factory: pytest.TempPathFactory):
+    run_dir = tmp_path_factory.mktemp("em-2d")
+    cfg = compose_config("train", EM_2D + FULL_IMAGE_ONLY, run_dir)
+    train(cfg)
+    datamodule = instantiate(cfg.dataset)
+    datamodule.setup()
+    return run_dir, cfg, datamodule
+
+
+def _segment(checkpoint: Path, image: np.ndarray, tmp_path: Path, *overrides: str
+             ) -> tuple[np.ndarray, dict]:
+    tifffile.imwrite(tmp_path / "input.tif", image)
+    out = tmp_path / "out"
+    segment(compose_config("segment", [f"ckpt_path={checkpoint}", f"input={tmp_path / 'input.tif'}",
+                                       f"output_dir={out}", *overrides]))
+    return (tifffile.imread(out / "input_prob.tif"),
+            json.loads((out / "segmentation.json").read_text()))
+
+
+def test_a_training_slice_is_segmented_identically_by_every_path(em_2d, tmp_path: Path) -> None:
+    """The test after training, evaluate.py and segment.py give the same probabilities for a
+    training slice: exactly (tolerance 0; the same float32 computation on the same device)."""
+    run_dir, cfg, datamodule = em_2d
+    checkpoint = run_dir / "checkpoints" / "best.ckpt"
+    raw = np.asarray(datamodule.volumes.train_image[datamodule.train_z[0]])
+    # the test after training: the module's network with the best weights, the data module's
+    # normalization, the inference config's headline (train.py's predictor_for)
+    net = instantiate(cfg.model)
+    load_weights(net, checkpoint)
+    after_training = predictor_for(datamodule, net, datamodule.normalization,
+                                   instantiate(cfg.postproc), cfg.inference).probabilities(raw)
+    # evaluate.py: the checkpoint's network and stored normalization
+    stored_net, stored = load_network(checkpoint)
+    in_evaluate = predictor_for(datamodule, stored_net,
+                                Normalization.from_dict(stored["normalization"]),
+                                instantiate(cfg.postproc), cfg.inference).probabilities(raw)
+    segmented, record = _segment(checkpoint, raw, tmp_path)
+    assert np.array_equal(after_training, in_evaluate)
+    assert np.array_equal(segmented, after_training)
+    assert record["reconstruction"]["reconstruction"] == "full_image"
+    assert record["normalization"] == stored["normalization"]
+    assert record["checkpoint"].endswith("best.ckpt") and record["postproc"]["threshold"] == 0.5
+
+
+def test_the_matrix_row_is_the_predictors_reconstruction(em_2d, tmp_path: Path) -> None:
+    """protocols.csv's full_image row (train.py and evaluate.py) scores the Predictor's masks."""
+    run_dir, _, datamodule = em_2d
+    checkpoint = run_dir / "checkpoints" / "best.ckpt"
+    predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
+    volumes = datamodule.volumes
+    masks = predictor.masks(predictor.probabilities(np.asarray(volumes.test_image)))
+    expected = volume_metrics(np.asarray(volumes.test_labels) > 0, masks,
+                              voxel_size=volumes.voxel_size_nm)["iou_fg"]
+    with open(run_dir / "protocols.csv") as stream:
+        trained = list(csv.DictReader(stream))
+    assert [r["protocol"] for r in trained] == ["full_image"]
+    assert float(trained[0]["iou_fg"]) == pytest.approx(expected, abs=1e-12)
+    evaluate(compose_config("evaluate", [f"ckpt_path={checkpoint}"], tmp_path))
+    with open(tmp_path / "protocols.csv") as stream:
+        assert float(next(csv.DictReader(stream))["iou_fg"]) == pytest.approx(expected, abs=1e-12)
+
+
+def test_tta_and_z_filter_chosen_by_inference_on_a_stack(em_2d, tmp_path: Path) -> None:
+    run_dir, _, datamodule = em_2d
+    checkpoint = run_dir / "checkpoints" / "best.ckpt"
+    stack = np.asarray(datamodule.volumes.test_image)
+    segmented, record = _segment(checkpoint, stack, tmp_path, "inference=em_paper")
+    net, stored = load_network(checkpoint)
+    scaled = Normalization.from_dict(stored["normalization"])(stack)
+    # em_paper: full images, 8-fold TTA, z-median 5, NHWC convolutions (channels_last)
+    predict = net_predictor(net, "cpu", channels_last=True)
+    raw = reconstruct(predict, scaled, "full_image", (32, 32), 2, tta=True,
+                      device="cpu").probabilities.numpy()
+    np.testing.assert_array_equal(segmented, median_z_filter(raw, 5))
+    card = record["reconstruction"]
+    assert (card["reconstruction"], card["tta"], card["zfilter"]) == (
+        "full_image", 8, {"size": 5, "axis": "z"})
+    mask = tifffile.imread(tmp_path / "out" / "input_mask.tif")
+    assert mask.shape == stack.shape and np.array_equal(mask == 255, segmented > 0.5)
+
+
+def test_a_3d_checkpoint_segments_a_tiff_volume(tmp_path: Path) -> None:
+    overrides = [o for o in EM_2D if not o.startswith(("model", "dataset.patch", "augmentation"))]
+    overrides += ["model=unet3d_paper002", "+model.filters=[4,8,8,16]", "augmentation=paper3d",
+                  "dataset.patch_size=[8,32,32]", "dataset.volumes.train_shape=[24,48,48]"]
+    train(compose_config("train", overrides, tmp_path / "run"))
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    volume = np.random.default_rng(0).integers(0, 256, (10, 40, 44), dtype=np.uint8)
+    segmented, record = _segment(checkpoint, volume, tmp_path)
+    assert segmented.shape == volume.shape and segmented.dtype == np.float32
+    expected = Predictor.from_checkpoint(checkpoint, device="cpu").probabilities(volume)
+    assert np.array_equal(segmented, expected)
+    # the stored headline of em_quick: blended 50 % overlap of the training window, z-median 5
+    assert record["spatial_dims"] == 3 and record["reconstruction"] == {
+        "reconstruction": "overlap_blend", "window": [8, 32, 32], "overlap": 0.5,
+        "blending": "spline", "tta": 1, "zfilter": {"size": 5, "axis": "z"},
+        "divisor": None, "precision": "32-true"}
+    tifffile.imwrite(tmp_path / "flat.tif", volume[0])
+    with pytest.raises(InputError, match="3D network needs a volume"):
+        segment(compose_config("segment", [f"ckpt_path={checkpoint}",
+                                           f"input={tmp_path / 'flat.tif'}",
+                                           f"output_dir={tmp_path / 'out2'}"]))
