@@ -10,7 +10,6 @@ import tomllib
 import zipfile
 from pathlib import Path
 
-import pytest
 
 from mitoseg.config.paths import config_dir, config_file
 from tests.conftest import CONF, REPO
@@ -74,8 +73,6 @@ def test_wheel_ships_every_config(tmp_path: Path) -> None:
     assert "mitoseg/commands/train.py" in names and "mitoseg/config/paths.py" in names
 
 
-@pytest.mark.xfail(strict=False, reason="evaluation/ and training/train.py are converted on the "
-                                        "pred branch")
 def test_library_code_logs_and_never_prints() -> None:
     offenders = [f"{path.relative_to(REPO)}:{number}"
                  for path in sorted(SRC.rglob("*.py"))
