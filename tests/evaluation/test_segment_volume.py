@@ -129,3 +129,22 @@ def test_a_3d_network_goes_blockwise_with_its_receptive_field_as_halo(tmp_path_f
     whole = Predictor.from_checkpoint(checkpoint, full, device="cpu").probabilities(image)
     np.testing.assert_allclose(open_volume(tmp_path / "out" / "v_prob.ome.zarr")[:], whole,
                                rtol=0, atol=2e-6)
+
+
+def test_segment_py_takes_zarr_and_hdf5_volumes_block_by_block(checkpoint_2d, volume_source,
+                                                                tmp_path) -> None:
+    from mitoseg.evaluation.segment import segment
+
+    source, image = volume_source
+    out = tmp_path / "out"
+    record = segment(compose_config("segment", [f"ckpt_path={checkpoint_2d}", f"input={source}",
+                                                f"output_dir={out}", "blockwise.block_depth=4",
+                                                "device=cpu"]))
+    assert record["blocks"] == 3 and record["voxel_size_nm"] == [30.0, 6.0, 6.0]
+    whole = Predictor.from_checkpoint(checkpoint_2d, device="cpu").probabilities(image)
+    np.testing.assert_allclose(open_volume(out / "cells_prob.ome.zarr")[:], whole, rtol=0,
+                               atol=1e-6)
+    with pytest.raises(InputError, match="block by block"):
+        segment(compose_config("segment", [f"ckpt_path={checkpoint_2d}", f"input={source}",
+                                           f"output_dir={tmp_path / 'x'}",
+                                           "blockwise.enabled=false"]))

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from mitoseg.data.image_io import list_image_files, read_image
 from mitoseg.evaluation.predictor import Predictor
+from mitoseg.evaluation.segment_volume import segment_volume
 from mitoseg.errors import InputError
 from mitoseg.runs.files import write_new_bytes, write_new_json
 from mitoseg.runs.paths import display_path
@@ -64,6 +65,35 @@ def build_predictor(cfg: DictConfig) -> Predictor:
         postproc=instantiate(cfg.postproc) if cfg.get("postproc") else None)
 
 
+def blockwise(cfg: DictConfig) -> bool:
+    """Block by block into OME-Zarr: always for Zarr / OME-Zarr / HDF5 inputs, and for any
+    volume when ``blockwise.enabled`` is true."""
+    enabled = (cfg.get("blockwise") or {}).get("enabled", "auto")
+    if enabled not in ("auto", True, False):
+        raise InputError(f"segment option 'blockwise.enabled' must be auto, true or false, got "
+                         f"{enabled!r}")
+    text = str(cfg.input).lower()
+    chunked_input = any(marker in text for marker in (".zarr", ".h5", ".hdf5", ".hdf"))
+    if enabled is False and chunked_input:
+        raise InputError(f"input '{cfg.input}' is a Zarr/HDF5 volume: it is segmented block by "
+                         "block (blockwise.enabled=auto or true)")
+    return chunked_input or enabled is True
+
+
+def segment_blockwise(cfg: DictConfig) -> dict[str, Any]:
+    """One volume, block by block (``mitoseg.evaluation.segment_volume``)."""
+    options = cfg.blockwise
+    postproc = instantiate(cfg.postproc) if cfg.get("postproc") else None
+    settings = build_predictor(cfg).settings
+    return segment_volume(
+        cfg.ckpt_path, str(cfg.input), Path(cfg.output_dir or cfg.paths.output_dir),
+        inference=settings, level=cfg.get("level"), block_depth=int(options.block_depth),
+        voxel_size_nm=list(cfg.voxel_size_nm) if cfg.get("voxel_size_nm") else None,
+        engine=str(options.engine), workers=int(options.workers), address=options.get("address"),
+        jobqueue=dict(options.get("jobqueue") or {}), resume=bool(options.resume),
+        overwrite=bool(options.overwrite), device=cfg.get("device") or None, postproc=postproc)
+
+
 def segment(cfg: DictConfig) -> dict[str, Any]:
     """Write ``<name>_prob.tif`` (float32 probabilities) and ``<name>_mask.tif`` (uint8, 255 =
     mitochondrion) for every input, plus ``segmentation.json`` recording the checkpoint, the
@@ -72,6 +102,8 @@ def segment(cfg: DictConfig) -> dict[str, Any]:
     slice, or a volume for a 3D network. Existing files are never overwritten: the run stops
     before predicting anything.
     """
+    if blockwise(cfg):
+        return segment_blockwise(cfg)
     files = input_files(cfg.input)
     predictor = build_predictor(cfg)
     stored = predictor.stored

@@ -77,12 +77,13 @@ def segment_volume(checkpoint: str | Path, source: str, out_dir: str | Path, *,
                    workers: int = 2, address: str | None = None,
                    jobqueue: dict[str, Any] | None = None, resume: bool = False,
                    overwrite: bool = False, device: str | None = None,
-                   progress: bool = True) -> dict[str, Any]:
+                   postproc: Any = None, progress: bool = True) -> dict[str, Any]:
     """Write ``<name>_prob.ome.zarr`` (float32) and ``<name>_mask.ome.zarr`` (uint8, 255 =
     mitochondrion) into ``out_dir`` and return the record also written as
-    ``<name>_segmentation.json``. ``engine``: 'none' (this process), 'local' (Dask worker
+    ``<name>_segmentation.json``. ``inference``: reconstruction settings or an inference config
+    (None: the checkpoint's default); ``postproc``: None: the checkpoint's. ``engine``: 'none' (this process), 'local' (Dask worker
     processes), 'address' (a running scheduler), 'slurm' or 'pbs' (dask-jobqueue)."""
-    predictor = Predictor.from_checkpoint(checkpoint, inference, device=device)
+    predictor = Predictor.from_checkpoint(checkpoint, inference, postproc, device=device)
     volume = open_volume(source, level)
     voxel = check_voxel_size(volume, voxel_size_nm)
     blocks, halo = slab_blocks(predictor, volume.shape, block_depth)
