@@ -90,6 +90,18 @@ INTENDED: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {
                                                        "channels_last": False}},
 }
 NEW_KEYS = {"task_folder"}  # where the task's run folders go (conf/hydra/default.yaml)
+# every EM data set's volumes read the debug option's test-slice limit (null without debug=...)
+TEST_SLICE_LIMIT = "${oc.select:debug.max_test_slices,null}"
+
+
+def drop_new_keys(before: dict[str, Any], after: dict[str, Any]) -> None:
+    """Remove from ``after`` the keys the refactor adds to every config that has them."""
+    for key in NEW_KEYS:
+        after.pop(key, None)
+    dataset = after.get("dataset")
+    volumes = dataset.get("volumes") if isinstance(dataset, dict) else None
+    if volumes is not None and "max_test_slices" not in before["dataset"]["volumes"]:
+        assert volumes.pop("max_test_slices") == TEST_SLICE_LIMIT
 
 
 def option_node(group: str, option: str) -> Any:
@@ -106,8 +118,12 @@ def test_every_option_composes_as_before(name: str, overrides: list[str]) -> Non
         pytest.skip(f"commit {BEFORE} is not in this repository's history")
     before = composed(old, name, overrides)
     after = composed(CONF, name, overrides)
-    for key in NEW_KEYS:
-        after.pop(key, None)
+    drop_new_keys(before, after)
+    if name == "study" and after["train_overrides"] != before["train_overrides"]:
+        # the presets select a debug option instead of trainer keys: their training runs are
+        # compared in test_the_debug_group_composes_the_runs_it_replaces
+        assert any(o.startswith("debug=") for o in after["train_overrides"])
+        before["train_overrides"] = after["train_overrides"]
     intended = INTENDED.get((name, tuple(overrides)), {})
     for key, change in intended.items():
         assert after[key] != before[key], f"{key}: expected a change for {overrides}"
@@ -117,3 +133,51 @@ def test_every_option_composes_as_before(name: str, overrides: list[str]) -> Non
         else:
             before[key] = {**before[key], **change}
     assert after == before
+
+
+# The tiny-run override list of tests/conftest.py before the debug group replaced its run part.
+TINY_BEFORE = [
+    "dataset.masks.count=24", "dataset.masks.shape=[64,64]", "dataset.split={val:4,test:4}",
+    "dataset.batch_size=4", "dataset.eval_batch_size=4", "model.base_channels=4",
+    "trainer=cpu", "trainer.max_epochs=1", "+trainer.limit_train_batches=3",
+    "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "logger=none",
+]
+
+
+def preset_runs() -> list[tuple[str, list[str], list[str]]]:
+    """(preset, its training overrides before, after) for every study preset."""
+    import yaml
+
+    old = old_conf()
+    runs = []
+    for path in sorted((CONF / "study_preset").glob("*.yaml")):
+        after = yaml.safe_load(path.read_text())
+        before = yaml.safe_load((old / "study_preset" / path.name).read_text()) if old else after
+        data = [f"dataset={after.get('dataset', 'fluo_procedural')}"]
+        runs.append((path.stem, data + before["train_overrides"], data + after["train_overrides"]))
+    return runs
+
+
+@pytest.mark.parametrize("name, before, after",
+                         [("tests TINY", TINY_BEFORE, None), *preset_runs()],
+                         ids=lambda value: value if isinstance(value, str) else "")
+def test_the_debug_group_composes_the_runs_it_replaces(name: str, before: list[str],
+                                                       after: list[str] | None) -> None:
+    """tests/conftest.py's TINY and the study presets select debug=tiny or debug=quiet_cpu
+    instead of repeating trainer keys: their training runs compose as before, plus the debug
+    node (max_test_slices, for EM data) and, with debug=tiny, the cheap EM inference matrix
+    (unused by these fluorescence runs)."""
+    from tests.conftest import TINY
+
+    old = old_conf()
+    if old is None:
+        pytest.skip(f"commit {BEFORE} is not in this repository's history")
+    after = TINY if after is None else after
+    was = composed(old, "train", before)
+    now = composed(CONF, "train", after)
+    drop_new_keys(was, now)
+    if "debug=tiny" in after:
+        assert now.pop("debug") == {"max_test_slices": 8}
+        assert now["inference"] == option_node("inference", "em_quick")
+        now["inference"] = was["inference"]
+    assert now == was

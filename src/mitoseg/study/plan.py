@@ -21,6 +21,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from mitoseg.config.options import load_option
 from mitoseg.errors import InputError
 
 CONDITION_DIR = Path(__file__).resolve().parents[3] / "conf" / "condition"
@@ -66,7 +67,8 @@ def condition_params(name: str) -> dict[str, Any]:
     path = CONDITION_DIR / f"{name}.yaml"
     if not path.is_file():
         raise InputError(f"study: no condition '{name}' (expected {path})")
-    return dict(OmegaConf.to_container(OmegaConf.load(path)).get("condition", {}))
+    # a *_corr file is a variant of its base (defaults: [sib3]): read it as Hydra composes it
+    return dict(OmegaConf.to_container(load_option(CONDITION_DIR, name)).get("condition", {}))
 
 
 def training_conditions(families: list[str], mixtures: list[str], sensitivity: bool) -> list[str]:
