@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from tests.conftest import CONF, REPO
 
@@ -43,9 +43,15 @@ def old_conf() -> Path | None:
 
 
 def composed(conf: Path, name: str, overrides: list[str]) -> dict[str, Any]:
+    """The composed config, unresolved, except the EM patch size: it now follows the model
+    (``${mitoseg.for_dims:...}``, a 3D model gets 3D patches), so its value is compared."""
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         cfg = compose(name, overrides=overrides)
-    return OmegaConf.to_container(cfg, resolve=False)  # type: ignore[return-value]
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    if isinstance(cfg.get("dataset"), DictConfig) and "patch_size" in cfg.dataset:
+        plain["dataset"]["patch_size"] = OmegaConf.to_container(cfg.dataset, resolve=True)[
+            "patch_size"]
+    return plain  # type: ignore[return-value]
 
 
 def group_cases() -> list[tuple[str, list[str]]]:
@@ -84,6 +90,14 @@ INTENDED: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {
     # a dataset brings its modality's augmentation and post-processing (issue 15, item 4):
     # before, dataset=<EM data set> kept the fluorescence dihedral mask augmentation (refused
     # by the EM pipeline) and Binarize
+    # a data set brings its modality's augmentation and post-processing (issue 15, item 4):
+    # before, dataset=<EM data set> kept the fluorescence dihedral mask augmentation (refused
+    # by the EM pipeline) and Binarize
+    ("train", ("dataset=kasthuri_pp",)): PAPER2D_EM,
+    ("train", ("dataset=lucchi",)): PAPER2D_EM,
+    ("train", ("dataset=lucchi_pp",)): PAPER2D_EM,
+    ("train", ("dataset=synthetic_em",)): PAPER2D_EM,
+    ("train", ("dataset=lucchi", "augmentation=strong")): {"postproc": "em_default"},
     # inference=em_quick is derived from em_matrix: it regains precision and channels_last
     # (the values the code fell back to, so no run changes)
     ("train", ("inference=em_quick",)): {"inference": {"precision": "32-true",

@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from mitoseg.config.validation import check_seeds, plain_config
+from mitoseg.config.validation import check_model_fits_data, check_seeds, plain_config
 from mitoseg.data.em_datamodule import EMDataModule
 from mitoseg.evaluation.em_evaluate import evaluate_em, headline_choice, load_net_weights
 from mitoseg.runs.files import write_new_csv, write_new_json, write_new_text
@@ -89,6 +89,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     tests on one device and returns the metrics (the other ranks return an empty dict).
     """
     check_seeds(cfg)
+    check_model_fits_data(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
