@@ -116,6 +116,14 @@ def drop_new_keys(before: dict[str, Any], after: dict[str, Any]) -> None:
     volumes = dataset.get("volumes") if isinstance(dataset, dict) else None
     if volumes is not None and "max_test_slices" not in before["dataset"]["volumes"]:
         assert volumes.pop("max_test_slices") == TEST_SLICE_LIMIT
+    if volumes is not None and volumes.get("voxel_size_nm", 0) is None:
+        # the real data sets' voxel sizes live in their modules (mitoseg.data.em_datasets); the
+        # configs say null (the data set's own) instead of repeating them
+        from mitoseg.data.em_datasets import BY_KEY
+
+        key = volumes.get("dataset", "lucchi")
+        assert list(BY_KEY[key].VOXEL_SIZE_NM) == before["dataset"]["volumes"]["voxel_size_nm"]
+        volumes["voxel_size_nm"] = before["dataset"]["volumes"]["voxel_size_nm"]
 
 
 def option_node(group: str, option: str) -> Any:
