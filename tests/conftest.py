@@ -18,12 +18,12 @@ REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 SHARED_DATA = Path(os.environ.get("MITOSEG_SHARED_DATA", REPO.parent / "shared" / "data"))
 
-# A tiny but complete training job: 24 procedural 64 x 64 masks, a 4-channel U-Net, 1 epoch.
+# A tiny but complete training job: 24 procedural 64 x 64 masks, a 4-channel U-Net, and the
+# run length of conf/debug/tiny.yaml (CPU, 1 epoch of 3 batches).
 TINY = [
     "dataset.masks.count=24", "dataset.masks.shape=[64,64]", "dataset.split={val:4,test:4}",
     "dataset.batch_size=4", "dataset.eval_batch_size=4", "model.base_channels=4",
-    "trainer=cpu", "trainer.max_epochs=1", "+trainer.limit_train_batches=3",
-    "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "logger=none",
+    "debug=tiny", "logger=none",
 ]
 
 

@@ -45,7 +45,8 @@ NO_OPTION = "~"  # the scheduler group's empty choice (train.yaml: scheduler: nu
 
 
 def options(group: str) -> list[str]:
-    names = sorted(path.stem for path in (CONF / group).glob("*.yaml"))
+    names = sorted(path.stem for path in (CONF / group).glob("*.yaml")
+                  if not path.stem.startswith("_"))  # _name: a base other options extend
     return names + [NO_OPTION] if group == "scheduler" else names
 
 

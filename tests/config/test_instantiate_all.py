@@ -15,7 +15,8 @@ from tests.conftest import CONF, SHARED_DATA, compose_config, cpu_stand_in
 
 
 def options(group: str) -> list[str]:
-    return sorted(path.stem for path in (CONF / group).glob("*.yaml"))
+    return sorted(path.stem for path in (CONF / group).glob("*.yaml")
+                  if not path.stem.startswith("_"))  # _name: a base other options extend
 
 
 GROUPS = ["dataset", "model", "augmentation", "loss", "optimizer", "scheduler", "postproc",

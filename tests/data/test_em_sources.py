@@ -191,3 +191,39 @@ def test_real_lucchi_pp_loads_through_the_dataset_config(tmp_path: Path) -> None
     assert volumes.test_labels.mean() == pytest.approx(0.0535, abs=0.002)
     assert described["test_slices"] == [[145, 164]] and described["notes"]["train_slices"] == [[0, 164]]
     assert paired_better_than_neighbours(volumes.train_image, volumes.train_labels) >= 0.8  # 0.86
+
+
+def test_max_test_slices_keeps_the_first_test_slices_and_names_them(tmp_path: Path) -> None:
+    from mitoseg.data.em_sources import limit_test_slices
+
+    whole = synthetic_volumes((4, 32, 32), (6, 32, 32))
+    cut = synthetic_volumes((4, 32, 32), (6, 32, 32), max_test_slices=2)
+    assert np.array_equal(cut.test_image, whole.test_image[:2])
+    assert np.array_equal(cut.test_labels, whole.test_labels[:2])
+    assert np.array_equal(cut.train_image, whole.train_image)  # training is untouched
+    assert cut.notes["max_test_slices"] == 2 and cut.notes["test_slices"] == [[0, 1]]
+    assert limit_test_slices(whole, 6) is whole and limit_test_slices(whole, None) is whole
+    kasthuri = casser_volumes(str(write_kasthuri(tmp_path)), "kasthuri++", max_test_slices=3)
+    assert kasthuri.test_image.shape[0] == 3 and kasthuri.slice_numbers("test") == [0, 1, 2]
+    assert kasthuri.notes["test_slices"] == [[0, 2]]
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(InputError, match="'volumes.max_test_slices' must be null or an int"):
+            limit_test_slices(whole, bad)
+
+
+def test_max_test_slices_cuts_the_lucchi_holdout_from_its_start(tmp_path: Path) -> None:
+    write_lucchi_training(tmp_path)
+    volumes = lucchi_volumes(str(tmp_path), holdout_slices=8, test_gap_slices=5,
+                             max_test_slices=3)
+    assert volumes.test_image[:, 0, 0].tolist() == [32, 33, 34]
+    assert volumes.slice_numbers("test") == [32, 33, 34]
+    assert volumes.notes["test_slices"] == [[32, 34]]
+
+
+def test_every_em_data_set_reads_max_test_slices_from_the_debug_option() -> None:
+    for option in ("lucchi", "lucchi_pp", "kasthuri_pp", "synthetic_em"):
+        plain = compose_config("train", [f"dataset={option}"]).dataset.volumes
+        assert plain.max_test_slices is None
+        tiny = compose_config("train", [f"dataset={option}", "debug=tiny"]).dataset.volumes
+        assert tiny.max_test_slices == 8
+        assert "max_test_slices" in inspect.signature(instantiate(tiny).func).parameters

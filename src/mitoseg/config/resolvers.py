@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -47,11 +48,15 @@ def _seed_first(override_dirname: str) -> str:
     return ",".join(part for part in (match.group(1), rest.lstrip(",")) if part)
 
 
-def run_dir(resume: object, default: str) -> str:
-    """``hydra.run.dir``: the folder named by ``resume=<run folder>``, else ``default``."""
-    if resume is None or str(resume) in ("auto", "never"):
-        return default
-    return str(resume)
+def run_dir(*folders_then_default: object) -> str:
+    """``hydra.run.dir``: the first folder given to continue (``resume=<run folder>``,
+    ``analyze_only=<study folder>``; None, 'auto' and 'never' name none), else the last
+    argument, the new folder."""
+    *folders, default = folders_then_default
+    for folder in folders:
+        if folder is not None and str(folder) not in ("auto", "never"):
+            return str(folder)
+    return str(default)
 
 
 ACCELERATORS = ("gpu", "cuda", "mps", "tpu")
@@ -64,7 +69,16 @@ def on_accelerator(accelerator: object, when_accelerator: str, otherwise: str) -
     return when_accelerator if str(accelerator).lower() in ACCELERATORS else otherwise
 
 
+def for_dims(spatial_dims: object, for_2d: Any, for_3d: Any) -> Any:
+    """``for_3d`` when ``spatial_dims`` is 3, else ``for_2d``: a data set's patch size follows
+    the chosen model (``${mitoseg.for_dims:${oc.select:model.spatial_dims,2},[256,256],[80,80,80]}``),
+    so a 3D model gets 3D patches without a further option."""
+    return for_3d if int(spatial_dims) == 3 else for_2d
+
+
 def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("mitoseg.for_dims"):
+        OmegaConf.register_new_resolver("mitoseg.for_dims", for_dims)
     if not OmegaConf.has_resolver("mitoseg.on_accelerator"):
         OmegaConf.register_new_resolver("mitoseg.on_accelerator", on_accelerator)
     if not OmegaConf.has_resolver("mitoseg.suffix"):

@@ -18,6 +18,31 @@ def check_seeds(cfg: DictConfig) -> None:
                              "(for several seeds use a multirun: -m seed=0..9)")
 
 
+def check_model_fits_data(cfg: DictConfig) -> None:
+    """The network's spatial dimensions match the data's: a 2D network takes 2D patches or
+    images, a 3D network 3D patches (``dataset.patch_size`` of 3 sizes). Caught here, before
+    any data is read, instead of as a shape error inside the first convolution."""
+    model, dataset = cfg.get("model"), cfg.get("dataset")
+    if not model or not dataset:
+        return
+    dims = int(model.get("spatial_dims", 2))
+    name = str(model.get("_target_", "?")).rsplit(".", 1)[-1]
+    patch = dataset.get("patch_size")
+    if patch is None:  # whole 2D images (the fluorescence data sets)
+        if dims != 2:
+            raise InputError(f"model {name} is {dims}D (model.spatial_dims={dims}) but the "
+                             "dataset gives whole 2D images: choose a 2D model or a volume "
+                             "(EM) data set")
+        return
+    patch = list(patch)
+    if len(patch) != dims:
+        example = "[80,80,80]" if dims == 3 else "[256,256]"
+        raise InputError(f"model {name} is {dims}D (model.spatial_dims={dims}) but "
+                         f"dataset.patch_size={patch} has {len(patch)} sizes: set "
+                         f"dataset.patch_size to {dims} sizes (e.g. dataset.patch_size={example}),"
+                         f" or leave it unset so the data set takes the model's default")
+
+
 def plain_config(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as plain Python types (safe to store in a checkpoint)."""
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]

@@ -11,8 +11,8 @@ then gives one (``--sha256``) or says explicitly that an unverified file is acce
 (``--allow-unverified`` / ``allow_unverified=True``), and the digest of what arrived is logged so
 it can be recorded.
 
-Checksums in ``DATASETS`` are copied from other projects, not computed here (these machines have
-no internet): Lucchi++ from torch-em (``torch_em/data/datasets/electron_microscopy/lucchi.py``)
+Checksums in ``DATASETS`` (from ``mitoseg.data.em_datasets``) are copied from other projects,
+not computed here (these machines have no internet): Lucchi++ from torch-em (``torch_em/data/datasets/electron_microscopy/lucchi.py``)
 and micro-sam (``micro_sam/sample_data.py``), which agree; Kasthuri++ from torch-em
 (``kasthuri.py``). The official Lucchi files have no published checksum.
 """
@@ -37,36 +37,17 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 
 from mitoseg.console import console_logging, emit
+from mitoseg.data import em_datasets
 from mitoseg.errors import InputError
 
 log = logging.getLogger(__name__)
 
-_LUCCHI_BASE = ("https://documents.epfl.ch/groups/c/cv/cvlab-unit/www/data/"
-                "%20ElectronMicroscopy_Hippocampus/")  # the %20 is part of the real address
-
+# the catalogue: each data set's page, description and files (URL, SHA-256) come from its module
+# in mitoseg.data.em_datasets
 DATASETS: dict[str, dict] = {
-    "lucchi": {
-        "page": "https://www.epfl.ch/labs/cvlab/data/data-em/",
-        "description": "EPFL Hippocampus (Lucchi et al. 2011), four multi-page TIFFs",
-        "files": [{"url": _LUCCHI_BASE + name, "sha256": None}
-                  for name in ("training.tif", "training_groundtruth.tif", "testing.tif",
-                               "testing_groundtruth.tif")],
-    },
-    "lucchi++": {
-        "page": "https://sites.google.com/view/connectomics/",
-        "description": "Lucchi++ (Casser et al. 2020), Lucchi re-labelled; zip of PNG slices",
-        "files": [{"url": "http://www.casser.io/files/lucchi_pp.zip",
-                   "sha256": "770ce9e98fc6f29c1b1a250c637e6c5125f2b5f1260e5a7687b55a79e2e8844d",
-                   "extract": True}],
-    },
-    "kasthuri++": {
-        "page": "https://sites.google.com/view/connectomics/",
-        "description": "Kasthuri++ (Casser et al. 2020), ssEM 30x3x3 nm; zip of PNG slices",
-        "files": [{"url": "http://www.casser.io/files/kasthuri_pp.zip",
-                   "sha256": "bbb78fd205ec9b57feb8f93ebbdf1666261cbc3e0305e7f11583ab5157a3d792",
-                   "extract": True}],
-    },
-}
+    key: {"page": module.PAGE, "description": module.DESCRIPTION,
+          "files": [dict(entry) for entry in module.FILES]}
+    for key, module in em_datasets.BY_KEY.items()}
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")

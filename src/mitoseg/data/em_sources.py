@@ -6,6 +6,7 @@ configuring a data set reads nothing; ``EMDataModule.setup`` calls it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 
@@ -36,9 +37,37 @@ def _voxel_size(given: Sequence[float] | None, dataset: str) -> tuple[float, flo
     return size
 
 
+def limit_test_slices(volumes: EMVolumes, max_test_slices: int | None) -> EMVolumes:
+    """``volumes`` with only the first ``max_test_slices`` test slices (None: all of them).
+
+    For quick runs (``debug=tiny``): every consumer of the data set -- the test after
+    training, ``evaluate.py`` -- then sees the same smaller test volume, and the run records
+    name the slices kept.
+    """
+    if max_test_slices is None:
+        return volumes
+    if isinstance(max_test_slices, bool) or not isinstance(max_test_slices, int) \
+            or max_test_slices < 1:
+        raise InputError("dataset option 'volumes.max_test_slices' must be null or an int >= 1, "
+                         f"got {max_test_slices!r}")
+    depth = volumes.test_image.shape[0]
+    if max_test_slices >= depth:
+        return volumes
+    numbers = volumes.slice_numbers("test", range(max_test_slices))
+    notes = {**volumes.notes, "max_test_slices": max_test_slices,
+             "test_slices": slice_ranges(numbers)}
+    return dataclasses.replace(
+        volumes, test_image=volumes.test_image[:max_test_slices],
+        test_labels=volumes.test_labels[:max_test_slices], notes=notes,
+        description=f"{volumes.description}; test cut to its first {max_test_slices} of "
+                    f"{depth} slices (max_test_slices)",
+        test_slice_numbers=None if volumes.test_slice_numbers is None else numbers)
+
+
 def lucchi_volumes(root: str, test: str = "holdout", holdout_slices: int = 33,
                    test_gap_slices: int = 10, cache_dir: str | None = None,
-                   voxel_size_nm: Sequence[float] | None = None) -> EMVolumes:
+                   voxel_size_nm: Sequence[float] | None = None,
+                   max_test_slices: int | None = None) -> EMVolumes:
     """The EPFL Lucchi volumes. ``test``: 'official' (testing.tif, the published protocol) or
     'holdout' (the last ``holdout_slices`` slices of training.tif, for copies without the test
     volume; training then uses the slices before them, less ``test_gap_slices`` slices next to
@@ -47,7 +76,7 @@ def lucchi_volumes(root: str, test: str = "holdout", holdout_slices: int = 33,
     Why the gap: at 5 nm per slice, neighbouring slices are near-copies (image correlation
     0.89, label IoU 0.92 for slices 1 apart on the real volume; 0.39 and 0.61 for 10 apart,
     see ``python -m mitoseg.data.em_overlap``), so a test slice next to a training slice
-    measures memory more than generalization.
+    measures memory more than generalization. ``max_test_slices``: see ``limit_test_slices``.
     """
     if test not in ("official", "holdout"):
         raise InputError(f"dataset option 'test' must be 'official' or 'holdout', got {test!r}")
@@ -58,10 +87,11 @@ def lucchi_volumes(root: str, test: str = "holdout", holdout_slices: int = 33,
     if test == "official":
         test_image = open_tif_volume(files["test"][0], cache_dir)
         test_labels = binary_labels(open_tif_volume(files["test"][1], cache_dir), files["test"][1])
-        return EMVolumes(image, labels, test_image, test_labels, voxel,
-                         f"Lucchi '{display_path(root)}' (official train/test volumes)",
-                         {"test": "official", "test_gap_slices": None,
-                          "test_source": "testing.tif, a separate volume"})
+        return limit_test_slices(EMVolumes(
+            image, labels, test_image, test_labels, voxel,
+            f"Lucchi '{display_path(root)}' (official train/test volumes)",
+            {"test": "official", "test_gap_slices": None,
+             "test_source": "testing.tif, a separate volume"}), max_test_slices)
     depth, gap = image.shape[0], int(test_gap_slices)
     if gap < 0:
         raise InputError(f"dataset option 'test_gap_slices' must be >= 0, got {gap}")
@@ -74,21 +104,24 @@ def lucchi_volumes(root: str, test: str = "holdout", holdout_slices: int = 33,
     notes = {"test": "holdout", "train_slices": [[0, end - 1]],
              "gap_slices": [[end, cut - 1]] if gap else [], "test_slices": [[cut, depth - 1]],
              "test_gap_slices": gap, "test_source": "training.tif, held-out slices"}
-    return EMVolumes(image[:end], labels[:end], image[cut:], labels[cut:], voxel,
-                     f"Lucchi '{display_path(root)}' (slices {cut}-{depth - 1} held out as test, {gap} slices "
-                     f"before them unused)", notes,
-                     test_slice_numbers=list(range(cut, depth)))
+    return limit_test_slices(EMVolumes(
+        image[:end], labels[:end], image[cut:], labels[cut:], voxel,
+        f"Lucchi '{display_path(root)}' (slices {cut}-{depth - 1} held out as test, {gap} slices "
+        f"before them unused)", notes,
+        test_slice_numbers=list(range(cut, depth))), max_test_slices)
 
 
 def casser_volumes(root: str, dataset: str, voxel_size_nm: Sequence[float] | None = None,
                    layout: Mapping[str, Sequence[str]] | None = None,
-                   split_note: str | None = None) -> EMVolumes:
+                   split_note: str | None = None,
+                   max_test_slices: int | None = None) -> EMVolumes:
     """Lucchi++ or Kasthuri++ in the layout Casser et al. (2020) distribute (PNG slices).
 
     ``layout``: ``{"train": [image folder, label folder], "test": [...]}``, by default
     Train_In/Train_Out and Test_In/Test_Out. Images and labels pair by the slice number in their
     names; the numbers are kept, so run records name the slices of the recording.
     ``split_note`` says in the run record what the two folders are (e.g. which EPFL volume).
+    ``max_test_slices``: see ``limit_test_slices``.
     """
     key = dataset.lower()
     folders = casser_files(root, key, _layout(layout))
@@ -104,9 +137,11 @@ def casser_volumes(root: str, dataset: str, voxel_size_nm: Sequence[float] | Non
     described = "; ".join(f"{split}: {'/'.join(names[split])}, slices "
                           f"{', '.join(f'{a}-{b}' for a, b in notes[f'{split}_slices'])}"
                           for split in ("train", "test"))
-    return EMVolumes(*volumes["train"], *volumes["test"], _voxel_size(voxel_size_nm, key),
-                     f"{key} '{display_path(root)}' ({described})", notes,
-                     train_slice_numbers=numbers["train"], test_slice_numbers=numbers["test"])
+    return limit_test_slices(EMVolumes(
+        *volumes["train"], *volumes["test"], _voxel_size(voxel_size_nm, key),
+        f"{key} '{display_path(root)}' ({described})", notes,
+        train_slice_numbers=numbers["train"], test_slice_numbers=numbers["test"]),
+        max_test_slices)
 
 
 def _layout(layout: Mapping[str, Sequence[str]] | None) -> dict[str, tuple[str, str]]:
@@ -122,12 +157,16 @@ def _layout(layout: Mapping[str, Sequence[str]] | None) -> dict[str, tuple[str, 
 def synthetic_volumes(train_shape: tuple[int, int, int] = (48, 192, 192),
                       test_shape: tuple[int, int, int] = (16, 192, 192), seed: int = 0,
                       anisotropy: float = 1.0, voxel_size_nm: tuple[float, float, float] = (5, 5, 5),
-                      mito_density: float = 0.08) -> EMVolumes:
-    """Procedural EM-like volumes: train and test are made from different seeds."""
+                      mito_density: float = 0.08,
+                      max_test_slices: int | None = None) -> EMVolumes:
+    """Procedural EM-like volumes: train and test are made from different seeds.
+    ``max_test_slices``: see ``limit_test_slices`` (the test volume is made whole, then cut,
+    so its first slices do not depend on the limit)."""
     train = synthetic_em_volume(tuple(train_shape), seed=seed, anisotropy=anisotropy,
                                 mito_density=mito_density)
     test = synthetic_em_volume(tuple(test_shape), seed=seed + 1_000_003, anisotropy=anisotropy,
                                mito_density=mito_density)
-    return EMVolumes(*train, *test, _voxel_size(voxel_size_nm, "lucchi"),
-                     f"synthetic EM (seed {seed}, anisotropy {anisotropy})",
-                     {"train_shape": list(train_shape), "test_shape": list(test_shape)})
+    return limit_test_slices(EMVolumes(
+        *train, *test, _voxel_size(voxel_size_nm, "lucchi"),
+        f"synthetic EM (seed {seed}, anisotropy {anisotropy})",
+        {"train_shape": list(train_shape), "test_shape": list(test_shape)}), max_test_slices)

@@ -53,34 +53,30 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from mitoseg.data import em_datasets
 from mitoseg.data.image_io import list_image_files, read_array
 from mitoseg.errors import InputError
 
 log = logging.getLogger(__name__)
 
-# (z, y, x) in nm. Lucchi and Lucchi++ are the same FIB-SEM volume; Kasthuri++ is serial-section
-# EM with 30 nm sections and 3 nm pixels (paper 002, "Datasets").
+# The facts of each data set live in mitoseg.data.em_datasets (one module each); these tables
+# are views of them for the readers below.
 VOXEL_SIZE_NM: dict[str, tuple[float, float, float]] = {
-    "lucchi": (5.0, 5.0, 5.0),
-    "lucchi++": (5.0, 5.0, 5.0),
-    "kasthuri++": (30.0, 3.0, 3.0),
-}
+    key: module.VOXEL_SIZE_NM for key, module in em_datasets.BY_KEY.items()}  # (z, y, x) nm
 
-LUCCHI_PAGE = "https://www.epfl.ch/labs/cvlab/data/data-em/"
-LUCCHI_FILES: dict[str, tuple[str, str]] = {
-    "train": ("training.tif", "training_groundtruth.tif"),
-    "test": ("testing.tif", "testing_groundtruth.tif"),
-}
+LUCCHI_PAGE = em_datasets.lucchi.PAGE
+LUCCHI_FILES: dict[str, tuple[str, str]] = em_datasets.lucchi.LAYOUT
 
-CASSER_PAGE = "https://sites.google.com/view/connectomics/"
-CASSER_FOLDERS: dict[str, str] = {"lucchi++": "Lucchi++", "kasthuri++": "Kasthuri++"}
+CASSER_PAGE = em_datasets.lucchi_pp.PAGE
+CASSER_FOLDERS: dict[str, str] = {key: m.FOLDER for key, m in em_datasets.CASSER.items()}
 CASSER_LAYOUT: dict[str, tuple[str, str]] = {
     "train": ("Train_In", "Train_Out"),
     "test": ("Test_In", "Test_Out"),
 }
-# Label values that are neither mitochondrion nor background: Kasthuri++ marks the area outside
-# the imaged tissue with 2. They are read as background; ``label_ignore_mask`` finds them.
-CASSER_IGNORE_VALUES: dict[str, tuple[int, ...]] = {"lucchi++": (), "kasthuri++": (2,)}
+# Label values that are neither mitochondrion nor background (Kasthuri++: 2 outside the
+# tissue). They are read as background; ``label_ignore_mask`` finds them.
+CASSER_IGNORE_VALUES: dict[str, tuple[int, ...]] = {
+    key: m.IGNORE_VALUES for key, m in em_datasets.CASSER.items()}
 
 _CHUNK_SLICES = 16  # z-slices per chunk when scanning a (possibly mapped) volume
 

@@ -20,7 +20,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from mitoseg.config.paths import config_file
+from mitoseg.config.options import load_option
+from mitoseg.config.paths import config_dir, config_file
 from mitoseg.errors import InputError
 
 FAMILIES: dict[str, tuple[tuple[float, str], ...]] = {
@@ -64,7 +65,8 @@ def condition_params(name: str) -> dict[str, Any]:
     path = config_file("condition", name)
     if not path.is_file():
         raise InputError(f"study: no condition '{name}' (expected {path})")
-    return dict(OmegaConf.to_container(OmegaConf.load(path)).get("condition", {}))
+    # a *_corr file is a variant of its base (defaults: [sib3]): read it as Hydra composes it
+    return dict(OmegaConf.to_container(load_option(config_dir() / "condition", name)).get("condition", {}))
 
 
 def training_conditions(families: list[str], mixtures: list[str], sensitivity: bool) -> list[str]:

@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from mitoseg.config.validation import check_seeds, plain_config
+from mitoseg.config.validation import check_model_fits_data, check_seeds, plain_config
 from mitoseg.data.normalization import Normalization
 from mitoseg.evaluation.checkpoints import load_weights
 from mitoseg.evaluation.em_evaluate import headline_choice
@@ -93,6 +93,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     tests on one device and returns the metrics (the other ranks return an empty dict).
     """
     check_seeds(cfg)
+    check_model_fits_data(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
