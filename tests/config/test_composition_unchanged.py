@@ -87,9 +87,6 @@ PAPER2D_EM = {"augmentation": "paper2d", "postproc": "em_default"}
 # node is that option's file) or {group: {key: value}} (keys the node gains). Every other case
 # composes unchanged.
 INTENDED: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {
-    # a dataset brings its modality's augmentation and post-processing (issue 15, item 4):
-    # before, dataset=<EM data set> kept the fluorescence dihedral mask augmentation (refused
-    # by the EM pipeline) and Binarize
     # a data set brings its modality's augmentation and post-processing (issue 15, item 4):
     # before, dataset=<EM data set> kept the fluorescence dihedral mask augmentation (refused
     # by the EM pipeline) and Binarize
@@ -104,6 +101,10 @@ INTENDED: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {
                                                        "channels_last": False}},
 }
 NEW_KEYS = {"task_folder"}  # where the task's run folders go (conf/hydra/default.yaml)
+# options added to one entry point by issues 15 and 16, each with a null/off default: the
+# device of evaluate.py and segment.py; segment.py's block-wise prediction of volumes
+TASK_NEW_KEYS = {"evaluate": {"device"},
+                 "segment": {"device", "level", "voxel_size_nm", "blockwise"}}
 # every EM data set's volumes read the debug option's test-slice limit (null without debug=...)
 TEST_SLICE_LIMIT = "${oc.select:debug.max_test_slices,null}"
 
@@ -141,6 +142,9 @@ def test_every_option_composes_as_before(name: str, overrides: list[str]) -> Non
     before = composed(old, name, overrides)
     after = composed(CONF, name, overrides)
     drop_new_keys(before, after)
+    for key in TASK_NEW_KEYS.get(name, ()):
+        assert key not in before, key
+        after.pop(key, None)
     if name == "study" and after["train_overrides"] != before["train_overrides"]:
         # the presets select a debug option instead of trainer keys: their training runs are
         # compared in test_the_debug_group_composes_the_runs_it_replaces
