@@ -36,8 +36,8 @@ def centred(size: int, want: int) -> tuple[int, int]:
     return (want - size) // 2, want - size - (want - size) // 2
 
 
-@pytest.mark.parametrize("shape, target", [((2, 1, 37, 53), (40, 56)), ((1, 2, 9, 5, 7), (16, 8, 8)),
-                                           ((1, 1, 6, 6), (6, 6))])
+@pytest.mark.parametrize("shape, target", [((2, 1, 37, 53), (40, 56)),
+                                           ((1, 2, 9, 5, 7), (16, 8, 8)), ((1, 1, 6, 6), (6, 6))])
 def test_centred_padding_is_numpy_reflect_split_smaller_half_first(shape, target) -> None:
     x = torch.randn(shape)
     widths = [(0, 0), (0, 0)] + [centred(n, t) for n, t in zip(shape[2:], target)]
