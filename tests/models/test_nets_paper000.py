@@ -1,7 +1,8 @@
 """The U-Net and FCN of paper 000: shapes for the non-default options and below the stride,
-architecture counts, the FCN's bilinear up-samplers, padding, bad arguments. The generic checks for
+architecture counts, the FCN's bilinear up-samplers, bad arguments. The generic checks for
 unet_paper000 and fcn_paper000 (input-size output on sizes off the stride, gradients reaching every
-parameter, seeding, stored outputs) live in test_contract.py."""
+parameter, seeding, stored outputs) live in test_contract.py; padding in
+tests/inference/test_padding.py."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from mitoseg.models.nets.fcn_paper000 import FCNPaper000
-from mitoseg.models.nets.padding import crop_to, pad_to_multiple
 from mitoseg.models.nets.unet_paper000 import UNetPaper000
 
 NETS = [UNetPaper000, FCNPaper000]
@@ -133,25 +133,3 @@ def test_fcn_maps_a_constant_image_to_a_constant_away_from_borders():
     # Zero padding of the 3x3 convolutions reaches about 40 px in; beyond that, one value.
     centre = out[..., 48:-48, 48:-48]
     torch.testing.assert_close(centre, torch.full_like(centre, float(centre[0, 0, 0, 0])))
-
-
-@pytest.mark.parametrize("height, width", [(200, 200), (37, 53), (2, 3), (1, 9), (8, 8), (13, 7)])
-@pytest.mark.parametrize("multiple", [2, 8, 16])
-def test_pad_to_multiple_and_crop_to_round_trip(height, width, multiple):
-    x = torch.randn(2, 3, height, width)
-    padded, size = pad_to_multiple(x, multiple)
-    assert size == (height, width)
-    assert padded.shape[:2] == x.shape[:2]
-    for have, want in zip(padded.shape[2:], size):
-        assert have % multiple == 0 and want <= have < want + multiple  # the smallest multiple
-    assert torch.equal(crop_to(padded, size), x)
-    if (height, width) == (37, 53) and multiple == 8:
-        # Centred reflection: one extra row/column on top/left, two on bottom/right.
-        assert padded.shape[2:] == (40, 56)
-        assert torch.equal(padded[..., 0, 1:-2], x[..., 1, :])
-
-
-def test_pad_to_multiple_leaves_a_fitting_input_alone():
-    x = torch.randn(1, 1, 16, 24)
-    padded, size = pad_to_multiple(x, 8)
-    assert padded is x and size == (16, 24)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from mitoseg.errors import InputError
+from mitoseg.inference.padding import pad_spatial
 from mitoseg.inference.windows import window as make_window
 
 Predict = Callable[[torch.Tensor], torch.Tensor]
@@ -100,23 +101,10 @@ def per_patch_tiles(volume_shape: Sequence[int], patch_size: Sequence[int]) -> l
 def reflect_pad_end(x: torch.Tensor, target: Sequence[int]) -> torch.Tensor:
     """Reflect-pad the trailing len(target) axes at their far end up to ``target``.
 
-    Implemented by index reflection (period 2 (n - 1)), so, like numpy's 'reflect', it works
-    when the padding is larger than the axis itself.
+    Like numpy's 'reflect', it works when the padding is larger than the axis itself (see
+    ``padding.pad_spatial``, the one padding helper, with ``short="repeat"``).
     """
-    offset = x.ndim - len(target)
-    for axis, want in enumerate(target, start=offset):
-        n = x.shape[axis]
-        if want <= n:
-            continue
-        idx = np.arange(want)
-        if n > 1:
-            period = 2 * (n - 1)
-            idx = idx % period
-            idx = np.where(idx < n, idx, period - idx)
-        else:
-            idx = np.zeros(want, dtype=np.int64)
-        x = x.index_select(axis, torch.as_tensor(idx, device=x.device))
-    return x
+    return pad_spatial(x, target, centred=False, short="repeat")
 
 
 def check_prediction(pred: object, want: Sequence[int], batch_ndim: int) -> torch.Tensor:

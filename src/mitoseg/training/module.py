@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from mitoseg.metrics.batch import area_similarity_batch
 from mitoseg.postproc.binarize import Binarize
 from mitoseg.training.losses import DeepSupervisionLoss
 
@@ -102,12 +103,22 @@ class SegmentationModule(pl.LightningModule):
         self._check_unchecked_losses()
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Log ``val/loss`` and ``val/as``, the mean AS (foreground IoU) per validation image.
+
+        ``val/as`` is ``metrics.batch.area_similarity_batch`` (the torch twin of
+        ``metrics.segmentation.area_similarity``, computed on the device) of the thresholded
+        probability map ``sigmoid(logits) > binarize.threshold`` against the mask. That is the
+        configured post-processing's output when the post-processing is a plain threshold
+        (``Binarize`` or ``EMPostprocess`` with nothing after the threshold, the default).
+        When it does more -- small-object removal, hole filling, a watershed, or a level set,
+        which needs the image -- ``val/as`` still scores the threshold step alone: running the
+        full post-processing would copy every prediction to the CPU at every validation. The
+        test metrics (``test/*``) always score the full post-processing. The name is the same
+        for fluorescence and EM runs (paper 002's foreground IoU is the same quantity).
+        """
         _, logits = self._shared_step(batch, "val")
         predicted = torch.sigmoid(logits) > self.binarize.threshold
-        truth = batch["mask"] > 0.5
-        intersection = (predicted & truth).flatten(1).sum(1).float()
-        union = (predicted | truth).flatten(1).sum(1).float()
-        per_image = torch.where(union > 0, intersection / union.clamp(min=1), torch.ones_like(union))
+        per_image = area_similarity_batch(batch["mask"] > 0.5, predicted)
         self.log("val/as", per_image.mean(), on_epoch=True, prog_bar=True, batch_size=len(logits),
                  sync_dist=True)
 

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mitoseg.models.nets.unet_paper002 import CONV, UNetPaper002, init_conv_
+from mitoseg.models.layers import CONV, init_conv_
+from mitoseg.models.nets.unet_paper002 import UNetPaper002
 
 
 class AttentionGate(nn.Module):

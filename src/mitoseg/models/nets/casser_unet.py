@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mitoseg.models.nets.padding import crop_to, pad_to_multiple
-from mitoseg.models.nets.unet_paper002 import init_conv_
+from mitoseg.inference.padding import crop_to, pad_to_multiple
+from mitoseg.models.layers import init_conv_
 
 LEVELS = 5  # four poolings: start_filters * (1, 2, 4, 8, 16), bottleneck last
 

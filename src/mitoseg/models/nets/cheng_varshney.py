@@ -8,9 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mitoseg.models.nets.padding import crop_to, pad_to_multiple
-from mitoseg.models.nets.unet_paper002 import (BATCH_NORM, CONV, CONV_TRANSPOSE, MAX_POOL,
-                                               init_conv_)
+from mitoseg.inference.padding import crop_to, pad_to_multiple
+from mitoseg.models.layers import BATCH_NORM, CONV, CONV_TRANSPOSE, MAX_POOL, init_conv_
 
 ENCODER_STAGES = (2, 3, 6)  # plain residual blocks after the input block / each downsampling
 DECODER_STAGES = ((64, 4), (32, 2))  # (width, bottleneck blocks) after each upsampling

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mitoseg.models.nets.padding import crop_to, pad_to_multiple
+from mitoseg.inference.padding import crop_to, pad_to_multiple
 
 
 def _conv_block(in_channels: int, out_channels: int, convs: int) -> nn.Sequential:

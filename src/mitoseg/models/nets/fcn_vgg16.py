@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mitoseg.models.nets.padding import crop_to, pad_to_multiple
-from mitoseg.models.nets.unet_paper002 import init_conv_
+from mitoseg.inference.padding import crop_to, pad_to_multiple
+from mitoseg.models.layers import init_conv_
 
 VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))  # (channels, 3x3 convs)
 VARIANTS = ("fcn8", "fcn32")

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mitoseg.models.nets.padding import crop_to
-from mitoseg.models.nets.unet_paper002 import BATCH_NORM, CONV, CONV_TRANSPOSE
+from mitoseg.inference.padding import crop_to, pad_spatial
+from mitoseg.models.layers import BATCH_NORM, CONV, CONV_TRANSPOSE, INSTANCE_NORM
 
 # Per-stage strides (first stage unstrided) and the patch size nnU-Net v1 plans for Lucchi
 # (165 x 768 x 1024 isotropic voxels); see NNUNetPlain's docstring for the derivation.
@@ -19,7 +19,6 @@ PLANNED_STRIDES = {2: ((1, 1),) + ((2, 2),) * 7 + ((1, 2),),
 PLANNED_PATCH_SIZE = {2: (768, 1024), 3: (40, 208, 288)}
 BASE_FEATURES = 32
 MAX_FEATURES = {2: 480, 3: 320}  # Generic_UNet's MAX_FILTERS_2D / MAX_NUM_FILTERS_3D
-INSTANCE_NORM = {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}
 NORMS = ("instance", "batch")
 
 PerAxis = int | Sequence[int]
@@ -45,19 +44,6 @@ def padded_size(size: Sequence[int], axis_strides: Sequence[int]) -> tuple[int, 
     if target == list(axis_strides):
         target[-1] *= 2
     return tuple(target)
-
-
-def pad_to_size(x: torch.Tensor, target: Sequence[int]) -> torch.Tensor:
-    """Centred reflect padding up to ``target`` (replicate when the input is too small to
-    reflect), exactly as ``padding.pad_to_multiple`` pads, so ``padding.crop_to`` undoes it."""
-    size = tuple(x.shape[2:])
-    pads: list[int] = []
-    for length, want in zip(reversed(size), reversed(tuple(target))):
-        missing = want - length
-        pads += [missing // 2, missing - missing // 2]
-    if any(pads):
-        x = F.pad(x, pads, mode="reflect" if min(size) > max(pads) else "replicate")
-    return x
 
 
 def _he_init_(layer: nn.Module) -> None:
@@ -233,7 +219,7 @@ class NNUNetPlain(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         size = tuple(x.shape[2:])
         padded = padded_size(size, self.axis_strides)
-        x = pad_to_size(x, padded)
+        x = pad_spatial(x, padded)
         skips = []
         for stage in self.encoder:
             x = stage(x)

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mitoseg.models.nets.padding import crop_to
-from mitoseg.models.nets.unet_paper002 import init_conv_
+from mitoseg.inference.padding import crop_to, pad_spatial
+from mitoseg.models.layers import init_conv_
 
 PATCH = 32  # training patch side; the network's minimum input
 STEP = 8  # three stride-2 poolings: one patch logit every 8 pixels
@@ -19,20 +19,6 @@ def _conv(in_channels: int, out_channels: int, kernel: int, padding: int = 0) ->
     conv = nn.Conv2d(in_channels, out_channels, kernel, padding=padding)
     init_conv_(conv, "glorot_uniform")
     return conv
-
-
-def _pad_to(x: torch.Tensor, target: tuple[int, ...]) -> torch.Tensor:
-    """Pad the spatial dims of ``x`` up to ``target``, split as ``pad_to_multiple`` (and
-    ``crop_to``) do: the smaller half before. Reflection, or replication where the input is
-    too small to reflect."""
-    pads: list[int] = []
-    for have, want in zip(reversed(x.shape[2:]), reversed(target)):
-        missing = want - have
-        pads += [missing // 2, missing - missing // 2]
-    if not any(pads):
-        return x
-    mode = "reflect" if min(x.shape[2:]) > max(pads) else "replicate"
-    return F.pad(x, pads, mode=mode)
 
 
 class OztelCNN(nn.Module):
@@ -144,7 +130,7 @@ class OztelCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = tuple(x.shape[2:])
         target = tuple(max(PATCH, -(-side // STEP) * STEP) for side in size)
-        grid = self.patch_logits(_pad_to(x, target))
+        grid = self.patch_logits(pad_spatial(x, target))
         centres = tuple(STEP * (n - 1) + 1 for n in grid.shape[2:])  # pixels 16 .. side - 16
         dense = F.interpolate(grid, size=centres, mode="bilinear", align_corners=True)
         before, after = CENTRE, PATCH - CENTRE - 1

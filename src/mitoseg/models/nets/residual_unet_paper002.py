@@ -7,14 +7,11 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from mitoseg.models.nets.unet_paper002 import BATCH_NORM, CONV, UNetPaper002, init_conv_
+from mitoseg.models.layers import BATCH_NORM, CONV, activation_layer, init_conv_
+from mitoseg.models.nets.unet_paper002 import unet_for
 
 DEFAULT_FILTERS = {2: (16, 32, 64, 128, 256), 3: (28, 36, 48, 64, 80)}
 DEFAULT_DROPOUT = (0.1, 0.1, 0.2, 0.2, 0.3)  # five levels in 2D and in 3D
-
-
-def _activation(name: str, inplace: bool) -> nn.Module:
-    return nn.ELU(alpha=1.0, inplace=inplace) if name == "elu" else nn.ReLU(inplace=inplace)
 
 
 class ResidualBlock(nn.Module):
@@ -48,13 +45,13 @@ class ResidualBlock(nn.Module):
             if batch_norm:
                 layers.append(norm(in_channels))
             # Not in place: the shortcut still needs the block's input.
-            layers.append(_activation(activation, inplace=batch_norm))
+            layers.append(activation_layer(activation, inplace=batch_norm))
         layers.append(conv(in_channels, out_channels, 3, padding=1, bias=not batch_norm))
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         if batch_norm:
             layers.append(norm(out_channels))
-        layers.append(_activation(activation, inplace=True))
+        layers.append(activation_layer(activation, inplace=True))
         layers.append(conv(out_channels, out_channels, 3, padding=1))
         for layer in layers:
             if isinstance(layer, conv):
@@ -150,12 +147,9 @@ class ResidualUNetPaper002(nn.Module):
         if dropout is None and isinstance(filters, Sequence) \
                 and len(filters) == len(DEFAULT_DROPOUT):
             dropout = DEFAULT_DROPOUT
-        try:
-            self.unet = UNetPaper002(spatial_dims, in_channels, out_channels, filters=filters,
-                                     dropout=dropout, activation=activation,
-                                     batch_norm=batch_norm, init=init, upsample=upsample)
-        except ValueError as error:
-            raise ValueError(f"{name}: invalid option ({error})") from error
+        self.unet = unet_for(name, spatial_dims, in_channels, out_channels, filters=filters,
+                             dropout=dropout, activation=activation, batch_norm=batch_norm,
+                             init=init, upsample=upsample)
         self.filters, self.dropout = self.unet.filters, self.unet.dropout
         self.stride = self.unet.stride
 

@@ -7,7 +7,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from mitoseg.models.nets.unet_paper002 import UNetPaper002, he_normal_
+from mitoseg.models.layers import he_normal_
+from mitoseg.models.nets.unet_paper002 import unet_for
 
 
 class SqueezeExcitation(nn.Module):
@@ -116,12 +117,9 @@ class SEUNetPaper002(nn.Module):
                               ("se_every_conv", se_every_conv)):
             if not isinstance(value, bool):
                 raise ValueError(f"{name}: {option} must be true or false, got {value!r}")
-        try:
-            self.unet = UNetPaper002(spatial_dims, in_channels, out_channels, filters=filters,
-                                     dropout=dropout, activation=activation,
-                                     batch_norm=batch_norm, init=init, upsample=upsample)
-        except ValueError as error:
-            raise ValueError(f"{name}: invalid option ({error})") from error
+        self.unet = unet_for(name, spatial_dims, in_channels, out_channels, filters=filters,
+                             dropout=dropout, activation=activation, batch_norm=batch_norm,
+                             init=init, upsample=upsample)
         self.filters, self.dropout = self.unet.filters, self.unet.dropout
         self.stride = self.unet.stride
 

@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from mitoseg.models.nets.padding import crop_to, pad_to_multiple
+from mitoseg.inference.padding import crop_to, pad_to_multiple
 
 FC_DENSENET103_LAYERS = (4, 5, 7, 10, 12, 15, 12, 10, 7, 5, 4)
 

@@ -7,8 +7,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from mitoseg.models.nets.padding import crop_to, pad_to_multiple
-from mitoseg.models.nets.unet_paper002 import init_conv_
+from mitoseg.inference.padding import crop_to, pad_to_multiple
+from mitoseg.models.layers import init_conv_, unet_features
 
 DEFAULT_FILTERS = (32, 64, 128, 256, 512)
 
@@ -99,10 +99,5 @@ class UNet3DCicek(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, size = pad_to_multiple(x, self.stride)
-        skips = []
-        for level, encoder in enumerate(self.encoders):
-            x = encoder(x if level == 0 else self.pool(x))
-            skips.append(x)
-        for index, (upsample, decoder) in enumerate(zip(self.upsamplers, self.decoders)):
-            x = decoder(torch.cat([upsample(x), skips[-2 - index]], dim=1))
+        x = unet_features(x, self.encoders, self.pool, self.upsamplers, self.decoders)
         return crop_to(self.head(x), size)

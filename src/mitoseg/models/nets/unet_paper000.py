@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mitoseg.models.nets.padding import crop_to, pad_to_multiple
+from mitoseg.inference.padding import crop_to, pad_to_multiple
+from mitoseg.models.layers import unet_features
 
 
 def _double_conv(in_channels: int, out_channels: int, batch_norm: bool) -> nn.Sequential:
@@ -72,12 +73,7 @@ class UNetPaper000(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, size = pad_to_multiple(x, self.stride)
-        skips = []
-        for level, encoder in enumerate(self.encoders):
-            x = encoder(x if level == 0 else self.pool(x))
-            skips.append(x)
-        for upsample, decoder, skip in zip(self.upsamplers, self.decoders, reversed(skips[:-1])):
-            x = decoder(torch.cat([upsample(x), skip], dim=1))
+        x = unet_features(x, self.encoders, self.pool, self.upsamplers, self.decoders)
         return crop_to(self.head(x), size)
 
 

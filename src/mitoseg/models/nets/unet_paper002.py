@@ -2,60 +2,21 @@
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
-from mitoseg.models.nets.padding import crop_to, pad_to_multiple
+from mitoseg.inference.padding import crop_to, pad_to_multiple
+from mitoseg.models.layers import (ACTIVATIONS, CONV, CONV_TRANSPOSE, INITS, MAX_POOL, conv_block,
+                                   init_conv_, unet_features)
 
 # (spatial_dims, skip_channels, gate_channels) -> module called as gate(skip, coarse_features)
 SkipGateFactory = Callable[[int, int, int], nn.Module]
 
 DEFAULT_FILTERS = {2: (16, 32, 64, 128, 256), 3: (28, 36, 48, 64)}
 DEFAULT_DROPOUT = {2: (0.1, 0.1, 0.2, 0.2, 0.3), 3: (0.1, 0.1, 0.2, 0.3)}
-ACTIVATIONS = {"elu": lambda: nn.ELU(alpha=1.0, inplace=True),
-               "relu": lambda: nn.ReLU(inplace=True)}
-INITS = ("he_normal", "glorot_uniform")
 UPSAMPLES = ("transpose", "nearest")
-CONV = {2: nn.Conv2d, 3: nn.Conv3d}
-CONV_TRANSPOSE = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
-BATCH_NORM = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
-MAX_POOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
-
-
-def he_normal_(weight: torch.Tensor) -> torch.Tensor:
-    """Keras ``he_normal``: truncated normal (2 std) whose variance after truncation is 2/fan_in."""
-    fan_in, _ = nn.init._calculate_fan_in_and_fan_out(weight)
-    std = math.sqrt(2.0 / fan_in) / 0.87962566103423978  # Keras' truncation correction
-    return nn.init.trunc_normal_(weight, 0.0, std, -2 * std, 2 * std)
-
-
-def init_conv_(layer: nn.Module, init: str) -> None:
-    """Initialize a convolution's kernel as Keras would (``init``) and zero its bias."""
-    if init == "he_normal":
-        he_normal_(layer.weight)
-    else:
-        nn.init.xavier_uniform_(layer.weight)
-    if layer.bias is not None:
-        nn.init.zeros_(layer.bias)
-
-
-def conv_block(spatial_dims: int, in_channels: int, out_channels: int, activation: str,
-               dropout: float, batch_norm: bool, init: str) -> nn.Sequential:
-    """Fig. 2a of paper 002: conv3x3 -> act -> dropout -> conv3x3 -> act (BN after each conv)."""
-    layers: list[nn.Module] = []
-    for index, channels_in in enumerate((in_channels, out_channels)):
-        conv = CONV[spatial_dims](channels_in, out_channels, 3, padding=1, bias=not batch_norm)
-        init_conv_(conv, init)
-        layers.append(conv)
-        if batch_norm:
-            layers.append(BATCH_NORM[spatial_dims](out_channels))
-        layers.append(ACTIVATIONS[activation]())
-        if index == 0 and dropout > 0:
-            layers.append(nn.Dropout(dropout))
-    return nn.Sequential(*layers)
 
 
 def _per_level(dropout: float | Sequence[float] | None, spatial_dims: int,
@@ -142,7 +103,7 @@ class UNetPaper002(nn.Module):
                              f"got {len(rates)}")
         if any(not 0 <= p < 1 for p in rates):
             raise ValueError(f"UNetPaper002: dropout rates must be in [0, 1), got {rates}")
-        for name, value, allowed in (("activation", activation, tuple(ACTIVATIONS)),
+        for name, value, allowed in (("activation", activation, ACTIVATIONS),
                                      ("init", init, INITS), ("upsample", upsample, UPSAMPLES)):
             if value not in allowed:
                 raise ValueError(f"UNetPaper002: {name} must be one of {allowed}, got {value!r}")
@@ -177,13 +138,17 @@ class UNetPaper002(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, size = pad_to_multiple(x, self.stride)
-        skips = []
-        for level, encoder in enumerate(self.encoders):
-            x = encoder(x if level == 0 else self.pool(x))
-            skips.append(x)
-        for index, (upsample, decoder) in enumerate(zip(self.upsamplers, self.decoders)):
-            skip = skips[-2 - index]
-            if self.gates is not None:
-                skip = self.gates[index](skip, x)
-            x = decoder(torch.cat([upsample(x), skip], dim=1))
+        x = unet_features(x, self.encoders, self.pool, self.upsamplers, self.decoders, self.gates)
         return crop_to(self.head(x), size)
+
+
+def unet_for(owner: str, spatial_dims: int, in_channels: int, out_channels: int,
+             **options: object) -> UNetPaper002:
+    """The ``UNetPaper002`` a network built on it (``owner``) wraps; bad options name the owner.
+
+    ``options`` are ``UNetPaper002``'s keyword arguments.
+    """
+    try:
+        return UNetPaper002(spatial_dims, in_channels, out_channels, **options)
+    except ValueError as error:
+        raise ValueError(f"{owner}: invalid option ({error})") from error

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mitoseg.models.nets.padding import crop_to, pad_to_multiple
-from mitoseg.models.nets.unet_paper002 import init_conv_
+from mitoseg.inference.padding import crop_to, pad_to_multiple
+from mitoseg.models.layers import init_conv_
 
 DEFAULT_FILTERS = (32, 48, 64, 80)
 POOL = (1, 2, 2)  # (D, H, W): never along z
