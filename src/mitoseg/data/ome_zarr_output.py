@@ -155,3 +155,20 @@ def _halve(block: np.ndarray, target: Sequence[int]) -> np.ndarray:
     out = padded.reshape(depth, target[0], 2, target[1], 2).mean(axis=(2, 4))
     return out.astype(block.dtype)
 
+
+
+def convert_to_ome_zarr(source: Any, path: str | Path, voxel_size_nm: Sequence[float] | None,
+                        slices_per_chunk: int = 16, levels: int = 3,
+                        overwrite: bool = False) -> OmeZarrOutput:
+    """Copy a (D, H, W) volume (any lazily sliced array: a ``volume_sources.Volume``, a memmap,
+    an HDF5 dataset) into a new OME-Zarr image, ``slices_per_chunk`` slices at a time."""
+    shape = tuple(int(n) for n in source.shape)
+    out = OmeZarrOutput.create(path, shape, np.dtype(source.dtype),
+                               (slices_per_chunk, *shape[1:]), voxel_size_nm,
+                               {"converted_from": str(getattr(source, "source", "array"))},
+                               levels=levels, overwrite=overwrite)
+    for start in range(0, shape[0], slices_per_chunk):
+        stop = min(start + slices_per_chunk, shape[0])
+        out.write((slice(start, stop), slice(None), slice(None)), np.asarray(source[start:stop]))
+    out.finish()
+    return out
