@@ -142,6 +142,7 @@ def script_module(path: Path):
     try:
         spec = importlib.util.spec_from_file_location(f"_doc_check_{path.stem}", path)
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up while it loads
         spec.loader.exec_module(module)
     finally:
         if added:
