@@ -22,9 +22,7 @@ def test_study_trains_through_the_library_not_a_repository_script(tmp_path: Path
         "seed=0", "experiment_name=study_paper000", "logger=csv",
         f"hydra.sweep.dir={tmp_path / 'train'}", "dataset.masks.count=36",
         "dataset.masks.shape=[64,64]", "dataset.split={val:6,test:6}", "dataset.batch_size=6",
-        "model.base_channels=4", "trainer=cpu", "trainer.max_epochs=1",
-        "+trainer.limit_train_batches=2", "trainer.enable_progress_bar=false",
-        "trainer.enable_model_summary=false"]
+        "model.base_channels=4", "debug=tiny", "trainer.limit_train_batches=2"]
 
 
 def test_study_command_line_with_a_launcher(tmp_path: Path) -> None:
