@@ -103,8 +103,14 @@ def dask_client(engine: str, workers: int = 2, threads_per_worker: int = 1,
     from distributed import Client, LocalCluster
 
     if engine == "local":
+        # each worker's math libraries get as many threads as the worker has task threads:
+        # torch.set_num_threads in one thread does not reach the threads that run the tasks,
+        # and unlimited OpenMP pools in every worker would fight over the cores
+        threads = str(int(threads_per_worker))
         cluster = LocalCluster(n_workers=int(workers), threads_per_worker=int(threads_per_worker),
-                               processes=True, dashboard_address=None)
+                               processes=True, dashboard_address=None,
+                               env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+                                    "OPENBLAS_NUM_THREADS": threads})
         return Client(cluster)
     if engine == "address":
         if not address:
