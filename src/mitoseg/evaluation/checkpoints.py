@@ -27,24 +27,13 @@ def load_network(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     if not path.is_file():
         raise InputError(f"checkpoint not found: '{path}' (expected a .ckpt written by train.py, "
                          "e.g. outputs/runs/<experiment>/<run>/checkpoints/best.ckpt)")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise InputError(f"checkpoint '{path}' could not be loaded safely (weights only): "
-                         f"{error}") from error
+    checkpoint = _safe_load(path)
     config = checkpoint.get("mitoseg_config") if isinstance(checkpoint, dict) else None
     if not config or "model" not in config or "state_dict" not in checkpoint:
         raise InputError(f"checkpoint '{path}' is not a mitoseg checkpoint (no stored config "
                          "or state_dict)")
     net = instantiate(OmegaConf.create(config["model"]))
-    prefix = "net."
-    state = {key[len(prefix):]: value for key, value in checkpoint["state_dict"].items()
-             if key.startswith(prefix)}
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise InputError(f"checkpoint '{path}': weights do not fit the stored model config: "
-                         f"{error}") from error
+    _put_weights(net, checkpoint, path, "the stored model config")
     config = dict(config)
     config["normalization"] = stored_normalization(checkpoint, path).to_dict()
     return net.eval(), config
@@ -74,16 +63,26 @@ def stored_normalization(checkpoint: dict[str, Any], path: str | Path = "checkpo
 def load_weights(net: nn.Module, path: str | Path) -> None:
     """Put the network weights of a checkpoint of our module into ``net`` (weights only,
     strictly: every parameter must fit)."""
+    _put_weights(net, _safe_load(Path(path).expanduser()), path, "the network")
+
+
+def _safe_load(path: str | Path) -> Any:
+    """A checkpoint read with ``weights_only=True``: a file from elsewhere cannot run code."""
     try:
-        checkpoint = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling failure means a bad file
         raise InputError(f"checkpoint '{path}' could not be loaded safely (weights only): "
                          f"{error}") from error
+
+
+def _put_weights(net: nn.Module, checkpoint: dict[str, Any], path: str | Path,
+                 target: str) -> None:
+    """The module's ``net.*`` weights into ``net``, strictly."""
     prefix = "net."
     state = {key[len(prefix):]: value for key, value in checkpoint["state_dict"].items()
              if key.startswith(prefix)}
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as error:
-        raise InputError(f"checkpoint '{path}': weights do not fit the network: {error}"
+        raise InputError(f"checkpoint '{path}': weights do not fit {target}: {error}"
                          ) from error
