@@ -45,7 +45,8 @@ def write_pairs(folder: Path, count: int = 8, shape: tuple[int, int] = (200, 200
 
 
 FLUO_DATASETS = ["fluo_masks", "fluo_pairs", "fluo_procedural"]
-EM_DATASETS = ["kasthuri_pp", "lucchi", "lucchi_pp", "synthetic_em"]
+EM_DATASETS = ["em_volumes", "em_volumes_example", "kasthuri_pp", "lucchi", "lucchi_pp",
+               "synthetic_em"]
 
 
 def test_dataset_lists_are_complete() -> None:
@@ -85,8 +86,14 @@ def test_em_dataset_options(option: str, tmp_path: Path) -> None:
     if option == "synthetic_em":
         overrides += ["dataset.volumes.train_shape=[20,128,128]",
                       "dataset.volumes.test_shape=[4,128,128]"]
+    if option == "em_volumes_example":
+        overrides.append(f"paths.output_root={tmp_path}")
     datamodule = instantiate(compose_config("train", overrides, tmp_path).dataset)
     assert isinstance(datamodule, EMDataModule)
+    if option == "em_volumes":  # a template: the error says what to fill in
+        with pytest.raises(InputError, match=r"dataset.volumes.train: no train volumes given"):
+            datamodule.setup()
+        return
     if option == "kasthuri_pp":  # not in shared/: the error names the layout
         with pytest.raises(InputError, match="Train_In"):
             datamodule.setup()

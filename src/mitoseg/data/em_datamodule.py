@@ -9,13 +9,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import ConcatDataset
 
 from mitoseg.data.augment import is_mask_transform
 from mitoseg.data.base import SplitDataModule
 from mitoseg.data.em_overlap import MAX_SHIFT_PX, NEAR_COPY_CORRELATION, slice_copies
 from mitoseg.data.em_patches import RandomPatchDataset, TiledPatchDataset
 from mitoseg.data.em_split import slice_ranges, validation_split
-from mitoseg.data.normalization import EM_MODES, Normalization, fit_normalization
+from mitoseg.data.normalization import EM_MODES, Normalization, fit_normalization_over
+from mitoseg.data.volume_set import LabelledVolume, VolumeSet, from_em_volumes
 from mitoseg.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -45,32 +47,34 @@ class EMVolumes:
         return [int(numbers[z]) if numbers is not None else int(z) for z in indices]
 
 
-def check_no_overlap(volumes: EMVolumes) -> None:
-    """Refuse a test set that shares any slice with the training set (a classic mistake:
-    evaluating on the training volume, or on a z-range that overlaps it): exact copies, and
-    near-copies shifted by up to ``MAX_SHIFT_PX`` pixels or with their intensities changed
-    linearly (``mitoseg.data.em_overlap``). Neighbouring slices are not copies; keeping the
-    test set away from them is the test gap's job (``lucchi_volumes``)."""
-    for name in ("train_image", "train_labels", "test_image", "test_labels"):
-        if getattr(volumes, name).ndim != 3:
-            raise InputError(f"{volumes.description}: {name} must be a (D, H, W) volume, got "
-                             f"shape {getattr(volumes, name).shape}")
-    for image, labels, split in ((volumes.train_image, volumes.train_labels, "training"),
-                                 (volumes.test_image, volumes.test_labels, "test")):
-        if image.shape != labels.shape:
-            raise InputError(f"{volumes.description}: {split} image shape {image.shape} differs "
-                             f"from its labels' shape {labels.shape}")
-    copies = slice_copies(volumes.train_image, volumes.test_image)
+def check_no_overlap(volumes: EMVolumes | VolumeSet) -> None:
+    """Refuse a test set that shares any slice with the training or validation volumes (a
+    classic mistake: evaluating on the training volume, or on a z-range that overlaps it):
+    exact copies, and near-copies shifted by up to ``MAX_SHIFT_PX`` pixels or with their
+    intensities changed linearly (``mitoseg.data.em_overlap``), every test volume against every
+    training and validation volume. Neighbouring slices are not copies; keeping the test set
+    away from them is the test gap's job (``lucchi_volumes``)."""
+    volumes = from_em_volumes(volumes)
+    for seen in (*volumes.train, *volumes.val):
+        for test in volumes.test:
+            _check_pair_no_overlap(volumes.description, seen, test, len(volumes.test) > 1
+                                   or len(volumes.train) + len(volumes.val) > 1)
+
+
+def _check_pair_no_overlap(description: str, seen: LabelledVolume, test: LabelledVolume,
+                           name_them: bool) -> None:
+    which = f" (test volume '{test.name}' against '{seen.name}')" if name_them else ""
+    copies = slice_copies(seen.image, test.image)
     if copies.exact:
-        raise InputError(f"{volumes.description}: {copies.exact} test slice(s) also occur in the "
+        raise InputError(f"{description}{which}: {copies.exact} test slice(s) also occur in the "
                          "training volume; the test set must not overlap the training set")
     near = copies.near
     if near:
-        test_numbers, train_numbers = volumes.slice_numbers("test"), volumes.slice_numbers("train")
+        test_numbers, train_numbers = test.numbers(), seen.numbers()
         listed = "; ".join(f"test slice {test_numbers[p.test]} ~ training slice "
                            f"{train_numbers[p.train]} (r = {p.correlation:.4f}, shift {p.shift})"
                            for p in near[:5])
-        raise InputError(f"{volumes.description}: {len({p.test for p in near})} test slice(s) are "
+        raise InputError(f"{description}{which}: {len({p.test for p in near})} test slice(s) are "
                          f"near-copies of training slices (correlation >= "
                          f"{NEAR_COPY_CORRELATION} up to a shift of {MAX_SHIFT_PX} px and a linear "
                          f"intensity change): {listed}{' ...' if len(near) > 5 else ''}; the test "
@@ -81,8 +85,13 @@ SAMPLINGS = ("loader", "device")
 
 
 class EMDataModule(SplitDataModule):
-    """Training patches from the training volume, minus a random 10 % of its slices kept for
-    validation (seeded by ``split_seed``); the test volume is served as whole slices.
+    """Training patches from the training volumes, minus a random 10 % of each one's slices
+    kept for validation (seeded by ``split_seed``) unless the data set names validation
+    volumes; the test volumes are scored whole (paper 002's protocol matrix).
+
+    Several training volumes give patches in proportion to their slices (2D) or tiles (3D).
+    Volumes with ignored voxels (an ignore value in the label mapping) make every batch carry
+    ``valid`` (1 = the voxel counts), which the loss and every metric use.
 
     2D (``patch_size`` of 2 values): random slices for validation, as paper 002. 3D (3
     values): validation is a contiguous block of slices at a seeded position, since
@@ -90,7 +99,9 @@ class EMDataModule(SplitDataModule):
     ``mitoseg.data.em_split``).
 
     Args:
-        volumes: a callable returning ``EMVolumes`` (called in ``setup``).
+        volumes: a callable returning ``EMVolumes`` (a named data set: one training and one
+            test volume) or a ``VolumeSet`` (any number of training, validation and test
+            volumes, e.g. ``dataset=em_volumes``), called in ``setup``.
         patch_size: (256, 256) in 2D or (80, 80, 80) in 3D by default (paper 002).
         patches_per_image: random patches per training slice per epoch (2D), or per epoch (3D).
         foreground_weight: weight of mitochondria voxels in the patch-centre probability map
@@ -135,7 +146,9 @@ class EMDataModule(SplitDataModule):
         self.placement, self.sampling = placement, sampling
         self.normalization: Normalization | None = None
         self._device_volume: tuple[torch.device, torch.Tensor, torch.Tensor] | None = None
-        self.volumes: EMVolumes | None = None
+        self.volumes: VolumeSet | None = None
+        self.with_valid = False
+        self.slices: list[tuple[list[int], list[int]]] = []
         self.datasets: dict[str, Any] = {}
         self.train_z: list[int] = []
         self.val_z: list[int] = []
@@ -150,30 +163,54 @@ class EMDataModule(SplitDataModule):
         return self.volumes.voxel_size_nm[-1] / 1000.0
 
     def _build(self) -> None:
-        self.volumes = volumes = self.volumes_factory()
+        self.volumes = volumes = from_em_volumes(self.volumes_factory())
         check_no_overlap(volumes)
-        self.train_z, self.val_z = validation_split(volumes.train_image.shape[0], self.val_fraction,
-                                                    self.patch_size, self.split_seed)
-        image, labels = volumes.train_image, volumes.train_labels
-        self.normalization = fit_normalization(self.normalize, image, self.train_z, EM_MODES)
-        self.datasets = {
-            "train": RandomPatchDataset(image, labels, self.train_z, self.patch_size,
-                                        self.patches_per_image, self.foreground_weight,
-                                        self.normalization, self.placement,
-                                        origins_only=self.sampling == "device"),
-        }
-        if self.val_z:
-            val_patch = self.patch_size if self.spatial_dims == 2 else (
-                min(self.patch_size[0], len(self.val_z)), *self.patch_size[1:])
-            self.datasets["val"] = TiledPatchDataset(image, labels, self.val_z, val_patch,
-                                                     self.normalization)
-        log.info("%s: training slices %s, validation slices %s (%s), test slices %s, input %s",
-                 volumes.description, *(self._ranges(s) for s in ("train", "val")),
-                 "random" if self.spatial_dims == 2 else "contiguous", self._ranges("test"),
+        self.with_valid = volumes.has_ignore
+        if self.sampling == "device" and (len(volumes.train) > 1 or self.with_valid):
+            raise InputError("dataset option sampling=device cuts patches from one training "
+                             "volume without ignored voxels; this data set has "
+                             f"{len(volumes.train)} training volume(s)"
+                             f"{' with ignored voxels' if self.with_valid else ''}: use "
+                             "sampling=loader")
+        # per training volume: its training and validation slices (explicit validation volumes:
+        # every slice of the training volumes trains)
+        self.slices = [validation_split(v.depth, 0.0 if volumes.val else self.val_fraction,
+                                        self.patch_size, _split_seed(self.split_seed, i))
+                       for i, v in enumerate(volumes.train)]
+        self.train_z, self.val_z = self.slices[0]
+        self.normalization = fit_normalization_over(
+            self.normalize, [(v.image, z) for v, (z, _) in zip(volumes.train, self.slices)],
+            EM_MODES)
+        train = [RandomPatchDataset(v.image, v.labels, z, self.patch_size,
+                                    self.patches_per_image, self.foreground_weight,
+                                    self.normalization, self.placement,
+                                    origins_only=self.sampling == "device", ignored=v.ignored,
+                                    with_valid=self.with_valid)
+                 for v, (z, _) in zip(volumes.train, self.slices)]
+        validation = [self._tiles(v, val_z) for v, (_, val_z) in zip(volumes.train, self.slices)
+                      if val_z]
+        validation += [self._tiles(v, list(range(v.depth))) for v in volumes.val]
+        self.datasets = {"train": _one_or_concat(train)}
+        if validation:
+            self.datasets["val"] = _one_or_concat(validation)
+        for volume, (train_z, val_z) in zip(volumes.train, self.slices):
+            log.info("%s: '%s' training slices %s, validation slices %s (%s)",
+                     volumes.description, volume.name, _numbered(volume, train_z),
+                     _numbered(volume, val_z),
+                     "random" if self.spatial_dims == 2 else "contiguous")
+        log.info("%s: validation volumes %s, test volumes %s, input %s", volumes.description,
+                 [v.name for v in volumes.val],
+                 {v.name: _numbered(v, range(v.depth)) for v in volumes.test},
                  self.normalization.to_dict())
 
+    def _tiles(self, volume: LabelledVolume, z: list[int]) -> TiledPatchDataset:
+        patch = self.patch_size if self.spatial_dims == 2 else (
+            min(self.patch_size[0], len(z)), *self.patch_size[1:])
+        return TiledPatchDataset(volume.image, volume.labels, z, patch, self.normalization,
+                                 ignored=volume.ignored, with_valid=self.with_valid)
+
     def _ranges(self, split: str) -> list[list[int]]:
-        """[[first, last], ...] source slice numbers of 'train', 'val' or 'test'."""
+        """[[first, last], ...] source slice numbers of 'train', 'val' or 'test' (one volume)."""
         if split == "test":
             return slice_ranges(self.volumes.slice_numbers("test"))
         indices = self.train_z if split == "train" else self.val_z
@@ -181,13 +218,21 @@ class EMDataModule(SplitDataModule):
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         """Batch augmentation runs where the batch is (on the GPU when training there); with
-        ``sampling=device`` the training patches are first cut out there."""
+        ``sampling=device`` the training patches are first cut out there. A ``valid`` mask
+        (data with ignored voxels) travels through the augmentation as a second mask channel,
+        so it moves exactly as the labels do; area a transform pads is ignored."""
         if "origin" in batch:
             batch["image"], batch["mask"] = self.device_patches(batch["origin"])
         if self.augmentation is not None and self.trainer is not None and self.trainer.training:
             generator = torch.Generator(device=batch["image"].device)
             generator.manual_seed(int(torch.randint(0, 2**31 - 1, ()).item()))
-            batch["image"], batch["mask"] = self.augmentation(batch["image"], batch["mask"], generator)
+            if "valid" in batch:
+                stacked = torch.cat([batch["mask"], batch["valid"]], 1)
+                batch["image"], stacked = self.augmentation(batch["image"], stacked, generator)
+                batch["mask"], batch["valid"] = stacked[:, :1], stacked[:, 1:]
+            else:
+                batch["image"], batch["mask"] = self.augmentation(batch["image"], batch["mask"],
+                                                                  generator)
         return batch
 
     def device_patches(self, origins: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -215,17 +260,46 @@ class EMDataModule(SplitDataModule):
 
     def describe(self) -> dict[str, Any]:
         self.setup()
-        return {"volumes": self.volumes.description, "notes": self.volumes.notes,
-                "voxel_size_nm": list(self.volumes.voxel_size_nm),
-                "train_shape": list(self.volumes.train_image.shape),
-                "test_shape": list(self.volumes.test_image.shape),
+        volumes = self.volumes
+        single = len(volumes.train) == 1 and len(volumes.test) == 1 and not volumes.val
+        described = {
+            "volumes": volumes.description, "notes": volumes.notes,
+            "voxel_size_nm": list(volumes.voxel_size_nm),
+            "validation": ("random slices" if self.spatial_dims == 2 else "contiguous block")
+            if not volumes.val else "validation volumes",
+            "test_gap_slices": volumes.notes.get("test_gap_slices"),
+            "normalization": self.normalization.to_dict(), "placement": self.placement,
+            "sampling": self.sampling, "ignore_label": self.with_valid,
+            "patch_size": list(self.patch_size), "patches_per_image": self.patches_per_image,
+            "foreground_weight": self.foreground_weight, "split_seed": self.split_seed,
+            "sizes": {k: len(v) for k, v in self.datasets.items()}}
+        if single:
+            return described | {
+                "train_shape": list(volumes.train_image.shape),
+                "test_shape": list(volumes.test_image.shape),
                 "train_slices": self._ranges("train"), "train_slice_count": len(self.train_z),
-                "val_slices": self.volumes.slice_numbers("train", self.val_z),
-                "validation": "random slices" if self.spatial_dims == 2 else "contiguous block",
-                "test_slices": self._ranges("test"),
-                "test_gap_slices": self.volumes.notes.get("test_gap_slices"),
-                "normalization": self.normalization.to_dict(), "placement": self.placement,
-                "sampling": self.sampling,
-                "patch_size": list(self.patch_size), "patches_per_image": self.patches_per_image,
-                "foreground_weight": self.foreground_weight, "split_seed": self.split_seed,
-                "sizes": {k: len(v) for k, v in self.datasets.items()}}
+                "val_slices": volumes.slice_numbers("train", self.val_z),
+                "test_slices": self._ranges("test")}
+        return described | {"volume_list": [
+            {"split": split, "name": v.name, "shape": list(v.shape), **(
+                {"train_slices": _numbered(v, z), "val_slices": _numbered(v, val_z)}
+                if split == "train" else {"slices": _numbered(v, range(v.depth))})}
+            for split in ("train", "val", "test") for v, (z, val_z) in zip(
+                volumes.volumes(split),
+                self.slices if split == "train" else [((), ())] * len(volumes.volumes(split)))]}
+
+
+def _split_seed(split_seed: int, volume_number: int) -> int:
+    """The validation-split seed of training volume ``volume_number`` (the first one: the data
+    set's own ``split_seed``, so a one-volume data set splits as it always has)."""
+    return split_seed if volume_number == 0 else split_seed + 7919 * volume_number
+
+
+def _one_or_concat(datasets: list[Any]) -> Any:
+    """One dataset as it is (so its batch sampling and random draws are unchanged), several as
+    a ``ConcatDataset`` (each volume then gives samples in proportion to its length)."""
+    return datasets[0] if len(datasets) == 1 else ConcatDataset(datasets)
+
+
+def _numbered(volume: LabelledVolume, indices: Sequence[int]) -> list[list[int]]:
+    return slice_ranges(volume.numbers(list(indices)))

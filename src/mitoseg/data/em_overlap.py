@@ -105,12 +105,12 @@ def near_copy_pairs(train: Any, test: Any, threshold: float = NEAR_COPY_CORRELAT
     """(test, train) slice pairs of two (D, H, W) volumes that are copies up to a shift of
     ``max_shift`` pixels and a linear intensity change. Volumes of different slice shapes are
     not compared (returns [])."""
-    if tuple(train.shape[1:]) != tuple(test.shape[1:]) or not len(train) or not len(test):
+    if tuple(train.shape[1:]) != tuple(test.shape[1:]) or not train.shape[0] or not test.shape[0]:
         return []
     block = max(1, min(THUMB_BLOCK, train.shape[1] // 8, train.shape[2] // 8))
     scores = _thumbnails(test, block) @ _thumbnails(train, block).T
     found = []
-    for t in range(len(test)):
+    for t in range(test.shape[0]):
         test_slice = np.asarray(test[t])
         for z in np.argsort(-scores[t], kind="stable")[:candidates]:
             value, shift = best_shift_correlation(test_slice, train[int(z)], max_shift)

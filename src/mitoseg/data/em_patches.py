@@ -21,31 +21,86 @@ from mitoseg.errors import InputError
 PLACEMENTS = ("centred", "uniform")
 
 
+# Foreground voxels held as (z, y, x) coordinates at most (12 bytes each: 192 MB); a larger
+# foreground is found slice by slice when drawn, so memory stays bounded for any volume size.
+COORDS_LIMIT = 16_000_000
+
+
 class ForegroundSampler:
     """Chooses patch centres: a foreground voxel with probability ``q``, else any voxel.
 
     Sampling a centre from the probability map w(v) = fg_weight for foreground voxels and 1
     for background is exactly this two-step draw with q = fg_weight * n_fg / (fg_weight * n_fg
-    + n_bg), so no dense map (or its cumulative sum) is ever held in memory: only the
-    coordinates of foreground voxels of the slices used, found once, lazily.
+    + n_bg), so no dense map (or its cumulative sum) is ever held in memory. The foreground is
+    scanned once, lazily, a slice at a time: its count per slice, and the voxels' coordinates
+    while there are at most ``coords_limit`` of them. Beyond that (a large volume), the k-th
+    foreground voxel is found by reading its one slice when drawn: the same voxel either way,
+    so the draws do not depend on the limit.
     """
 
-    def __init__(self, labels: Any, z_indices: Sequence[int], fg_weight: float) -> None:
+    def __init__(self, labels: Any, z_indices: Sequence[int], fg_weight: float,
+                 coords_limit: int = COORDS_LIMIT) -> None:
         if fg_weight < 1.0:
             raise InputError(f"dataset option 'foreground_weight' must be >= 1 (1 = uniform), "
                              f"got {fg_weight}")
         self.labels, self.z_indices, self.fg_weight = labels, list(z_indices), float(fg_weight)
+        self.coords_limit = int(coords_limit)
         self._coords: np.ndarray | None = None
+        self._ends: np.ndarray | None = None  # cumulative foreground count per slice
+
+    def _foreground(self, z: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.nonzero(np.asarray(self.labels[z]))
+
+    def _scan(self) -> None:
+        if self._ends is not None:
+            return
+        counts, parts, total = [], [], 0
+        for z in self.z_indices:
+            ys, xs = self._foreground(z)
+            counts.append(len(ys))
+            total += len(ys)
+            if parts is not None and total <= self.coords_limit:
+                parts.append(np.stack([np.full_like(ys, z), ys, xs], 1).astype(np.int32))
+            else:
+                parts = None  # too many to hold: found per slice when drawn
+        self._ends = np.cumsum(np.asarray(counts, np.int64))
+        if parts is not None:
+            self._coords = np.concatenate(parts) if parts else np.zeros((0, 3), np.int32)
+
+    def foreground_count(self) -> int:
+        self._scan()
+        return int(self._ends[-1]) if len(self._ends) else 0
 
     def coords(self) -> np.ndarray:
-        """(N, 3) int32 (z, y, x) of foreground voxels within ``z_indices``."""
+        """(N, 3) int32 (z, y, x) of foreground voxels within ``z_indices`` (slice order, then
+        row-major), when they fit under ``coords_limit``."""
+        self._scan()
         if self._coords is None:
-            parts = []
-            for z in self.z_indices:
-                ys, xs = np.nonzero(np.asarray(self.labels[z]))
-                parts.append(np.stack([np.full_like(ys, z), ys, xs], 1).astype(np.int32))
-            self._coords = np.concatenate(parts) if parts else np.zeros((0, 3), np.int32)
+            raise InputError(f"{self.foreground_count()} foreground voxels exceed the "
+                             f"coordinate limit ({self.coords_limit}); use pick()")
         return self._coords
+
+    def pick(self, k: np.ndarray) -> np.ndarray:
+        """(len(k), 3) (z, y, x) of the k-th foreground voxels (the order of ``coords``)."""
+        self._scan()
+        k = np.asarray(k, np.int64)
+        if self._coords is not None:
+            return self._coords[k]
+        out = np.empty((len(k), 3), np.int64)
+        slots = np.searchsorted(self._ends, k, side="right")
+        for slot in np.unique(slots):
+            chosen = slots == slot
+            ys, xs = self._foreground(self.z_indices[int(slot)])
+            offset = k[chosen] - (self._ends[slot - 1] if slot else 0)
+            out[chosen] = np.stack([np.full(len(offset), self.z_indices[int(slot)]),
+                                    ys[offset], xs[offset]], 1)
+        return out
+
+    def _q(self, shape_hw: tuple[int, int]) -> tuple[int, float]:
+        n_fg = self.foreground_count()
+        n_all = len(self.z_indices) * shape_hw[0] * shape_hw[1]
+        q = self.fg_weight * n_fg / (self.fg_weight * n_fg + (n_all - n_fg)) if n_all else 0
+        return n_fg, q
 
     def centre(self, rng: np.random.Generator, shape_hw: tuple[int, int]) -> tuple[int, int, int]:
         return self.draw(rng, shape_hw)[:3]
@@ -54,16 +109,12 @@ class ForegroundSampler:
              ) -> tuple[int, int, int, bool]:
         """(z, y, x, from_foreground): a voxel, and whether it was drawn from the foreground."""
         if self.fg_weight > 1.0:
-            coords = self.coords()
-            n_fg = len(coords)
-            n_all = len(self.z_indices) * shape_hw[0] * shape_hw[1]
-            q = self.fg_weight * n_fg / (self.fg_weight * n_fg + (n_all - n_fg)) if n_all else 0
+            n_fg, q = self._q(shape_hw)
             if n_fg and rng.random() < q:
-                z, y, x = coords[rng.integers(n_fg)]
+                z, y, x = self.pick(np.array([rng.integers(n_fg)]))[0]
                 return int(z), int(y), int(x), True
         z = self.z_indices[int(rng.integers(len(self.z_indices)))]
         return z, int(rng.integers(shape_hw[0])), int(rng.integers(shape_hw[1])), False
-
 
     def draw_many(self, rng: np.random.Generator, count: int, shape_hw: tuple[int, int]
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -72,13 +123,12 @@ class ForegroundSampler:
         y, x = rng.integers(shape_hw[0], size=count), rng.integers(shape_hw[1], size=count)
         from_foreground = np.zeros(count, bool)
         if self.fg_weight > 1.0:
-            coords = self.coords()
-            n_fg = len(coords)
-            n_all = len(self.z_indices) * shape_hw[0] * shape_hw[1]
-            q = self.fg_weight * n_fg / (self.fg_weight * n_fg + (n_all - n_fg)) if n_all else 0
+            n_fg, q = self._q(shape_hw)
             if n_fg:
                 from_foreground = rng.random(count) < q
-                picked = coords[rng.integers(n_fg, size=count)]
+                chosen = rng.integers(n_fg, size=count)
+                picked = np.zeros((count, 3), np.int64)  # only drawn voxels are looked up
+                picked[from_foreground] = self.pick(chosen[from_foreground])
                 z, y, x = (np.where(from_foreground, picked[:, k], v) for k, v in
                            enumerate((z, y, x)))
         return z.astype(np.int64), y.astype(np.int64), x.astype(np.int64), from_foreground
@@ -114,13 +164,18 @@ class RandomPatchDataset(Dataset):
     drawn from the foreground (``foreground_weight`` > 1) is always centred.
     ``origins_only``: items hold only the window's corner ("origin", (z, y, x)); the data module
     then cuts the patches from a copy of the volume on the training device (``sampling=device``).
+    ``ignored``: a (D, H, W) bool array-like, True where a voxel counts nowhere; ``with_valid``:
+    items carry "valid" (float32, 1 = counts; all ones without ``ignored``), for the loss and
+    the metrics to skip ignored voxels.
     """
 
     def __init__(self, image: Any, labels: Any, z_indices: Sequence[int], patch: Sequence[int],
                  patches_per_image: int = 1, foreground_weight: float = 1.0,
                  normalization: Normalization | None = None, placement: str = "centred",
-                 origins_only: bool = False) -> None:
+                 origins_only: bool = False, ignored: Any | None = None,
+                 with_valid: bool = False) -> None:
         self.image, self.labels = image, labels
+        self.ignored, self.with_valid = ignored, bool(with_valid or ignored is not None)
         self.z_indices = list(z_indices)
         if not self.z_indices:
             raise InputError("patch dataset: no slices to sample from")
@@ -219,12 +274,9 @@ class RandomPatchDataset(Dataset):
         if self.origins_only:
             return {"origin": torch.tensor([z, y0, x0]), "index": index}
         ys, xs = slice(y0, y0 + self.patch[-2]), slice(x0, x0 + self.patch[-1])
-        if self.spatial_dims == 2:
-            image, labels = self.image[z, ys, xs], self.labels[z, ys, xs]
-        else:
-            zs = slice(z, z + self.patch[0])
-            image, labels = self.image[zs, ys, xs], self.labels[zs, ys, xs]
-        return _sample(image, labels, index, f"z{z}-y{y0}-x{x0}", self.normalization)
+        window = (z, ys, xs) if self.spatial_dims == 2 else (slice(z, z + self.patch[0]), ys, xs)
+        return _sample(self.image[window], self.labels[window], index, f"z{z}-y{y0}-x{x0}",
+                       self.normalization, _valid(self.ignored, window, self.with_valid))
 
 
 def default_normalization(image: Any) -> Normalization:
@@ -241,8 +293,10 @@ class TiledPatchDataset(Dataset):
     """
 
     def __init__(self, image: Any, labels: Any, z_indices: Sequence[int],
-                 patch: Sequence[int], normalization: Normalization | None = None) -> None:
+                 patch: Sequence[int], normalization: Normalization | None = None,
+                 ignored: Any | None = None, with_valid: bool = False) -> None:
         self.image, self.labels, self.z_indices = image, labels, list(z_indices)
+        self.ignored, self.with_valid = ignored, bool(with_valid or ignored is not None)
         self.normalization = normalization or default_normalization(image)
         self.spatial_dims = len(patch)
         shape = image.shape[1:] if self.spatial_dims == 2 else (len(self.z_indices), *image.shape[1:])
@@ -260,12 +314,9 @@ class TiledPatchDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         z, y, x = self.origins[index]
         ys, xs = slice(y, y + self.patch[-2]), slice(x, x + self.patch[-1])
-        if self.spatial_dims == 2:
-            image, labels = self.image[z, ys, xs], self.labels[z, ys, xs]
-        else:
-            zs = slice(z, z + self.patch[0])
-            image, labels = self.image[zs, ys, xs], self.labels[zs, ys, xs]
-        return _sample(image, labels, index, f"z{z}-y{y}-x{x}", self.normalization)
+        window = (z, ys, xs) if self.spatial_dims == 2 else (slice(z, z + self.patch[0]), ys, xs)
+        return _sample(self.image[window], self.labels[window], index, f"z{z}-y{y}-x{x}",
+                       self.normalization, _valid(self.ignored, window, self.with_valid))
 
 
 def _grid(length: int, size: int) -> list[int]:
@@ -275,8 +326,21 @@ def _grid(length: int, size: int) -> list[int]:
     return starts
 
 
+def _valid(ignored: Any | None, window: tuple, wanted: bool) -> np.ndarray | None:
+    """The voxels of ``window`` that count (float32 1/0), or None when not ``wanted``."""
+    if not wanted:
+        return None
+    if ignored is None:
+        return np.ones((), np.float32)  # nothing ignored in this volume: every voxel counts
+    return (~np.asarray(ignored[window], bool)).astype(np.float32)
+
+
 def _sample(image: np.ndarray, labels: np.ndarray, index: int, where: str,
-            normalization: Normalization) -> dict[str, Any]:
-    return {"image": torch.from_numpy(np.ascontiguousarray(normalization(image)))[None],
-            "mask": torch.from_numpy(np.ascontiguousarray(np.asarray(labels) > 0, np.float32))[None],
-            "index": index, "mask_id": where}
+            normalization: Normalization, valid: np.ndarray | None = None) -> dict[str, Any]:
+    mask = np.ascontiguousarray(np.asarray(labels) > 0, np.float32)
+    sample = {"image": torch.from_numpy(np.ascontiguousarray(normalization(image)))[None],
+              "mask": torch.from_numpy(mask)[None], "index": index, "mask_id": where}
+    if valid is not None:
+        sample["valid"] = torch.from_numpy(np.array(np.broadcast_to(valid, mask.shape),
+                                                    np.float32))[None]
+    return sample

@@ -17,7 +17,7 @@ Works on numpy arrays and torch tensors alike (any shape; "per image" means the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -101,24 +101,45 @@ def fit_normalization(mode: str, volume: Any, z_indices: Iterable[int] | None = 
     ``training_zscore`` reads the slices a few at a time (float64 sums), so a memory-mapped
     volume is never loaded whole.
     """
+    return fit_normalization_over(mode, [(volume, z_indices)], allowed)
+
+
+def fit_normalization_over(mode: str, parts: Sequence[tuple[Any, Iterable[int] | None]],
+                           allowed: Iterable[str] = MODES) -> Normalization:
+    """``fit_normalization`` over the training slices of several volumes at once: ``parts``
+    is [(volume, z_indices or None), ...]; ``scale`` needs them to share one dtype."""
     allowed = tuple(allowed)
     if mode not in allowed:
         raise InputError(f"dataset option 'normalize' must be one of {list(allowed)} for this "
                          f"data set, got {mode!r}")
+    dtypes = sorted({str(np.dtype(volume.dtype)) for volume, _ in parts})
     if mode == "scale":
-        return Normalization(mode, scale=dtype_range(volume.dtype))
+        if len(dtypes) != 1:
+            raise InputError(f"normalization 'scale': the training volumes have different "
+                             f"dtypes {dtypes}; convert them to one, or use "
+                             "normalize=training_zscore")
+        return Normalization(mode, scale=dtype_range(parts[0][0].dtype))
     if mode != "training_zscore":
         return Normalization(mode)
-    z = list(range(volume.shape[0])) if z_indices is None else sorted(int(i) for i in z_indices)
-    if not z:
-        raise InputError("normalization 'training_zscore': no training slices to fit on")
     total = total_sq = 0.0
     count = 0
-    for start in range(0, len(z), _CHUNK):
-        block = np.asarray(volume[z[start:start + _CHUNK]], dtype=np.float64)
-        total += float(block.sum())
-        total_sq += float(np.square(block).sum())
-        count += block.size
+    for volume, z_indices in parts:
+        z = list(range(volume.shape[0])) if z_indices is None else sorted(int(i) for i in z_indices)
+        for start in range(0, len(z), _CHUNK):
+            block = np.asarray(_read_slices(volume, z[start:start + _CHUNK]), dtype=np.float64)
+            total += float(block.sum())
+            total_sq += float(np.square(block).sum())
+            count += block.size
+    if not count:
+        raise InputError("normalization 'training_zscore': no training slices to fit on")
     mean = total / count
     std = max(float(np.sqrt(max(total_sq / count - mean * mean, 0.0))), _EPS)
     return Normalization(mode, mean=round(mean, 6), std=round(std, 6))
+
+
+def _read_slices(volume: Any, z: list[int]) -> np.ndarray:
+    """Slices ``z`` of a numpy-like volume (one fancy index) or of a lazy source (one by one:
+    not every source takes a list of indices)."""
+    if isinstance(volume, np.ndarray):
+        return volume[z]
+    return np.stack([np.asarray(volume[i]) for i in z])

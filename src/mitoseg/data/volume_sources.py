@@ -77,6 +77,16 @@ def open_volume(spec: str | Path, level: int | None = None) -> Volume:
     return volume
 
 
+def resolve_source(spec: str | Path, root: str | Path | None) -> str:
+    """``spec`` with a relative file path read from ``root`` ('a.h5:/raw' -> '<root>/a.h5:/raw');
+    an absolute path, or no ``root``, leaves it as it is."""
+    text = str(spec)
+    path_text, separator, inner = _split_inner(text)
+    if root is None or Path(path_text).expanduser().is_absolute():
+        return text
+    return f"{Path(root) / path_text}{separator}{inner}"
+
+
 def _split_inner(text: str) -> tuple[str, str, str]:
     """'file.h5:/a/b' -> ('file.h5', ':', '/a/b'); a Windows drive letter is not a separator."""
     for suffix in (*HDF5_SUFFIXES, ".zarr"):

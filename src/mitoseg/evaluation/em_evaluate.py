@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig
 
 from mitoseg.evaluation.em_protocols import matrix_table, protocol_matrix
@@ -20,45 +21,93 @@ log = logging.getLogger(__name__)
 
 def evaluate_em(predictor: Predictor, datamodule: Any, inference: DictConfig,
                 out_dir: Path) -> dict[str, Any]:
-    """Run the inference matrix of ``inference`` on the test volume; write protocols.csv and
+    """Run the inference matrix of ``inference`` on every test volume; write protocols.csv and
     protocols.md into ``out_dir``; return the rows and the headline row.
 
     The headline -- what metrics.json's ``test``, the optimized metric, the W&B summary and
     report.py show -- is the protocol ``inference.headline`` names (protocol, TTA, Z-filter);
     every other row stays in protocols.csv, each with its protocol card's columns. The
-    predictor brings the network call, the
-    input normalization (the checkpoint's) and the post-processing.
+    predictor brings the network call, the input normalization (the checkpoint's) and the
+    post-processing. Ignored voxels (the data set's label mapping) count in no metric.
+
+    Several test volumes: each volume is one independent unit. protocols.csv holds every
+    volume's rows (``test_volume`` names it) and, per protocol, the mean over the volumes
+    (``test_volume`` = "mean"); the headline is that mean, with its n (volumes) and std.
     """
     choice = headline_choice(inference)
     datamodule.setup()
     volumes = datamodule.volumes
     patch_size = inference.get("patch_size") or datamodule.patch_size
-    rows = protocol_matrix(
-        predictor.predict, volumes.test_image, volumes.test_labels,
-        predictor.spatial_dims, patch_size, predictor.postproc,
-        protocols=list(inference.protocols), tta=list(inference.tta),
-        zfilter=list(inference.zfilter), batch_size=int(inference.batch_size),
-        divisor=int(inference.divisor), voxel_size_nm=volumes.voxel_size_nm,
-        device=predictor.device, normalization=predictor.normalization)
-    test_set = {"fingerprint": TestSetHash().update(volumes.test_image,
-                                                   volumes.test_labels).fingerprint(),
-                "units": 1, "description": f"{volumes.description}: test volume "
-                                           f"{tuple(volumes.test_image.shape)}"}
-    cards = [protocol_card(replace(predictor.settings, reconstruction=row["protocol"],
-                                   tta=bool(row["tta"]), zfilter=int(row["zfilter"])),
-                           predictor.spatial_dims, predictor.postproc, test_set) for row in rows]
-    rows = [row | card_columns(card) for row, card in zip(rows, cards)]
+    several = len(volumes.test) > 1
+    rows: list[dict[str, Any]] = []
+    whole_set = TestSetHash()
+    for test in volumes.test:
+        valid = test.valid()
+        scored = protocol_matrix(
+            predictor.predict, test.image, test.labels,
+            predictor.spatial_dims, patch_size, predictor.postproc,
+            protocols=list(inference.protocols), tta=list(inference.tta),
+            zfilter=list(inference.zfilter), batch_size=int(inference.batch_size),
+            divisor=int(inference.divisor), voxel_size_nm=volumes.voxel_size_nm,
+            device=predictor.device, normalization=predictor.normalization,
+            **({} if valid is None else {"valid": valid}))
+        arrays = (test.image, test.labels) + (() if valid is None else (valid,))
+        whole_set.update(*arrays)
+        test_set = {"fingerprint": TestSetHash().update(*arrays).fingerprint(), "units": 1,
+                    "description": f"{volumes.description}: test volume "
+                                   f"{_named(test, several)}{tuple(test.shape)}"}
+        rows += [({"test_volume": test.name} if several else {}) | row
+                 | card_columns(_card(predictor, row, test_set)) for row in scored]
+    if several:
+        test_set = {"fingerprint": whole_set.fingerprint(), "units": len(volumes.test),
+                    "description": f"{volumes.description}: {len(volumes.test)} test volumes "
+                                   f"{[v.name for v in volumes.test]}"}
+        rows += [row | card_columns(_card(predictor, row, test_set))
+                 for row in mean_over_volumes(rows)]
     write_new_csv(out_dir / "protocols.csv", rows)
-    title = (f"{volumes.description}: test volume {tuple(volumes.test_image.shape)}, "
+    shapes = ", ".join(f"{_named(v, several)}{tuple(v.shape)}" for v in volumes.test)
+    title = (f"{volumes.description}: test volume{'s' if several else ''} {shapes}, "
              f"threshold {predictor.postproc.threshold}")
     write_new_text(out_dir / "protocols.md", matrix_table(rows, title))
     log.info("\n%s", matrix_table(rows, title))
-    index = next(i for i, row in enumerate(rows) if _key(row) == _key(choice))
-    headline = rows[index]
-    test = {key: {"mean": headline[key], "n": 1} for key in
-            ("iou_fg", "iou_bg", "iou_overall", "dice", "iou_fg_mean_per_slice")}
+    headline = next(row for row in rows if _key(row) == _key(choice)
+                    and row.get("test_volume", "mean") == "mean")
+    keys = ("iou_fg", "iou_bg", "iou_overall", "dice", "iou_fg_mean_per_slice")
+    test = {key: {"mean": headline[key], "n": len(volumes.test)}
+            | ({"std": headline[f"{key}_std"]} if several else {}) for key in keys}
     return {"test": test, "headline": {k: headline[k] for k in ("protocol", "tta", "zfilter")},
-            "protocols": rows, "protocol_card": cards[index]}
+            "protocols": rows, "protocol_card": _card(predictor, headline, test_set)}
+
+
+def mean_over_volumes(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (protocol, TTA, Z-filter): the mean of every metric over the test volumes' rows, and
+    its std over volumes (``<metric>_std``, ddof 1); ``test_volume`` = "mean"."""
+    groups: dict[tuple[str, bool, int], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(_key(row), []).append(row)
+    means = []
+    for key, group in groups.items():
+        mean: dict[str, Any] = {"test_volume": "mean", "protocol": key[0], "tta": key[1],
+                                "zfilter": key[2], "volumes": len(group)}
+        for name, value in group[0].items():
+            if name in mean or name == "test_volume" or name.startswith("card_") or isinstance(
+                    value, (bool, str)) or not isinstance(value, (int, float)):
+                continue
+            values = np.array([float(row[name]) for row in group])
+            mean[name] = float(values.mean())
+            mean[f"{name}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        means.append(mean)
+    return means
+
+
+def _card(predictor: Predictor, row: dict[str, Any], test_set: dict[str, Any]) -> dict[str, Any]:
+    return protocol_card(replace(predictor.settings, reconstruction=row["protocol"],
+                                 tta=bool(row["tta"]), zfilter=int(row["zfilter"])),
+                         predictor.spatial_dims, predictor.postproc, test_set)
+
+
+def _named(volume: Any, several: bool) -> str:
+    return f"'{volume.name}' " if several else ""
 
 
 def headline_choice(inference: DictConfig) -> dict[str, Any]:

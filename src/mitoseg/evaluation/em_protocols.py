@@ -82,13 +82,17 @@ def protocol_matrix(predict: Callable[[torch.Tensor], torch.Tensor], image: Any,
 
 
 def matrix_table(rows: Sequence[Mapping[str, Any]], title: str) -> str:
-    """A readable markdown table of the matrix (foreground IoU first, as paper 002 reports)."""
+    """A readable markdown table of the matrix (foreground IoU first, as paper 002 reports);
+    rows of several test volumes start with the volume's name ("mean": over the volumes)."""
+    several = any("test_volume" in row for row in rows)
     lines = [f"### {title}", "",
-             "| protocol | TTA | Z-filter | IoU fg (volume) | IoU fg (mean/slice) | IoU overall | Dice | s |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"| {'volume | ' if several else ''}protocol | TTA | Z-filter | IoU fg (volume) | "
+             "IoU fg (mean/slice) | IoU overall | Dice | s |",
+             f"|{'---|' if several else ''}---|---|---|---|---|---|---|---|"]
     for row in rows:
-        lines.append(f"| {row['protocol']} | {'yes' if row['tta'] else 'no'} | "
+        lines.append(f"| {str(row.get('test_volume', '')) + ' | ' if several else ''}"
+                     f"{row['protocol']} | {'yes' if row['tta'] else 'no'} | "
                      f"{row['zfilter'] or 'no'} | {row['iou_fg']:.4f} | "
                      f"{row['iou_fg_mean_per_slice']:.4f} | {row['iou_overall']:.4f} | "
-                     f"{row['dice']:.4f} | {row['inference_seconds']} |")
+                     f"{row['dice']:.4f} | {round(row['inference_seconds'], 2)} |")
     return "\n".join(lines) + "\n"

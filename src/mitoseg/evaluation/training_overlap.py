@@ -117,24 +117,34 @@ def volume_training_overlap(stored: dict[str, Any], datamodule: Any, allow: bool
     model trained on. Raises InputError on a copy unless ``allow``.
     """
     from mitoseg.data.em_overlap import slice_copies
+    from mitoseg.data.volume_set import from_em_volumes
 
     training_module = instantiate(OmegaConf.create(stored["dataset"]))
-    seen = training_module.volumes_factory().train_image
-    test = datamodule.volumes.test_image
-    found = slice_copies(seen, test)
-    exact, near = found.exact, found.near
-    copies = sorted({p.test for p in near})
-    record = {"checked": True, "split": "test", "evaluated_slices": int(test.shape[0]),
-              "compared_with_training_slices": int(seen.shape[0]),
+    trained = from_em_volumes(training_module.volumes_factory())
+    tested = datamodule.volumes
+    seen_volumes = [*trained.train, *trained.val]
+    exact, near, evaluated = 0, [], 0
+    for test in tested.test:
+        evaluated += test.depth
+        for seen in seen_volumes:
+            found = slice_copies(seen.image, test.image)
+            exact += found.exact
+            near += [(test.name, seen.name, p) for p in found.near]
+    copies = sorted({(t, p.test) for t, _, p in near})
+    record = {"checked": True, "split": "test", "evaluated_slices": int(evaluated),
+              "compared_with_training_slices": int(sum(v.depth for v in seen_volumes)),
               "exact_copies": exact, "near_copies": len(copies),
               "examples": [[int(p.test), int(p.train), round(float(p.correlation), 4)]
-                           for p in near[:10]]}
+                           for _, _, p in near[:10]]}
     if exact or copies:
-        message = (f"{max(exact, len(copies))} of the {test.shape[0]} test slices are copies "
+        first = near[0] if near else None
+        named = (f" (test volume '{first[0]}', training volume '{first[1]}')"
+                 if first and (len(tested.test) > 1 or len(seen_volumes) > 1) else "")
+        message = (f"{max(exact, len(copies))} of the {evaluated} test slices are copies "
                    f"of slices of the checkpoint's training volume ({exact} exact, "
                    f"{len(copies)} near-copies up to a shift and an intensity change, e.g. test "
-                   f"slice {near[0].test if near else '?'} ~ training slice "
-                   f"{near[0].train if near else '?'}): these scores would be inflated")
+                   f"slice {first[2].test if first else '?'} ~ training slice "
+                   f"{first[2].train if first else '?'}{named}): these scores would be inflated")
         _refuse_or_warn(record, message, allow, "Evaluate on another volume")
     return record
 

@@ -1,0 +1,188 @@
+"""Labelled EM volumes grouped into training, validation and test sets: what the EM data module
+trains and tests on, whether they come from a named data set's reader (Lucchi, Lucchi++,
+Kasthuri++, synthetic: one volume per split) or from a user's own files (``dataset=em_volumes``:
+any number of TIFF / slice-folder / HDF5 / Zarr / OME-Zarr volumes, ``mitoseg.data.em_volume_files``).
+
+Every array here is lazy: a volume is only sliced, so a patch reads what it touches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mitoseg.data.label_mapping import LabelMapping
+from mitoseg.errors import InputError
+
+SPLITS = ("train", "val", "test")
+
+
+class MappedLabels:
+    """A lazy (D, H, W) bool view of raw labels through a ``LabelMapping``: ``part`` is
+    "foreground" (True = mitochondrion) or "ignored" (True = the voxel counts nowhere).
+    Reading a block applies the mapping to that block only; a value outside the mapping stops
+    with the values found, the volume and the slices."""
+
+    def __init__(self, raw: Any, mapping: LabelMapping, part: str, where: str) -> None:
+        if part not in ("foreground", "ignored"):
+            raise ValueError(f"MappedLabels: part must be 'foreground' or 'ignored', got {part!r}")
+        self.raw, self.mapping, self.part, self.where = raw, mapping, part, where
+        self.shape = tuple(int(n) for n in raw.shape)
+        self.dtype = np.dtype(bool)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        target, valid = self.mapping.apply(np.asarray(self.raw[index]),
+                                           f"{self.where}, block {_describe(index)}")
+        return target.astype(bool) if self.part == "foreground" else ~valid
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        whole = self[:]
+        return whole if dtype is None else whole.astype(dtype)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+
+def _describe(index: Any) -> str:
+    index = index if isinstance(index, tuple) else (index,)
+    parts = []
+    for item in index:
+        if isinstance(item, slice):
+            parts.append(f"{'' if item.start is None else item.start}:"
+                         f"{'' if item.stop is None else item.stop}")
+        elif isinstance(item, (int, np.integer)):
+            parts.append(str(int(item)))
+        else:
+            parts.append("[...]")
+    return "[" + ", ".join(parts) + "]"
+
+
+@dataclass(frozen=True)
+class LabelledVolume:
+    """One (D, H, W) image with its labels.
+
+    ``labels``: True = mitochondrion (bool, or {0, 1}-like: read as ``> 0``); ``ignored``: True
+    = the voxel counts in neither the loss nor any metric (None: nothing is ignored).
+    ``slice_numbers``: the source slice number of each slice (None: 0, 1, 2, ...), so run records
+    name the slices of the recording.
+    """
+
+    name: str
+    image: Any
+    labels: Any
+    ignored: Any | None = None
+    slice_numbers: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.image.shape) != 3:
+            raise InputError(f"volume '{self.name}': the image must be a (D, H, W) volume, got "
+                             f"shape {tuple(self.image.shape)}")
+        for what, array in (("labels", self.labels), ("ignore mask", self.ignored)):
+            if array is not None and tuple(array.shape) != tuple(self.image.shape):
+                raise InputError(f"volume '{self.name}': image shape {tuple(self.image.shape)} "
+                                 f"differs from its {what}' shape {tuple(array.shape)}")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(n) for n in self.image.shape)  # type: ignore[return-value]
+
+    @property
+    def depth(self) -> int:
+        return self.shape[0]
+
+    def numbers(self, indices: Sequence[int] | None = None) -> list[int]:
+        """Source slice numbers of ``indices`` (all slices by default)."""
+        indices = range(self.depth) if indices is None else indices
+        return [int(self.slice_numbers[z]) if self.slice_numbers is not None else int(z)
+                for z in indices]
+
+    def valid(self, index: Any = slice(None)) -> np.ndarray | None:
+        """The voxels of ``index`` that count (bool), or None when nothing is ignored."""
+        return None if self.ignored is None else ~np.asarray(self.ignored[index], bool)
+
+
+@dataclass
+class VolumeSet:
+    """Training, validation and test volumes of one data set, at one voxel size.
+
+    ``val`` empty: validation slices are drawn from the training volumes
+    (``dataset.val_fraction``, see ``EMDataModule``).
+    """
+
+    train: list[LabelledVolume]
+    test: list[LabelledVolume]
+    voxel_size_nm: tuple[float, float, float]  # (z, y, x)
+    description: str
+    val: list[LabelledVolume] = field(default_factory=list)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for split in ("train", "test"):
+            if not getattr(self, split):
+                raise InputError(f"{self.description}: no {split} volume; give at least one")
+        names = [v.name for split in SPLITS for v in getattr(self, split)]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise InputError(f"{self.description}: volume name(s) {repeated} are used twice; "
+                             "every volume needs its own name")
+
+    def volumes(self, split: str) -> list[LabelledVolume]:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        return getattr(self, split)
+
+    @property
+    def has_ignore(self) -> bool:
+        """Does any volume mark voxels to ignore (then every batch carries a ``valid`` mask)?"""
+        return any(v.ignored is not None for split in SPLITS for v in getattr(self, split))
+
+    # The single-volume view: what a named data set (one training and one test volume) offers.
+    def only(self, split: str) -> LabelledVolume:
+        """The one volume of ``split``; a clear error when the set holds several."""
+        volumes = self.volumes(split)
+        if len(volumes) != 1:
+            raise InputError(f"{self.description}: {len(volumes)} {split} volumes "
+                             f"({[v.name for v in volumes]}); this step handles one")
+        return volumes[0]
+
+    @property
+    def train_image(self) -> Any:
+        return self.only("train").image
+
+    @property
+    def train_labels(self) -> Any:
+        return self.only("train").labels
+
+    @property
+    def test_image(self) -> Any:
+        return self.only("test").image
+
+    @property
+    def test_labels(self) -> Any:
+        return self.only("test").labels
+
+    def slice_numbers(self, split: str, indices: Sequence[int] | None = None) -> list[int]:
+        """Source slice numbers of ``indices`` of the one 'train' or 'test' volume."""
+        return self.only(split).numbers(indices)
+
+
+def from_em_volumes(found: Any) -> VolumeSet:
+    """A named data set's ``EMVolumes`` (one training and one test volume) as a ``VolumeSet``;
+    a ``VolumeSet`` is returned as it is."""
+    if isinstance(found, VolumeSet):
+        return found
+    for name in ("train_image", "train_labels", "test_image", "test_labels"):
+        if getattr(found, name).ndim != 3:
+            raise InputError(f"{found.description}: {name} must be a (D, H, W) volume, got "
+                             f"shape {getattr(found, name).shape}")
+    return VolumeSet(
+        train=[LabelledVolume("train", found.train_image, found.train_labels,
+                              slice_numbers=found.train_slice_numbers)],
+        test=[LabelledVolume("test", found.test_image, found.test_labels,
+                             slice_numbers=found.test_slice_numbers)],
+        voxel_size_nm=tuple(found.voxel_size_nm), description=found.description,
+        notes=dict(found.notes))
