@@ -117,6 +117,10 @@ def drop_new_keys(before: dict[str, Any], after: dict[str, Any]) -> None:
     volumes = dataset.get("volumes") if isinstance(dataset, dict) else None
     if volumes is not None and "max_test_slices" not in before["dataset"]["volumes"]:
         assert volumes.pop("max_test_slices") == TEST_SLICE_LIMIT
+    if volumes is not None and volumes.get("dataset") == "kasthuri++":
+        # issue 16: label 2 (outside the tissue) is ignored by the loss and the metrics,
+        # instead of read as background
+        assert volumes.pop("ignore_unlabelled") is True
     if volumes is not None and volumes.get("voxel_size_nm", 0) is None:
         # the real data sets' voxel sizes live in their modules (mitoseg.data.em_datasets); the
         # configs say null (the data set's own) instead of repeating them

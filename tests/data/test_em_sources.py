@@ -227,3 +227,25 @@ def test_every_em_data_set_reads_max_test_slices_from_the_debug_option() -> None
         tiny = compose_config("train", [f"dataset={option}", "debug=tiny"]).dataset.volumes
         assert tiny.max_test_slices == 8
         assert "max_test_slices" in inspect.signature(instantiate(tiny).func).parameters
+
+
+def test_kasthuri_outside_the_tissue_is_ignored_unless_asked(tmp_path: Path) -> None:
+    """Label 2 (outside the tissue) becomes ignored voxels: the data module's batches carry a
+    valid mask that is 0 exactly there; ignore_unlabelled=false reads it as background."""
+    from mitoseg.data.em_datamodule import EMDataModule
+    from mitoseg.data.volume_set import from_em_volumes
+
+    root = write_kasthuri(tmp_path)
+    volumes = casser_volumes(str(tmp_path), "kasthuri++")
+    raw = np.stack([skio.imread(p) for p in
+                    sorted((root / "Test_Out").iterdir(), key=lambda p: int(p.stem))])
+    np.testing.assert_array_equal(volumes.test_ignored, raw == 2)
+    assert volumes.notes["ignored_voxels"]["test"] == int((raw == 2).sum()) > 0
+    assert from_em_volumes(volumes).test[0].valid().sum() == raw.size - (raw == 2).sum()
+    plain = casser_volumes(str(tmp_path), "kasthuri++", ignore_unlabelled=False)
+    assert plain.train_ignored is None and plain.test_ignored is None
+    module = EMDataModule(lambda: casser_volumes(str(tmp_path), "kasthuri++"), patch_size=(16, 16),
+                          split_seed=0, seed=0, val_fraction=0.0, num_workers=0)
+    module.setup()
+    sample = module.datasets["train"][0]
+    assert module.with_valid and sample["valid"].shape == sample["mask"].shape

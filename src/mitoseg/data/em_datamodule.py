@@ -38,6 +38,10 @@ class EMVolumes:
     # that run records name the slices of the recording, e.g. a held-out test range.
     train_slice_numbers: list[int] | None = None
     test_slice_numbers: list[int] | None = None
+    # True where a voxel counts nowhere (loss and metrics), e.g. Kasthuri++ outside the tissue;
+    # None: every voxel counts
+    train_ignored: Any | None = None
+    test_ignored: Any | None = None
 
     def slice_numbers(self, split: str, indices: Sequence[int] | None = None) -> list[int]:
         """Source slice numbers of ``indices`` (all by default) of the 'train' or 'test' volume."""

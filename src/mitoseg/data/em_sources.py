@@ -18,6 +18,7 @@ from mitoseg.data.em_volumes import (
     VOXEL_SIZE_NM,
     binary_labels,
     casser_files,
+    label_ignore_mask,
     lucchi_files,
     open_tif_volume,
     paired_slice_volumes,
@@ -59,6 +60,8 @@ def limit_test_slices(volumes: EMVolumes, max_test_slices: int | None) -> EMVolu
     return dataclasses.replace(
         volumes, test_image=volumes.test_image[:max_test_slices],
         test_labels=volumes.test_labels[:max_test_slices], notes=notes,
+        test_ignored=None if volumes.test_ignored is None
+        else volumes.test_ignored[:max_test_slices],
         description=f"{volumes.description}; test cut to its first {max_test_slices} of "
                     f"{depth} slices (max_test_slices)",
         test_slice_numbers=None if volumes.test_slice_numbers is None else numbers)
@@ -114,23 +117,32 @@ def lucchi_volumes(root: str, test: str = "holdout", holdout_slices: int = 33,
 def casser_volumes(root: str, dataset: str, voxel_size_nm: Sequence[float] | None = None,
                    layout: Mapping[str, Sequence[str]] | None = None,
                    split_note: str | None = None,
-                   max_test_slices: int | None = None) -> EMVolumes:
+                   max_test_slices: int | None = None,
+                   ignore_unlabelled: bool = True) -> EMVolumes:
     """Lucchi++ or Kasthuri++ in the layout Casser et al. (2020) distribute (PNG slices).
 
     ``layout``: ``{"train": [image folder, label folder], "test": [...]}``, by default
     Train_In/Train_Out and Test_In/Test_Out. Images and labels pair by the slice number in their
     names; the numbers are kept, so run records name the slices of the recording.
     ``split_note`` says in the run record what the two folders are (e.g. which EPFL volume).
-    ``max_test_slices``: see ``limit_test_slices``.
+    ``max_test_slices``: see ``limit_test_slices``. ``ignore_unlabelled``: the voxels the data
+    set marks as unlabelled (Kasthuri++: 2, outside the tissue) count in neither the loss nor any
+    metric; false reads them as background (what the labels say if taken as plain masks).
     """
     key = dataset.lower()
     folders = casser_files(root, key, _layout(layout))
-    volumes, numbers = {}, {}
+    volumes, numbers, ignored = {}, {}, {}
     for split, (image_folder, label_folder) in folders.items():
         image, raw_labels, numbers[split] = paired_slice_volumes(image_folder, label_folder)
         volumes[split] = (image, binary_labels(raw_labels, label_folder, CASSER_IGNORE_VALUES[key]))
+        mask = label_ignore_mask(raw_labels, CASSER_IGNORE_VALUES[key])
+        ignored[split] = mask if ignore_unlabelled and CASSER_IGNORE_VALUES[key] and mask.any() \
+            else None
     names = {split: [pair[0].name, pair[1].name] for split, pair in folders.items()}
     notes = {"test": "separate volume", "test_gap_slices": None,
+             "ignored_values": list(CASSER_IGNORE_VALUES[key]) if ignore_unlabelled else [],
+             "ignored_voxels": {split: 0 if mask is None else int(mask.sum())
+                                for split, mask in ignored.items()},
              "train_folders": names["train"], "test_folders": names["test"],
              "train_slices": slice_ranges(numbers["train"]),
              "test_slices": slice_ranges(numbers["test"]), "split": split_note}
@@ -140,8 +152,8 @@ def casser_volumes(root: str, dataset: str, voxel_size_nm: Sequence[float] | Non
     return limit_test_slices(EMVolumes(
         *volumes["train"], *volumes["test"], _voxel_size(voxel_size_nm, key),
         f"{key} '{display_path(root)}' ({described})", notes,
-        train_slice_numbers=numbers["train"], test_slice_numbers=numbers["test"]),
-        max_test_slices)
+        train_slice_numbers=numbers["train"], test_slice_numbers=numbers["test"],
+        train_ignored=ignored["train"], test_ignored=ignored["test"]), max_test_slices)
 
 
 def _layout(layout: Mapping[str, Sequence[str]] | None) -> dict[str, tuple[str, str]]:

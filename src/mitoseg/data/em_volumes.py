@@ -74,7 +74,8 @@ CASSER_LAYOUT: dict[str, tuple[str, str]] = {
     "test": ("Test_In", "Test_Out"),
 }
 # Label values that are neither mitochondrion nor background (Kasthuri++: 2 outside the
-# tissue). They are read as background; ``label_ignore_mask`` finds them.
+# tissue). ``binary_labels`` reads them as background; ``label_ignore_mask`` finds them, and
+# ``em_sources.casser_volumes`` makes them ignored voxels (no loss, no metric) by default.
 CASSER_IGNORE_VALUES: dict[str, tuple[int, ...]] = {
     key: m.IGNORE_VALUES for key, m in em_datasets.CASSER.items()}
 

@@ -181,8 +181,8 @@ def from_em_volumes(found: Any) -> VolumeSet:
                              f"shape {getattr(found, name).shape}")
     return VolumeSet(
         train=[LabelledVolume("train", found.train_image, found.train_labels,
-                              slice_numbers=found.train_slice_numbers)],
+                              getattr(found, "train_ignored", None), found.train_slice_numbers)],
         test=[LabelledVolume("test", found.test_image, found.test_labels,
-                             slice_numbers=found.test_slice_numbers)],
+                             getattr(found, "test_ignored", None), found.test_slice_numbers)],
         voxel_size_nm=tuple(found.voxel_size_nm), description=found.description,
         notes=dict(found.notes))

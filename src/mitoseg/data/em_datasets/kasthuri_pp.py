@@ -8,8 +8,9 @@ FOLDER = "Kasthuri++"  # the zip's top folder
 PAGE = "https://sites.google.com/view/connectomics/"
 DESCRIPTION = "Kasthuri++ (Casser et al. 2020), ssEM 30x3x3 nm; zip of PNG slices"
 VOXEL_SIZE_NM = (30.0, 3.0, 3.0)  # (z, y, x): 30 nm sections, 3 nm pixels (paper 002)
-# the area outside the imaged tissue is labelled 2: read as background, found by
-# em_volumes.label_ignore_mask (torch-em maps it to -1, "ignore")
+# the area outside the imaged tissue is labelled 2: ignored by the loss and every metric
+# (casser_volumes' ignore_unlabelled, the default; torch-em maps it to -1, "ignore"), else
+# read as background
 IGNORE_VALUES: tuple[int, ...] = (2,)
 # SHA-256 from torch-em (kasthuri.py)
 FILES = [{"url": "http://www.casser.io/files/kasthuri_pp.zip",
