@@ -14,6 +14,7 @@ from mitoseg.data.em_patches import ForegroundSampler, RandomPatchDataset
 from mitoseg.data.em_volume_files import em_volume_files
 from mitoseg.data.example_volumes import BAND_PX, IGNORE, example_em_volumes, write_example_volumes
 from mitoseg.errors import InputError
+from tests.conftest import SHARED_DATA
 
 MAPPING = {"foreground": [1], "background": [0], "ignore": [2]}
 TRAIN = [{"name": "tif_stack", "image": "train_a.tif", "labels": "train_a_labels.tif"},
@@ -223,3 +224,40 @@ def test_the_example_writes_once_and_is_never_overwritten(tmp_path: Path) -> Non
     assert (tmp_path / "ex" / "train_a.tif").stat().st_mtime_ns == stamp
     with pytest.raises(InputError, match="never overwritten"):
         write_example_volumes(tmp_path / "ex")
+
+
+def test_z_ranges_cut_one_recording_into_volumes(root: Path) -> None:
+    train = [TRAIN[0] | {"z_range": [0, 20]}]
+    test = [TRAIN[0] | {"name": "later", "z_range": [26, 32]}]
+    volumes = open_set(root, train=train, val=[], test=test)
+    whole = tifffile.imread(root / "train_a.tif")
+    np.testing.assert_array_equal(np.asarray(volumes.test[0].image[:]), whole[26:32])
+    np.testing.assert_array_equal(volumes.test[0].image[2, 5:9], whole[28, 5:9])
+    assert volumes.test[0].numbers() == list(range(26, 32))  # the recording's slice numbers
+    assert volumes.train[0].depth == 20 and volumes.test[0].valid().shape == (6, 160, 160)
+    for bad in ([20, 40], [5, 5], "7"):
+        with pytest.raises(InputError, match=r"z_range"):
+            open_set(root, train=[TRAIN[0] | {"z_range": bad}], val=[], test=test)
+
+
+LUCCHI = SHARED_DATA / "lucchi"
+
+
+@pytest.mark.skipif(not (LUCCHI / "training.tif").is_file(), reason=f"no Lucchi copy at {LUCCHI}")
+def test_lucchi_holdout_is_em_volumes_with_z_ranges(tmp_path: Path) -> None:
+    """The Lucchi preset's holdout (train 0-121, gap 122-131, test 132-164) as plain em_volumes
+    entries: the same voxels, labels and slice numbers."""
+    from mitoseg.data.em_sources import lucchi_volumes
+
+    entry = {"image": "training.tif", "labels": "training_groundtruth.tif"}
+    mine = em_volume_files(train=[entry | {"z_range": [0, 122]}],
+                           test=[entry | {"name": "holdout", "z_range": [132, 165]}],
+                           root=str(LUCCHI), voxel_size_nm=[5, 5, 5],
+                           label_mapping={"foreground": [255], "background": [0]})
+    preset = lucchi_volumes(str(LUCCHI), cache_dir=str(tmp_path))
+    for split in ("train", "test"):
+        ours, theirs = mine.only(split), getattr(preset, f"{split}_image")
+        for z in (0, ours.depth // 2, ours.depth - 1):
+            np.testing.assert_array_equal(ours.image[z], theirs[z])
+            np.testing.assert_array_equal(ours.labels[z], getattr(preset, f"{split}_labels")[z])
+        assert ours.numbers() == preset.slice_numbers(split)

@@ -7,7 +7,13 @@ through a ``LabelMapping`` (which values are mitochondria, background, ignored).
 in the config::
 
     {image: cells.ome.zarr, labels: cells_labels.h5:/mito, name: cell1,    # name: optional
-     level: 0, label_mapping: null, voxel_size_nm: null}                      # per-volume overrides
+     level: 0, label_mapping: null, voxel_size_nm: null,                      # per-volume overrides
+     z_range: [0, 400]}                          # only slices 0-399 (null: all)
+
+``z_range`` lets one recording give training and test volumes (e.g. train [0, 122], test
+[132, 165] of Lucchi's training.tif, 10 slices apart: neighbouring slices are near-copies, so
+leave a gap; ``python -m mitoseg.data.em_overlap <image> <labels>`` measures how far apart
+slices stop looking alike). Slice numbers in run records are those of the recording.
 
 Every check runs before training starts and stops with one message naming the volume: a
 missing file or dataset inside it, image and labels of different shapes, a label value outside
@@ -38,7 +44,7 @@ from mitoseg.runs.paths import display_path
 
 log = logging.getLogger(__name__)
 
-ENTRY_KEYS = {"image", "labels", "name", "level", "label_mapping", "voxel_size_nm"}
+ENTRY_KEYS = {"image", "labels", "name", "level", "label_mapping", "voxel_size_nm", "z_range"}
 
 
 def em_volume_files(train: Sequence[Mapping[str, Any]] | None = None,
@@ -115,7 +121,22 @@ def _open_entry(entry: Mapping[str, Any], split: str, number: int, mapping: Labe
                if own_mapping.ignore else None)
     log.info("%s: '%s' image %s %s, labels %s", where, name, image.source, image.shape,
              raw_labels.source)
-    return LabelledVolume(name, image.array, labels, ignored), size
+    volume = LabelledVolume(name, image.array, labels, ignored)
+    if entry.get("z_range") is not None:
+        volume = _z_range(volume, entry["z_range"], where)
+    return volume, size
+
+
+def _z_range(volume: LabelledVolume, z_range: Any, where: str) -> LabelledVolume:
+    try:
+        start, stop = (int(v) for v in z_range)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"{where}: z_range must be [start, stop] (slices start .. stop - 1), "
+                         f"got {z_range!r}") from error
+    if not 0 <= start < stop <= volume.depth:
+        raise InputError(f"{where}: z_range [{start}, {stop}] must lie within the volume's "
+                         f"{volume.depth} slices and hold at least one")
+    return _slices(volume, start, stop)
 
 
 
@@ -150,28 +171,44 @@ def _limit(volume: LabelledVolume, max_test_slices: int | None) -> LabelledVolum
     if isinstance(max_test_slices, bool) or int(max_test_slices) < 1:
         raise InputError("dataset option 'volumes.max_test_slices' must be null or an int >= 1, "
                          f"got {max_test_slices!r}")
-    cut = int(max_test_slices)
-    return LabelledVolume(volume.name, _Head(volume.image, cut), _Head(volume.labels, cut),
-                          None if volume.ignored is None else _Head(volume.ignored, cut),
-                          volume.numbers(range(cut)))
+    return _slices(volume, 0, int(max_test_slices))
 
 
-class _Head:
-    """The first ``depth`` slices of a lazy volume, still lazy."""
+def _slices(volume: LabelledVolume, start: int, stop: int) -> LabelledVolume:
+    """Slices start .. stop - 1 of ``volume``, still lazy, with their source slice numbers."""
+    def cut(array: Any) -> Any:
+        return None if array is None else ZRange(array, start, stop)
 
-    def __init__(self, array: Any, depth: int) -> None:
-        self.array, self.shape = array, (depth, *tuple(array.shape)[1:])
+    return LabelledVolume(volume.name, cut(volume.image), cut(volume.labels), cut(volume.ignored),
+                          volume.numbers(range(start, stop)))
+
+
+class ZRange:
+    """Slices ``start`` .. ``stop`` - 1 of a lazy (D, H, W) array, still lazy: reading a block
+    reads only that block of the underlying array."""
+
+    def __init__(self, array: Any, start: int, stop: int) -> None:
+        self.array, self.start = array, int(start)
+        self.shape = (int(stop) - int(start), *tuple(array.shape)[1:])
         self.dtype, self.ndim = array.dtype, len(self.shape)
 
     def __getitem__(self, index: Any) -> Any:
         index = index if isinstance(index, tuple) else (index,)
         z = index[0]
         if isinstance(z, slice):
-            start, stop, step = z.indices(self.shape[0])
-            z = slice(start, stop, step)
-        elif not isinstance(z, (list, tuple)) and not -self.shape[0] <= int(z) < self.shape[0]:
-            raise IndexError(f"slice {z} outside the first {self.shape[0]} slices")
+            first, last, step = z.indices(self.shape[0])
+            z = slice(self.start + first, self.start + last, step)
+        elif isinstance(z, (list, tuple, np.ndarray)):
+            z = [self.start + self._inside(v) for v in z]
+        else:
+            z = self.start + self._inside(z)
         return self.array[(z, *index[1:])]
+
+    def _inside(self, z: Any) -> int:
+        z = int(z)
+        if not -self.shape[0] <= z < self.shape[0]:
+            raise IndexError(f"slice {z} outside the {self.shape[0]} slices of this range")
+        return z % self.shape[0]
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
         whole = np.asarray(self[:])
