@@ -88,7 +88,8 @@ def test_call_size_benchmark() -> None:
 
 
 @pytest.mark.parametrize("name", ["bench_training", "bench_inference", "bench_metrics",
-                                  "bench_generator", "bench_call_size"])
+                                  "bench_generator", "bench_call_size",
+                                  "bench_patch_sampling"])
 def test_help_describes_the_benchmark(name: str) -> None:
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{name}.py"), "--help"],
                           capture_output=True, text=True, timeout=120, cwd=REPO)
@@ -103,3 +104,17 @@ def test_chunked_benchmark() -> None:
     peaks = report["peak_memory_vs_volume_size"]
     assert all(peaks[f"{k}x"]["peak_rss_mib"] > 0 for k in (1, 4, 16))
     assert report["larger_than_memory"]["completed"] is True, report["larger_than_memory"]
+
+
+@pytest.mark.slow
+def test_patch_sampling_benchmark() -> None:
+    report = run_quick("bench_patch_sampling")
+    for weight in (1, 5):
+        runs = report[f"zarr_foreground_weight_{weight}"]
+        assert all(runs[f"{k}x"]["peak_rss_mib"] > 0 for k in (1, 4, 16)), runs
+        assert all(runs[f"{k}x"]["patches_per_s_read_and_augment"] > 0 for k in (1, 4, 16))
+    small = report["zarr_16x_foreground_weight_5_small_coords_limit"]
+    assert small["foreground_path"] == "slice by slice", small
+    assert report["hdf5_4x"]["foreground_weight_1"]["patches_per_s_read"] > 0
+    assert report["in_memory_1x"]["foreground_weight_1"]["peak_rss_mib"] > 0
+    assert report["zarr_16x_under_address_space_limit"]["completed"] is True

@@ -85,3 +85,21 @@ def test_lucchi_pp_test_in_is_caught_as_a_copy_of_the_lucchi_training_volume() -
     pairs = near_copy_pairs(lucchi, pp)
     assert [(p.test, p.train, p.shift) for p in pairs] == [(i, i, (0, 0)) for i in range(6)]
     assert min(p.correlation for p in pairs) > 0.999
+
+
+def test_the_near_copy_search_does_not_grow_with_the_training_volume() -> None:
+    """The training volume's thumbnails are made a few slices at a time: 8x deeper training
+    costs only its scores (16 bytes a slice here), not 1/8 byte a voxel of thumbnails
+    (benchmarks/bench_patch_sampling.py: 64 MiB for 512 slices of 1024 x 1024)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    test = rng.integers(0, 256, (2, 64, 64), dtype=np.uint8)
+    peaks = {}
+    for depth in (256, 2048):
+        train = rng.integers(0, 256, (depth, 64, 64), dtype=np.uint8)
+        tracemalloc.start()
+        assert near_copy_pairs(train, test) == []
+        peaks[depth] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peaks[2048] - peaks[256] < 100_000, peaks  # thumbnails held whole: ~900 kB more

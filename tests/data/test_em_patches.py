@@ -57,6 +57,27 @@ def test_foreground_weight_raises_the_share_of_patches_with_mitochondria() -> No
     assert shares[50.0] == pytest.approx(50 * n_fg / (50 * n_fg + n_all - n_fg), abs=0.03)
 
 
+@pytest.mark.parametrize("limit", [None, 100_000])  # all held; held, then given up past 100k
+def test_the_foreground_scan_holds_4_bytes_a_voxel_at_most(limit: int | None) -> None:
+    """Held positions cost 4 bytes a foreground voxel, never joined into a second copy: the
+    scan's peak is bounded by ``coords_limit`` whatever the volume (benchmarks/
+    bench_patch_sampling.py: (z, y, x) int32 triplets and their concatenation took up to 24
+    bytes a voxel, 384 MB at the default limit)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    labels = (rng.random((40, 256, 256)) < 0.2).astype(np.uint8)  # 524k foreground voxels
+    options = {} if limit is None else {"coords_limit": limit}
+    sampler = ForegroundSampler(labels, range(40), 5.0, **options)
+    tracemalloc.start()
+    count = sampler.foreground_count()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    held = count if limit is None else limit
+    assert peak < 4.5 * held + 2**20, f"{peak / held:.1f} bytes a held voxel"
+    assert sampler.holds_coordinates is (limit is None)
+
+
 def test_tiles_cover_every_pixel_of_the_validation_slices() -> None:
     image, labels = volume(height=50, width=70)
     dataset = TiledPatchDataset(image, labels, [3, 7], (16, 24))

@@ -209,7 +209,7 @@ def test_the_foreground_sampler_draws_the_same_voxels_without_holding_coordinate
     for a, b in zip(held.draw_many(np.random.default_rng(7), 64, (40, 50)),
                     found.draw_many(np.random.default_rng(7), 64, (40, 50))):
         np.testing.assert_array_equal(a, b)
-    assert found._coords is None and held.coords().shape == (held.foreground_count(), 3)
+    assert not found.holds_coordinates and held.coords().shape == (held.foreground_count(), 3)
     z, y, x = held.coords().T  # every held coordinate is a foreground voxel of the slices used
     assert labels[z, y, x].all() and set(np.unique(z)) <= set(range(2, 18))
 

@@ -10,9 +10,11 @@ one pixel, and also 0.89 with the next slice (5 nm away), so without the search 
 and a neighbour look the same. With it, a shifted copy scores 1.0 and a neighbour about 0.90;
 ``NEAR_COPY_CORRELATION`` sits between the two.
 
-Cost: every test slice is compared with every training slice on 8x-reduced thumbnails (one
-matrix product); only the ``CANDIDATES`` best training slices per test slice get the full
-shift search, on a central crop of at most ``CROP_PX`` pixels.
+Cost: every test slice is compared with every training slice on 8x-reduced thumbnails (the
+test volume's held, the training volume's made ``THUMB_SLICES`` at a time, so the depth of a
+training volume adds only its scores to the memory); only the ``CANDIDATES`` best training
+slices per test slice get the full shift search, on a central crop of at most ``CROP_PX``
+pixels.
 
 ``python -m mitoseg.data.em_overlap <lucchi folder>`` prints the neighbour table that chose the
 test gap of ``conf/dataset/lucchi.yaml``.
@@ -33,6 +35,7 @@ MAX_SHIFT_PX = 2
 CANDIDATES = 5
 CROP_PX = 256
 THUMB_BLOCK = 8
+THUMB_SLICES = 32  # training slices whose thumbnails are held at once
 
 
 @dataclass(frozen=True)
@@ -60,18 +63,19 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
     return 0.0 if a is None or b is None else float(np.mean(a * b))
 
 
-def _thumbnails(volume: Any, block: int) -> np.ndarray:
-    """(D, n) block-mean thumbnails, each standardized and divided by sqrt(n): their dot
-    product is their correlation (0 for constant slices)."""
+def _thumbnails(volume: Any, block: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """(stop - start, n) block-mean thumbnails of slices start..stop, each standardized and
+    divided by sqrt(n): their dot product is their correlation (0 for constant slices)."""
     depth, height, width = volume.shape
+    stop = depth if stop is None else stop
     h, w = height // block * block, width // block * block
-    rows = np.zeros((depth, (h // block) * (w // block)), np.float64)
-    for z in range(depth):
+    rows = np.zeros((stop - start, (h // block) * (w // block)), np.float64)
+    for row, z in enumerate(range(start, stop)):
         small = np.asarray(volume[z][:h, :w], np.float64).reshape(h // block, block, w // block,
                                                                     block).mean((1, 3)).ravel()
         standard = _standardized(small)
         if standard is not None:
-            rows[z] = standard / np.sqrt(standard.size)
+            rows[row] = standard / np.sqrt(standard.size)
     return rows
 
 
@@ -108,7 +112,12 @@ def near_copy_pairs(train: Any, test: Any, threshold: float = NEAR_COPY_CORRELAT
     if tuple(train.shape[1:]) != tuple(test.shape[1:]) or not train.shape[0] or not test.shape[0]:
         return []
     block = max(1, min(THUMB_BLOCK, train.shape[1] // 8, train.shape[2] // 8))
-    scores = _thumbnails(test, block) @ _thumbnails(train, block).T
+    test_rows = _thumbnails(test, block)
+    # the training volume's thumbnails a few slices at a time: memory does not grow with it
+    scores = np.empty((test.shape[0], train.shape[0]), np.float64)
+    for start in range(0, train.shape[0], THUMB_SLICES):
+        stop = min(start + THUMB_SLICES, train.shape[0])
+        scores[:, start:stop] = test_rows @ _thumbnails(train, block, start, stop).T
     found = []
     for t in range(test.shape[0]):
         test_slice = np.asarray(test[t])

@@ -21,7 +21,7 @@ from mitoseg.errors import InputError
 PLACEMENTS = ("centred", "uniform")
 
 
-# Foreground voxels held as (z, y, x) coordinates at most (12 bytes each: 192 MB); a larger
+# Foreground voxels held at most, as one flat in-slice index each (4 bytes: 64 MB); a larger
 # foreground is found slice by slice when drawn, so memory stays bounded for any volume size.
 COORDS_LIMIT = 16_000_000
 
@@ -32,8 +32,9 @@ class ForegroundSampler:
     Sampling a centre from the probability map w(v) = fg_weight for foreground voxels and 1
     for background is exactly this two-step draw with q = fg_weight * n_fg / (fg_weight * n_fg
     + n_bg), so no dense map (or its cumulative sum) is ever held in memory. The foreground is
-    scanned once, lazily, a slice at a time: its count per slice, and the voxels' coordinates
-    while there are at most ``coords_limit`` of them. Beyond that (a large volume), the k-th
+    scanned once, lazily, a slice at a time: its count per slice, and the voxels' positions
+    while there are at most ``coords_limit`` of them (per slice, its flat y * width + x indices,
+    4 bytes a voxel, never joined into one array). Beyond that (a large volume), the k-th
     foreground voxel is found by reading its one slice when drawn: the same voxel either way,
     so the draws do not depend on the limit.
     """
@@ -45,27 +46,38 @@ class ForegroundSampler:
                              f"got {fg_weight}")
         self.labels, self.z_indices, self.fg_weight = labels, list(z_indices), float(fg_weight)
         self.coords_limit = int(coords_limit)
-        self._coords: np.ndarray | None = None
+        self.width = int(labels.shape[-1])
+        area = int(labels.shape[-2]) * self.width
+        self._index_dtype = np.uint32 if area <= 2**32 else np.int64
+        self._held: list[np.ndarray] | None = None  # per slice of z_indices: flat indices
         self._ends: np.ndarray | None = None  # cumulative foreground count per slice
 
-    def _foreground(self, z: int) -> tuple[np.ndarray, np.ndarray]:
-        return np.nonzero(np.asarray(self.labels[z]))
+    def _foreground(self, z: int) -> np.ndarray:
+        """Flat (y * width + x) indices of slice z's foreground voxels, row-major."""
+        return np.flatnonzero(np.asarray(self.labels[z])).astype(self._index_dtype, copy=False)
 
     def _scan(self) -> None:
         if self._ends is not None:
             return
-        counts, parts, total = [], [], 0
+        counts: list[int] = []
+        held: list[np.ndarray] | None = []
+        total = 0
         for z in self.z_indices:
-            ys, xs = self._foreground(z)
-            counts.append(len(ys))
-            total += len(ys)
-            if parts is not None and total <= self.coords_limit:
-                parts.append(np.stack([np.full_like(ys, z), ys, xs], 1).astype(np.int32))
+            flat = self._foreground(z)
+            counts.append(len(flat))
+            total += len(flat)
+            if held is not None and total <= self.coords_limit:
+                held.append(flat)
             else:
-                parts = None  # too many to hold: found per slice when drawn
+                held = None  # too many to hold: found per slice when drawn
         self._ends = np.cumsum(np.asarray(counts, np.int64))
-        if parts is not None:
-            self._coords = np.concatenate(parts) if parts else np.zeros((0, 3), np.int32)
+        self._held = held
+
+    @property
+    def holds_coordinates(self) -> bool:
+        """Whether the foreground's positions are held (else read slice by slice when drawn)."""
+        self._scan()
+        return self._held is not None
 
     def foreground_count(self) -> int:
         self._scan()
@@ -73,27 +85,25 @@ class ForegroundSampler:
 
     def coords(self) -> np.ndarray:
         """(N, 3) int32 (z, y, x) of foreground voxels within ``z_indices`` (slice order, then
-        row-major), when they fit under ``coords_limit``."""
-        self._scan()
-        if self._coords is None:
+        row-major), when they fit under ``coords_limit``; built on each call."""
+        if not self.holds_coordinates:
             raise InputError(f"{self.foreground_count()} foreground voxels exceed the "
                              f"coordinate limit ({self.coords_limit}); use pick()")
-        return self._coords
+        return self.pick(np.arange(self.foreground_count())).astype(np.int32)
 
     def pick(self, k: np.ndarray) -> np.ndarray:
         """(len(k), 3) (z, y, x) of the k-th foreground voxels (the order of ``coords``)."""
         self._scan()
         k = np.asarray(k, np.int64)
-        if self._coords is not None:
-            return self._coords[k]
         out = np.empty((len(k), 3), np.int64)
         slots = np.searchsorted(self._ends, k, side="right")
         for slot in np.unique(slots):
             chosen = slots == slot
-            ys, xs = self._foreground(self.z_indices[int(slot)])
+            z = self.z_indices[int(slot)]
+            flat = self._held[slot] if self._held is not None else self._foreground(z)
             offset = k[chosen] - (self._ends[slot - 1] if slot else 0)
-            out[chosen] = np.stack([np.full(len(offset), self.z_indices[int(slot)]),
-                                    ys[offset], xs[offset]], 1)
+            ys, xs = np.divmod(flat[offset].astype(np.int64), self.width)
+            out[chosen] = np.stack([np.full(len(offset), z), ys, xs], 1)
         return out
 
     def _q(self, shape_hw: tuple[int, int]) -> tuple[int, float]:
