@@ -125,6 +125,8 @@ def child(task: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
         run_local(job, blocks, output, progress=False)
     else:  # dask
+        if task.get("malloc_trim"):  # the state before the fix: workers inherit it
+            os.environ["MALLOC_TRIM_THRESHOLD_"] = "65536"
         client = dask_client("local", workers=int(task["workers"]), threads_per_worker=1)
         client.run(lambda: __import__("torch").set_num_threads(1))
         # warm the workers: each builds its network once, outside the clock
@@ -191,6 +193,9 @@ def main(argv: list[str] | None = None) -> None:
                              "overhead")
     parser.add_argument("--rounds", type=int, default=1,
                         help="pairs (1 process, Dask) visited in turn; the median ratio")
+    parser.add_argument("--before-fix", action="store_true",
+                        help="each round also runs Dask with its default MALLOC_TRIM_THRESHOLD_ "
+                             "in the workers (as before the fix), under the same load")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -201,7 +206,8 @@ def main(argv: list[str] | None = None) -> None:
     big_size, big_depth, limit = (128, 64, 64) if args.quick else (512, 1024, 256)
     settings = {"network": "paper 002 2D U-Net (random weights), full image, z-median 5",
                 "slice": [size, size], "base_depth": base, "slab": SLAB, "halo": HALO,
-                "quick": args.quick, "only": args.only, "rounds": args.rounds}
+                "quick": args.quick, "only": args.only, "rounds": args.rounds,
+                "before_fix": args.before_fix}
     with json_report(settings, torch.device("cpu")) as report, TemporaryDirectory() as tmp:
         root = Path(tmp)
         for factor in (1, 4, 16):
@@ -223,7 +229,8 @@ def main(argv: list[str] | None = None) -> None:
                 "ratio_16x_to_1x": round(peaks[16]["peak_rss_mib"] / peaks[1]["peak_rss_mib"], 3)
                 if "peak_rss_mib" in peaks[1] and "peak_rss_mib" in peaks[16] else None,
                 "goal": 1.2}
-        report["dask_2x1_vs_process_1x2"] = dask_against_process(root, four, args.rounds)
+        report["dask_2x1_vs_process_1x2"] = dask_against_process(root, four, args.rounds,
+                                                                     args.before_fix)
         small = run_child({"kind": "dask", "source": four, "workers": 2, "no_network": True,
                            "slab": 1, "output": str(root / "noop.ome.zarr")})
         report["dask_overhead_per_block_ms"] = (
@@ -232,23 +239,35 @@ def main(argv: list[str] | None = None) -> None:
             report["larger_than_memory"] = larger_than_memory(root, big_depth, big_size, limit)
 
 
-def dask_against_process(root: Path, source: str, rounds: int) -> dict[str, Any]:
+def dask_against_process(root: Path, source: str, rounds: int,
+                         before_fix: bool = False) -> dict[str, Any]:
     """1 process x 2 threads and Dask 2 workers x 1 thread on the same blocks, in turn for
-    ``rounds`` rounds (the machine may be shared: the median of the per-round ratios)."""
+    ``rounds`` rounds (the machine may be shared: the median of the per-round ratios);
+    ``before_fix``: also Dask with MALLOC_TRIM_THRESHOLD_=65536 in its workers."""
     pairs = []
     for number in range(max(int(rounds), 1)):
         process = run_child({"kind": "chunked", "source": source, "threads": 2,
                              "output": str(root / f"r{number}_process.ome.zarr")})
         dask = run_child({"kind": "dask", "source": source, "workers": 2,
                           "output": str(root / f"r{number}_dask.ome.zarr")})
-        pairs.append({"process_1x2": process, "dask_2x1": dask,
-                      "throughput_ratio": _ratio(process, dask),
-                      "load_average_after": [round(v, 2) for v in os.getloadavg()]})
+        pair = {"process_1x2": process, "dask_2x1": dask,
+                "throughput_ratio": _ratio(process, dask)}
+        if before_fix:
+            before = run_child({"kind": "dask", "source": source, "workers": 2,
+                                "malloc_trim": True,
+                                "output": str(root / f"r{number}_before.ome.zarr")})
+            pair |= {"dask_2x1_before_fix": before,
+                     "throughput_ratio_before_fix": _ratio(process, before)}
+        pairs.append(pair | {"load_average_after": [round(v, 2) for v in os.getloadavg()]})
     ratios = [p["throughput_ratio"] for p in pairs if p["throughput_ratio"] is not None]
     return {"rounds": pairs,
             "process_1x2_s_median": _median([p["process_1x2"].get("seconds") for p in pairs]),
             "dask_2x1_s_median": _median([p["dask_2x1"].get("seconds") for p in pairs]),
             "throughput_ratio": round(statistics.median(ratios), 3) if ratios else None,
+            **({"dask_2x1_before_fix_s_median": _median(
+                [p["dask_2x1_before_fix"].get("seconds") for p in pairs]),
+                "throughput_ratio_before_fix": _median(
+                [p["throughput_ratio_before_fix"] for p in pairs])} if before_fix else {}),
             "goal": 0.9}
 
 
