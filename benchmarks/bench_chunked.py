@@ -11,6 +11,7 @@ block is timed with a network-free predict function on many small blocks.
 
     python benchmarks/bench_chunked.py           # about 4 minutes on 2 CPU cores
     python benchmarks/bench_chunked.py --quick   # seconds: a smoke test
+    python benchmarks/bench_chunked.py --only dask --rounds 5   # Dask against 1 process only
 
 Goals (issue 16): chunked / in-memory throughput >= 0.9; peak RSS of the 16x volume within
 1.2x of the 1x volume's; Dask 2 workers x 1 thread >= 0.9 of 1 process x 2 threads; a volume
@@ -23,6 +24,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -123,18 +125,29 @@ def child(task: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
         run_local(job, blocks, output, progress=False)
     else:  # dask
+        if task.get("malloc_trim"):  # the state before the fix: workers inherit it
+            os.environ["MALLOC_TRIM_THRESHOLD_"] = "65536"
         client = dask_client("local", workers=int(task["workers"]), threads_per_worker=1)
         client.run(lambda: __import__("torch").set_num_threads(1))
         # warm the workers: each builds its network once, outside the clock
         client.run(_warm, factory)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), _cpu_seconds()
         run_dask(job, blocks, output, client, progress=False)
+        # this process holds the client, the scheduler and the nannies: were they busy?
+        client_cpu = _cpu_seconds() - cpu
     seconds = time.perf_counter() - started
     output.finish()
     if task["kind"] == "dask":
         client.close()
         client.cluster.close()
+        return {"seconds": seconds, "blocks": len(blocks), "client_cpu_s": round(client_cpu, 2),
+                **_rss()}
     return {"seconds": seconds, "blocks": len(blocks), **_rss()}
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _warm(factory: Any) -> None:
@@ -175,6 +188,14 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    parser.add_argument("--only", choices=("all", "dask"), default="all",
+                        help="dask: only Dask 2 x 1 against 1 process x 2 and the scheduler's "
+                             "overhead")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="pairs (1 process, Dask) visited in turn; the median ratio")
+    parser.add_argument("--before-fix", action="store_true",
+                        help="each round also runs Dask with its default MALLOC_TRIM_THRESHOLD_ "
+                             "in the workers (as before the fix), under the same load")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -185,46 +206,86 @@ def main(argv: list[str] | None = None) -> None:
     big_size, big_depth, limit = (128, 64, 64) if args.quick else (512, 1024, 256)
     settings = {"network": "paper 002 2D U-Net (random weights), full image, z-median 5",
                 "slice": [size, size], "base_depth": base, "slab": SLAB, "halo": HALO,
-                "quick": args.quick}
+                "quick": args.quick, "only": args.only, "rounds": args.rounds,
+                "before_fix": args.before_fix}
     with json_report(settings, torch.device("cpu")) as report, TemporaryDirectory() as tmp:
         root = Path(tmp)
         for factor in (1, 4, 16):
             write_source(root / f"v{factor}.ome.zarr", base * factor, size)
         four = str(root / "v4.ome.zarr")
-        in_memory = run_child({"kind": "in_memory", "source": four, "threads": 2})
-        chunked = run_child({"kind": "chunked", "source": four, "threads": 2,
-                             "output": str(root / "c4.ome.zarr")})
-        report["chunked_vs_in_memory"] = {
-            "in_memory": in_memory, "chunked": chunked,
-            "throughput_ratio": _ratio(in_memory, chunked), "goal": 0.9}
-        peaks = {factor: run_child({"kind": "chunked", "source": str(root / f"v{factor}.ome.zarr"),
-                                    "threads": 2, "output": str(root / f"p{factor}.ome.zarr")})
-                 for factor in (1, 4, 16)}
-        report["peak_memory_vs_volume_size"] = {
-            f"{factor}x": peaks[factor] for factor in peaks} | {
-            "ratio_16x_to_1x": round(peaks[16]["peak_rss_mib"] / peaks[1]["peak_rss_mib"], 3)
-            if "peak_rss_mib" in peaks[1] and "peak_rss_mib" in peaks[16] else None,
-            "goal": 1.2}
-        dask = run_child({"kind": "dask", "source": four, "workers": 2,
-                          "output": str(root / "d4.ome.zarr")})
-        report["dask_2x1_vs_process_1x2"] = {
-            "process_1x2": chunked, "dask_2x1": dask, "throughput_ratio": _ratio(chunked, dask),
-            "goal": 0.9}
+        if args.only == "all":
+            in_memory = run_child({"kind": "in_memory", "source": four, "threads": 2})
+            chunked = run_child({"kind": "chunked", "source": four, "threads": 2,
+                                 "output": str(root / "c4.ome.zarr")})
+            report["chunked_vs_in_memory"] = {
+                "in_memory": in_memory, "chunked": chunked,
+                "throughput_ratio": _ratio(in_memory, chunked), "goal": 0.9}
+            peaks = {factor: run_child({"kind": "chunked",
+                                        "source": str(root / f"v{factor}.ome.zarr"),
+                                        "threads": 2, "output": str(root / f"p{factor}.ome.zarr")})
+                     for factor in (1, 4, 16)}
+            report["peak_memory_vs_volume_size"] = {
+                f"{factor}x": peaks[factor] for factor in peaks} | {
+                "ratio_16x_to_1x": round(peaks[16]["peak_rss_mib"] / peaks[1]["peak_rss_mib"], 3)
+                if "peak_rss_mib" in peaks[1] and "peak_rss_mib" in peaks[16] else None,
+                "goal": 1.2}
+        report["dask_2x1_vs_process_1x2"] = dask_against_process(root, four, args.rounds,
+                                                                     args.before_fix)
         small = run_child({"kind": "dask", "source": four, "workers": 2, "no_network": True,
                            "slab": 1, "output": str(root / "noop.ome.zarr")})
         report["dask_overhead_per_block_ms"] = (
             round(1000 * small["seconds"] / small["blocks"], 2) if "seconds" in small else small)
-        write_source(root / "big.ome.zarr", big_depth, big_size)
-        output_mib = big_depth * big_size * big_size * 4 / 2**20
-        limited = run_child({"kind": "chunked", "source": str(root / "big.ome.zarr"),
-                             "filters": [4, 8, 8, 16, 16], "threads": 2, "limit_mib": limit,
-                             "slab": 8,
-                             "output": str(root / "big_out.ome.zarr")})
-        report["larger_than_memory"] = {
-            "volume": [big_depth, big_size, big_size], "output_mib": round(output_mib, 1),
+        if args.only == "all":
+            report["larger_than_memory"] = larger_than_memory(root, big_depth, big_size, limit)
+
+
+def dask_against_process(root: Path, source: str, rounds: int,
+                         before_fix: bool = False) -> dict[str, Any]:
+    """1 process x 2 threads and Dask 2 workers x 1 thread on the same blocks, in turn for
+    ``rounds`` rounds (the machine may be shared: the median of the per-round ratios);
+    ``before_fix``: also Dask with MALLOC_TRIM_THRESHOLD_=65536 in its workers."""
+    pairs = []
+    for number in range(max(int(rounds), 1)):
+        process = run_child({"kind": "chunked", "source": source, "threads": 2,
+                             "output": str(root / f"r{number}_process.ome.zarr")})
+        dask = run_child({"kind": "dask", "source": source, "workers": 2,
+                          "output": str(root / f"r{number}_dask.ome.zarr")})
+        pair = {"process_1x2": process, "dask_2x1": dask,
+                "throughput_ratio": _ratio(process, dask)}
+        if before_fix:
+            before = run_child({"kind": "dask", "source": source, "workers": 2,
+                                "malloc_trim": True,
+                                "output": str(root / f"r{number}_before.ome.zarr")})
+            pair |= {"dask_2x1_before_fix": before,
+                     "throughput_ratio_before_fix": _ratio(process, before)}
+        pairs.append(pair | {"load_average_after": [round(v, 2) for v in os.getloadavg()]})
+    ratios = [p["throughput_ratio"] for p in pairs if p["throughput_ratio"] is not None]
+    return {"rounds": pairs,
+            "process_1x2_s_median": _median([p["process_1x2"].get("seconds") for p in pairs]),
+            "dask_2x1_s_median": _median([p["dask_2x1"].get("seconds") for p in pairs]),
+            "throughput_ratio": round(statistics.median(ratios), 3) if ratios else None,
+            **({"dask_2x1_before_fix_s_median": _median(
+                [p["dask_2x1_before_fix"].get("seconds") for p in pairs]),
+                "throughput_ratio_before_fix": _median(
+                [p["throughput_ratio_before_fix"] for p in pairs])} if before_fix else {}),
+            "goal": 0.9}
+
+
+def larger_than_memory(root: Path, depth: int, size: int, limit: int) -> dict[str, Any]:
+    write_source(root / "big.ome.zarr", depth, size)
+    output_mib = depth * size * size * 4 / 2**20
+    limited = run_child({"kind": "chunked", "source": str(root / "big.ome.zarr"),
+                         "filters": [4, 8, 8, 16, 16], "threads": 2, "limit_mib": limit,
+                         "slab": 8, "output": str(root / "big_out.ome.zarr")})
+    return {"volume": [depth, size, size], "output_mib": round(output_mib, 1),
             "address_space_allowed_mib": limit, "times_larger": round(output_mib / limit, 2),
             "network": "paper 002 2D U-Net with filters [4, 8, 8, 16, 16]",
             "completed": "seconds" in limited, **limited}
+
+
+def _median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return round(statistics.median(present), 3) if present else None
 
 
 def _ratio(reference: dict[str, Any], other: dict[str, Any]) -> float | None:

@@ -100,6 +100,7 @@ def dask_client(engine: str, workers: int = 2, threads_per_worker: int = 1,
                 address: str | None = None, jobqueue: dict[str, Any] | None = None) -> Any:
     """A ``distributed.Client``: 'local' (worker processes on this machine), 'address' (an
     existing scheduler), 'slurm' or 'pbs' (dask-jobqueue, with ``jobqueue`` as its options)."""
+    import dask
     from distributed import Client, LocalCluster
 
     if engine == "local":
@@ -107,10 +108,16 @@ def dask_client(engine: str, workers: int = 2, threads_per_worker: int = 1,
         # torch.set_num_threads in one thread does not reach the threads that run the tasks,
         # and unlimited OpenMP pools in every worker would fight over the cores
         threads = str(int(threads_per_worker))
-        cluster = LocalCluster(n_workers=int(workers), threads_per_worker=int(threads_per_worker),
-                               processes=True, dashboard_address=None,
-                               env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
-                                    "OPENBLAS_NUM_THREADS": threads})
+        # Dask's nanny starts every worker with MALLOC_TRIM_THRESHOLD_=65536; setting it turns
+        # off glibc's sliding mmap threshold, so every tensor above 128 KiB is a fresh mmap and
+        # a page fault per 4 KiB: a block took 1.8x as long as in a plain process
+        # (benchmarks/diagnose_dask_worker.py); None removes it from the worker's environment
+        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+            cluster = LocalCluster(n_workers=int(workers),
+                                   threads_per_worker=int(threads_per_worker), processes=True,
+                                   dashboard_address=None,
+                                   env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+                                        "OPENBLAS_NUM_THREADS": threads})
         return Client(cluster)
     if engine == "address":
         if not address:
