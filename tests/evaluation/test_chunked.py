@@ -15,7 +15,7 @@ import torch
 from mitoseg.data.em_sources import synthetic_volumes
 from mitoseg.data.ome_zarr_output import OmeZarrOutput
 from mitoseg.data.volume_sources import open_volume
-from mitoseg.evaluation.chunked import BlockJob, dask_client, run_dask, run_local
+from mitoseg.evaluation.chunked import BlockJob, close_client, dask_client, run_dask, run_local
 from mitoseg.inference import median_z_filter, net_predictor, reconstruct
 from mitoseg.inference.blocks import block_grid, receptive_radius, round_up
 from mitoseg.models.nets.unet_paper002 import UNetPaper002
@@ -129,5 +129,6 @@ def test_two_dask_workers_give_the_single_process_output_even_when_one_dies(
         assert killed.done() == {b.key for b in blocks}
         np.testing.assert_array_equal(open_volume(killed.path)[:], open_volume(single.path)[:])
     finally:
-        client.close()
-        client.cluster.close()
+        cluster = client.cluster
+        close_client(client)
+        assert cluster.status.name == "closed"  # the worker processes are gone too

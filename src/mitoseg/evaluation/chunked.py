@@ -137,6 +137,15 @@ def dask_client(engine: str, workers: int = 2, threads_per_worker: int = 1,
     raise InputError(f"engine must be 'local', 'address', 'slurm' or 'pbs', got {engine!r}")
 
 
+def close_client(client: Any) -> None:
+    """Close ``client`` and the cluster it started ('local', 'slurm', 'pbs': worker processes
+    or jobs); a scheduler joined by address is left running for its owner."""
+    cluster = getattr(client, "cluster", None)
+    client.close()
+    if cluster is not None:
+        cluster.close()
+
+
 def _progress_bar(total: int, enabled: bool, initial: int) -> Any:
     from tqdm.auto import tqdm
 

@@ -25,7 +25,7 @@ import numpy as np
 from mitoseg.data.ome_zarr_output import OmeZarrOutput
 from mitoseg.data.volume_sources import check_voxel_size, open_volume
 from mitoseg.errors import InputError
-from mitoseg.evaluation.chunked import BlockJob, dask_client, run_dask, run_local
+from mitoseg.evaluation.chunked import BlockJob, close_client, dask_client, run_dask, run_local
 from mitoseg.evaluation.predictor import Predictor
 from mitoseg.evaluation.reconstruction import ReconstructionSettings
 from mitoseg.inference.blocks import block_grid, receptive_radius, round_up
@@ -113,7 +113,7 @@ def segment_volume(checkpoint: str | Path, source: str, out_dir: str | Path, *,
             try:
                 predicted = run_dask(task, blocks, probabilities, client, progress)
             finally:
-                client.close()
+                close_client(client)
         probabilities.finish()
     masks = _output(mask_path, volume.shape, "uint8", chunks, voxel, job, resume, overwrite)
     prob_level0 = open_volume(prob_path)
