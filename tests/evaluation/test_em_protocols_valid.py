@@ -72,7 +72,7 @@ def test_every_score_counts_valid_voxels_only() -> None:
 def test_prediction_sees_every_voxel_and_ignored_labels_do_not_matter() -> None:
     image, labels, valid = case(1)
     seen_plain, seen_valid, masks_plain, masks_valid = [], [], [], []
-    plain = run(image, labels, None, seen_plain, masks_plain)
+    run(image, labels, None, seen_plain, masks_plain)
     noisy = np.where(valid, labels, ~labels)  # labels at ignored voxels flipped
     with_valid = run(image, noisy, valid, seen_valid, masks_valid)
     assert len(seen_plain) == len(seen_valid)

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from mitoseg.errors import InputError
-from mitoseg.metrics.volume import confusion, mean_per_slice, per_slice_metrics, volume_metrics
+from mitoseg.metrics.volume import (
+    confusion,
+    mean_per_slice,
+    per_slice_metrics,
+    volume_metrics,
+)
 from tests.metrics.test_volume import KEYS, random_case
 
 

@@ -21,7 +21,12 @@ from mitoseg.data.normalization import Normalization
 from mitoseg.errors import InputError
 from mitoseg.inference.protocols import PROTOCOLS, reconstruct
 from mitoseg.inference.zfilter import median_z_filter
-from mitoseg.metrics.volume import METRIC_KEYS, as_valid_mask, mean_per_slice, volume_metrics
+from mitoseg.metrics.volume import (
+    METRIC_KEYS,
+    as_valid_mask,
+    mean_per_slice,
+    volume_metrics,
+)
 
 Postprocess = Callable[[np.ndarray], np.ndarray]
 

@@ -10,9 +10,9 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from mitoseg.errors import InputError
 from mitoseg.metrics.batch import area_similarity_batch
 from mitoseg.postproc.binarize import Binarize
-from mitoseg.errors import InputError
 from mitoseg.training.losses import DeepSupervisionLoss, takes_valid
 
 # Reading a loss back (``if not torch.isfinite(loss)``) makes the CPU wait for the GPU, so the
