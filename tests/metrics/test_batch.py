@@ -32,3 +32,30 @@ def test_rejects_probabilities_and_mismatched_shapes() -> None:
         area_similarity_batch(mask, mask.float())
     with pytest.raises(InputError, match="same shape"):
         area_similarity_batch(mask, mask[:, :, :3])
+
+
+def test_ignored_voxels_count_in_neither_intersection_nor_union() -> None:
+    rng = np.random.default_rng(1)
+    truth = rng.random((5, 1, 9, 11)) > 0.6
+    predicted = rng.random((5, 1, 9, 11)) > 0.5
+    valid = rng.random((5, 1, 9, 11)) > 0.3
+    valid[3] = False  # nothing valid: nothing in the union, 1.0 by the empty-mask rule
+    got = area_similarity_batch(*(torch.from_numpy(a) for a in (truth, predicted, valid)))
+    expected = []
+    for t, p, v in zip(truth, predicted, valid):
+        pairs = [(a, b) for a, b, keep in zip(t.ravel(), p.ravel(), v.ravel()) if keep]
+        union = sum(a or b for a, b in pairs)
+        expected.append(sum(a and b for a, b in pairs) / union if union else 1.0)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6)
+    assert got[3] == 1.0
+    every = torch.ones(5, 1, 9, 11, dtype=torch.bool)
+    plain = area_similarity_batch(torch.from_numpy(truth), torch.from_numpy(predicted))
+    assert torch.equal(area_similarity_batch(torch.from_numpy(truth), torch.from_numpy(predicted),
+                                             every), plain)
+
+
+def test_valid_must_be_a_bool_mask_of_the_same_shape() -> None:
+    mask = torch.zeros(2, 1, 4, 4, dtype=torch.bool)
+    for valid in (mask.float(), mask[:, :, :3]):
+        with pytest.raises(InputError, match="'valid' must be a bool mask"):
+            area_similarity_batch(mask, mask, valid)

@@ -1,5 +1,6 @@
 """val/as: the mean per-image AS (metrics.segmentation.area_similarity) of the configured
-post-processing's threshold step, computed on the device."""
+post-processing's threshold step, computed on the device; with an ignore mask, over the valid
+voxels of the images that have any."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from mitoseg.errors import InputError
 from mitoseg.metrics.segmentation import area_similarity
 from mitoseg.postproc.binarize import Binarize
 from mitoseg.postproc.em import EMPostprocess
+from mitoseg.training.losses import BCELoss
 from mitoseg.training.module import SegmentationModule
 
 
@@ -40,3 +43,47 @@ def test_val_as_is_the_mean_area_similarity_of_the_postprocessed_masks(postproc)
     assert float(value) == pytest.approx(expected, rel=1e-6)
     assert options["batch_size"] == 5 and options["on_epoch"] and options["sync_dist"]
     assert "val/loss" in logged
+
+
+def test_val_as_and_val_loss_skip_ignored_voxels_and_fully_ignored_images() -> None:
+    rng = np.random.default_rng(4)
+    logits = torch.from_numpy(rng.normal(0.0, 2.0, (4, 1, 12, 10)).astype(np.float32))
+    mask = torch.from_numpy((rng.random((4, 1, 12, 10)) > 0.5).astype(np.float32))
+    valid = torch.from_numpy((rng.random((4, 1, 12, 10)) > 0.3).astype(np.float32))
+    valid[1] = 0.0  # left out of val/as
+    module = SegmentationModule(torch.nn.Identity(), BCELoss(), partial(torch.optim.SGD, lr=0.1))
+    logged: dict = {}
+    module.log = lambda name, value, **kwargs: logged.__setitem__(name, (value, kwargs))
+    module.validation_step({"image": logits, "mask": mask, "valid": valid}, 0)
+    expected = []
+    for x, m, v in zip(logits.numpy(), mask.numpy(), valid.numpy()):
+        keep = v[0] > 0.5
+        if keep.any():
+            truth, predicted = m[0][keep] > 0.5, x[0][keep] > 0.0
+            expected.append((truth & predicted).sum() / (truth | predicted).sum())
+    value, options = logged["val/as"]
+    assert float(value) == pytest.approx(np.mean(expected), rel=1e-6)
+    assert options["batch_size"] == 3
+    keep = valid > 0
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits[keep], mask[keep])
+    assert float(logged["val/loss"][0]) == pytest.approx(float(loss), rel=1e-5)
+
+
+def test_a_batch_without_valid_voxels_logs_no_val_as() -> None:
+    module = SegmentationModule(torch.nn.Identity(), BCELoss(), partial(torch.optim.SGD, lr=0.1))
+    logged: dict = {}
+    module.log = lambda name, value, **kwargs: logged.__setitem__(name, (value, kwargs))
+    batch = {"image": torch.randn(2, 1, 4, 4), "mask": torch.ones(2, 1, 4, 4),
+             "valid": torch.zeros(2, 1, 4, 4)}
+    module.validation_step(batch, 0)
+    assert "val/as" not in logged and float(logged["val/loss"][0]) == 0.0
+
+
+def test_a_batch_with_valid_needs_a_loss_that_takes_it() -> None:
+    module = SegmentationModule(torch.nn.Identity(), torch.nn.BCEWithLogitsLoss(),
+                                partial(torch.optim.SGD, lr=0.1))
+    module.log = lambda *args, **kwargs: None
+    batch = {"image": torch.randn(2, 1, 4, 4), "mask": torch.ones(2, 1, 4, 4),
+             "valid": torch.ones(2, 1, 4, 4)}
+    with pytest.raises(InputError, match="BCEWithLogitsLoss takes no 'valid'"):
+        module.training_step(batch, 0)

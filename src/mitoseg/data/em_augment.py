@@ -1,7 +1,8 @@
 """Batch augmentation of EM training patches in torch, run where the batch is (GPU or CPU).
 
 Each transform is called as ``transform(image, mask, generator) -> (image, mask)`` with
-``image`` (B, C, H, W) or (B, C, D, H, W), ``mask`` (B, 1, ...) in {0, 1} and a
+``image`` (B, C, H, W) or (B, C, D, H, W), ``mask`` (B, K, ...) in {0, 1} (K >= 1: channel 0 is
+the label; further channels, such as the ``valid`` ignore mask, move exactly like it) and a
 ``torch.Generator`` on the batch's device, so a seed reproduces the batch exactly. Parameters are
 drawn per sample; ``p`` is the per-sample probability. Geometric transforms live in
 ``em_augment_geometric`` and intensity transforms (image only) in ``em_augment_intensity``.

@@ -1,12 +1,20 @@
 """Geometric batch augmentation of EM patches in torch: flips, rot90, rotation, shear, elastic.
 
-Every transform takes a batch ``image`` (B, C, H, W) or (B, C, D, H, W), its ``mask`` (B, 1, ...)
+Every transform takes a batch ``image`` (B, C, H, W) or (B, C, D, H, W), its ``mask`` (B, K, ...)
 and a ``torch.Generator`` on the batch's device, draws its parameters per sample, and moves image
 and mask together. Flips and rot90 are exact. Interpolating transforms resample image and mask
 in one bilinear (trilinear in 3D) ``grid_sample`` call with reflection at the borders (no black
 corners) and re-threshold the mask at 0.5, so the mask stays binary, keeps its dtype and equals an
 identically transformed copy of itself thresholded the same way. Rotations, shear and rot90 act in
 the (H, W) plane; in 3D every slice along D turns alike.
+
+The mask may have K >= 1 channels, all {0, 1}: channel 0 is the label, later channels ride along
+(the EM data module stacks its ``valid`` ignore mask as channel 1). The random draws depend on
+the batch size and the image only, and every mask channel is moved exactly as channel 0 is, with
+the same 0.5 threshold, so adding channels changes neither the image nor channel 0, and channel k
+comes out as it would alone. No transform pads with a constant: borders are reflected in image
+and mask alike, so a reflected corner carries the reflected labels and the reflected validity of
+the voxels it copies (it is not marked ignored, and need not be: its image is real content).
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ def check_batch(name: str, image: object, mask: object, generator: object) -> in
     """Validate a batch and return its number of spatial dims (2 or 3)."""
     if any(isinstance(arg, (np.ndarray, np.random.Generator)) for arg in (image, mask, generator)):
         raise InputError(f"{name}: got numpy input; this is a batch-tensor (EM) augmentation that "
-                         "expects torch tensors image (B, C, [D,] H, W), mask (B, 1, ...) and a "
+                         "expects torch tensors image (B, C, [D,] H, W), mask (B, K, ...) and a "
                          "torch.Generator (numpy mask transforms live in mitoseg.data.augment)")
     if not isinstance(image, torch.Tensor) or not isinstance(mask, torch.Tensor):
         raise InputError(f"{name}: image and mask must be torch tensors, got "
@@ -35,11 +43,14 @@ def check_batch(name: str, image: object, mask: object, generator: object) -> in
     if image.ndim not in (4, 5) or not image.is_floating_point():
         raise InputError(f"{name}: image must be a float tensor (B, C, H, W) or (B, C, D, H, W), "
                          f"got {image.dtype} of shape {tuple(image.shape)}")
-    if mask.shape != (image.shape[0], 1, *image.shape[2:]) or not (
+    if mask.ndim != image.ndim or mask.shape[0] != image.shape[0] or mask.shape[1] < 1 \
+            or mask.shape[2:] != image.shape[2:] or not (
             mask.is_floating_point() or mask.dtype == torch.bool):
+        expected = (image.shape[0], "K", *image.shape[2:])
         raise InputError(f"{name}: mask must be a float or bool tensor of shape "
-                         f"{(image.shape[0], 1, *image.shape[2:])} with values in {{0, 1}}, got "
-                         f"{mask.dtype} of shape {tuple(mask.shape)}")
+                         f"({', '.join(map(str, expected))}) with K >= 1 channels (0: the label, "
+                         f"then e.g. 'valid') and values in {{0, 1}}, got {mask.dtype} of shape "
+                         f"{tuple(mask.shape)}")
     if mask.device != image.device:
         raise InputError(f"{name}: image on {image.device} but mask on {mask.device}")
     if generator is not None:
@@ -116,12 +127,14 @@ def separable_blur(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
 
 def resample(image: torch.Tensor, mask: torch.Tensor, grid: torch.Tensor,
              chosen: torch.Tensor) -> Batch:
-    """Sample image and mask at ``grid`` together; the mask is re-thresholded at 0.5."""
+    """Sample image and mask at ``grid`` together; every mask channel is re-thresholded at 0.5."""
     dtype = torch.promote_types(image.dtype, torch.float32)  # half-precision grids drift
     stacked = torch.cat([image.to(dtype), mask.to(dtype)], dim=1)
     warped = F.grid_sample(stacked, grid.to(dtype), mode="bilinear",
                            padding_mode="reflection", align_corners=False)
-    new_image, new_mask = warped[:, :-1].to(image.dtype), (warped[:, -1:] > 0.5).to(mask.dtype)
+    channels = image.shape[1]
+    new_image = warped[:, :channels].to(image.dtype)
+    new_mask = (warped[:, channels:] > 0.5).to(mask.dtype)
     return torch.where(chosen, new_image, image), torch.where(chosen, new_mask, mask)
 
 

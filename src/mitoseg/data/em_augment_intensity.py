@@ -1,6 +1,6 @@
 """Intensity batch augmentation of EM patches in torch: brightness, contrast, gamma, noise, blur.
 
-These change the image only; the mask passes through untouched. Parameters are drawn per sample
+These change the image only; the mask (every channel of it) passes through untouched. Parameters are drawn per sample
 from the generator; statistics (mean, min, max) are taken per sample and channel.
 """
 

@@ -2,6 +2,9 @@
 {per patch, 50 % overlap, 50 % overlap + blending, full image} x {no TTA, TTA} x {no
 Z-filter, Z-filter}, each scored by foreground/background/overall IoU and Dice over the whole
 volume, and as the mean over slices (and over patches for the per-patch protocol).
+
+An ignore mask (``valid``) changes only the scoring: the network still predicts every voxel
+(it sees the whole image), and every score counts valid voxels only (``metrics.volume``).
 """
 
 from __future__ import annotations
@@ -18,20 +21,30 @@ from mitoseg.data.normalization import Normalization
 from mitoseg.errors import InputError
 from mitoseg.inference.protocols import PROTOCOLS, reconstruct
 from mitoseg.inference.zfilter import median_z_filter
-from mitoseg.metrics.volume import mean_per_slice, volume_metrics
+from mitoseg.metrics.volume import (
+    METRIC_KEYS,
+    as_valid_mask,
+    mean_per_slice,
+    volume_metrics,
+)
 
 Postprocess = Callable[[np.ndarray], np.ndarray]
 
 
 def _per_patch_iou(labels: np.ndarray, mask: np.ndarray, tiles: Sequence[tuple[slice, ...]],
-                   spatial_dims: int) -> float:
-    """Mean foreground IoU over the patches (paper 002's 'per patch' metric)."""
+                   spatial_dims: int, valid: np.ndarray | None = None) -> float:
+    """Mean foreground IoU over the patches (paper 002's 'per patch' metric); with ``valid``,
+    each patch is scored on its valid voxels and patches without any are left out."""
     scores = []
     planes = range(labels.shape[0]) if spatial_dims == 2 else [None]
     for z in planes:
         for tile in tiles:
             index = (z, *tile) if z is not None else tile
-            scores.append(volume_metrics(labels[index], mask[index])["iou_fg"])
+            if valid is None:
+                scores.append(volume_metrics(labels[index], mask[index])["iou_fg"])
+            elif valid[index].any():
+                scores.append(volume_metrics(labels[index], mask[index],
+                                             valid=valid[index])["iou_fg"])
     return float(np.mean(scores))
 
 
@@ -41,8 +54,14 @@ def protocol_matrix(predict: Callable[[torch.Tensor], torch.Tensor], image: Any,
                     zfilter: Sequence[int] = (0, 5), batch_size: int = 8, divisor: int = 16,
                     voxel_size_nm: Sequence[float] | None = None,
                     device: str | torch.device | None = None,
-                    normalization: Normalization | None = None) -> list[dict[str, Any]]:
+                    normalization: Normalization | None = None,
+                    valid: Any = None) -> list[dict[str, Any]]:
     """One row per (protocol, TTA, Z-filter size); 0 means no Z-filter.
+
+    ``valid`` (a (D, H, W) bool array-like of the test volume, False = ignored voxel; None =
+    every voxel counts) restricts every score to the valid voxels, the per-patch IoU
+    included; slices and patches without a valid voxel are left out of their means, and the
+    rows then also hold ``n_slices_ignored``. The network still predicts every voxel.
 
     ``normalization`` scales the raw test volume as training did (default: integer
     intensities to [0, 1] by their dtype's range).
@@ -55,9 +74,13 @@ def protocol_matrix(predict: Callable[[torch.Tensor], torch.Tensor], image: Any,
         raise InputError(f"inference option 'protocols': unknown {unknown}; expected some of {PROTOCOLS}")
     if any(int(z) < 0 or (int(z) > 1 and int(z) % 2 == 0) for z in zfilter):
         raise InputError(f"inference option 'zfilter' takes 0 (off) or odd sizes, got {list(zfilter)}")
+    labels = np.asarray(labels) > 0
+    valid = as_valid_mask(valid, labels.shape)
+    if valid is not None and not valid.any():
+        raise InputError(f"valid: every voxel of the {labels.shape} test volume is ignored; "
+                         "expected True where the labels count")
     normalization = normalization or default_normalization(image)
     volume = torch.from_numpy(np.stack([normalization(image[z]) for z in range(image.shape[0])]))
-    labels = np.asarray(labels) > 0
     rows = []
     for protocol in protocols:
         for use_tta in tta:
@@ -71,12 +94,14 @@ def protocol_matrix(predict: Callable[[torch.Tensor], torch.Tensor], image: Any,
                 mask = np.asarray(postprocess(filtered), dtype=bool)
                 row: dict[str, Any] = {"protocol": protocol, "tta": bool(use_tta),
                                        "zfilter": int(size), "inference_seconds": round(seconds, 2)}
-                row |= volume_metrics(labels, mask, voxel_size=voxel_size_nm)
-                row |= {f"{k}_mean_per_slice": v for k, v in mean_per_slice(labels, mask).items()
-                        if k != "n_slices"}
+                row |= volume_metrics(labels, mask, voxel_size=voxel_size_nm, valid=valid)
+                per_slice = mean_per_slice(labels, mask, valid=valid)
+                row |= {f"{k}_mean_per_slice": per_slice[k] for k in METRIC_KEYS}
+                if valid is not None:
+                    row["n_slices_ignored"] = per_slice["n_slices_ignored"]
                 if protocol == "per_patch":
                     row["iou_fg_mean_per_patch"] = _per_patch_iou(labels, mask, result.tiles,
-                                                                  spatial_dims)
+                                                                  spatial_dims, valid)
                 rows.append(row)
     return rows
 

@@ -22,6 +22,17 @@ Conventions (each chosen so every metric is defined for every input):
   per volume); `per_slice_metrics` / `mean_per_slice` score each z-slice and average, like
   the paper's "Full image" reconstruction ("the average over all images"). The two differ
   when slices hold different amounts of foreground (see the tests).
+- Ignored voxels: every function that takes ``valid`` (a bool array of the input's shape,
+  True = the voxel counts, False = ignored, e.g. Kasthuri++'s area outside the tissue or
+  unannotated voxels; None = every voxel counts) scores only the valid voxels. An ignored voxel
+  is neither foreground nor background in either mask: it is in none of TP/FP/FN/TN, and not
+  in the physical volumes (``gt_volume_um3``/``pred_volume_um3`` count valid foreground
+  voxels only), whatever ground truth and prediction hold there. Ground truth must still be a
+  valid label mask everywhere (map an ignore label to 0 or 1 and pass ``valid``). The
+  empty-denominator rule applies to the valid voxels. A z-slice without any valid voxel is
+  left out of the per-slice rows and means (``mean_per_slice`` counts them in
+  ``n_slices_ignored``); an input without any valid voxel has nothing to score and is refused
+  by `volume_metrics` and `mean_per_slice` (`confusion` returns zero counts, which still add up).
 """
 
 from __future__ import annotations
@@ -38,6 +49,7 @@ VoxelSize = Union[Sequence[float], None]
 __all__ = [
     "binarize_prediction",
     "as_label_mask",
+    "as_valid_mask",
     "confusion",
     "scores_from_counts",
     "foreground_iou",
@@ -108,28 +120,53 @@ def binarize_prediction(pred: np.ndarray, threshold: float = 0.5, name: str = "p
     return arr > threshold
 
 
-def _pair(gt: np.ndarray, pred: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def as_valid_mask(valid: object, shape: tuple[int, ...]) -> np.ndarray | None:
+    """Check an ignore mask: None, or a bool array of ``shape`` (True = the voxel counts)."""
+    if valid is None:
+        return None
+    arr = np.asarray(valid)
+    if arr.dtype != bool or arr.shape != shape:
+        raise InputError(f"valid: expected a bool array of the labels' shape {shape} (True = the "
+                         f"voxel counts, False = ignored), got {arr.dtype} of shape {arr.shape}")
+    return arr
+
+
+def _pair(gt: np.ndarray, pred: np.ndarray, threshold: float,
+          valid: object = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Checked (gt, pred, valid) as bool arrays; ignored voxels are cleared in gt and pred, so
+    they are foreground in neither."""
     g = as_label_mask(gt, "gt")
     p = binarize_prediction(pred, threshold, "pred")
     if g.shape != p.shape:
         raise InputError(f"gt and pred: expected arrays of the same shape, got {g.shape} and {p.shape}")
-    return g, p
+    v = as_valid_mask(valid, g.shape)
+    if v is not None:
+        g, p = g & v, p & v
+    return g, p, v
 
 
-def _counts(g: np.ndarray, p: np.ndarray) -> tuple[int, int, int, int]:
+def _counts(g: np.ndarray, p: np.ndarray, v: np.ndarray | None = None) -> tuple[int, int, int, int]:
+    """(tp, fp, fn, tn) of masks from `_pair` (already cleared where ``v`` is False)."""
     tp = int(np.count_nonzero(g & p))
     fp = int(np.count_nonzero(p)) - tp
     fn = int(np.count_nonzero(g)) - tp
-    tn = int(g.size) - tp - fp - fn
+    tn = int(g.size if v is None else np.count_nonzero(v)) - tp - fp - fn
     return tp, fp, fn, tn
 
 
-def confusion(gt: np.ndarray, pred: np.ndarray, threshold: float = 0.5) -> tuple[int, int, int, int]:
-    """Pixel/voxel counts (tp, fp, fn, tn) with mitochondria as the positive class.
+def _nothing_to_score(shape: tuple[int, ...]) -> InputError:
+    return InputError(f"valid: every voxel of the {shape} input is ignored, so there is nothing "
+                      "to score; expected True where the labels count")
+
+
+def confusion(gt: np.ndarray, pred: np.ndarray, threshold: float = 0.5,
+              valid: np.ndarray | None = None) -> tuple[int, int, int, int]:
+    """Pixel/voxel counts (tp, fp, fn, tn) with mitochondria as the positive class, over the
+    valid voxels (all when ``valid`` is None; see the module notes on ignored voxels).
 
     Counts of several volumes can be summed and passed to `scores_from_counts` to pool them.
     """
-    return _counts(*_pair(gt, pred, threshold))
+    return _counts(*_pair(gt, pred, threshold, valid))
 
 
 def _ratio(num: int, den: int) -> float:
@@ -183,7 +220,7 @@ def _voxel_size(voxel_size: VoxelSize, ndim: int) -> tuple[float, ...]:
 
 
 def volume_metrics(gt: np.ndarray, pred: np.ndarray, threshold: float = 0.5,
-                   voxel_size: VoxelSize = None) -> dict[str, float]:
+                   voxel_size: VoxelSize = None, valid: np.ndarray | None = None) -> dict[str, float]:
     """Scores over the whole image/volume from pooled counts (one value per volume).
 
     Keys: iou_fg, iou_bg, iou_overall, dice. With ``voxel_size`` in nm, (z, y, x) for a
@@ -191,9 +228,14 @@ def volume_metrics(gt: np.ndarray, pred: np.ndarray, threshold: float = 0.5,
     (Lucchi: 5), also: voxel_size_{z,y,x}_nm
     and the foreground amount of both masks in physical units, gt_volume_um3 /
     pred_volume_um3 (3D) or gt_area_um2 / pred_area_um2 (2D). The IoUs do not depend on it.
+
+    With ``valid``, everything (scores and physical amounts) counts valid voxels only; an
+    input without any valid voxel is refused.
     """
-    g, p = _pair(gt, pred, threshold)
-    out = scores_from_counts(*_counts(g, p))
+    g, p, v = _pair(gt, pred, threshold, valid)
+    if v is not None and not v.any():
+        raise _nothing_to_score(v.shape)
+    out = scores_from_counts(*_counts(g, p, v))
     if voxel_size is not None:
         size = _voxel_size(voxel_size, g.ndim)
         axes = ("z", "y", "x")[3 - g.ndim:]
@@ -205,21 +247,34 @@ def volume_metrics(gt: np.ndarray, pred: np.ndarray, threshold: float = 0.5,
     return out
 
 
-def per_slice_metrics(gt: np.ndarray, pred: np.ndarray, threshold: float = 0.5) -> list[dict]:
+def per_slice_metrics(gt: np.ndarray, pred: np.ndarray, threshold: float = 0.5,
+                      valid: np.ndarray | None = None) -> list[dict]:
     """One dict per z-slice: {"slice": z, iou_fg, iou_bg, iou_overall, dice}.
 
     A 2D input counts as one slice (z = 0). Slices empty in both masks score iou_fg = dice =
     1.0 by the convention above, which raises their mean; filter on them if that matters.
+    With ``valid``, each slice is scored on its valid voxels, and a slice without any has no
+    row (``slice`` keeps the z index, so the rows then skip it).
     """
-    g, p = _pair(gt, pred, threshold)
+    g, p, v = _pair(gt, pred, threshold, valid)
     if g.ndim == 2:
-        g, p = g[None], p[None]
-    return [{"slice": z, **scores_from_counts(*_counts(g[z], p[z]))} for z in range(g.shape[0])]
+        g, p, v = g[None], p[None], None if v is None else v[None]
+    if v is None:
+        return [{"slice": z, **scores_from_counts(*_counts(g[z], p[z]))} for z in range(g.shape[0])]
+    return [{"slice": z, **scores_from_counts(*_counts(g[z], p[z], v[z]))}
+            for z in range(g.shape[0]) if v[z].any()]
 
 
-def mean_per_slice(gt: np.ndarray, pred: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """Mean of each score over the z-slices (paper 002's per-image averaging), plus n_slices."""
-    rows = per_slice_metrics(gt, pred, threshold)
+def mean_per_slice(gt: np.ndarray, pred: np.ndarray, threshold: float = 0.5,
+                   valid: np.ndarray | None = None) -> dict[str, float]:
+    """Mean of each score over the z-slices (paper 002's per-image averaging), plus n_slices
+    (the slices averaged) and n_slices_ignored (slices left out for having no valid voxel; 0
+    without ``valid``). An input without any valid voxel is refused."""
+    rows = per_slice_metrics(gt, pred, threshold, valid)
+    total = np.shape(gt)[0] if np.ndim(gt) == 3 else 1
+    if not rows:
+        raise _nothing_to_score(np.shape(gt))
     out = {key: float(np.mean([row[key] for row in rows])) for key in METRIC_KEYS}
     out["n_slices"] = len(rows)
+    out["n_slices_ignored"] = total - len(rows)
     return out

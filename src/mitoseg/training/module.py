@@ -10,9 +10,10 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from mitoseg.errors import InputError
 from mitoseg.metrics.batch import area_similarity_batch
 from mitoseg.postproc.binarize import Binarize
-from mitoseg.training.losses import DeepSupervisionLoss
+from mitoseg.training.losses import DeepSupervisionLoss, takes_valid
 
 # Reading a loss back (``if not torch.isfinite(loss)``) makes the CPU wait for the GPU, so the
 # next batch would be loaded and augmented only once the GPU has gone idle. On an accelerator
@@ -68,7 +69,15 @@ class SegmentationModule(pl.LightningModule):
 
     def _shared_step(self, batch: dict[str, Any], split: str) -> tuple[torch.Tensor, torch.Tensor]:
         outputs = self(batch["image"])  # [main, aux...] from deep-supervision nets in training
-        loss = self.loss(outputs, batch["mask"])
+        valid = batch.get("valid")  # absent when no voxel is ignored: the loss runs as always
+        if valid is None:
+            loss = self.loss(outputs, batch["mask"])
+        else:
+            if not takes_valid(self.loss):
+                raise InputError(f"loss: the batch marks ignored voxels ('valid'), but "
+                                 f"{type(self.loss).__name__} takes no 'valid' argument; choose a "
+                                 "loss from conf/loss (mitoseg.training.losses)")
+            loss = self.loss(outputs, batch["mask"], valid)
         logits = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
         self._check_finite(loss, split)
         self.log(f"{split}/loss", loss, on_step=split == "train", on_epoch=True,
@@ -115,12 +124,26 @@ class SegmentationModule(pl.LightningModule):
         full post-processing would copy every prediction to the CPU at every validation. The
         test metrics (``test/*``) always score the full post-processing. The name is the same
         for fluorescence and EM runs (paper 002's foreground IoU is the same quantity).
+
+        A batch with ``valid`` (ignored voxels, 0) scores each image on its valid voxels only,
+        and averages over the images that have any: ``val/as`` is then weighted by that count
+        (one read of it per validation step); a batch where no image has one logs nothing.
         """
         _, logits = self._shared_step(batch, "val")
         predicted = torch.sigmoid(logits) > self.binarize.threshold
-        per_image = area_similarity_batch(batch["mask"] > 0.5, predicted)
-        self.log("val/as", per_image.mean(), on_epoch=True, prog_bar=True, batch_size=len(logits),
-                 sync_dist=True)
+        valid = batch.get("valid")
+        if valid is None:
+            per_image = area_similarity_batch(batch["mask"] > 0.5, predicted)
+            self.log("val/as", per_image.mean(), on_epoch=True, prog_bar=True,
+                     batch_size=len(logits), sync_dist=True)
+            return
+        valid = valid > 0.5
+        per_image = area_similarity_batch(batch["mask"] > 0.5, predicted, valid)
+        scored = valid.flatten(1).any(1)
+        count = int(scored.sum())
+        if count:
+            self.log("val/as", per_image[scored].mean(), on_epoch=True, prog_bar=True,
+                     batch_size=count, sync_dist=True)
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=self.net.parameters())
