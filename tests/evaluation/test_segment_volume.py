@@ -148,3 +148,34 @@ def test_segment_py_takes_zarr_and_hdf5_volumes_block_by_block(checkpoint_2d, vo
         segment(compose_config("segment", [f"ckpt_path={checkpoint_2d}", f"input={source}",
                                            f"output_dir={tmp_path / 'x'}",
                                            "blockwise.enabled=false"]))
+
+
+def test_small_outputs_also_as_hdf5_and_tiff(checkpoint_2d, volume_source, tmp_path) -> None:
+    """also_write copies the finished OME-Zarr into HDF5 and ImageJ TIFF, voxel for voxel and
+    with the voxel size; an existing copy is refused before any prediction."""
+    import tifffile
+
+    source, _ = volume_source
+    record = segment_volume(checkpoint_2d, source, tmp_path, block_depth=3, progress=False,
+                            also_write=["hdf5", "tiff"])
+    assert record["also_written"] == ["cells_segmentation.h5", "cells_prob.tif", "cells_mask.tif"]
+    probabilities = open_volume(tmp_path / "cells_prob.ome.zarr")[:]
+    masks = open_volume(tmp_path / "cells_mask.ome.zarr")[:]
+    with h5py.File(tmp_path / "cells_segmentation.h5") as handle:
+        np.testing.assert_array_equal(handle["probabilities"][:], probabilities)
+        np.testing.assert_array_equal(handle["mask"][:], masks)
+        assert list(handle["mask"].attrs["voxel_size_nm"]) == [30.0, 6.0, 6.0]
+    with tifffile.TiffFile(tmp_path / "cells_prob.tif") as tiff:
+        np.testing.assert_array_equal(tiff.asarray(), probabilities)
+        assert tiff.imagej_metadata["spacing"] == pytest.approx(0.03)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "cells_mask.tif"), masks)
+    assert not list(tmp_path.glob(".*.partial"))
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "cells_mask.tif").write_bytes(b"someone's file")
+    with pytest.raises(InputError, match=r"cells_mask.tif'\] exist; an output is never replaced"):
+        segment_volume(checkpoint_2d, source, other, block_depth=3, progress=False,
+                       also_write=["tiff"])
+    assert not (other / "cells_prob.ome.zarr").exists()  # refused before predicting
+    with pytest.raises(InputError, match=r"unknown format 'png'"):
+        segment_volume(checkpoint_2d, source, other, progress=False, also_write=["png"])

@@ -91,7 +91,8 @@ def segment_blockwise(cfg: DictConfig) -> dict[str, Any]:
         voxel_size_nm=list(cfg.voxel_size_nm) if cfg.get("voxel_size_nm") else None,
         engine=str(options.engine), workers=int(options.workers), address=options.get("address"),
         jobqueue=dict(options.get("jobqueue") or {}), resume=bool(options.resume),
-        overwrite=bool(options.overwrite), device=cfg.get("device") or None, postproc=postproc)
+        overwrite=bool(options.overwrite), device=cfg.get("device") or None, postproc=postproc,
+        also_write=[str(f) for f in options.get("also_write") or []])
 
 
 def segment(cfg: DictConfig) -> dict[str, Any]:

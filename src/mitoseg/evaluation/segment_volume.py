@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from mitoseg.data.ome_zarr_output import OmeZarrOutput
+from mitoseg.data.volume_exports import export_paths, export_segmentation
 from mitoseg.data.volume_sources import check_voxel_size, open_volume
 from mitoseg.errors import InputError
 from mitoseg.evaluation.chunked import BlockJob, close_client, dask_client, run_dask, run_local
@@ -77,12 +79,15 @@ def segment_volume(checkpoint: str | Path, source: str, out_dir: str | Path, *,
                    workers: int = 2, address: str | None = None,
                    jobqueue: dict[str, Any] | None = None, resume: bool = False,
                    overwrite: bool = False, device: str | None = None,
-                   postproc: Any = None, progress: bool = True) -> dict[str, Any]:
+                   postproc: Any = None, progress: bool = True,
+                   also_write: Sequence[str] = ()) -> dict[str, Any]:
     """Write ``<name>_prob.ome.zarr`` (float32) and ``<name>_mask.ome.zarr`` (uint8, 255 =
     mitochondrion) into ``out_dir`` and return the record also written as
     ``<name>_segmentation.json``. ``inference``: reconstruction settings or an inference config
-    (None: the checkpoint's default); ``postproc``: None: the checkpoint's. ``engine``: 'none' (this process), 'local' (Dask worker
-    processes), 'address' (a running scheduler), 'slurm' or 'pbs' (dask-jobqueue)."""
+    (None: the checkpoint's default); ``postproc``: None: the checkpoint's. ``engine``: 'none'
+    (this process), 'local' (Dask worker processes), 'address' (a running scheduler), 'slurm'
+    or 'pbs' (dask-jobqueue). ``also_write``: copies in 'hdf5' and/or 'tiff' once the OME-Zarr
+    outputs are complete (``mitoseg.data.volume_exports``)."""
     predictor = Predictor.from_checkpoint(checkpoint, inference, postproc, device=device)
     volume = open_volume(source, level)
     voxel = check_voxel_size(volume, voxel_size_nm)
@@ -90,6 +95,11 @@ def segment_volume(checkpoint: str | Path, source: str, out_dir: str | Path, *,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     name = _stem(source)
+    exports = {fmt: export_paths(out, name, fmt) for fmt in also_write}  # unknown: stop now
+    taken = [str(p) for paths in exports.values() for p in paths if p.exists()]
+    if taken and not (resume or overwrite):
+        raise InputError(f"{taken} exist; an output is never replaced unless asked "
+                         "(blockwise.overwrite=true)")
     job = {"checkpoint_sha256": _sha256(checkpoint), "source": str(source), "level": level,
            "shape": list(volume.shape),
            "reconstruction": predictor.settings.describe(predictor.spatial_dims),
@@ -124,10 +134,17 @@ def segment_volume(checkpoint: str | Path, source: str, out_dir: str | Path, *,
         masks.write(block.core, mask.astype(np.uint8) * 255)
         masks.mark_done(block.key)
     masks.finish()
+    written = []
+    for fmt, paths in exports.items():
+        if resume and not overwrite and all(p.exists() for p in paths):
+            written += [p.name for p in paths]  # finished before the run was stopped
+            continue
+        written += [p.name for p in export_segmentation(
+            open_volume(prob_path), open_volume(mask_path), out, name, fmt, voxel, overwrite)]
     record = {**job, "voxel_size_nm": list(voxel) if voxel else None, "blocks": len(blocks),
               "blocks_predicted_now": predicted, "engine": engine,
               "postproc": predictor.describe()["postproc"],
-              "probabilities": prob_path.name, "mask": mask_path.name}
+              "probabilities": prob_path.name, "mask": mask_path.name, "also_written": written}
     write_new_json(out / f"{name}_segmentation.json", record)
     log.info("Segmented %s block-wise (%d blocks); results in %s", source, len(blocks), out)
     return record
