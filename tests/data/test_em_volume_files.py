@@ -118,8 +118,10 @@ def test_the_data_module_serves_every_volume_with_its_valid_mask(root: Path) -> 
     hdf5_sample = train[32 * 3]  # the HDF5 volume ignores nothing: valid all ones
     assert hdf5_sample["valid"].min() == 1
     val = module.datasets["val"]
-    assert len(val) == 12 * 9  # the Zarr validation volume tiled by 64 x 64 (3 x 3 per slice)
-    assert all(val[i]["valid"].max() == 0 for i in range(9, 18))  # slice 1 is unannotated
+    # the Zarr validation volume tiled by 64 x 64 (3 x 3 per slice); its unannotated slices
+    # (every second one) are left out: they would measure nothing
+    assert len(val) == 6 * 9 and val.z_indices == [0, 2, 4, 6, 8, 10]
+    assert all(val[i]["valid"].min() == 1 for i in range(len(val)))
     batch = next(iter(module.train_dataloader()))
     assert set(batch) >= {"image", "mask", "valid"} and batch["valid"].shape == batch["mask"].shape
 
@@ -146,6 +148,23 @@ def test_one_volume_per_split_serves_what_it_always_did() -> None:
         torch.manual_seed(index)
         b = direct[index]
         assert a["mask_id"] == b["mask_id"] and torch.equal(a["image"], b["image"])
+
+
+def test_slices_without_an_annotated_voxel_are_left_out_in_2d(root: Path) -> None:
+    """Sparse annotation: the odd slices of the Zarr volume are all ignored; used for training
+    (and for validation with val_fraction), none of them is drawn."""
+    sparse = [{"name": "sparse", "image": "val.zarr", "labels": "val_labels.zarr"}]
+    module = EMDataModule(lambda: open_set(root, train=sparse, val=[]), patch_size=(64, 64),
+                          split_seed=0, seed=0, num_workers=0, val_fraction=0.3)
+    module.setup()
+    train_z, val_z = module.slices[0]
+    assert set(train_z) | set(val_z) == {0, 2, 4, 6, 8, 10} and not set(train_z) & set(val_z)
+    assert len(module.datasets["train"]) == len(train_z)
+    everything_ignored = {"foreground": [7], "background": None, "ignore": [0, 1, 2]}
+    with pytest.raises(InputError, match="no training slice holds a voxel that is not ignored"):
+        EMDataModule(lambda: open_set(root, train=sparse, val=[],
+                                      label_mapping=everything_ignored),
+                     patch_size=(64, 64), split_seed=0, seed=0, num_workers=0).setup()
 
 
 def test_device_sampling_is_refused_for_several_volumes(root: Path) -> None:

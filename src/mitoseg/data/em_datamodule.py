@@ -181,19 +181,29 @@ class EMDataModule(SplitDataModule):
         self.slices = [validation_split(v.depth, 0.0 if volumes.val else self.val_fraction,
                                         self.patch_size, _split_seed(self.split_seed, i))
                        for i, v in enumerate(volumes.train)]
+        if self.spatial_dims == 2:  # a slice with nothing annotated teaches and measures nothing
+            self.slices = [(_annotated(v, train_z), _annotated(v, val_z))
+                           for v, (train_z, val_z) in zip(volumes.train, self.slices)]
+        if not any(train_z for train_z, _ in self.slices):
+            raise InputError(f"{volumes.description}: no training slice holds a voxel that is not "
+                             "ignored; check the label mapping's ignore values")
         self.train_z, self.val_z = self.slices[0]
         self.normalization = fit_normalization_over(
-            self.normalize, [(v.image, z) for v, (z, _) in zip(volumes.train, self.slices)],
+            self.normalize, [(v.image, z) for v, (z, _) in zip(volumes.train, self.slices) if z],
             EM_MODES)
         train = [RandomPatchDataset(v.image, v.labels, z, self.patch_size,
                                     self.patches_per_image, self.foreground_weight,
                                     self.normalization, self.placement,
                                     origins_only=self.sampling == "device", ignored=v.ignored,
                                     with_valid=self.with_valid)
-                 for v, (z, _) in zip(volumes.train, self.slices)]
+                 for v, (z, _) in zip(volumes.train, self.slices) if z]
         validation = [self._tiles(v, val_z) for v, (_, val_z) in zip(volumes.train, self.slices)
                       if val_z]
-        validation += [self._tiles(v, list(range(v.depth))) for v in volumes.val]
+        for volume in volumes.val:
+            every = list(range(volume.depth))
+            val_z = _annotated(volume, every) if self.spatial_dims == 2 else every
+            if val_z:
+                validation.append(self._tiles(volume, val_z))
         self.datasets = {"train": _one_or_concat(train)}
         if validation:
             self.datasets["val"] = _one_or_concat(validation)
@@ -297,6 +307,18 @@ def _split_seed(split_seed: int, volume_number: int) -> int:
     """The validation-split seed of training volume ``volume_number`` (the first one: the data
     set's own ``split_seed``, so a one-volume data set splits as it always has)."""
     return split_seed if volume_number == 0 else split_seed + 7919 * volume_number
+
+
+def _annotated(volume: LabelledVolume, z_indices: list[int]) -> list[int]:
+    """The slices of ``z_indices`` with at least one voxel that is not ignored (2D training and
+    validation skip the others: sparse annotation leaves whole slices unknown)."""
+    if volume.ignored is None:
+        return list(z_indices)
+    kept = [z for z in z_indices if not np.asarray(volume.ignored[z]).all()]
+    if len(kept) < len(z_indices):
+        log.info("'%s': %d of %d slices hold no annotated voxel and are left out", volume.name,
+                 len(z_indices) - len(kept), len(z_indices))
+    return kept
 
 
 def _one_or_concat(datasets: list[Any]) -> Any:
