@@ -25,8 +25,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +32,7 @@ from tempfile import TemporaryDirectory
 from typing import Any
 
 import numpy as np
+from _child import limit_address_space, peak_rss, ratio, run_child
 
 HERE = Path(__file__).resolve().parent
 SLAB, HALO, ZFILTER = 32, 2, 5  # slices per block (segment.py's default), z-median halo
@@ -109,7 +108,7 @@ def child(task: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
         result = predict(source[:])
         seconds = time.perf_counter() - started
-        return {"seconds": seconds, "voxels": int(result.size), **_rss()}
+        return {"seconds": seconds, "voxels": int(result.size), **peak_rss()}
     slab = int(task.get("slab", SLAB))
     blocks = block_grid(source.shape, (slab, *source.shape[1:]), (HALO, 0, 0))
     output = OmeZarrOutput.create(task["output"], source.shape, "float32",
@@ -117,7 +116,7 @@ def child(task: dict[str, Any]) -> dict[str, Any]:
                                   levels=1)
     job = BlockJob(task["source"], None, task["output"], factory)
     if task.get("limit_mib"):
-        _limit_address_space(int(task["limit_mib"]))
+        limit_address_space(int(task["limit_mib"]))
     if task["kind"] == "chunked":
         from mitoseg.evaluation.chunked import predict_function
 
@@ -141,8 +140,8 @@ def child(task: dict[str, Any]) -> dict[str, Any]:
         client.close()
         client.cluster.close()
         return {"seconds": seconds, "blocks": len(blocks), "client_cpu_s": round(client_cpu, 2),
-                **_rss()}
-    return {"seconds": seconds, "blocks": len(blocks), **_rss()}
+                **peak_rss()}
+    return {"seconds": seconds, "blocks": len(blocks), **peak_rss()}
 
 
 def _cpu_seconds() -> float:
@@ -156,29 +155,10 @@ def _warm(factory: Any) -> None:
     predict_function(factory)
 
 
-def _limit_address_space(limit_mib: int) -> None:
-    """Allow this process only ``limit_mib`` MiB of address space beyond what it holds now
-    (libraries and the network already loaded)."""
-    with open("/proc/self/status") as stream:
-        vm_kib = next(int(line.split()[1]) for line in stream if line.startswith("VmSize"))
-    limit = vm_kib * 1024 + limit_mib * 2**20
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def _rss() -> dict[str, float]:
-    return {"peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
-def run_child(task: dict[str, Any]) -> dict[str, Any]:
-    # one malloc arena: each extra arena reserves 64 MiB of address space per thread, which an
-    # address-space limit would count although nothing is stored there
-    env = {**os.environ, "MALLOC_ARENA_MAX": "1", "PYTHONPATH": os.pathsep.join(
-        [str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, __file__, "--child", json.dumps(task)], env=env,
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        return {"error": done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"]}
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -214,24 +194,23 @@ def main(argv: list[str] | None = None) -> None:
             write_source(root / f"v{factor}.ome.zarr", base * factor, size)
         four = str(root / "v4.ome.zarr")
         if args.only == "all":
-            in_memory = run_child({"kind": "in_memory", "source": four, "threads": 2})
-            chunked = run_child({"kind": "chunked", "source": four, "threads": 2,
+            in_memory = run_child(__file__, {"kind": "in_memory", "source": four, "threads": 2})
+            chunked = run_child(__file__, {"kind": "chunked", "source": four, "threads": 2,
                                  "output": str(root / "c4.ome.zarr")})
             report["chunked_vs_in_memory"] = {
                 "in_memory": in_memory, "chunked": chunked,
-                "throughput_ratio": _ratio(in_memory, chunked), "goal": 0.9}
-            peaks = {factor: run_child({"kind": "chunked",
+                "throughput_ratio": ratio(in_memory, chunked, "seconds"), "goal": 0.9}
+            peaks = {factor: run_child(__file__, {"kind": "chunked",
                                         "source": str(root / f"v{factor}.ome.zarr"),
                                         "threads": 2, "output": str(root / f"p{factor}.ome.zarr")})
                      for factor in (1, 4, 16)}
             report["peak_memory_vs_volume_size"] = {
                 f"{factor}x": peaks[factor] for factor in peaks} | {
-                "ratio_16x_to_1x": round(peaks[16]["peak_rss_mib"] / peaks[1]["peak_rss_mib"], 3)
-                if "peak_rss_mib" in peaks[1] and "peak_rss_mib" in peaks[16] else None,
+                "ratio_16x_to_1x": ratio(peaks[16], peaks[1], "peak_rss_mib"),
                 "goal": 1.2}
         report["dask_2x1_vs_process_1x2"] = dask_against_process(root, four, args.rounds,
                                                                      args.before_fix)
-        small = run_child({"kind": "dask", "source": four, "workers": 2, "no_network": True,
+        small = run_child(__file__, {"kind": "dask", "source": four, "workers": 2, "no_network": True,
                            "slab": 1, "output": str(root / "noop.ome.zarr")})
         report["dask_overhead_per_block_ms"] = (
             round(1000 * small["seconds"] / small["blocks"], 2) if "seconds" in small else small)
@@ -246,18 +225,18 @@ def dask_against_process(root: Path, source: str, rounds: int,
     ``before_fix``: also Dask with MALLOC_TRIM_THRESHOLD_=65536 in its workers."""
     pairs = []
     for number in range(max(int(rounds), 1)):
-        process = run_child({"kind": "chunked", "source": source, "threads": 2,
+        process = run_child(__file__, {"kind": "chunked", "source": source, "threads": 2,
                              "output": str(root / f"r{number}_process.ome.zarr")})
-        dask = run_child({"kind": "dask", "source": source, "workers": 2,
+        dask = run_child(__file__, {"kind": "dask", "source": source, "workers": 2,
                           "output": str(root / f"r{number}_dask.ome.zarr")})
         pair = {"process_1x2": process, "dask_2x1": dask,
-                "throughput_ratio": _ratio(process, dask)}
+                "throughput_ratio": ratio(process, dask, "seconds")}
         if before_fix:
-            before = run_child({"kind": "dask", "source": source, "workers": 2,
+            before = run_child(__file__, {"kind": "dask", "source": source, "workers": 2,
                                 "malloc_trim": True,
                                 "output": str(root / f"r{number}_before.ome.zarr")})
             pair |= {"dask_2x1_before_fix": before,
-                     "throughput_ratio_before_fix": _ratio(process, before)}
+                     "throughput_ratio_before_fix": ratio(process, before, "seconds")}
         pairs.append(pair | {"load_average_after": [round(v, 2) for v in os.getloadavg()]})
     ratios = [p["throughput_ratio"] for p in pairs if p["throughput_ratio"] is not None]
     return {"rounds": pairs,
@@ -274,7 +253,7 @@ def dask_against_process(root: Path, source: str, rounds: int,
 def larger_than_memory(root: Path, depth: int, size: int, limit: int) -> dict[str, Any]:
     write_source(root / "big.ome.zarr", depth, size)
     output_mib = depth * size * size * 4 / 2**20
-    limited = run_child({"kind": "chunked", "source": str(root / "big.ome.zarr"),
+    limited = run_child(__file__, {"kind": "chunked", "source": str(root / "big.ome.zarr"),
                          "filters": [4, 8, 8, 16, 16], "threads": 2, "limit_mib": limit,
                          "slab": 8, "output": str(root / "big_out.ome.zarr")})
     return {"volume": [depth, size, size], "output_mib": round(output_mib, 1),
@@ -288,10 +267,6 @@ def _median(values: list[float | None]) -> float | None:
     return round(statistics.median(present), 3) if present else None
 
 
-def _ratio(reference: dict[str, Any], other: dict[str, Any]) -> float | None:
-    if "seconds" not in reference or "seconds" not in other:
-        return None
-    return round(reference["seconds"] / other["seconds"], 3)
 
 
 if __name__ == "__main__":

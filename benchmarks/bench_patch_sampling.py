@@ -25,16 +25,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
 import numpy as np
+from _child import limit_address_space, peak_rss, ratio, run_child
 
 HERE = Path(__file__).resolve().parent
 FOREGROUND = 0.075  # share of foreground voxels in the written labels
@@ -132,12 +130,12 @@ def child(task: dict[str, Any]) -> dict[str, Any]:
                           augmentation=augmentation,
                           foreground_weight=float(task["foreground_weight"]))
     if task.get("limit_mib"):  # libraries are loaded; everything from here runs under it
-        _limit_address_space(int(task["limit_mib"]))
+        limit_address_space(int(task["limit_mib"]))
     started = time.perf_counter()
     module.setup()  # opens and checks every volume (labels, overlap), splits, builds datasets
     setup_s = time.perf_counter() - started
     out: dict[str, Any] = {"setup_s": round(setup_s, 2), "rss_after_setup_mib": _rss_now(),
-                           "peak_rss_through_setup_mib": _rss()["peak_rss_mib"]}
+                           "peak_rss_through_setup_mib": peak_rss()["peak_rss_mib"]}
     sampler = module.datasets["train"].sampler
     if task.get("coords_limit") is not None:
         sampler.coords_limit = int(task["coords_limit"])
@@ -148,7 +146,7 @@ def child(task: dict[str, Any]) -> dict[str, Any]:
                 "foreground_voxels": count, "coords_limit": sampler.coords_limit,
                 "foreground_path": "coordinates held" if sampler.holds_coordinates
                 else "slice by slice", "rss_after_scan_mib": _rss_now(),
-                "peak_rss_through_scan_mib": _rss()["peak_rss_mib"]}
+                "peak_rss_through_scan_mib": peak_rss()["peak_rss_mib"]}
     torch.manual_seed(0)
     batches = _batches(module)
     for _ in range(int(task["warmup"])):
@@ -179,7 +177,7 @@ def child(task: dict[str, Any]) -> dict[str, Any]:
     return out | {
         "rounds_patches_per_s": {kind: [round(r, 1) for r in v] for kind, v in rates.items()},
         "patch_foreground_share": round(float(np.mean(foreground)), 4),
-        "batches_drawn": drawn, **_rss()}
+        "batches_drawn": drawn, **peak_rss()}
 
 
 def _batches(module: Any):
@@ -190,13 +188,6 @@ def _batches(module: Any):
             yield module.on_after_batch_transfer(batch, 0)
 
 
-def _limit_address_space(limit_mib: int) -> None:
-    """Allow this process only ``limit_mib`` MiB of address space beyond what it holds now
-    (libraries loaded), as bench_chunked.py does."""
-    with open("/proc/self/status") as stream:
-        vm_kib = next(int(line.split()[1]) for line in stream if line.startswith("VmSize"))
-    limit = vm_kib * 1024 + limit_mib * 2**20
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
 def _rss_now() -> float:
@@ -204,23 +195,8 @@ def _rss_now() -> float:
         return round(int(stream.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
 
 
-def _rss() -> dict[str, float]:
-    return {"peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
-def run_child(task: dict[str, Any]) -> dict[str, Any]:
-    # one malloc arena: each extra arena reserves 64 MiB of address space per thread, which an
-    # address-space limit would count although nothing is stored there
-    env = {**os.environ, "MALLOC_ARENA_MAX": "1", "PYTHONPATH": os.pathsep.join(
-        [str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")])}
-    started = time.perf_counter()
-    done = subprocess.run([sys.executable, __file__, "--child", json.dumps(task)], env=env,
-                          capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        return {"error": done.stderr.strip().splitlines()[-3:] or [f"exit {done.returncode}"]}
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"{task.get('name')}: {result} ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
-    return result
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -268,14 +244,15 @@ def main(argv: list[str] | None = None) -> None:
                                 for f in (1, 4, 16)}  # image alone; the labels as much again
 
         def measure(name: str, train: dict[str, str], weight: float, **extra: Any) -> dict:
-            return run_child({**common, "name": name, "train": train, "test": test,
-                              "foreground_weight": weight, **extra})
+            task = {**common, "name": name, "train": train, "test": test,
+                    "foreground_weight": weight, **extra}
+            return run_child(__file__, task, error_lines=3, echo=True)
 
         for weight in (1, 5):
             runs = {f"{f}x": measure(f"zarr {f}x w{weight}", zarr_volumes[f], weight)
                     for f in (1, 4, 16)}
             report[f"zarr_foreground_weight_{weight}"] = runs | {
-                "ratio_16x_to_1x": _peak_ratio(runs["16x"], runs["1x"]), "goal": 1.2}
+                "ratio_16x_to_1x": ratio(runs["16x"], runs["1x"], "peak_rss_mib"), "goal": 1.2}
         report["zarr_16x_foreground_weight_5_small_coords_limit"] = measure(
             "zarr 16x w5 small limit", zarr_volumes[16], 5, coords_limit=small_limit)
         report["hdf5_4x"] = {f"foreground_weight_{w}": measure(f"hdf5 4x w{w}", hdf5, w)
@@ -293,10 +270,6 @@ def main(argv: list[str] | None = None) -> None:
         Path(args.out).write_text(json.dumps(report, indent=2, default=str) + "\n")
 
 
-def _peak_ratio(big: dict[str, Any], small: dict[str, Any]) -> float | None:
-    if "peak_rss_mib" not in big or "peak_rss_mib" not in small:
-        return None
-    return round(big["peak_rss_mib"] / small["peak_rss_mib"], 3)
 
 
 if __name__ == "__main__":
