@@ -280,3 +280,24 @@ def test_lucchi_holdout_is_em_volumes_with_z_ranges(tmp_path: Path) -> None:
             np.testing.assert_array_equal(ours.image[z], theirs[z])
             np.testing.assert_array_equal(ours.labels[z], getattr(preset, f"{split}_labels")[z])
         assert ours.numbers() == preset.slice_numbers(split)
+
+
+def test_a_patch_reads_its_raw_labels_once_for_labels_and_ignore_mask() -> None:
+    """The foreground and ignore views share one reader: a patch's window of raw labels is
+    read and mapped once, not once per view."""
+    from mitoseg.data.label_mapping import LabelMapping
+    from mitoseg.data.volume_set import mapped_views
+
+    rng = np.random.default_rng(0)
+    image = CountingArray(rng.integers(0, 255, (16, 128, 128), dtype=np.uint8))
+    raw = CountingArray(rng.integers(0, 3, (16, 128, 128), dtype=np.uint8))
+    labels, ignored = mapped_views(raw, LabelMapping.from_config(MAPPING), "raw")
+    dataset = RandomPatchDataset(image, labels, range(16), (32, 32), placement="uniform",
+                                 ignored=ignored)
+    for index in range(10):
+        sample = dataset[index]
+        z, y, x = (int(part[1:]) for part in sample["mask_id"].split("-"))
+        window = raw.array[z, y:y + 32, x:x + 32]
+        np.testing.assert_array_equal(sample["mask"][0].numpy(), window == 1)
+        np.testing.assert_array_equal(sample["valid"][0].numpy(), window != 2)
+    assert raw.read == image.read == 10 * 32 * 32

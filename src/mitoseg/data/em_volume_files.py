@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from mitoseg.data.label_mapping import LabelMapping
-from mitoseg.data.volume_set import LabelledVolume, MappedLabels, VolumeSet
+from mitoseg.data.volume_set import LabelledVolume, VolumeSet, mapped_views
 from mitoseg.data.volume_sources import (
     Volume,
     check_pair,
@@ -116,9 +116,7 @@ def _open_entry(entry: Mapping[str, Any], split: str, number: int, mapping: Labe
         own_mapping.check_volume(raw_labels.array, described)
     given = entry["voxel_size_nm"] if entry.get("voxel_size_nm") is not None else voxel_size_nm
     size = _voxel_size(image, raw_labels, given)
-    labels = MappedLabels(raw_labels.array, own_mapping, "foreground", described)
-    ignored = (MappedLabels(raw_labels.array, own_mapping, "ignored", described)
-               if own_mapping.ignore else None)
+    labels, ignored = mapped_views(raw_labels.array, own_mapping, described)
     log.info("%s: '%s' image %s %s, labels %s", where, name, image.source, image.shape,
              raw_labels.source)
     volume = LabelledVolume(name, image.array, labels, ignored)

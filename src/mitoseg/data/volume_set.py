@@ -20,24 +20,50 @@ from mitoseg.errors import InputError
 SPLITS = ("train", "val", "test")
 
 
+# Blocks up to this many voxels are kept after mapping, so the foreground and ignore views of a
+# training patch read and map the raw labels once; whole volumes are not kept.
+CACHE_VOXELS = 1 << 26
+
+
+class MappedBlocks:
+    """Raw labels read through a ``LabelMapping`` block by block: (foreground, ignored) bool
+    masks of a block. The last block is kept (up to ``CACHE_VOXELS``), because a patch asks
+    for its labels and then for its ignore mask at the same index."""
+
+    def __init__(self, raw: Any, mapping: LabelMapping, where: str) -> None:
+        self.raw, self.mapping, self.where = raw, mapping, where
+        self.shape = tuple(int(n) for n in raw.shape)
+        self._last: tuple[str, np.ndarray, np.ndarray] | None = None
+
+    def masks(self, index: Any) -> tuple[np.ndarray, np.ndarray]:
+        key = repr(index)
+        if self._last is not None and self._last[0] == key:
+            return self._last[1], self._last[2]
+        target, valid = self.mapping.apply(np.asarray(self.raw[index]),
+                                           f"{self.where}, block {_describe(index)}")
+        foreground, ignored = target.astype(bool), ~valid
+        self._last = (key, foreground, ignored) if foreground.size <= CACHE_VOXELS else None
+        return foreground, ignored
+
+
 class MappedLabels:
     """A lazy (D, H, W) bool view of raw labels through a ``LabelMapping``: ``part`` is
     "foreground" (True = mitochondrion) or "ignored" (True = the voxel counts nowhere).
     Reading a block applies the mapping to that block only; a value outside the mapping stops
-    with the values found, the volume and the slices."""
+    with the values found, the volume and the slices. Views made by ``mapped_views`` share
+    their ``MappedBlocks``."""
 
-    def __init__(self, raw: Any, mapping: LabelMapping, part: str, where: str) -> None:
+    def __init__(self, blocks: MappedBlocks, part: str) -> None:
         if part not in ("foreground", "ignored"):
             raise ValueError(f"MappedLabels: part must be 'foreground' or 'ignored', got {part!r}")
-        self.raw, self.mapping, self.part, self.where = raw, mapping, part, where
-        self.shape = tuple(int(n) for n in raw.shape)
+        self.blocks, self.part = blocks, part
+        self.shape = blocks.shape
         self.dtype = np.dtype(bool)
         self.ndim = len(self.shape)
 
     def __getitem__(self, index: Any) -> np.ndarray:
-        target, valid = self.mapping.apply(np.asarray(self.raw[index]),
-                                           f"{self.where}, block {_describe(index)}")
-        return target.astype(bool) if self.part == "foreground" else ~valid
+        foreground, ignored = self.blocks.masks(index)
+        return foreground if self.part == "foreground" else ignored
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         whole = self[:]
@@ -45,6 +71,15 @@ class MappedLabels:
 
     def __len__(self) -> int:
         return self.shape[0]
+
+
+def mapped_views(raw: Any, mapping: LabelMapping, where: str
+                 ) -> tuple[MappedLabels, MappedLabels | None]:
+    """The foreground view of raw labels, and their ignore view (None when the mapping ignores
+    no value), sharing one block reader."""
+    blocks = MappedBlocks(raw, mapping, where)
+    return (MappedLabels(blocks, "foreground"),
+            MappedLabels(blocks, "ignored") if mapping.ignore else None)
 
 
 def _describe(index: Any) -> str:
@@ -181,8 +216,8 @@ def from_em_volumes(found: Any) -> VolumeSet:
                              f"shape {getattr(found, name).shape}")
     return VolumeSet(
         train=[LabelledVolume("train", found.train_image, found.train_labels,
-                              getattr(found, "train_ignored", None), found.train_slice_numbers)],
+                              found.train_ignored, found.train_slice_numbers)],
         test=[LabelledVolume("test", found.test_image, found.test_labels,
-                             getattr(found, "test_ignored", None), found.test_slice_numbers)],
+                             found.test_ignored, found.test_slice_numbers)],
         voxel_size_nm=tuple(found.voxel_size_nm), description=found.description,
         notes=dict(found.notes))
