@@ -71,6 +71,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="after the timed rounds, profile one framework and one bare run "
                              "(cProfile, top functions by own time to stderr): where the CPU "
                              "side of a step goes, waits for the GPU included")
+    parser.add_argument("--count-syncs", action="store_true",
+                        help="on a GPU, after the timed rounds, run each loop once more under "
+                             "torch.cuda.set_sync_debug_mode('warn') and count the operations "
+                             "that make the CPU wait for the GPU, per step")
     parser.add_argument("--override", action="append", default=[],
                         help="extra Hydra override, repeatable "
                              "(e.g. model.filters=[8,16,32,64,128])")
@@ -253,6 +257,24 @@ def profiled(run: Any, cfg: DictConfig, datamodule: Any, s: dict[str, Any],
     return rows
 
 
+def count_syncs(run: Any, cfg: DictConfig, datamodule: Any, s: dict[str, Any],
+                device: torch.device) -> dict[str, Any]:
+    """One run with CUDA's sync debug mode on: the synchronizing operations it makes (item,
+    copies to the host, blocking copies to the device, ...), in all and per step."""
+    import warnings
+
+    steps = s["warmup_steps"] + s["measured_steps"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            run(cfg, datamodule, s, device)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = [str(w.message) for w in caught if "synchronizing" in str(w.message)]
+    return {"syncs": len(syncs), "steps": steps, "per_step": rounded(len(syncs) / steps, 3)}
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     apply_threads(args)
@@ -289,6 +311,11 @@ def main(argv: list[str] | None = None) -> None:
             "target_ratio": 0.9,
         }
         report["parameters"] = sum(p.numel() for p in instantiate(cfg.model).parameters())
+        if args.count_syncs:
+            report["syncs"] = {name: count_syncs(run, cfg, datamodule, s, device)
+                               for name, run in (("framework", run_framework),
+                                                 ("bare", run_bare))} \
+                if device.type == "cuda" else "a GPU only measure (CUDA's sync debug mode)"
         if args.profile:
             report["profile"] = {name: profiled(run, cfg, datamodule, s, device)
                                  for name, run in (("framework", run_framework),

@@ -14,7 +14,7 @@ el setup
 bench() {  # name, time limit, options...
   local name=$1 limit=$2; shift 2
   timeout $limit python3 benchmarks/bench_training.py --precision bf16-mixed --channels-last \
-    --batch 64 --steps 200 --workers 0 --override dataset.sampling=device "$@" \
+    --batch 64 --steps 200 --workers 0 --override dataset.sampling=device --count-syncs "$@" \
     > $OUT/c1_$name.json 2> $OUT/c1_$name.err; el "bench_training $name rc=$?"
   python3 -c "import json; r=json.load(open('$OUT/c1_$name.json'))['results']; print({k: r[k] for k in ('framework_images_per_s','bare_images_per_s','ratio_framework_to_bare')})"
 }

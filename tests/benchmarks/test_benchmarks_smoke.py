@@ -17,8 +17,9 @@ from tests.conftest import REPO
 COMMON = {"settings", "environment", "load_average_start", "load_average_end", "wall_seconds"}
 
 
-def run_quick(name: str) -> dict:
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{name}.py"), "--quick"],
+def run_quick(name: str, *options: str) -> dict:
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{name}.py"), "--quick",
+                           *options],
                           capture_output=True, text=True, timeout=300, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)  # stdout holds the JSON object and nothing else
@@ -29,7 +30,8 @@ def run_quick(name: str) -> dict:
 
 
 def test_training_benchmark() -> None:
-    report = run_quick("bench_training")
+    report = run_quick("bench_training", "--count-syncs")
+    assert report["syncs"] == "a GPU only measure (CUDA's sync debug mode)"
     results = report["results"]
     rounds = report["settings"]["rounds"]
     assert len(results["framework"]) == rounds and len(results["bare"]) == rounds + 1

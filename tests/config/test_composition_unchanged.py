@@ -127,6 +127,12 @@ def drop_new_keys(before: dict[str, Any], after: dict[str, Any]) -> None:
     """Remove from ``after`` the keys the refactor adds to every config that has them."""
     for key in NEW_KEYS:
         after.pop(key, None)
+    trainer = after.get("trainer")
+    if isinstance(trainer, dict) and trainer.get("accelerator") == "gpu" and \
+            before["trainer"].get("log_every_n_steps") == 10:
+        # issue 17: on a GPU the logged step values are read back every 50 steps, not 10
+        assert trainer["log_every_n_steps"] == 50
+        trainer["log_every_n_steps"] = 10
     dataset = after.get("dataset")
     volumes = dataset.get("volumes") if isinstance(dataset, dict) else None
     if volumes is not None and "max_test_slices" not in before["dataset"]["volumes"]:

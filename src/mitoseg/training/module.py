@@ -81,8 +81,16 @@ class SegmentationModule(pl.LightningModule):
         logits = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
         self._check_finite(loss, split)
         self.log(f"{split}/loss", loss, on_step=split == "train", on_epoch=True,
-                 prog_bar=True, batch_size=len(logits), sync_dist=split != "train")
+                 prog_bar=self._bar_shown(), batch_size=len(logits), sync_dist=split != "train")
         return loss, logits
+
+    def _bar_shown(self) -> bool:
+        """Whether a progress bar shows the logged values. Lightning turns every value logged
+        with ``prog_bar=True`` into a Python number after every batch, whether a bar is shown
+        or not: on a GPU that read makes the CPU wait for each step to finish instead of
+        preparing the next one. Without a bar (``trainer=gpu``) nothing is read back per step."""
+        trainer = self._trainer
+        return trainer is None or trainer.progress_bar_callback is not None
 
     def _check_finite(self, loss: torch.Tensor, split: str) -> None:
         if split == "train" and loss.device.type != "cpu":
@@ -134,7 +142,7 @@ class SegmentationModule(pl.LightningModule):
         valid = batch.get("valid")
         if valid is None:
             per_image = area_similarity_batch(batch["mask"] > 0.5, predicted)
-            self.log("val/as", per_image.mean(), on_epoch=True, prog_bar=True,
+            self.log("val/as", per_image.mean(), on_epoch=True, prog_bar=self._bar_shown(),
                      batch_size=len(logits), sync_dist=True)
             return
         valid = valid > 0.5
@@ -142,7 +150,8 @@ class SegmentationModule(pl.LightningModule):
         scored = valid.flatten(1).any(1)
         count = int(scored.sum())
         if count:
-            self.log("val/as", per_image[scored].mean(), on_epoch=True, prog_bar=True,
+            self.log("val/as", per_image[scored].mean(), on_epoch=True,
+                     prog_bar=self._bar_shown(),
                      batch_size=count, sync_dist=True)
 
     def configure_optimizers(self) -> Any:
