@@ -63,20 +63,24 @@ def test_val_as_and_val_loss_skip_ignored_voxels_and_fully_ignored_images() -> N
             expected.append((truth & predicted).sum() / (truth | predicted).sum())
     value, options = logged["val/as"]
     assert float(value) == pytest.approx(np.mean(expected), rel=1e-6)
-    assert options["batch_size"] == 3
+    assert options["batch_size"] == 3 and logged["val/loss"][1]["batch_size"] == 3
     keep = valid > 0
     loss = torch.nn.functional.binary_cross_entropy_with_logits(logits[keep], mask[keep])
     assert float(logged["val/loss"][0]) == pytest.approx(float(loss), rel=1e-5)
 
 
-def test_a_batch_without_valid_voxels_logs_no_val_as() -> None:
+def test_a_batch_without_valid_voxels_weighs_nothing() -> None:
+    """Logged with weight 0 (so that DDP ranks reduce the same keys; tests/training/
+    test_ddp_ignored.py), it leaves the epoch's weighted means unchanged."""
     module = SegmentationModule(torch.nn.Identity(), BCELoss(), partial(torch.optim.SGD, lr=0.1))
     logged: dict = {}
     module.log = lambda name, value, **kwargs: logged.__setitem__(name, (value, kwargs))
     batch = {"image": torch.randn(2, 1, 4, 4), "mask": torch.ones(2, 1, 4, 4),
              "valid": torch.zeros(2, 1, 4, 4)}
     module.validation_step(batch, 0)
-    assert "val/as" not in logged and float(logged["val/loss"][0]) == 0.0
+    for name in ("val/as", "val/loss"):
+        value, options = logged[name]
+        assert float(value) == 0.0 and options["batch_size"] == 0 and options["sync_dist"]
 
 
 def test_a_batch_with_valid_needs_a_loss_that_takes_it() -> None:

@@ -80,8 +80,9 @@ class SegmentationModule(pl.LightningModule):
             loss = self.loss(outputs, batch["mask"], valid)
         logits = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
         self._check_finite(loss, split)
+        weight = len(logits) if valid is None or split == "train" else int(_scored(valid).sum())
         self.log(f"{split}/loss", loss, on_step=split == "train", on_epoch=True,
-                 prog_bar=self._bar_shown(), batch_size=len(logits), sync_dist=split != "train")
+                 prog_bar=self._bar_shown(), batch_size=weight, sync_dist=split != "train")
         return loss, logits
 
     def _bar_shown(self) -> bool:
@@ -134,8 +135,10 @@ class SegmentationModule(pl.LightningModule):
         for fluorescence and EM runs (paper 002's foreground IoU is the same quantity).
 
         A batch with ``valid`` (ignored voxels, 0) scores each image on its valid voxels only,
-        and averages over the images that have any: ``val/as`` is then weighted by that count
-        (one read of it per validation step); a batch where no image has one logs nothing.
+        and averages over the images that have any: ``val/as`` and ``val/loss`` are then
+        weighted by that count (one read of it per validation step); a batch where no image has one adds nothing
+        (it is logged with weight 0, so that every DDP rank reduces the same keys). If no
+        validation image of the epoch has a valid voxel, ``val/as`` is nan.
         """
         _, logits = self._shared_step(batch, "val")
         predicted = torch.sigmoid(logits) > self.binarize.threshold
@@ -145,14 +148,14 @@ class SegmentationModule(pl.LightningModule):
             self.log("val/as", per_image.mean(), on_epoch=True, prog_bar=self._bar_shown(),
                      batch_size=len(logits), sync_dist=True)
             return
-        valid = valid > 0.5
-        per_image = area_similarity_batch(batch["mask"] > 0.5, predicted, valid)
-        scored = valid.flatten(1).any(1)
+        per_image = area_similarity_batch(batch["mask"] > 0.5, predicted, valid > 0.5)
+        scored = _scored(valid)
         count = int(scored.sum())
-        if count:
-            self.log("val/as", per_image[scored].mean(), on_epoch=True,
-                     prog_bar=self._bar_shown(),
-                     batch_size=count, sync_dist=True)
+        # logged even when no image counts (weight 0): under DDP every rank must reduce the
+        # same keys at the epoch's end, or the ranks' collective calls no longer pair up
+        mean = per_image[scored].mean() if count else per_image.new_zeros(())
+        self.log("val/as", mean, on_epoch=True, prog_bar=self._bar_shown(), batch_size=count,
+                 sync_dist=True)
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=self.net.parameters())
@@ -198,3 +201,8 @@ def with_deep_supervision(net: nn.Module, loss: nn.Module) -> nn.Module:
     if loss.weights is None and getattr(net, "deep_supervision_weights", None):
         loss.weights = [float(w) for w in net.deep_supervision_weights]
     return loss
+
+
+def _scored(valid: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: the images of a batch that hold at least one valid (not ignored) voxel."""
+    return (valid > 0.5).flatten(1).any(1)

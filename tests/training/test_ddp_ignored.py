@@ -1,0 +1,54 @@
+"""Validation under DDP when one rank sees only ignored voxels.
+
+Before, a batch without a valid voxel logged no ``val/as``: the rank that saw only such
+batches skipped the epoch-end reduction of ``val/as``, the ranks' collective calls no longer
+paired up, and the run failed (gloo: "Connection closed by peer"). ``val/loss`` counted those
+batches as loss 0, which halved it here. The test runs two real gloo processes and checks both
+metrics against a numpy computation over the images that hold valid voxels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import REPO
+from tests.training.ddp_validate_ignored import IMAGES, network, tile
+
+HERE = Path(__file__).resolve().parent
+
+
+def expected() -> tuple[float, float]:
+    """Mean over the images with valid voxels of the IoU and of the BCE on those voxels."""
+    net, ious, losses = network(), [], []
+    for i in range(IMAGES):
+        t = tile(i)
+        keep = t["valid"][0].numpy() > 0.5
+        if not keep.any():
+            continue
+        with torch.no_grad():
+            logits = net(t["image"][None])[0, 0].double().numpy()[keep]
+        truth = t["mask"][0].numpy()[keep] > 0.5
+        predicted = 1 / (1 + np.exp(-logits)) > 0.5
+        ious.append((truth & predicted).sum() / (truth | predicted).sum())
+        losses.append(np.mean(np.logaddexp(0, logits) - truth * logits))
+    return float(np.mean(ious)), float(np.mean(losses))
+
+
+def test_val_metrics_reduce_over_ranks_when_one_rank_has_no_valid_voxel(tmp_path: Path) -> None:
+    out = tmp_path / "metrics.json"
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+    done = subprocess.run([sys.executable, str(HERE / "ddp_validate_ignored.py"), str(out)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads(out.read_text())
+    iou, loss = expected()
+    assert metrics["val/as"] == pytest.approx(iou, rel=1e-5)
+    assert metrics["val/loss"] == pytest.approx(loss, rel=1e-5)
