@@ -179,3 +179,47 @@ def test_small_outputs_also_as_hdf5_and_tiff(checkpoint_2d, volume_source, tmp_p
     assert not (other / "cells_prob.ome.zarr").exists()  # refused before predicting
     with pytest.raises(InputError, match=r"unknown format 'png'"):
         segment_volume(checkpoint_2d, source, other, progress=False, also_write=["png"])
+
+
+class _FakeCluster:
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+
+    def close(self) -> None:
+        self.events.append("cluster closed")
+
+
+class _FakeClient:
+    def __init__(self, events: list[str]) -> None:
+        self.events, self.cluster = events, _FakeCluster(events)
+
+    def close(self) -> None:
+        self.events.append("client closed")
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_dask_engine_closes_the_client_and_the_cluster_it_started(
+        checkpoint_2d, volume_source, tmp_path, monkeypatch, fails: bool) -> None:
+    """After the blocks are done, and when they fail: no worker process is left behind."""
+    import mitoseg.evaluation.segment_volume as module
+
+    events: list[str] = []
+    monkeypatch.setattr(module, "dask_client", lambda *args: _FakeClient(events))
+
+    def run_dask(task, blocks, probabilities, client, progress):  # noqa: ANN001, ANN202
+        events.append("blocks")
+        if fails:
+            raise RuntimeError("a worker died")
+        return module.run_local(task, blocks, probabilities, progress)
+
+    monkeypatch.setattr(module, "run_dask", run_dask)
+    source, _ = volume_source
+    if fails:
+        with pytest.raises(RuntimeError, match="a worker died"):
+            segment_volume(checkpoint_2d, source, tmp_path, block_depth=4, engine="local",
+                           progress=False)
+    else:
+        segment_volume(checkpoint_2d, source, tmp_path, block_depth=4, engine="local",
+                       progress=False)
+        assert (tmp_path / "cells_mask.ome.zarr").is_dir()
+    assert events == ["blocks", "client closed", "cluster closed"]
