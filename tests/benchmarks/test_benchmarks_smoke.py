@@ -50,9 +50,13 @@ def test_inference_benchmark() -> None:
     assert {"seconds", "per_slice_s", "extrapolated_165_slices_s", "memory"} <= ours.keys()
     on_cpu = report["environment"]["device"] == "cpu"
     assert report["settings"]["batch_tta"] is not on_cpu  # reconstruct's default
+    assert results["network_only"]["seconds"] > 0  # the bound: the network on the same calls
     for name, result in results.items():
         assert len(result["rounds_s"]) == rounds
-        if name != "ours":  # MONAI, where installed
+        if name != "network_only":
+            assert result["network_share"] > 0
+        if name not in ("ours", "network_only"):  # MONAI, where installed
+            assert result["largest_possible_speedup"] > 0
             assert len(result["ours_speedup_per_round"]) == rounds
             if on_cpu:  # fp32, same images per call; a GPU may pick bf16 or TF32 kernels
                 assert result["max_abs_diff_vs_ours"] <= 1e-5
