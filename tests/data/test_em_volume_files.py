@@ -301,3 +301,34 @@ def test_a_patch_reads_its_raw_labels_once_for_labels_and_ignore_mask() -> None:
         np.testing.assert_array_equal(sample["mask"][0].numpy(), window == 1)
         np.testing.assert_array_equal(sample["valid"][0].numpy(), window != 2)
     assert raw.read == image.read == 10 * 32 * 32
+
+
+def test_setup_reads_the_raw_labels_once() -> None:
+    """The label check, the search for slices without an annotated voxel (2D) and a foreground
+    sampler past its coordinate limit share one pass over the raw labels (before: three); on a
+    z range of the volume too, with the same slices kept and the same draws."""
+    from mitoseg.data.em_datamodule import _annotated
+    from mitoseg.data.em_volume_files import ZRange
+    from mitoseg.data.label_mapping import LabelMapping
+    from mitoseg.data.volume_set import LabelledVolume, mapped_views
+
+    rng = np.random.default_rng(5)
+    values = rng.integers(0, 2, (24, 64, 64), dtype=np.uint8)
+    values[3] = values[10] = 2  # two slices without an annotated voxel
+    raw = CountingArray(values)
+    labels, ignored = mapped_views(raw, LabelMapping.from_config(MAPPING), "raw")
+    labels.slice_counts()  # what opening a volume does: check every value, keep the counts
+    image = np.zeros(values.shape, np.uint8)
+    kept = _annotated(LabelledVolume("v", image, labels, ignored), list(range(24)))
+    sampler = ForegroundSampler(labels, kept, 5.0, coords_limit=0)
+    assert sampler.foreground_count() == int((values[kept] == 1).sum())
+    part = LabelledVolume("part", ZRange(image, 8, 20), ZRange(labels, 8, 20),
+                          ZRange(ignored, 8, 20))
+    assert _annotated(part, list(range(12))) == [z for z in range(12) if z != 2]
+    assert ForegroundSampler(part.labels, range(12), 5.0, coords_limit=0).foreground_count() \
+        == int((values[8:20] == 1).sum())
+    assert raw.read == values.size
+    reading = ForegroundSampler(values == 1, kept, 5.0, coords_limit=0)  # read slice by slice
+    for seed in range(5):
+        assert sampler.draw(np.random.default_rng(seed), (32, 32)) == reading.draw(
+            np.random.default_rng(seed), (32, 32))

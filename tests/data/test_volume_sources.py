@@ -13,6 +13,7 @@ import tifffile
 
 from mitoseg.data.em_sources import synthetic_volumes
 from mitoseg.data.label_mapping import LabelMapping
+from mitoseg.data.volume_set import MappedBlocks
 from mitoseg.data.volume_sources import Volume, check_pair, check_voxel_size, open_volume
 from mitoseg.errors import InputError
 
@@ -138,9 +139,30 @@ def test_a_volume_check_names_the_slices_holding_a_stray_value(volume) -> None:
     _, labels = volume
     labels = labels.copy()
     labels[7, 3, 3] = 9
-    with pytest.raises(InputError, match=r"labels 'v', slices 4-7: label value\(s\) \[9\]"):
-        LabelMapping().check_volume(labels, "labels 'v'", slices_per_block=4)
-    LabelMapping(ignore=(9,)).check_volume(labels, "labels 'v'", slices_per_block=4)
+    with pytest.raises(InputError, match=r"labels 'v', slices 0-9: label value\(s\) \[9\]"):
+        MappedBlocks(labels, LabelMapping(), "labels 'v'").slice_counts()
+    foreground, ignored = MappedBlocks(labels, LabelMapping(ignore=(9,)), "v").slice_counts()
+    np.testing.assert_array_equal(foreground, (labels == 1).sum((1, 2)))
+    np.testing.assert_array_equal(ignored, np.eye(10, dtype=int)[7])
+
+
+def test_slice_counts_match_the_mapped_views_in_blocks_of_slices() -> None:
+    """Blocks of 16 slices (fewer for large slices), counted as apply() maps them."""
+    from mitoseg.data.label_mapping import CHECK_VOXELS
+
+    raw = np.random.default_rng(3).integers(0, 5, (37, 24, 20)).astype(np.uint8)
+    mapping = LabelMapping(foreground=(1, 4), background=(0, 3), ignore=(2,))
+    blocks = MappedBlocks(raw, mapping, "raw")
+    foreground, ignored = blocks.slice_counts()
+    target, valid = mapping.apply(raw)
+    np.testing.assert_array_equal(foreground, target.sum((1, 2)))
+    np.testing.assert_array_equal(ignored, (~valid).sum((1, 2)))
+    assert blocks.slice_counts()[0] is foreground  # computed once
+    big = np.zeros((3, 1024, 2048), np.uint8)
+    big[2, 0, 0] = 7
+    with pytest.raises(InputError, match="slices 2-2: label value"):  # 2 slices hold CHECK_VOXELS
+        MappedBlocks(big, LabelMapping(), "big").slice_counts()
+    assert CHECK_VOXELS // (1024 * 2048) == 2
 
 
 def test_the_volume_check_holds_two_bools_a_voxel_of_a_block() -> None:
@@ -152,7 +174,7 @@ def test_the_volume_check_holds_two_bools_a_voxel_of_a_block() -> None:
 
     labels = (np.random.default_rng(0).random((64, 512, 512)) < 0.1).astype(np.uint8)
     tracemalloc.start()
-    LabelMapping().check_volume(labels, "labels 'v'")
+    MappedBlocks(labels, LabelMapping(), "labels 'v'").slice_counts()
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 3 * CHECK_VOXELS, f"{peak / 2**20:.1f} MiB"  # was 8 bytes a voxel

@@ -17,7 +17,12 @@ from mitoseg.data.em_overlap import MAX_SHIFT_PX, NEAR_COPY_CORRELATION, slice_c
 from mitoseg.data.em_patches import RandomPatchDataset, TiledPatchDataset
 from mitoseg.data.em_split import slice_ranges, validation_split
 from mitoseg.data.normalization import EM_MODES, Normalization, fit_normalization_over
-from mitoseg.data.volume_set import LabelledVolume, VolumeSet, from_em_volumes
+from mitoseg.data.volume_set import (
+    LabelledVolume,
+    VolumeSet,
+    from_em_volumes,
+    slice_counts,
+)
 from mitoseg.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -314,7 +319,10 @@ def _annotated(volume: LabelledVolume, z_indices: list[int]) -> list[int]:
     validation skip the others: sparse annotation leaves whole slices unknown)."""
     if volume.ignored is None:
         return list(z_indices)
-    kept = [z for z in z_indices if not np.asarray(volume.ignored[z]).all()]
+    ignored = slice_counts(volume.ignored)  # counted at setup where the labels are mapped
+    area = volume.shape[1] * volume.shape[2]
+    kept = [z for z in z_indices if not np.asarray(volume.ignored[z]).all()] if ignored is None \
+        else [z for z in z_indices if ignored[z] < area]
     if len(kept) < len(z_indices):
         log.info("'%s': %d of %d slices hold no annotated voxel and are left out", volume.name,
                  len(z_indices) - len(kept), len(z_indices))

@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 
 from mitoseg.data.em_split import contiguous_runs
 from mitoseg.data.normalization import Normalization, dtype_range
+from mitoseg.data.volume_set import slice_counts
 from mitoseg.errors import InputError
 
 PLACEMENTS = ("centred", "uniform")
@@ -58,6 +59,10 @@ class ForegroundSampler:
 
     def _scan(self) -> None:
         if self._ends is not None:
+            return
+        known = slice_counts(self.labels)  # a mapped view counts its slices once, at setup
+        if known is not None and int(known[self.z_indices].sum()) > self.coords_limit:
+            self._ends, self._held = np.cumsum(known[self.z_indices]), None
             return
         counts: list[int] = []
         held: list[np.ndarray] | None = []

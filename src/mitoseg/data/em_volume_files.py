@@ -31,7 +31,12 @@ from typing import Any
 import numpy as np
 
 from mitoseg.data.label_mapping import LabelMapping
-from mitoseg.data.volume_set import LabelledVolume, VolumeSet, mapped_views
+from mitoseg.data.volume_set import (
+    LabelledVolume,
+    VolumeSet,
+    mapped_views,
+    slice_counts,
+)
 from mitoseg.data.volume_sources import (
     Volume,
     check_pair,
@@ -112,11 +117,11 @@ def _open_entry(entry: Mapping[str, Any], split: str, number: int, mapping: Labe
     own_mapping = (LabelMapping.from_config(entry["label_mapping"])
                    if entry.get("label_mapping") is not None else mapping)
     described = f"{where} ('{name}', labels '{raw_labels.source}')"
-    if scan_labels:
-        own_mapping.check_volume(raw_labels.array, described)
+    labels, ignored = mapped_views(raw_labels.array, own_mapping, described)
+    if scan_labels and own_mapping.background is not None:
+        labels.slice_counts()  # checks every value; the counts are kept for the setup's needs
     given = entry["voxel_size_nm"] if entry.get("voxel_size_nm") is not None else voxel_size_nm
     size = _voxel_size(image, raw_labels, given)
-    labels, ignored = mapped_views(raw_labels.array, own_mapping, described)
     log.info("%s: '%s' image %s %s, labels %s", where, name, image.source, image.shape,
              raw_labels.source)
     volume = LabelledVolume(name, image.array, labels, ignored)
@@ -201,6 +206,11 @@ class ZRange:
         else:
             z = self.start + self._inside(z)
         return self.array[(z, *index[1:])]
+
+    def slice_counts(self) -> np.ndarray | None:
+        """The underlying view's per-slice counts (``volume_set.slice_counts``) for this range."""
+        counts = slice_counts(self.array)
+        return None if counts is None else counts[self.start:self.start + self.shape[0]]
 
     def _inside(self, z: Any) -> int:
         z = int(z)

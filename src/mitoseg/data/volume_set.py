@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mitoseg.data.label_mapping import LabelMapping
+from mitoseg.data.label_mapping import CHECK_VOXELS, LabelMapping
 from mitoseg.errors import InputError
 
 SPLITS = ("train", "val", "test")
@@ -34,6 +34,24 @@ class MappedBlocks:
         self.raw, self.mapping, self.where = raw, mapping, where
         self.shape = tuple(int(n) for n in raw.shape)
         self._last: tuple[str, np.ndarray, np.ndarray] | None = None
+        self._counts: tuple[np.ndarray, np.ndarray] | None = None
+
+    def slice_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per slice, the foreground and the ignored voxels: one pass over the raw labels, a
+        block of slices at a time (up to 16, fewer where 16 hold more than ``CHECK_VOXELS``),
+        which also checks every value against the mapping; computed once. The label check,
+        the search for slices without an annotated voxel and the foreground sampler all use
+        it, so a large volume's labels are read once at setup instead of once for each."""
+        if self._counts is None:
+            depth, area = self.shape[0], max(1, int(np.prod(self.shape[1:])))
+            step = min(16, max(1, CHECK_VOXELS // area))
+            foreground, ignored = np.zeros(depth, np.int64), np.zeros(depth, np.int64)
+            for start in range(0, depth, step):
+                block = slice(start, min(start + step, depth))
+                foreground[block], ignored[block] = self.mapping.slice_counts(
+                    self.raw[block], f"{self.where}, slices {start}-{block.stop - 1}")
+            self._counts = (foreground, ignored)
+        return self._counts
 
     def masks(self, index: Any) -> tuple[np.ndarray, np.ndarray]:
         key = repr(index)
@@ -65,12 +83,24 @@ class MappedLabels:
         foreground, ignored = self.blocks.masks(index)
         return foreground if self.part == "foreground" else ignored
 
+    def slice_counts(self) -> np.ndarray:
+        """(D,) the True voxels of each slice of this view (``MappedBlocks.slice_counts``)."""
+        foreground, ignored = self.blocks.slice_counts()
+        return foreground if self.part == "foreground" else ignored
+
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         whole = self[:]
         return whole if dtype is None else whole.astype(dtype)
 
     def __len__(self) -> int:
         return self.shape[0]
+
+
+def slice_counts(labels: Any) -> np.ndarray | None:
+    """(D,) the True voxels of each slice of a lazy label view that keeps them (a
+    ``MappedLabels`` or a z range of one), else None: the caller then reads the slices."""
+    counts = getattr(labels, "slice_counts", None)
+    return None if counts is None else counts()
 
 
 def mapped_views(raw: Any, mapping: LabelMapping, where: str
