@@ -67,7 +67,10 @@ class SegmentationModule(pl.LightningModule):
         net = self.net if self._compiled_net is None else self._compiled_net
         return net(image)
 
-    def _shared_step(self, batch: dict[str, Any], split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _shared_step(self, batch: dict[str, Any], split: str, weight: int | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss and logits of a batch; the loss is logged as ``<split>/loss`` with ``weight``
+        (the images it stands for; None: all of the batch)."""
         outputs = self(batch["image"])  # [main, aux...] from deep-supervision nets in training
         valid = batch.get("valid")  # absent when no voxel is ignored: the loss runs as always
         if valid is None:
@@ -80,9 +83,9 @@ class SegmentationModule(pl.LightningModule):
             loss = self.loss(outputs, batch["mask"], valid)
         logits = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
         self._check_finite(loss, split)
-        weight = len(logits) if valid is None or split == "train" else int(_scored(valid).sum())
         self.log(f"{split}/loss", loss, on_step=split == "train", on_epoch=True,
-                 prog_bar=self._bar_shown(), batch_size=weight, sync_dist=split != "train")
+                 prog_bar=self._bar_shown(), batch_size=len(logits) if weight is None else weight,
+                 sync_dist=split != "train")
         return loss, logits
 
     def _bar_shown(self) -> bool:
@@ -140,17 +143,17 @@ class SegmentationModule(pl.LightningModule):
         (it is logged with weight 0, so that every DDP rank reduces the same keys). If no
         validation image of the epoch has a valid voxel, ``val/as`` is nan.
         """
-        _, logits = self._shared_step(batch, "val")
-        predicted = torch.sigmoid(logits) > self.binarize.threshold
         valid = batch.get("valid")
+        scored = None if valid is None else _scored(valid)
+        count = None if scored is None else int(scored.sum())  # one read per validation step
+        _, logits = self._shared_step(batch, "val", count)
+        predicted = torch.sigmoid(logits) > self.binarize.threshold
         if valid is None:
             per_image = area_similarity_batch(batch["mask"] > 0.5, predicted)
             self.log("val/as", per_image.mean(), on_epoch=True, prog_bar=self._bar_shown(),
                      batch_size=len(logits), sync_dist=True)
             return
         per_image = area_similarity_batch(batch["mask"] > 0.5, predicted, valid > 0.5)
-        scored = _scored(valid)
-        count = int(scored.sum())
         # logged even when no image counts (weight 0): under DDP every rank must reduce the
         # same keys at the epoch's end, or the ranks' collective calls no longer pair up
         mean = per_image[scored].mean() if count else per_image.new_zeros(())
