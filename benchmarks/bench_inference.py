@@ -243,8 +243,18 @@ def main(argv: list[str] | None = None) -> None:
         methods = {"ours": ours_fn(predict, patch, s["batch_windows"], device, s["batch_tta"]),
                    "network_only": network_only_fn(predict, patch, s["batch_windows"], device,
                                                    s["batch_tta"], tiles)}
+        # with --compile, the same network uncompiled too: what compiling gains, and MONAI as
+        # its documentation runs it (an eager network)
+        eager = net_predictor(net, device, s["precision"], s["channels_last"]) \
+            if s["compile"] else None
+        if eager is not None:
+            methods["network_only_eager"] = network_only_fn(eager, patch, s["batch_windows"],
+                                                            device, s["batch_tta"], tiles)
         try:
             methods.update(monai_fns(predict, patch, s["batch_windows"], device, s["batch_tta"]))
+            if eager is not None:
+                methods["monai_volume_tta_eager"] = monai_fns(
+                    eager, patch, s["batch_windows"], device, s["batch_tta"])["monai_volume_tta"]
             import monai  # noqa: PLC0415
             report["monai"] = {"available": True, "version": monai.__version__,
                                "note": "MONAI clamps window weights below 1e-3 (ours floor at "
@@ -259,9 +269,9 @@ def main(argv: list[str] | None = None) -> None:
                    for name in methods}
         network = results["network_only"]["seconds"]
         for name in methods:
-            if name != "network_only":
+            if not name.startswith("network_only"):
                 results[name]["network_share"] = rounded(network / results[name]["seconds"], 3)
-            if name in ("ours", "network_only"):
+            if name == "ours" or name.startswith("network_only"):
                 continue
             diff = float((outputs[name] - ours_out).abs().max())
             results[name]["max_abs_diff_vs_ours"] = rounded(diff)
@@ -272,6 +282,9 @@ def main(argv: list[str] | None = None) -> None:
             results[name]["ours_speedup_per_round"] = [
                 rounded(theirs / ours, 3) for theirs, ours in zip(times[name], times["ours"])]
         del outputs
+        if "network_only_eager" in results:
+            results["compile_gain_network"] = rounded(
+                results["network_only_eager"]["seconds"] / network, 3)
         report["results"] = results
         report["exactness"] = exactness(net, volume, ours_out, s, device)
         report["reference_loop"] = report["exactness"].pop("reference_timing")

@@ -27,4 +27,10 @@ S=$(date +%s)
 timeout 120 python3 train.py model=attention_unet -m seed=0..9 trainer=gpu logger=csv \
   paths.output_root=/tmp/o_sweep > $OUT/c1_sweep.log 2>&1
 el "ten-seed command rc=$? wall $(( $(date +%s) - S )) s, finished runs: $(ls /tmp/o_sweep/multirun/*/*/*/metrics.json 2>/dev/null | wc -l)"
+if [ $(( $(date +%s) - T0 )) -lt 260 ]; then  # time left: what torch.compile gains in inference
+  timeout 120 python3 benchmarks/bench_inference.py --precision bf16-mixed --channels-last \
+    --compile --rounds 1 > $OUT/c1_inference_compiled.json 2> $OUT/c1_inference_compiled.err
+  el "bench_inference --compile rc=$?"
+  python3 -c "import json; r=json.load(open('$OUT/c1_inference_compiled.json'))['results']; print({k: v.get('seconds', v) if isinstance(v, dict) else v for k, v in r.items()})"
+fi
 el done

@@ -95,11 +95,22 @@ def test_call_size_benchmark() -> None:
 
 @pytest.mark.parametrize("name", ["bench_training", "bench_inference", "bench_metrics",
                                   "bench_generator", "bench_call_size",
-                                  "bench_patch_sampling"])
+                                  "bench_patch_sampling", "bench_predictor_speed"])
 def test_help_describes_the_benchmark(name: str) -> None:
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{name}.py"), "--help"],
                           capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 0 and "--quick" in done.stdout
+
+
+@pytest.mark.slow
+def test_predictor_speed_benchmark() -> None:
+    """Compiles three times (about 45 s): slow."""
+    report = run_quick("bench_predictor_speed")
+    results = report["results"]
+    assert len(results) == 8 and results["full_image"]["speedup_vs_plain"] == 1.0
+    for result in results.values():
+        assert result["s_per_slice"] > 0 and len(result["rounds_s"]) == 1
+        assert result["max_abs_diff_vs_plain"] <= 1e-5  # the speed options keep the output
 
 
 @pytest.mark.slow

@@ -102,9 +102,10 @@ INTENDED: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {
 }
 NEW_KEYS = {"task_folder"}  # where the task's run folders go (conf/hydra/default.yaml)
 # options added to one entry point by issues 15 and 16, each with a null/off default: the
-# device of evaluate.py and segment.py; segment.py's block-wise prediction of volumes
+# device of evaluate.py and segment.py; segment.py's block-wise prediction of volumes and
+# (issue 17) its compile switch
 TASK_NEW_KEYS = {"evaluate": {"device"},
-                 "segment": {"device", "level", "voxel_size_nm", "blockwise"}}
+                 "segment": {"device", "level", "voxel_size_nm", "blockwise", "compile"}}
 # every EM data set's volumes read the debug option's test-slice limit (null without debug=...)
 TEST_SLICE_LIMIT = "${oc.select:debug.max_test_slices,null}"
 # classes a config builds that were replaced later, old -> new: loss=bce (and the base of
@@ -133,6 +134,11 @@ def drop_new_keys(before: dict[str, Any], after: dict[str, Any]) -> None:
         # issue 17: on a GPU the logged step values are read back every 50 steps, not 10
         assert trainer["log_every_n_steps"] == 50
         trainer["log_every_n_steps"] = 10
+    inference = after.get("inference")
+    if isinstance(inference, dict) and "compile" in inference and \
+            "compile" not in (before.get("inference") or {}):
+        # issue 17: inference.compile, off by default (torch.compile of the network)
+        assert inference.pop("compile") is False
     dataset = after.get("dataset")
     volumes = dataset.get("volumes") if isinstance(dataset, dict) else None
     if volumes is not None and "max_test_slices" not in before["dataset"]["volumes"]:
@@ -225,9 +231,9 @@ def test_the_debug_group_composes_the_runs_it_replaces(name: str, before: list[s
     after = TINY if after is None else after
     was = rename_targets(composed(old, "train", before))
     now = composed(CONF, "train", after)
-    drop_new_keys(was, now)
     if "debug=tiny" in after:
         assert now.pop("debug") == {"max_test_slices": 8}
         assert now["inference"] == option_node("inference", "em_quick")
         now["inference"] = was["inference"]
+    drop_new_keys(was, now)
     assert now == was

@@ -137,3 +137,43 @@ def test_bad_reconstructions_are_refused() -> None:
         ReconstructionSettings("full_image", zfilter=4)
     with pytest.raises(InputError, match="2D image"):
         _predictor(_net(2), 2).probabilities(np.zeros((2, 2, 8, 8), np.float32))
+
+
+def test_a_compiled_network_gives_the_same_probabilities(monkeypatch: pytest.MonkeyPatch) -> None:
+    """inference.compile: torch.compile of the network; the card does not change."""
+    pytest.importorskip("torch._inductor")
+    compiled_nets, real = [], torch.compile
+    monkeypatch.setattr(torch, "compile", lambda net: compiled_nets.append(net) or real(net))
+    net = _net(2)
+    stack = np.random.default_rng(6).random((3, 32, 32)).astype(np.float32)  # one shape
+    settings = from_inference_config({"headline": {"protocol": "full_image", "tta": True},
+                                      "compile": True}, patch_size=(32, 32))
+    assert settings.compile and from_inference_config({}, None).compile is False
+    compiled = _predictor(net, 2, settings).probabilities(stack)
+    assert compiled_nets == [net]
+    eager = _predictor(net, 2, settings.__class__(**{**settings.__dict__, "compile": False}))
+    np.testing.assert_allclose(compiled, eager.probabilities(stack), rtol=0, atol=1e-5)
+    assert settings.describe(2) == eager.settings.describe(2)
+
+
+def test_a_network_that_cannot_be_compiled_runs_uncompiled_after_one_warning(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    def failing(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        def call(batch):  # noqa: ANN001, ANN202
+            raise RuntimeError("no C++ compiler found\nlong trace")
+        return call
+
+    monkeypatch.setattr(torch, "compile", failing)
+    net = _net(2)
+    image = np.random.default_rng(7).random((32, 48)).astype(np.float32)
+    settings = ReconstructionSettings("whole_image", compile=True)
+    with caplog.at_level("WARNING", logger="mitoseg.inference.network"):
+        predictor = _predictor(net, 2, settings)
+        first, second = predictor.probabilities(image), predictor.probabilities(image)
+    assert np.array_equal(first, _predictor(net, 2).probabilities(image))
+    assert np.array_equal(first, second)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings == ["torch.compile failed (RuntimeError: no C++ compiler found); "
+                        "predicting without it"]
+    with pytest.raises(RuntimeError, match="Given groups=1"):  # a wrong input still stops
+        predictor.predict(torch.zeros(1, 3, 32, 32))

@@ -135,3 +135,24 @@ def test_a_3d_checkpoint_segments_a_tiff_volume(tmp_path: Path) -> None:
         segment(compose_config("segment", [f"ckpt_path={checkpoint}",
                                            f"input={tmp_path / 'flat.tif'}",
                                            f"output_dir={tmp_path / 'out2'}"]))
+
+
+def test_compile_switch_of_segment(em_2d, tmp_path: Path) -> None:
+    """segment.py compile=true compiles the network whatever the reconstruction; null keeps
+    the inference config's choice (false in the shipped configs)."""
+    from mitoseg.evaluation.segment import build_predictor
+
+    run_dir, _, _ = em_2d
+    checkpoint = run_dir / "checkpoints" / "best.ckpt"
+
+    def settings(*overrides: str):  # noqa: ANN202
+        cfg = compose_config("segment", [f"ckpt_path={checkpoint}", "input=x.tif", *overrides])
+        return build_predictor(cfg).settings
+
+    stored = settings()
+    assert stored.compile is False
+    compiled = settings("compile=true")
+    assert compiled.compile is True and compiled.describe(2) == stored.describe(2)
+    assert settings("inference=em_paper", "inference.compile=true").compile is True
+    assert settings("inference=em_paper", "inference.compile=true", "compile=false").compile \
+        is False

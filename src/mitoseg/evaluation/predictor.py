@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,18 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mitoseg.data.normalization import Normalization
-from mitoseg.evaluation.checkpoints import load_network
-from mitoseg.evaluation.modality import modality_of, network_spatial_dims, stored_patch_size
-from mitoseg.evaluation.reconstruction import ReconstructionSettings, from_inference_config
-from mitoseg.evaluation.scoring import apply_postproc
 from mitoseg.errors import InputError
+from mitoseg.evaluation.checkpoints import load_network
+from mitoseg.evaluation.modality import (
+    modality_of,
+    network_spatial_dims,
+    stored_patch_size,
+)
+from mitoseg.evaluation.reconstruction import (
+    ReconstructionSettings,
+    from_inference_config,
+)
+from mitoseg.evaluation.scoring import apply_postproc
 from mitoseg.inference.network import net_predictor
 from mitoseg.inference.protocols import reconstruct
 from mitoseg.inference.tta import predict_with_tta
@@ -69,18 +77,21 @@ class Predictor:
         self.device = torch.device(device or default_device())
         self.stored: dict[str, Any] = {}  # a checkpoint's stored config (from_checkpoint)
         self.predict = net_predictor(net, self.device, settings.precision,
-                                     channels_last=settings.channels_last and spatial_dims == 2)
+                                     channels_last=settings.channels_last and spatial_dims == 2,
+                                     compile=settings.compile)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path,
                         inference: ReconstructionSettings | Mapping[str, Any] | None = None,
                         postproc: Callable[..., np.ndarray] | None = None,
-                        device: str | torch.device | None = None) -> "Predictor":
+                        device: str | torch.device | None = None,
+                        compile: bool | None = None) -> "Predictor":
         """A checkpoint's network with its stored normalization and post-processing.
 
         ``inference``: the reconstruction, as settings or as an inference config (its
         headline row; the window defaults to the training patch size); None: the checkpoint's
-        modality's default (``modality.default_settings``).
+        modality's default (``modality.default_settings``). ``compile``: None: as the
+        settings say; True or False: torch.compile the network or not, whatever they say.
         """
         net, stored = load_network(path)
         modality = modality_of(stored)
@@ -90,6 +101,8 @@ class Predictor:
             settings = inference
         else:
             settings = from_inference_config(inference, stored_patch_size(stored))
+        if compile is not None:
+            settings = replace(settings, compile=bool(compile))
         if postproc is None:
             postproc = instantiate(OmegaConf.create(stored["postproc"]))
         predictor = cls(net, Normalization.from_dict(stored["normalization"]),

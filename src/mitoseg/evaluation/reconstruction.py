@@ -33,6 +33,7 @@ class ReconstructionSettings:
     divisor: int = 16  # full_image pads each axis to a multiple of this
     precision: str = "32-true"
     channels_last: bool = False
+    compile: bool = False  # torch.compile the network (same probabilities to float rounding)
 
     def __post_init__(self) -> None:
         if self.reconstruction not in RECONSTRUCTIONS:
@@ -100,4 +101,5 @@ def from_inference_config(node: Mapping[str, Any] | None, patch_size: Sequence[i
         window=node.get("window"), batch_size=int(node.get("batch_size") or 8),
         divisor=int(node.get("divisor") or 16),
         precision=str(node.get("precision") or "32-true"),
-        channels_last=bool(node.get("channels_last", False)))
+        channels_last=bool(node.get("channels_last", False)),
+        compile=bool(node.get("compile", False)))

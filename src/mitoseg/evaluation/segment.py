@@ -59,10 +59,13 @@ def _refuse_existing(out: Path, files: list[Path]) -> None:
 def build_predictor(cfg: DictConfig) -> Predictor:
     """The checkpoint's Predictor with the reconstruction ``cfg.inference`` chooses (null:
     the checkpoint's modality's: whole images for fluorescence, the stored inference
-    headline for EM) and the post-processing ``cfg.postproc`` (null: the checkpoint's)."""
+    headline for EM) and the post-processing ``cfg.postproc`` (null: the checkpoint's);
+    ``cfg.compile`` true compiles the network (null: as the inference config says)."""
+    compile = cfg.get("compile")
     return Predictor.from_checkpoint(
         cfg.ckpt_path, inference=cfg.get("inference") or None, device=cfg.get("device") or None,
-        postproc=instantiate(cfg.postproc) if cfg.get("postproc") else None)
+        postproc=instantiate(cfg.postproc) if cfg.get("postproc") else None,
+        compile=None if compile is None else bool(compile))
 
 
 def blockwise(cfg: DictConfig) -> bool:
