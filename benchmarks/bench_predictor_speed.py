@@ -23,7 +23,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from _common import add_common_args, apply_threads, json_report, pick_device, rounded, synchronize
+from _common import (
+    add_common_args,
+    apply_threads,
+    json_report,
+    pick_device,
+    rounded,
+    synchronize,
+)
+
 from mitoseg.data.normalization import Normalization
 from mitoseg.evaluation.predictor import Predictor
 from mitoseg.evaluation.reconstruction import ReconstructionSettings

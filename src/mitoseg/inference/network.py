@@ -6,9 +6,8 @@ GPU; the inference functions only ever see ``predict(batch) -> probabilities``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import logging
+from collections.abc import Callable
 
 import torch
 from torch import nn
