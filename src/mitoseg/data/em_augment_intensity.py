@@ -1,7 +1,8 @@
 """Intensity batch augmentation of EM patches in torch: brightness, contrast, gamma, noise, blur.
 
-These change the image only; the mask (every channel of it) passes through untouched. Parameters are drawn per sample
-from the generator; statistics (mean, min, max) are taken per sample and channel.
+These change the image only; the mask (every channel of it) passes through untouched.
+Parameters are drawn per sample from the generator; statistics (mean, min, max) are taken per
+sample and channel.
 """
 
 from __future__ import annotations

@@ -61,8 +61,12 @@ class ForegroundSampler:
         if self._ends is not None:
             return
         known = slice_counts(self.labels)  # a mapped view counts its slices once, at setup
-        if known is not None and int(known[self.z_indices].sum()) > self.coords_limit:
-            self._ends, self._held = np.cumsum(known[self.z_indices]), None
+        if known is not None:  # read only slices with foreground, and only to hold positions
+            chosen = known[self.z_indices]
+            self._ends = np.cumsum(chosen)
+            self._held = None if int(chosen.sum()) > self.coords_limit else [
+                self._foreground(z) if n else np.empty(0, self._index_dtype)
+                for z, n in zip(self.z_indices, chosen)]
             return
         counts: list[int] = []
         held: list[np.ndarray] | None = []

@@ -142,8 +142,6 @@ def _z_range(volume: LabelledVolume, z_range: Any, where: str) -> LabelledVolume
     return _slices(volume, start, stop)
 
 
-
-
 def _voxel_size(image: Volume, labels: Volume, given: Sequence[float] | None
                 ) -> tuple[float, float, float] | None:
     """The file's voxel size (image and labels must agree with it and each other) or the given."""

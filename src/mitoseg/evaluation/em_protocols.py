@@ -40,11 +40,10 @@ def _per_patch_iou(labels: np.ndarray, mask: np.ndarray, tiles: Sequence[tuple[s
     for z in planes:
         for tile in tiles:
             index = (z, *tile) if z is not None else tile
-            if valid is None:
-                scores.append(volume_metrics(labels[index], mask[index])["iou_fg"])
-            elif valid[index].any():
+            patch_valid = None if valid is None else valid[index]
+            if patch_valid is None or patch_valid.any():
                 scores.append(volume_metrics(labels[index], mask[index],
-                                             valid=valid[index])["iou_fg"])
+                                             valid=patch_valid)["iou_fg"])
     return float(np.mean(scores))
 
 

@@ -259,10 +259,8 @@ def per_slice_metrics(gt: np.ndarray, pred: np.ndarray, threshold: float = 0.5,
     g, p, v = _pair(gt, pred, threshold, valid)
     if g.ndim == 2:
         g, p, v = g[None], p[None], None if v is None else v[None]
-    if v is None:
-        return [{"slice": z, **scores_from_counts(*_counts(g[z], p[z]))} for z in range(g.shape[0])]
-    return [{"slice": z, **scores_from_counts(*_counts(g[z], p[z], v[z]))}
-            for z in range(g.shape[0]) if v[z].any()]
+    return [{"slice": z, **scores_from_counts(*_counts(g[z], p[z], None if v is None else v[z]))}
+            for z in range(g.shape[0]) if v is None or v[z].any()]
 
 
 def mean_per_slice(gt: np.ndarray, pred: np.ndarray, threshold: float = 0.5,

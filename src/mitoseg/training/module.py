@@ -52,6 +52,7 @@ class SegmentationModule(pl.LightningModule):
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
         self.net, self.loss = net, with_deep_supervision(net, loss)
+        self._loss_takes_valid = takes_valid(self.loss)  # checked once, not at every step
         # Not registered as a submodule: the state dict keeps the plain network's names.
         object.__setattr__(self, "_compiled_net", torch.compile(net) if compile else None)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -76,7 +77,7 @@ class SegmentationModule(pl.LightningModule):
         if valid is None:
             loss = self.loss(outputs, batch["mask"])
         else:
-            if not takes_valid(self.loss):
+            if not self._loss_takes_valid:
                 raise InputError(f"loss: the batch marks ignored voxels ('valid'), but "
                                  f"{type(self.loss).__name__} takes no 'valid' argument; choose a "
                                  "loss from conf/loss (mitoseg.training.losses)")
@@ -139,25 +140,24 @@ class SegmentationModule(pl.LightningModule):
 
         A batch with ``valid`` (ignored voxels, 0) scores each image on its valid voxels only,
         and averages over the images that have any: ``val/as`` and ``val/loss`` are then
-        weighted by that count (one read of it per validation step); a batch where no image has one adds nothing
-        (it is logged with weight 0, so that every DDP rank reduces the same keys). If no
-        validation image of the epoch has a valid voxel, ``val/as`` is nan.
+        weighted by that count (one read of it per validation step); a batch where no image
+        has one adds nothing (it is logged with weight 0, so that every DDP rank reduces the
+        same keys). If no validation image of the epoch has a valid voxel, ``val/as`` is nan.
         """
         valid = batch.get("valid")
         scored = None if valid is None else _scored(valid)
         count = None if scored is None else int(scored.sum())  # one read per validation step
         _, logits = self._shared_step(batch, "val", count)
         predicted = torch.sigmoid(logits) > self.binarize.threshold
-        if valid is None:
-            per_image = area_similarity_batch(batch["mask"] > 0.5, predicted)
-            self.log("val/as", per_image.mean(), on_epoch=True, prog_bar=self._bar_shown(),
-                     batch_size=len(logits), sync_dist=True)
-            return
-        per_image = area_similarity_batch(batch["mask"] > 0.5, predicted, valid > 0.5)
-        # logged even when no image counts (weight 0): under DDP every rank must reduce the
-        # same keys at the epoch's end, or the ranks' collective calls no longer pair up
-        mean = per_image[scored].mean() if count else per_image.new_zeros(())
-        self.log("val/as", mean, on_epoch=True, prog_bar=self._bar_shown(), batch_size=count,
+        per_image = area_similarity_batch(batch["mask"] > 0.5, predicted,
+                                          None if valid is None else valid > 0.5)
+        if scored is None:
+            mean, weight = per_image.mean(), len(logits)
+        else:  # logged even when no image counts (weight 0): under DDP every rank must reduce
+            # the same keys at the epoch's end, or the ranks' collective calls no longer pair up
+            mean = per_image[scored].mean() if count else per_image.new_zeros(())
+            weight = count
+        self.log("val/as", mean, on_epoch=True, prog_bar=self._bar_shown(), batch_size=weight,
                  sync_dist=True)
 
     def configure_optimizers(self) -> Any:
