@@ -214,8 +214,9 @@ def run_bare(cfg: DictConfig, datamodule: Any, s: dict[str, Any],
                 batch = datamodule.on_after_batch_transfer(batch, 0)
             if "origin" in batch:  # dataset.sampling=device: the data module cuts the patches
                 # pinned by the loader on a GPU, so the copy need not wait for the GPU
-                image, mask = datamodule.device_patches(
-                    batch["origin"].to(device, non_blocking=True))
+                image, mask, _ = datamodule.device_patches(
+                    batch["origin"].to(device, non_blocking=True),
+                    batch["volume"].to(device, non_blocking=True))
             else:
                 image = batch["image"].to(device, non_blocking=True)
                 mask = batch["mask"].to(device, non_blocking=True)

@@ -32,8 +32,8 @@ def test_device_patches_equal_the_loader_patches_at_the_same_corners(patch, norm
         expected = loader.datasets["train"][index]
         torch.manual_seed(index)
         item = device.datasets["train"][index]
-        assert set(item) == {"origin", "index"}
-        image, mask = device.device_patches(item["origin"][None])
+        assert set(item) == {"origin", "volume", "index"}
+        image, mask, valid = device.device_patches(item["origin"][None], torch.tensor([0]))
         torch.testing.assert_close(image[0], expected["image"], rtol=0, atol=0)
         torch.testing.assert_close(mask[0], expected["mask"], rtol=0, atol=0)
         z, y, x = item["origin"].tolist()

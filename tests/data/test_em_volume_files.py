@@ -167,13 +167,6 @@ def test_slices_without_an_annotated_voxel_are_left_out_in_2d(root: Path) -> Non
                      patch_size=(64, 64), split_seed=0, seed=0, num_workers=0).setup()
 
 
-def test_device_sampling_is_refused_for_several_volumes(root: Path) -> None:
-    module = EMDataModule(lambda: open_set(root), patch_size=(64, 64), split_seed=0, seed=0,
-                          num_workers=0, sampling="device")
-    with pytest.raises(InputError, match="sampling=device cuts patches from one training volume"):
-        module.setup()
-
-
 def test_without_validation_volumes_each_training_volume_gives_slices(root: Path) -> None:
     module = EMDataModule(lambda: open_set(root, val=[]), patch_size=(64, 64), split_seed=0,
                           seed=0, num_workers=0, val_fraction=0.25)

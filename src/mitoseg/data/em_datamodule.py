@@ -14,7 +14,8 @@ from torch.utils.data import ConcatDataset
 from mitoseg.data.augment import is_mask_transform
 from mitoseg.data.base import SplitDataModule
 from mitoseg.data.em_overlap import MAX_SHIFT_PX, NEAR_COPY_CORRELATION, slice_copies
-from mitoseg.data.em_patches import RandomPatchDataset, TiledPatchDataset
+from mitoseg.data.device_volumes import DeviceVolumes
+from mitoseg.data.em_patches import ConcatOrigins, RandomPatchDataset, TiledPatchDataset
 from mitoseg.data.em_split import slice_ranges, validation_split
 from mitoseg.data.normalization import EM_MODES, Normalization, fit_normalization_over
 from mitoseg.data.volume_set import (
@@ -121,8 +122,9 @@ class EMDataModule(SplitDataModule):
             ``mitoseg.data.normalization``): "scale" (uint8 / 255), "training_zscore" or "none".
         placement: "centred" or "uniform" training windows (see ``RandomPatchDataset``).
         sampling: "loader" reads training patches in the DataLoader (CPU workers); "device"
-            keeps the training volume on the training device and cuts the patches there, so
-            the CPU only draws window corners (the GPU path; the same windows either way).
+            keeps the training volumes (and their ignore masks) on the training device and
+            cuts the patches there, so the CPU only draws window corners (the GPU path: the
+            same patches at the same corners, corners drawn a batch at a time).
     """
 
     evaluation = "volume_matrix"  # the test volume: paper 002's protocol matrix
@@ -154,12 +156,13 @@ class EMDataModule(SplitDataModule):
         self.num_workers, self.augmentation, self.normalize = int(num_workers), augmentation, normalize
         self.placement, self.sampling = placement, sampling
         self.normalization: Normalization | None = None
-        self._device_volume: tuple[torch.device, torch.Tensor, torch.Tensor] | None = None
+        self._device_volumes: DeviceVolumes | None = None
         self.volumes: VolumeSet | None = None
         self.with_valid = False
         self.slices: list[tuple[list[int], list[int]]] = []
         self.datasets: dict[str, Any] = {}
         self.train_z: list[int] = []
+        self.patch_volumes: list[LabelledVolume] = []
         self.val_z: list[int] = []
 
     @property
@@ -175,12 +178,6 @@ class EMDataModule(SplitDataModule):
         self.volumes = volumes = from_em_volumes(self.volumes_factory())
         check_no_overlap(volumes)
         self.with_valid = volumes.has_ignore
-        if self.sampling == "device" and (len(volumes.train) > 1 or self.with_valid):
-            raise InputError("dataset option sampling=device cuts patches from one training "
-                             "volume without ignored voxels; this data set has "
-                             f"{len(volumes.train)} training volume(s)"
-                             f"{' with ignored voxels' if self.with_valid else ''}: use "
-                             "sampling=loader")
         # per training volume: its training and validation slices (explicit validation volumes:
         # every slice of the training volumes trains)
         self.slices = [validation_split(v.depth, 0.0 if volumes.val else self.val_fraction,
@@ -196,12 +193,15 @@ class EMDataModule(SplitDataModule):
         self.normalization = fit_normalization_over(
             self.normalize, [(v.image, z) for v, (z, _) in zip(volumes.train, self.slices) if z],
             EM_MODES)
+        # the training volumes that give patches, numbered as sampling=device holds them
+        given = [(v, z) for v, (z, _) in zip(volumes.train, self.slices) if z]
+        self.patch_volumes = [v for v, _ in given]
         train = [RandomPatchDataset(v.image, v.labels, z, self.patch_size,
                                     self.patches_per_image, self.foreground_weight,
                                     self.normalization, self.placement,
                                     origins_only=self.sampling == "device", ignored=v.ignored,
-                                    with_valid=self.with_valid)
-                 for v, (z, _) in zip(volumes.train, self.slices) if z]
+                                    with_valid=self.with_valid, volume_number=number)
+                 for number, (v, z) in enumerate(given)]
         validation = [self._tiles(v, val_z) for v, (_, val_z) in zip(volumes.train, self.slices)
                       if val_z]
         for volume in volumes.val:
@@ -209,7 +209,8 @@ class EMDataModule(SplitDataModule):
             val_z = _annotated(volume, every) if self.spatial_dims == 2 else every
             if val_z:
                 validation.append(self._tiles(volume, val_z))
-        self.datasets = {"train": _one_or_concat(train)}
+        self.datasets = {"train": ConcatOrigins(train) if self.sampling == "device"
+                         and len(train) > 1 else _one_or_concat(train)}
         if validation:
             self.datasets["val"] = _one_or_concat(validation)
         for volume, (train_z, val_z) in zip(volumes.train, self.slices):
@@ -241,7 +242,10 @@ class EMDataModule(SplitDataModule):
         (data with ignored voxels) travels through the augmentation as a second mask channel,
         so it moves exactly as the labels do; area a transform pads is ignored."""
         if "origin" in batch:
-            batch["image"], batch["mask"] = self.device_patches(batch["origin"])
+            batch["image"], batch["mask"], valid = self.device_patches(batch["origin"],
+                                                                       batch["volume"])
+            if valid is not None:
+                batch["valid"] = valid
         if self.augmentation is not None and self.trainer is not None and self.trainer.training:
             generator = torch.Generator(device=batch["image"].device)
             generator.manual_seed(int(torch.randint(0, 2**31 - 1, ()).item()))
@@ -254,28 +258,20 @@ class EMDataModule(SplitDataModule):
                                                                   generator)
         return batch
 
-    def device_patches(self, origins: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalized image and mask patches (B, 1, *patch) at window corners (B, 3) (z, y, x),
-        cut from the training volume held on ``origins``' device: what the DataLoader's
-        ``RandomPatchDataset`` would have returned for the same corners."""
+    def device_patches(self, origins: torch.Tensor, volume_numbers: torch.Tensor,
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Normalized image, mask and ``valid`` (None without ignored voxels) patches
+        (B, 1, *patch) at window corners (B, 3) (z, y, x) of training volumes
+        ``volume_numbers`` (B,), cut from the copy of the volumes held on ``origins``' device:
+        what the DataLoader's ``RandomPatchDataset`` would have returned for the same corners."""
         device = origins.device
-        if self._device_volume is None or self._device_volume[0] != device:
+        if self._device_volumes is None or self._device_volumes.device != device:
             self.setup()
-            image = torch.from_numpy(np.array(self.volumes.train_image))  # a writable copy
-            labels = torch.from_numpy(np.array(self.volumes.train_labels) > 0)
-            self._device_volume = (device, image.to(device), labels.to(device))
-        _, image, labels = self._device_volume
-        origins = origins.long()
-        steps = [torch.arange(size, device=device) for size in self.patch_size]
-        if self.spatial_dims == 2:
-            index = (origins[:, 0, None, None], (origins[:, 1, None] + steps[0])[:, :, None],
-                     (origins[:, 2, None] + steps[1])[:, None, :])
-        else:
-            index = ((origins[:, 0, None] + steps[0])[:, :, None, None],
-                     (origins[:, 1, None] + steps[1])[:, None, :, None],
-                     (origins[:, 2, None] + steps[2])[:, None, None, :])
-        return (self.normalization(image[index])[:, None],
-                labels[index].to(torch.float32)[:, None])
+            self._device_volumes = None  # the old copy goes before the new one is made
+            self._device_volumes = DeviceVolumes(
+                [(v.image, v.labels, v.ignored) for v in self.patch_volumes],
+                self.normalization, self.with_valid, device)
+        return self._device_volumes.cut(origins, volume_numbers.to(device), self.patch_size)
 
     def describe(self) -> dict[str, Any]:
         self.setup()

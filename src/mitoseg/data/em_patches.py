@@ -7,12 +7,13 @@ sliced, never copied whole, so every worker shares the same pages of the file.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
 from mitoseg.data.em_split import contiguous_runs
 from mitoseg.data.normalization import Normalization, dtype_range
@@ -181,8 +182,9 @@ class RandomPatchDataset(Dataset):
     windows touching a border are drawn more often than others); "uniform" draws the window's
     corner uniformly over all positions where it fits (every window equally likely). A centre
     drawn from the foreground (``foreground_weight`` > 1) is always centred.
-    ``origins_only``: items hold only the window's corner ("origin", (z, y, x)); the data module
-    then cuts the patches from a copy of the volume on the training device (``sampling=device``).
+    ``origins_only``: items hold only the window's corner ("origin", (z, y, x)) and
+    ``volume_number`` ("volume": which of the data module's training volumes); the data module
+    then cuts the patches from a copy of the volumes on the training device (``sampling=device``).
     ``ignored``: a (D, H, W) bool array-like, True where a voxel counts nowhere; ``with_valid``:
     items carry "valid" (float32, 1 = counts; all ones without ``ignored``), for the loss and
     the metrics to skip ignored voxels.
@@ -192,7 +194,7 @@ class RandomPatchDataset(Dataset):
                  patches_per_image: int = 1, foreground_weight: float = 1.0,
                  normalization: Normalization | None = None, placement: str = "centred",
                  origins_only: bool = False, ignored: Any | None = None,
-                 with_valid: bool = False) -> None:
+                 with_valid: bool = False, volume_number: int = 0) -> None:
         self.image, self.labels = image, labels
         self.ignored, self.with_valid = ignored, bool(with_valid or ignored is not None)
         self.z_indices = list(z_indices)
@@ -221,6 +223,7 @@ class RandomPatchDataset(Dataset):
         self.sampler = ForegroundSampler(labels, self.z_indices, foreground_weight)
         self.normalization = normalization or default_normalization(image)
         self.placement, self.origins_only = placement, bool(origins_only)
+        self.volume_number = int(volume_number)
 
     def __len__(self) -> int:
         if self.spatial_dims == 2:
@@ -286,12 +289,14 @@ class RandomPatchDataset(Dataset):
         if not self.origins_only:
             return [self[index] for index in indices]
         corners = torch.from_numpy(self.origins(indices))
-        return [{"origin": corner, "index": index} for corner, index in zip(corners, indices)]
+        return [{"origin": corner, "volume": self.volume_number, "index": index}
+                for corner, index in zip(corners, indices)]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         z, y0, x0 = self.origin(index)
         if self.origins_only:
-            return {"origin": torch.tensor([z, y0, x0]), "index": index}
+            return {"origin": torch.tensor([z, y0, x0]), "volume": self.volume_number,
+                    "index": index}
         ys, xs = slice(y0, y0 + self.patch[-2]), slice(x0, x0 + self.patch[-1])
         window = (z, ys, xs) if self.spatial_dims == 2 else (slice(z, z + self.patch[0]), ys, xs)
         return _sample(self.image[window], self.labels[window], index, f"z{z}-y{y0}-x{x0}",
@@ -363,3 +368,23 @@ def _sample(image: np.ndarray, labels: np.ndarray, index: int, where: str,
         sample["valid"] = torch.from_numpy(np.array(np.broadcast_to(valid, mask.shape),
                                                     np.float32))[None]
     return sample
+
+
+class ConcatOrigins(ConcatDataset):
+    """Window corners of several training volumes (``RandomPatchDataset`` with
+    ``origins_only``), a DataLoader batch drawn per volume at once: each volume draws the
+    corners of its share of the batch in one call, as it would alone, and the items come back in
+    the batch's order. (A plain ``ConcatDataset`` would draw them one sample at a time.)"""
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        members: dict[int, list[tuple[int, int]]] = {}
+        for position, index in enumerate(indices):
+            member = bisect.bisect_right(self.cumulative_sizes, int(index))
+            local = int(index) - (self.cumulative_sizes[member - 1] if member else 0)
+            members.setdefault(member, []).append((position, local))
+        items: list[dict[str, Any]] = [{}] * len(indices)
+        for member, placed in members.items():
+            drawn = self.datasets[member].__getitems__([local for _, local in placed])
+            for (position, _), item in zip(placed, drawn):
+                items[position] = item
+        return items
