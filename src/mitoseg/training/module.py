@@ -13,13 +13,8 @@ from torch import nn
 from mitoseg.errors import InputError
 from mitoseg.metrics.batch import area_similarity_batch
 from mitoseg.postproc.binarize import Binarize
+from mitoseg.training.finite_check import LaggedFiniteCheck, diverged
 from mitoseg.training.losses import DeepSupervisionLoss, takes_valid
-
-# Reading a loss back (``if not torch.isfinite(loss)``) makes the CPU wait for the GPU, so the
-# next batch would be loaded and augmented only once the GPU has gone idle. On an accelerator
-# training losses are therefore checked in groups of this many steps, one read per group; the
-# error still names the first non-finite step. On the CPU every step is checked at once.
-FINITE_CHECK_EVERY = 25
 
 
 class SegmentationModule(pl.LightningModule):
@@ -60,7 +55,7 @@ class SegmentationModule(pl.LightningModule):
         self.pixel_size_um, self.monitor = pixel_size_um, monitor
         self.config = config or {}
         self.normalization = dict(normalization or {})
-        self._unchecked_losses: list[tuple[int, torch.Tensor]] = []
+        self._finite_check = LaggedFiniteCheck()  # training losses on an accelerator
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if self.channels_last and image.ndim == 4:
@@ -98,31 +93,22 @@ class SegmentationModule(pl.LightningModule):
         return trainer is None or trainer.progress_bar_callback is not None
 
     def _check_finite(self, loss: torch.Tensor, split: str) -> None:
+        """A non-finite loss stops the run: at once on the CPU and in validation; in training
+        on an accelerator a group of steps later, without waiting for the device
+        (``mitoseg.training.finite_check``)."""
         if split == "train" and loss.device.type != "cpu":
-            self._unchecked_losses.append((self.global_step, loss.detach()))
-            if len(self._unchecked_losses) >= FINITE_CHECK_EVERY:
-                self._check_unchecked_losses()
+            self._finite_check.add(self.global_step, loss)
         elif not torch.isfinite(loss):
-            raise _diverged(split, loss.item(), self.global_step)
-
-    def _check_unchecked_losses(self) -> None:
-        if not self._unchecked_losses:
-            return
-        steps, losses = zip(*self._unchecked_losses)
-        self._unchecked_losses = []
-        finite = torch.isfinite(torch.stack(losses)).tolist()
-        if not all(finite):
-            first = finite.index(False)
-            raise _diverged("train", float(losses[first]), steps[first])
+            raise diverged(split, loss.item(), self.global_step)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "train")[0]
 
     def on_train_epoch_end(self) -> None:
-        self._check_unchecked_losses()
+        self._finite_check.flush()
 
     def on_train_end(self) -> None:
-        self._check_unchecked_losses()
+        self._finite_check.flush()
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Log ``val/loss`` and ``val/as``, the mean AS (foreground IoU) per validation image.
@@ -186,11 +172,6 @@ def takes_total_steps(factory: Callable[..., Any]) -> bool:
         return "total_steps" in inspect.signature(factory).parameters
     except (TypeError, ValueError):
         return False
-
-
-def _diverged(split: str, value: float, step: int) -> FloatingPointError:
-    return FloatingPointError(f"{split} loss is {value} at step {step}: "
-                              "training diverged (lower the learning rate?)")
 
 
 def with_deep_supervision(net: nn.Module, loss: nn.Module) -> nn.Module:
