@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# GPU check, call 1 (carry .gpu/kit and .gpu/luc_a; about 250 s): wheels; the training benchmark
-# with window corners drawn per batch (plain and compiled); overlapped 8-TTA inference against
-# MONAI (with the network-only bound); the README's ten-seed command timed again; with time left,
-# the same inference compiled (41 slices, one round): what torch.compile gains on the GPU.
+# GPU check, call 1 (carry .gpu/kit and .gpu/luc_a; about 270 s): wheels; the CUDA-only tests;
+# the training benchmark with window corners drawn per batch (plain and compiled); overlapped
+# 8-TTA inference against MONAI (with the network-only bound); the README's ten-seed command
+# timed again; with time left, the same inference compiled (41 slices, one round): what
+# torch.compile gains on the GPU.
 set -u
 T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -12,6 +13,12 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:$(pwd)/src MPLBACKEND=Agg PYTHONUNBUFFERED=1 HYDRA_FULL_ERROR=1
 python3 -c "import mitoseg, hydra, torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 el setup
+# the tests that need a CUDA device (skipped on the CPU machines): device patches, augmentation,
+# the finite-loss check that must not synchronize
+timeout 90 python3 -m pytest -q -p no:cacheprovider -rs -k "cuda or gpu" \
+  tests/data/test_device_volumes.py tests/training/test_module_finite_check.py \
+  tests/data/test_em_augment.py tests/data/test_em_augment_channels.py > $OUT/c1_cuda_tests.txt 2>&1
+el "CUDA tests rc=$?: $(tail -1 $OUT/c1_cuda_tests.txt)"
 bench() {  # name, time limit, options...
   local name=$1 limit=$2; shift 2
   timeout $limit python3 benchmarks/bench_training.py --precision bf16-mixed --channels-last \

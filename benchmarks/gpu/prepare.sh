@@ -4,6 +4,7 @@
 # Builds on ../shared/gpu/prepare.sh (.gpu/kit with the hydra/omegaconf/MONAI wheels, the two
 # Lucchi halves .gpu/luc_a and .gpu/luc_b), then puts this folder's call scripts into the kit,
 # adds the hydra-joblib-launcher wheel (hydra/launcher=parallel, selected by trainer=gpu) and
+# pytest's wheels (the CUDA-only tests), and
 # makes .gpu/wandb: wandb and the packages it needs that the GPU machine lacks (call 3).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -14,6 +15,10 @@ wheel() { python3 -m pip download -q --no-deps --only-binary=:all: --python-vers
   --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 -d "$1" "${@:2}"; }
 wheel .gpu/kit/wheels hydra-joblib-launcher==1.2.0 joblib==$(python3 -c "import joblib; print(joblib.__version__)")
+# pytest for the tests that need a CUDA device (call 1 runs them), at this machine's versions
+version() { python3 -c "import importlib.metadata as m; print(m.version('$1'))"; }
+wheel .gpu/kit/wheels pytest==$(version pytest) pluggy==$(version pluggy) \
+  iniconfig==$(version iniconfig) pygments==$(version pygments)
 mkdir -p .gpu/wandb
 # the versions this project's CPU machines run with wandb 0.31
 wheel .gpu/wandb wandb==0.31.0 pydantic==2.13.4 pydantic-core==2.46.4 \

@@ -34,6 +34,10 @@ def _volume(name: str, shape: tuple[int, int, int], seed: int, dtype=np.uint8,
     return LabelledVolume(name, image, labels, mask)
 
 
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))]
+
+
 def _set(train: list[LabelledVolume]) -> VolumeSet:
     test = _volume("test", (4, 30, 34), 99, train[0].image.dtype)
     return VolumeSet(train=train, test=[test], voxel_size_nm=(5.0, 5.0, 5.0),
@@ -65,10 +69,11 @@ def _loader_batch(module: EMDataModule, items: list[dict]) -> dict[str, torch.Te
             for key, values in (("image", images), ("mask", masks), ("valid", valids))}
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("patch", [(8, 12), (4, 8, 12)])
 @pytest.mark.parametrize("normalize", ["scale", "training_zscore"])
 def test_patches_of_several_shapes_equal_the_volumes_read_at_the_same_corners(
-        patch, normalize) -> None:
+        patch, normalize, device) -> None:
     volumes = _set([_volume("wide", (10, 20, 40), 0, ignored=True),
                     _volume("tall", (9, 36, 18), 1), _volume("small", (6, 14, 16), 2)])
     module = _module(volumes, patch, normalize=normalize, sampling="device")
@@ -79,7 +84,8 @@ def test_patches_of_several_shapes_equal_the_volumes_read_at_the_same_corners(
     assert {int(item["volume"]) for item in items} == {0, 1, 2}
     origins = torch.stack([item["origin"] for item in items])
     numbers = torch.tensor([int(item["volume"]) for item in items])
-    image, mask, valid = module.device_patches(origins, numbers)
+    image, mask, valid = (t.cpu() for t in module.device_patches(origins.to(device),
+                                                                  numbers.to(device)))
     expected = _loader_batch(module, items)
     assert image.shape == (len(items), 1, *patch) and image.dtype == torch.float32
     torch.testing.assert_close(image, expected["image"], rtol=0, atol=0)
@@ -137,18 +143,20 @@ def test_a_batch_is_drawn_once_per_volume_and_keeps_its_order() -> None:
             assert 0 <= z < depth and 0 <= y <= height - 8 and 0 <= x <= width - 12
 
 
-def test_images_are_held_exactly_whatever_their_dtype() -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_images_are_held_exactly_whatever_their_dtype(device) -> None:
     image = np.array([[[0, 1, 32767, 32768, 65535, 40000]]], np.uint16)
     labels = image > 30000
-    held = DeviceVolumes([(image, labels, None)], Normalization("none"), False, "cpu")
+    corner, first = torch.tensor([[0, 0, 0]], device=device), torch.tensor([0], device=device)
+    held = DeviceVolumes([(image, labels, None)], Normalization("none"), False, device)
     assert held.image.dtype == torch.int16  # 2 bytes a voxel, not 4
-    cut, mask, valid = held.cut(torch.tensor([[0, 0, 0]]), torch.tensor([0]), (1, 6))
+    cut, mask, valid = held.cut(corner, first, (1, 6))
     assert cut.flatten().tolist() == image.flatten().astype(float).tolist()
     assert mask.flatten().tolist() == labels.flatten().astype(float).tolist() and valid is None
     floats = np.linspace(0, 1, 6).reshape(1, 1, 6) / 3  # float64: held as the float32 it becomes
-    held = DeviceVolumes([(floats, labels, None)], Normalization("none"), False, "cpu")
-    cut, _, _ = held.cut(torch.tensor([[0, 0, 0]]), torch.tensor([0]), (1, 6))
-    assert np.array_equal(cut.flatten().numpy(), floats.flatten().astype(np.float32))
+    held = DeviceVolumes([(floats, labels, None)], Normalization("none"), False, device)
+    cut, _, _ = held.cut(corner, first, (1, 6))
+    assert np.array_equal(cut.flatten().cpu().numpy(), floats.flatten().astype(np.float32))
     assert storage_dtype(np.dtype(np.uint8)) == torch.uint8
     with pytest.raises(InputError, match="dtypes .*cannot hold exactly"):
         DeviceVolumes([(image, labels, None), (image.astype(np.uint8), labels, None)],
