@@ -158,9 +158,13 @@ def test_images_are_held_exactly_whatever_their_dtype(device) -> None:
     cut, _, _ = held.cut(corner, first, (1, 6))
     assert np.array_equal(cut.flatten().cpu().numpy(), floats.flatten().astype(np.float32))
     assert storage_dtype(np.dtype(np.uint8)) == torch.uint8
-    with pytest.raises(InputError, match="dtypes .*cannot hold exactly"):
-        DeviceVolumes([(image, labels, None), (image.astype(np.uint8), labels, None)],
-                      Normalization("none"), False, "cpu")
+    small = np.array([[[0, 7, 255, 128, 1, 2]]], np.uint8)  # with the uint16 one: as uint16
+    held = DeviceVolumes([(image, labels, None), (small, labels, None)], Normalization("none"),
+                         False, device)
+    both, _, _ = held.cut(torch.tensor([[0, 0, 0], [0, 0, 0]], device=device),
+                          torch.tensor([0, 1], device=device), (1, 6))
+    assert both[:, 0, 0].tolist() == [image[0, 0].astype(float).tolist(),
+                                      small[0, 0].astype(float).tolist()]
     with pytest.raises(InputError, match="complex128"):
         storage_dtype(np.dtype(np.complex128))
 

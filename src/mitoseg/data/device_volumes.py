@@ -75,18 +75,18 @@ class DeviceVolumes:
                  normalization: Normalization, with_valid: bool, device: torch.device) -> None:
         if not volumes:
             raise InputError("sampling=device: no training volume to hold on the device")
-        dtypes = {np.dtype(image.dtype) for image, _, _ in volumes}
-        held = {storage_dtype(d) for d in dtypes}
-        if len(held) > 1:
-            raise InputError(f"sampling=device: the training volumes have dtypes "
-                             f"{sorted(map(str, dtypes))}, which one device buffer cannot hold "
-                             "exactly; convert them to one dtype, or use sampling=loader")
-        self.image_dtype = next(iter(dtypes))
+        dtypes = [np.dtype(image.dtype) for image, _, _ in volumes]
+        for dtype in dtypes:
+            storage_dtype(dtype)  # refuses what cannot be held
+        # volumes of several dtypes share the one that holds all their values (uint8 and
+        # uint16: uint16); the loader's Normalization sees the same numbers either way
+        self.image_dtype = np.result_type(*dtypes)
         self.normalization, self.with_valid = normalization, bool(with_valid)
         self.device = torch.device(device)
         shapes = [tuple(int(n) for n in image.shape) for image, _, _ in volumes]
         sizes = [int(np.prod(shape)) for shape in shapes]
-        check_fits(sum(sizes), held.pop(), self.with_valid, self.device, shapes)
+        check_fits(sum(sizes), storage_dtype(self.image_dtype), self.with_valid, self.device,
+                   shapes)
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         self.image = torch.empty(sum(sizes), dtype=storage_dtype(self.image_dtype),
                                  device=self.device)
@@ -107,7 +107,8 @@ class DeviceVolumes:
             z1 = min(z0 + _SLICES_PER_COPY, shape[0])
             window = (slice(z0, z1), slice(None), slice(None))
             part = slice(offset + z0 * area, offset + z1 * area)
-            self.image[part].copy_(_as_held(np.asarray(image[window]), self.image.dtype).ravel())
+            block = np.asarray(image[window]).astype(self.image_dtype, copy=False)
+            self.image[part].copy_(_as_held(block, self.image.dtype).ravel())
             self.foreground[part].copy_(_tensor(np.asarray(labels[window]) > 0).ravel())
             if self.ignored is not None:
                 block = (np.zeros((z1 - z0, *shape[1:]), bool) if ignored is None
