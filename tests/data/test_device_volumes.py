@@ -204,3 +204,14 @@ def test_train_py_runs_several_volumes_with_ignored_voxels_on_the_device(
     assert [v["name"] for v in data["volume_list"] if v["split"] == "train"] == ["tif_stack",
                                                                                  "hdf5"]
     assert np.isfinite(metrics["test"]["iou_fg"]["mean"])
+
+
+def test_the_device_copy_is_let_go_after_training() -> None:
+    volumes = _set([_volume("a", (10, 20, 40), 0), _volume("b", (9, 36, 18), 1)])
+    module = _module(volumes, (8, 12), sampling="device")
+    module.device_patches(torch.tensor([[0, 0, 0]]), torch.tensor([1]))
+    assert module._device_volumes is not None
+    module.teardown("validate")
+    assert module._device_volumes is not None
+    module.teardown("fit")  # what Lightning calls at the end of trainer.fit
+    assert module._device_volumes is None

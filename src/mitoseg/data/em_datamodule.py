@@ -273,6 +273,12 @@ class EMDataModule(SplitDataModule):
                 self.normalization, self.with_valid, device)
         return self._device_volumes.cut(origins, volume_numbers.to(device), self.patch_size)
 
+    def teardown(self, stage: str) -> None:
+        """After training, the device copy of the training volumes is let go: with
+        ``sampling=device`` it may hold up to half the GPU's memory, which the test needs."""
+        if stage == "fit":
+            self._device_volumes = None
+
     def describe(self) -> dict[str, Any]:
         self.setup()
         volumes = self.volumes
