@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# GPU check, call 1 (carry .gpu/kit and .gpu/luc_a; about 270 s): wheels; the CUDA-only tests;
-# the training benchmark with window corners drawn per batch (plain and compiled); overlapped
-# 8-TTA inference against MONAI (with the network-only bound); the README's ten-seed command
-# timed again; with time left, the same inference compiled (41 slices, one round): what
-# torch.compile gains on the GPU.
+# GPU check, call 1 (carry .gpu/kit and .gpu/luc_a; about 300 s): wheels; the CUDA-only tests;
+# the training benchmark with window corners drawn per batch (batch 64, batch 16, and batch 64
+# compiled); overlapped 8-TTA inference against MONAI (with the network-only bound); the README's
+# ten-seed command timed again; with time left, the same inference compiled (41 slices, one
+# round): what torch.compile gains on the GPU.
 set -u
 T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -27,6 +27,7 @@ bench() {  # name, time limit, options...
   python3 -c "import json; r=json.load(open('$OUT/c1_$name.json'))['results']; print({k: r[k] for k in ('framework_images_per_s','bare_images_per_s','ratio_framework_to_bare')})"
 }
 bench device 60
+bench batch16 60 --batch 16 --steps 400  # lucchi_fast's batch: where the CPU's share per step shows
 bench compiled 120 --compile
 timeout 90 python3 benchmarks/bench_inference.py --precision bf16-mixed --channels-last \
   > $OUT/c1_inference.json 2> $OUT/c1_inference.err; el "bench_inference rc=$?"
