@@ -21,16 +21,28 @@ from tests.conftest import compose_config
 BATCHES, EPOCHS, EVERY = 4, 2, 3
 
 
+class StopAfter(pl.Callback):
+    """Stops the run after optimizer step ``step``, as ``max_time`` would: in
+    ``on_train_batch_end``, after the step's own logging decision was due."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        if trainer.global_step == self.step:
+            trainer.should_stop = True
+
+
 def fit(tmp_path: Path, tiny_overrides: list[str], bar: bool, monkeypatch: pytest.MonkeyPatch,
-        batches: int = BATCHES, every: int = EVERY, logger: str = "csv"
+        batches: int = BATCHES, every: int = EVERY, logger: str = "csv", extra: tuple = ()
         ) -> tuple[list[tuple[float, int]], list[dict[str, str]], int]:
     """Losses and batch sizes of the training steps, the CSV rows, and the ``self.log`` calls
-    made from ``training_step``."""
+    made while a batch trains."""
     overrides = [o for o in tiny_overrides if not o.startswith("logger=")] + [
         f"logger={logger}", f"trainer.max_epochs={EPOCHS}",
         f"trainer.limit_train_batches={batches}", f"trainer.log_every_n_steps={every}",
-        f"trainer.enable_progress_bar={str(bar).lower()}"]
-    out = tmp_path / f"bar{bar}_{batches}_{logger}"
+        f"trainer.enable_progress_bar={str(bar).lower()}", *extra]
+    out = tmp_path / f"bar{bar}_{batches}_{logger}_{len(extra)}"
     losses, calls = [], [0]
     step = SegmentationModule._shared_step
     log = pl.LightningModule.log
@@ -42,7 +54,7 @@ def fit(tmp_path: Path, tiny_overrides: list[str], bar: bool, monkeypatch: pytes
         return loss, logits
 
     def counted(self, name, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
-        if self._current_fx_name == "training_step":
+        if self._current_fx_name in ("training_step", "on_train_batch_end"):
             calls[0] += 1
         return log(self, name, *args, **kwargs)
 
@@ -75,6 +87,20 @@ def test_written_values_are_the_steps_losses_and_their_epoch_mean(
     assert shown == losses and shown_rows == rows  # a progress bar changes nothing written
 
 
+def test_a_run_stopped_by_a_callback_writes_its_last_steps_own_loss(
+        tmp_path: Path, tiny_overrides: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    stop = ("+callbacks.stop._target_=tests.training.test_training_loss_log.StopAfter",
+            "+callbacks.stop.step=5")  # after the 5th step: not one of the steps written
+    losses, rows, _ = fit(tmp_path, tiny_overrides, False, monkeypatch, extra=stop)
+    assert len(losses) == 5
+    steps = {int(r["step"]): float(r["train/loss_step"]) for r in rows if r["train/loss_step"]}
+    assert sorted(steps) == [2, 4]  # written every 3 steps, and where the run stopped
+    assert steps[4] == pytest.approx(losses[4][0], rel=1e-6) != losses[2][0]  # not step 2's
+    epochs = {int(r["epoch"]): float(r["train/loss_epoch"]) for r in rows if r["train/loss_epoch"]}
+    part = losses[BATCHES:]  # the second epoch, cut short after 1 of its batches
+    assert epochs[1] == pytest.approx(sum(v * n for v, n in part) / sum(n for _, n in part))
+
+
 def test_training_logs_a_fixed_number_of_times_per_epoch_without_a_bar(
         tmp_path: Path, tiny_overrides: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     calls = [fit(tmp_path, tiny_overrides, False, monkeypatch, batches, 50, "none")[2]
@@ -94,15 +120,14 @@ def test_the_epoch_mean_weighs_each_batch_by_the_images_that_count() -> None:
     assert float(mean.pop()) == pytest.approx(14 / 6) and mean.pop() is None
 
 
-def trainer(batches: float, max_steps: int, global_step: int, accumulate: int = 1):  # noqa: ANN201
+def trainer(batches: float, max_steps: int, global_step: int):  # noqa: ANN201
     return SimpleNamespace(num_training_batches=batches, max_steps=max_steps,
-                           global_step=global_step, accumulate_grad_batches=accumulate)
+                           global_step=global_step)
 
 
-def test_the_last_batch_of_an_epoch_is_known_while_it_trains() -> None:
-    assert [ends_epoch(trainer(4, -1, i), i) for i in range(4)] == [False, False, False, True]
-    # max_steps ends the run (and its epoch) inside the loader
-    assert [ends_epoch(trainer(10, 6, 4 + i), i) for i in range(3)] == [False, True, True]
-    assert ends_epoch(trainer(math.inf, 3, 2), 7) and not ends_epoch(trainer(math.inf, -1, 9), 9)
-    # accumulating 2 batches a step: the step that reaches max_steps ends with the second one
-    assert [ends_epoch(trainer(10, 3, 2, 2), i) for i in (4, 5)] == [False, True]
+def test_the_last_batch_of_an_epoch_is_known_once_it_has_trained() -> None:
+    assert [ends_epoch(trainer(4, -1, i + 1), i) for i in range(4)] == [False, False, False, True]
+    # max_steps ends the run (and its epoch) inside the loader; global_step counts the steps done
+    assert [ends_epoch(trainer(10, 6, 5 + i), i) for i in range(2)] == [False, True]
+    assert ends_epoch(trainer(math.inf, 3, 3), 7) and not ends_epoch(trainer(math.inf, -1, 9), 9)
+    assert not ends_epoch(trainer(10, None, 3), 2)

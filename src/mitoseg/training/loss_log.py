@@ -5,11 +5,14 @@ to the value's device at every call). At small batches on a GPU the CPU's work p
 what bounds the step, and this call was most of what the framework added to a bare loop's step
 (profile of ``bench_training.py`` at batch 16, issue 17). So:
 
-- the epoch's loss is summed on the device and handed to Lightning once, with the epoch's last
+- the epoch's loss is summed on the device and handed to Lightning once, after the epoch's last
   batch, as ``train/loss_epoch`` (and as ``train/loss`` for a scheduler or checkpoint that
   monitors it);
 - a step's loss is logged (``train/loss_step``) only on the steps Lightning writes to the
-  loggers (every ``trainer.log_every_n_steps``), or on every step while a progress bar shows it.
+  loggers (every ``trainer.log_every_n_steps``, or a step after which a callback stops the run),
+  or on every step while a progress bar shows it. Both are logged in ``on_train_batch_end``,
+  after the callbacks' own: by then a step's stop (``max_time``) and its optimizer step are
+  known.
 
 The epoch's loss is the mean over its batches weighted by the images that hold a voxel that
 counts (the whole batch without ignored voxels), so a batch with nothing to learn from does not
@@ -55,12 +58,9 @@ def step_is_written(trainer: Any) -> bool:
 
 
 def ends_epoch(trainer: Any, batch_idx: int) -> bool:
-    """Is batch ``batch_idx`` the epoch's last one: the last of the loader, or the one whose
-    optimizer step reaches ``trainer.max_steps``?"""
+    """After batch ``batch_idx`` has trained (``on_train_batch_end``): was it the epoch's last
+    one, the last of the loader or the one whose optimizer step reached ``trainer.max_steps``?"""
     batches = trainer.num_training_batches
     last_of_loader = not math.isinf(batches) and batch_idx + 1 >= batches
     steps = trainer.max_steps
-    if steps is None or steps < 0:
-        return last_of_loader
-    stepping = last_of_loader or (batch_idx + 1) % trainer.accumulate_grad_batches == 0
-    return last_of_loader or (stepping and trainer.global_step + 1 >= steps)
+    return last_of_loader or (steps is not None and steps >= 0 and trainer.global_step >= steps)

@@ -99,20 +99,23 @@ class SegmentationModule(pl.LightningModule):
             raise diverged(split, loss.item(), self.global_step)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        """The batch's loss. Logged as ``train/loss_step`` on the steps the loggers get (every
-        step while a bar shows it) and, summed on the device, once an epoch as
-        ``train/loss_epoch`` (``mitoseg.training.loss_log``: each ``self.log`` costs about 1 ms
-        of CPU time, most of a small GPU step's overhead)."""
+        """The batch's loss, added on the device to the epoch's (``mitoseg.training.loss_log``:
+        each ``self.log`` costs about 1 ms of CPU time, most of a small GPU step's overhead)."""
         loss, logits = self._shared_step(batch, "train")
         valid = batch.get("valid")
         self._epoch_loss.add(loss, len(logits) if valid is None else _scored(valid).sum())
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Logs ``train/loss_step`` on the steps the loggers get (every step while a bar shows
+        it) and ``train/loss_epoch`` after the epoch's last batch."""
         bar = self._bar_shown()
         if bar or step_is_written(self.trainer):
+            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
             self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=bar,
-                     batch_size=len(logits))
+                     batch_size=1)
         if ends_epoch(self.trainer, batch_idx):
             self._log_epoch_loss()
-        return loss
 
     def _log_epoch_loss(self) -> None:
         mean = self._epoch_loss.pop()
