@@ -6,7 +6,9 @@
 set -u
 T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 export PYTHONPATH=/tmp/site:$(pwd)/src MPLBACKEND=Agg PYTHONUNBUFFERED=1 HYDRA_FULL_ERROR=1
-R=/tmp/res; mkdir -p /tmp/luc/lucchi $R
+# results go straight under $OUT: if the call is cut short (device time spent), what
+# finished still comes back
+R=$OUT/c2; mkdir -p /tmp/luc/lucchi $R
 python3 - <<'PY'
 import numpy as np, tifffile
 for name in ("training", "training_groundtruth"):
@@ -33,5 +35,4 @@ for s in 1 2 3 4; do fast $s fast_s$s $LEFT & done
 for s in 1 2; do ref both_s$s $LEFT --seed $s --rotation free --schedule cosine & done
 wait; el "concurrent phase done"
 python3 benchmarks/gpu/summarize.py $R | tee $OUT/c2_summary.txt
-tar czf $OUT/c2_results.tgz -C $R .
 el done
