@@ -131,3 +131,17 @@ def test_the_last_batch_of_an_epoch_is_known_once_it_has_trained() -> None:
     assert [ends_epoch(trainer(10, 6, 5 + i), i) for i in range(2)] == [False, True]
     assert ends_epoch(trainer(math.inf, 3, 3), 7) and not ends_epoch(trainer(math.inf, -1, 9), 9)
     assert not ends_epoch(trainer(10, None, 3), 2)
+
+
+def test_a_batch_with_no_voxel_that_counts_adds_nothing_to_the_epoch_loss() -> None:
+    """Through the module: the epoch mean weighs each batch by its images with a valid voxel."""
+    from mitoseg.training.losses import BCELoss  # takes "valid"
+
+    module = SegmentationModule(torch.nn.Conv2d(1, 1, 3, padding=1), BCELoss(),
+                                lambda params: torch.optim.SGD(params, lr=0.1))
+    torch.manual_seed(0)
+    image, mask = torch.randn(2, 1, 8, 8), (torch.rand(2, 1, 8, 8) > 0.5).float()
+    counted = module.training_step(
+        {"image": image, "mask": mask, "valid": torch.ones_like(mask)}, 0)
+    module.training_step({"image": image, "mask": mask, "valid": torch.zeros_like(mask)}, 1)
+    assert float(module._epoch_loss.pop()) == pytest.approx(float(counted))

@@ -29,7 +29,7 @@ _SLICES_PER_COPY = 16  # host memory bound while copying: this many slices at a 
 
 def storage_dtype(dtype: np.dtype) -> torch.dtype:
     """The device dtype an image is held in: its own, exactly, and indexable on every device.
-    uint16 is held as the int16 of the same bits (``restore`` turns it back); float64 as
+    uint16 is held as the int16 of the same bits (``_restore`` turns it back); float64 as
     float32 (the value the loader's ``Normalization`` computes with anyway)."""
     dtype = np.dtype(dtype)
     held = {np.dtype(np.uint16): torch.int16, np.dtype(np.uint32): torch.int64,
@@ -85,11 +85,10 @@ class DeviceVolumes:
         self.device = torch.device(device)
         shapes = [tuple(int(n) for n in image.shape) for image, _, _ in volumes]
         sizes = [int(np.prod(shape)) for shape in shapes]
-        check_fits(sum(sizes), storage_dtype(self.image_dtype), self.with_valid, self.device,
-                   shapes)
+        held = storage_dtype(self.image_dtype)
+        check_fits(sum(sizes), held, self.with_valid, self.device, shapes)
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        self.image = torch.empty(sum(sizes), dtype=storage_dtype(self.image_dtype),
-                                 device=self.device)
+        self.image = torch.empty(sum(sizes), dtype=held, device=self.device)
         self.foreground = torch.empty(sum(sizes), dtype=torch.bool, device=self.device)
         self.ignored = (torch.empty(sum(sizes), dtype=torch.bool, device=self.device)
                         if self.with_valid else None)
