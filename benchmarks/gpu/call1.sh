@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check, call 1 (carry .gpu/kit and .gpu/luc_a; about 300 s): wheels; the CUDA-only tests;
+# GPU check, call 1 (carry .gpu/kit and .gpu/luc_a; about 320 s): wheels; the CUDA-only tests;
 # the training benchmark with window corners drawn per batch (batch 64, batch 16, and batch 64
 # compiled); overlapped 8-TTA inference against MONAI (with the network-only bound); the README's
 # ten-seed command timed again; with time left, the same inference compiled (41 slices, one
@@ -14,10 +14,12 @@ export PYTHONPATH=/tmp/site:$(pwd)/src MPLBACKEND=Agg PYTHONUNBUFFERED=1 HYDRA_F
 python3 -c "import mitoseg, hydra, torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 el setup
 # the tests that need a CUDA device (skipped on the CPU machines): device patches, augmentation,
-# the finite-loss check that must not synchronize
-timeout 90 python3 -m pytest -q -p no:cacheprovider -rs -k "cuda or gpu" \
+# the finite-loss check that must not synchronize, every network trained twice in deterministic
+# mode to identical weights
+timeout 150 python3 -m pytest -q -p no:cacheprovider -rs -k "cuda or gpu" \
   tests/data/test_device_volumes.py tests/training/test_module_finite_check.py \
-  tests/data/test_em_augment.py tests/data/test_em_augment_channels.py > $OUT/c1_cuda_tests.txt 2>&1
+  tests/data/test_em_augment.py tests/data/test_em_augment_channels.py \
+  tests/models/test_deterministic_kernels.py > $OUT/c1_cuda_tests.txt 2>&1
 el "CUDA tests rc=$?: $(tail -1 $OUT/c1_cuda_tests.txt)"
 bench() {  # name, time limit, options...
   local name=$1 limit=$2; shift 2

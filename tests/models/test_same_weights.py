@@ -4,7 +4,9 @@ parameter order, same initial values, same outputs.
 ``same_weights.json`` holds, per model config of conf/model/ (plus a few option variants that
 take other code paths), fingerprints recorded with the code of commit e0bbd3b, before the
 layer vocabulary (models/layers.py) and the padding helper (inference/padding.py) were
-shared:
+shared (the ``outputs`` of the five cases that resize in their forward were recorded again
+when ``F.interpolate`` gave way to ``linear_resize``: equal to float rounding,
+``test_resize.py``):
 
 - ``structure``: sha256 of the state_dict's (name, shape, dtype) list, in order;
 - ``values``: sha256 of the state_dict's bytes, in order, after ``torch.manual_seed(0)``;

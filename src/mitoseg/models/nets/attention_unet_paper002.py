@@ -10,6 +10,7 @@ from torch import nn
 
 from mitoseg.models.layers import CONV, init_conv_
 from mitoseg.models.nets.unet_paper002 import UNetPaper002
+from mitoseg.models.resize import linear_resize
 
 
 class AttentionGate(nn.Module):
@@ -23,7 +24,8 @@ class AttentionGate(nn.Module):
       * W_x takes the skip to the gating grid with a 2x2 (2x2x2) convolution of stride 2,
         without bias (a strided 1x1 would ignore 3/4 (7/8) of the skip's pixels); W_g and psi
         are 1x1 convolutions with bias; intermediate channels = skip_channels // 2.
-      * The coefficients are resampled to the skip's size with (bi/tri)linear interpolation.
+      * The coefficients are resampled to the skip's size with (bi/tri)linear interpolation
+        (``linear_resize``: its gradient is deterministic on a GPU too).
       * No batch norm and no output 1x1 transform inside the gate; Glorot-uniform kernels and
         zero biases (Keras' defaults, as in the authors' code).
 
@@ -56,16 +58,15 @@ class AttentionGate(nn.Module):
         self.psi = conv(inter_channels, 1, 1)
         for layer in (self.w_x, self.w_g, self.psi):
             init_conv_(layer, "glorot_uniform")
-        self.mode = "bilinear" if spatial_dims == 2 else "trilinear"
 
     def coefficients(self, skip: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         """Attention coefficients in [0, 1], shape (N, 1, *skip's spatial shape)."""
         theta = self.w_x(skip)
         phi = self.w_g(gate)
         if phi.shape[2:] != theta.shape[2:]:
-            phi = F.interpolate(phi, size=theta.shape[2:], mode=self.mode, align_corners=False)
+            phi = linear_resize(phi, theta.shape[2:])
         alpha = torch.sigmoid(self.psi(F.relu(theta + phi)))
-        return F.interpolate(alpha, size=skip.shape[2:], mode=self.mode, align_corners=False)
+        return linear_resize(alpha, skip.shape[2:])
 
     def forward(self, skip: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         return skip * self.coefficients(skip, gate)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mitoseg.inference.padding import crop_to, pad_to_multiple
 from mitoseg.models.layers import init_conv_
+from mitoseg.models.resize import linear_resize
 
 VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))  # (channels, 3x3 convs)
 VARIANTS = ("fcn8", "fcn32")
@@ -123,7 +123,7 @@ class FCNVGG16(nn.Module):
             pools.append(x)
         score = self.score(self.classifier(x))
         if self.variant == "fcn32":
-            out = F.interpolate(score, scale_factor=32, mode="bilinear", align_corners=False)
+            out = linear_resize(score, [32 * side for side in score.shape[2:]])
             return crop_to(out, size)
         pool3, pool4 = pools[2], pools[3]
         # Keras 'valid' 4x4 stride-2 transposed conv gives 2n + 2; Cropping2D((0, 2)) keeps 2n.

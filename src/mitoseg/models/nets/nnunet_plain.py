@@ -6,11 +6,11 @@ import math
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mitoseg.inference.padding import crop_to, pad_spatial
 from mitoseg.models.layers import BATCH_NORM, CONV, CONV_TRANSPOSE, INSTANCE_NORM
+from mitoseg.models.resize import linear_resize
 
 # Per-stage strides (first stage unstrided) and the patch size nnU-Net v1 plans for Lucchi
 # (165 x 768 x 1024 isotropic voxels); see NNUNetPlain's docstring for the derivation.
@@ -186,7 +186,6 @@ class NNUNetPlain(nn.Module):
         self.axis_strides = tuple(math.prod(s[axis] for s in strides)
                                   for axis in range(spatial_dims))
         self.stride = math.lcm(*self.axis_strides)
-        self.mode = "bilinear" if spatial_dims == 2 else "trilinear"
 
         def stage(channels_in: int, channels: int, kernel: tuple[int, ...],
                   stride: tuple[int, ...]) -> nn.Sequential:
@@ -234,7 +233,6 @@ class NNUNetPlain(nn.Module):
             return main
         outputs = [main]
         for below_top, head in enumerate(self.heads[1:], start=1):
-            logits = F.interpolate(head(decoded[-1 - below_top]), size=padded, mode=self.mode,
-                                   align_corners=False)
+            logits = linear_resize(head(decoded[-1 - below_top]), padded)
             outputs.append(crop_to(logits, size))
         return outputs

@@ -9,6 +9,7 @@ from torch import nn
 
 from mitoseg.inference.padding import crop_to, pad_spatial
 from mitoseg.models.layers import init_conv_
+from mitoseg.models.resize import linear_resize
 
 PATCH = 32  # training patch side; the network's minimum input
 STEP = 8  # three stride-2 poolings: one patch logit every 8 pixels
@@ -132,7 +133,7 @@ class OztelCNN(nn.Module):
         target = tuple(max(PATCH, -(-side // STEP) * STEP) for side in size)
         grid = self.patch_logits(pad_spatial(x, target))
         centres = tuple(STEP * (n - 1) + 1 for n in grid.shape[2:])  # pixels 16 .. side - 16
-        dense = F.interpolate(grid, size=centres, mode="bilinear", align_corners=True)
+        dense = linear_resize(grid, centres, align_corners=True)
         before, after = CENTRE, PATCH - CENTRE - 1
         dense = F.pad(dense, (before, after, before, after), mode="replicate")
         return crop_to(dense, size)
