@@ -52,7 +52,7 @@ class Watch(TorchDispatchMode):
         super().__init__()
         self.found: set[str] = set()
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.overloadpacket.__name__
         first = args[0] if args else None
         if name in NO_DETERMINISTIC_CUDA_KERNEL or (
