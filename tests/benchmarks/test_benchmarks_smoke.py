@@ -135,3 +135,12 @@ def test_patch_sampling_benchmark() -> None:
     assert report["hdf5_4x"]["foreground_weight_1"]["patches_per_s_read"] > 0
     assert report["in_memory_1x"]["foreground_weight_1"]["peak_rss_mib"] > 0
     assert report["zarr_16x_under_address_space_limit"]["completed"] is True
+
+
+def test_volume_setup_benchmark() -> None:
+    report = run_quick("bench_volume_setup")
+    results = report["results"]
+    assert set(results) == {"slices", "cubes"}
+    for result in results.values():
+        assert result["read_once_s"] > 0 and result["setup_s"] > 0
+        assert len(result["rounds_s"]["setup"]) == report["settings"]["rounds"] == 1

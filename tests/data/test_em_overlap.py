@@ -9,7 +9,7 @@ import tifffile
 from scipy.ndimage import gaussian_filter
 
 from mitoseg.data.em_datamodule import EMVolumes, check_no_overlap
-from mitoseg.data.em_overlap import NEAR_COPY_CORRELATION, near_copy_pairs
+from mitoseg.data.em_overlap import NEAR_COPY_CORRELATION, near_copy_pairs, slice_copies
 from mitoseg.errors import InputError
 from tests.conftest import SHARED_DATA
 
@@ -103,3 +103,75 @@ def test_the_near_copy_search_does_not_grow_with_the_training_volume() -> None:
         peaks[depth] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
     assert peaks[2048] - peaks[256] < 100_000, peaks  # thumbnails held whole: ~900 kB more
+
+
+def brute_force_near_copies(train: np.ndarray, test: np.ndarray, max_shift: int = 2,
+                            crop: int = 256) -> set[tuple[int, int, tuple[int, int]]]:
+    """Every (test, train) pair, every shift, with numpy's own Pearson correlation."""
+    height, width = test.shape[1:]
+    size_y, size_x = min(crop, height - 2 * max_shift), min(crop, width - 2 * max_shift)
+    y0, x0 = (height - size_y) // 2, (width - size_x) // 2
+    found = set()
+    for t in range(len(test)):
+        reference = test[t, y0:y0 + size_y, x0:x0 + size_x].astype(float).ravel()
+        for z in range(len(train)):
+            values = {(dy, dx): np.corrcoef(reference, train[z, y0 + dy:y0 + dy + size_y,
+                                                            x0 + dx:x0 + dx + size_x]
+                                            .astype(float).ravel())[0, 1]
+                      for dy in range(-max_shift, max_shift + 1)
+                      for dx in range(-max_shift, max_shift + 1)}
+            shift = max(values, key=values.get)
+            if values[shift] >= NEAR_COPY_CORRELATION:
+                found.add((t, z, shift))
+    return found
+
+
+def test_the_pairs_found_are_those_of_a_brute_force_search_over_every_pair() -> None:
+    stack = textured_stack(30, seed=3)
+    train, test = stack[:20], stack[24:].copy()
+    test[0] = np.roll(stack[4], (1, -2), axis=(0, 1))
+    test[3] = np.round(0.7 * stack[17] + 40).astype(np.uint8)
+    test[5] = stack[9]
+    expected = brute_force_near_copies(train, test)
+    assert {(t, z) for t, z, _ in expected} == {(0, 4), (3, 17), (5, 9)}
+    copies = slice_copies(train, test)
+    assert {(p.test, p.train, p.shift) for p in copies.near} == expected
+    assert copies.exact == 1  # test slice 5 has the bytes of training slice 9
+
+
+class ReadLog:
+    """A (D, H, W) array stored in chunks of ``chunk`` slices (as a Zarr array says in
+    ``chunks``) that records the slices and the window of every read."""
+
+    def __init__(self, data: np.ndarray, chunk: int) -> None:
+        self.data, self.shape, self.dtype = data, data.shape, data.dtype
+        self.chunks = (chunk, *data.shape[1:])
+        self.reads: list[tuple[range, bool]] = []
+
+    def __getitem__(self, index):  # noqa: ANN001, ANN204
+        index = index if isinstance(index, tuple) else (index,)
+        z = index[0]
+        slices = range(*z.indices(self.shape[0])) if isinstance(z, slice) else range(z, z + 1)
+        whole = all(i == slice(None) for i in index[1:])
+        self.reads.append((slices, whole))
+        return self.data[index]
+
+
+def test_each_volume_is_read_once_in_slabs_of_whole_chunks(monkeypatch) -> None:
+    """Slice by slice, a volume in 8-slice chunks would be decompressed 8 times over (the
+    old reader also read it twice, and its candidates' slices again, whole)."""
+    stack = textured_stack(60, seed=4)
+    train, test = ReadLog(stack[:40], chunk=8), ReadLog(stack[48:].copy(), chunk=8)
+    test.data[2] = np.roll(stack[11], 1, axis=1)
+    monkeypatch.setattr("mitoseg.data.slabs.SLAB_BYTES", 16 * 64 * 80)  # slabs of 16 slices
+    [pair] = slice_copies(train, test).near
+    assert (pair.test, pair.train) == (2, 11)
+    assert test.reads == [(range(0, 12), True)]
+    full = [r for r, whole in train.reads if whole]
+    assert full == [range(0, 16), range(16, 32), range(32, 40)]
+    assert train.reads[:3] == [(r, True) for r in full]
+    # then only the crop windows of the slabs that hold candidates, each within one slab
+    windows = [r for r, whole in train.reads[3:]]
+    assert windows and not any(whole for _, whole in train.reads[3:])
+    assert all(r.start // 16 == (r.stop - 1) // 16 for r in windows)
+    assert len({r.start // 16 for r in windows}) == len(windows)

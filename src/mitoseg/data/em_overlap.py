@@ -14,7 +14,9 @@ Cost: every test slice is compared with every training slice on 8x-reduced thumb
 test volume's held, the training volume's made ``THUMB_SLICES`` at a time, so the depth of a
 training volume adds only its scores to the memory); only the ``CANDIDATES`` best training
 slices per test slice get the full shift search, on a central crop of at most ``CROP_PX``
-pixels.
+pixels. Each volume is read once, in slabs of whole storage chunks, and then only the crop
+windows of the candidates' training slabs (``slice_copies``): a Zarr volume in 64-slice
+chunks read slice by slice would be decompressed 64 times over.
 
 ``python -m mitoseg.data.em_overlap <lucchi folder>`` prints the neighbour table that chose the
 test gap of ``conf/dataset/lucchi.yaml``.
@@ -29,6 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from mitoseg.data.slabs import slab_ranges
 
 NEAR_COPY_CORRELATION = 0.98  # copies (shifted / rescaled): 1.0; Lucchi neighbours: ~0.90
 MAX_SHIFT_PX = 2
@@ -63,20 +67,56 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
     return 0.0 if a is None or b is None else float(np.mean(a * b))
 
 
-def _thumbnails(volume: Any, block: int, start: int = 0, stop: int | None = None) -> np.ndarray:
-    """(stop - start, n) block-mean thumbnails of slices start..stop, each standardized and
-    divided by sqrt(n): their dot product is their correlation (0 for constant slices)."""
-    depth, height, width = volume.shape
-    stop = depth if stop is None else stop
+def _thumbnail_rows(slab: np.ndarray, block: int) -> np.ndarray:
+    """(len(slab), n) block-mean thumbnails of a slab's slices, each standardized and divided
+    by sqrt(n): their dot product is their correlation (0 for constant slices)."""
+    _, height, width = slab.shape
     h, w = height // block * block, width // block * block
-    rows = np.zeros((stop - start, (h // block) * (w // block)), np.float64)
-    for row, z in enumerate(range(start, stop)):
-        small = np.asarray(volume[z][:h, :w], np.float64).reshape(h // block, block, w // block,
-                                                                    block).mean((1, 3)).ravel()
+    rows = np.zeros((len(slab), (h // block) * (w // block)), np.float64)
+    for row, image in enumerate(slab):
+        small = np.asarray(image[:h, :w], np.float64).reshape(h // block, block, w // block,
+                                                              block).mean((1, 3)).ravel()
         standard = _standardized(small)
         if standard is not None:
             rows[row] = standard / np.sqrt(standard.size)
     return rows
+
+
+def _fingerprint(image: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=16).hexdigest()
+
+
+def _crop_window(shape: Sequence[int], max_shift: int, crop: int
+                 ) -> tuple[slice, slice] | None:
+    """The part of a (H, W) slice the shift search reads: a central crop of at most ``crop``
+    pixels per side and ``max_shift`` pixels around it; None when the slice is too small."""
+    height, width = shape
+    size_y, size_x = min(crop, height - 2 * max_shift), min(crop, width - 2 * max_shift)
+    if size_y < 4 or size_x < 4:
+        return None
+    y0, x0 = (height - size_y) // 2, (width - size_x) // 2
+    return (slice(y0 - max_shift, y0 + size_y + max_shift),
+            slice(x0 - max_shift, x0 + size_x + max_shift))
+
+
+def _best_shift(test_window: np.ndarray, train_window: np.ndarray,
+                max_shift: int) -> tuple[float, tuple[int, int]]:
+    """Highest correlation of the centre of ``test_window`` with ``train_window`` moved by
+    (dy, dx), |dy|, |dx| <= ``max_shift`` (both windows from ``_crop_window``)."""
+    size_y, size_x = (n - 2 * max_shift for n in test_window.shape)
+    reference = _standardized(test_window[max_shift:max_shift + size_y,
+                                          max_shift:max_shift + size_x])
+    if reference is None:
+        return 0.0, (0, 0)
+    best = (-1.0, (0, 0))
+    for dy in range(-max_shift, max_shift + 1):
+        for dx in range(-max_shift, max_shift + 1):
+            moved = _standardized(train_window[max_shift + dy:max_shift + dy + size_y,
+                                               max_shift + dx:max_shift + dx + size_x])
+            value = -1.0 if moved is None else float(np.mean(reference * moved))
+            if value > best[0]:
+                best = (value, (dy, dx))
+    return best
 
 
 def best_shift_correlation(test_slice: np.ndarray, train_slice: np.ndarray,
@@ -84,54 +124,10 @@ def best_shift_correlation(test_slice: np.ndarray, train_slice: np.ndarray,
                            crop: int = CROP_PX) -> tuple[float, tuple[int, int]]:
     """Highest correlation of a central crop of ``test_slice`` with ``train_slice`` shifted by
     (dy, dx), |dy|, |dx| <= ``max_shift``; returns (correlation, (dy, dx))."""
-    height, width = test_slice.shape
-    size_y, size_x = min(crop, height - 2 * max_shift), min(crop, width - 2 * max_shift)
-    if size_y < 4 or size_x < 4:
+    window = _crop_window(test_slice.shape, max_shift, crop)
+    if window is None:
         return 0.0, (0, 0)
-    y0, x0 = (height - size_y) // 2, (width - size_x) // 2
-    reference = _standardized(test_slice[y0:y0 + size_y, x0:x0 + size_x])
-    if reference is None:
-        return 0.0, (0, 0)
-    best = (-1.0, (0, 0))
-    train_slice = np.asarray(train_slice)
-    for dy in range(-max_shift, max_shift + 1):
-        for dx in range(-max_shift, max_shift + 1):
-            moved = _standardized(train_slice[y0 + dy:y0 + dy + size_y, x0 + dx:x0 + dx + size_x])
-            value = -1.0 if moved is None else float(np.mean(reference * moved))
-            if value > best[0]:
-                best = (value, (dy, dx))
-    return best
-
-
-def near_copy_pairs(train: Any, test: Any, threshold: float = NEAR_COPY_CORRELATION,
-                    max_shift: int = MAX_SHIFT_PX,
-                    candidates: int = CANDIDATES) -> list[NearCopy]:
-    """(test, train) slice pairs of two (D, H, W) volumes that are copies up to a shift of
-    ``max_shift`` pixels and a linear intensity change. Volumes of different slice shapes are
-    not compared (returns [])."""
-    if tuple(train.shape[1:]) != tuple(test.shape[1:]) or not train.shape[0] or not test.shape[0]:
-        return []
-    block = max(1, min(THUMB_BLOCK, train.shape[1] // 8, train.shape[2] // 8))
-    test_rows = _thumbnails(test, block)
-    # the training volume's thumbnails a few slices at a time: memory does not grow with it
-    scores = np.empty((test.shape[0], train.shape[0]), np.float64)
-    for start in range(0, train.shape[0], THUMB_SLICES):
-        stop = min(start + THUMB_SLICES, train.shape[0])
-        scores[:, start:stop] = test_rows @ _thumbnails(train, block, start, stop).T
-    found = []
-    for t in range(test.shape[0]):
-        test_slice = np.asarray(test[t])
-        for z in np.argsort(-scores[t], kind="stable")[:candidates]:
-            value, shift = best_shift_correlation(test_slice, train[int(z)], max_shift)
-            if value >= threshold:
-                found.append(NearCopy(t, int(z), value, shift))
-    return found
-
-
-def slice_fingerprints(volume: Any) -> list[str]:
-    """A hash per z-slice: equal slices in two volumes mean the same image data."""
-    return [hashlib.blake2b(np.ascontiguousarray(volume[z]).tobytes(), digest_size=16).hexdigest()
-            for z in range(volume.shape[0])]
+    return _best_shift(np.asarray(test_slice)[window], np.asarray(train_slice)[window], max_shift)
 
 
 @dataclass(frozen=True)
@@ -147,10 +143,74 @@ class SliceCopies:
         return bool(self.exact or self.near)
 
 
-def slice_copies(train: Any, test: Any) -> SliceCopies:
-    """The one check every path uses for test slices that copy training slices."""
-    exact = set(slice_fingerprints(train)) & set(slice_fingerprints(test))
-    return SliceCopies(len(exact), near_copy_pairs(train, test))
+def slice_copies(train: Any, test: Any, threshold: float = NEAR_COPY_CORRELATION,
+                 max_shift: int = MAX_SHIFT_PX, candidates: int = CANDIDATES) -> SliceCopies:
+    """The one check every path uses for test slices that copy training slices of two
+    (D, H, W) volumes (volumes of different slice shapes have no near-copies).
+
+    Each volume is read once, in slabs of whole storage chunks (``mitoseg.data.slabs``): the
+    test volume's fingerprints, thumbnails and shift-search windows are held; the training
+    volume gives its fingerprints and its thumbnails' scores against the test slices, a few
+    slices at a time. Then only the shift-search windows of the training slabs that hold a
+    test slice's ``candidates`` best matches are read again."""
+    comparable = (tuple(train.shape[1:]) == tuple(test.shape[1:]) and train.shape[0] > 0
+                  and test.shape[0] > 0)
+    block = max(1, min(THUMB_BLOCK, train.shape[1] // 8, train.shape[2] // 8))
+    window = _crop_window(tuple(test.shape[1:]), max_shift, CROP_PX) if comparable else None
+    test_prints, test_rows, test_windows = [], [], []
+    for start, stop in slab_ranges(test):
+        slab = np.asarray(test[start:stop])
+        test_prints += [_fingerprint(image) for image in slab]
+        if comparable:
+            test_rows.append(_thumbnail_rows(slab, block))
+            if window is not None:
+                test_windows.append(np.array(slab[(slice(None), *window)]))
+    test_print_set, shared = set(test_prints), set()
+    scores = np.empty((test.shape[0], train.shape[0]), np.float64) if comparable else None
+    rows = np.concatenate(test_rows) if comparable else None
+    for start, stop in slab_ranges(train):
+        slab = np.asarray(train[start:stop])
+        shared.update(print_ for print_ in map(_fingerprint, slab) if print_ in test_print_set)
+        # thumbnails a few slices at a time: memory does not grow with the training volume
+        for first in range(0, len(slab), THUMB_SLICES) if comparable else ():
+            part = slab[first:first + THUMB_SLICES]
+            scores[:, start + first:start + first + len(part)] = rows @ _thumbnail_rows(
+                part, block).T
+    exact = len(shared)  # distinct slices in both
+    if window is None:
+        return SliceCopies(exact, [])
+    windows = np.concatenate(test_windows)
+    best = {t: [int(z) for z in np.argsort(-scores[t], kind="stable")[:candidates]]
+            for t in range(test.shape[0])}
+    wanted = sorted({z for zs in best.values() for z in zs})
+    train_windows: dict[int, np.ndarray] = {}
+    for start, stop in slab_ranges(train):
+        inside = [z for z in wanted if start <= z < stop]
+        if inside:
+            part = np.asarray(train[(slice(inside[0], inside[-1] + 1), *window)])
+            train_windows.update((z, part[z - inside[0]]) for z in inside)
+    found = []
+    for t, zs in best.items():
+        for z in zs:
+            value, shift = _best_shift(windows[t], train_windows[z], max_shift)
+            if value >= threshold:
+                found.append(NearCopy(t, z, value, shift))
+    return SliceCopies(exact, found)
+
+
+def near_copy_pairs(train: Any, test: Any, threshold: float = NEAR_COPY_CORRELATION,
+                    max_shift: int = MAX_SHIFT_PX,
+                    candidates: int = CANDIDATES) -> list[NearCopy]:
+    """(test, train) slice pairs of two (D, H, W) volumes that are copies up to a shift of
+    ``max_shift`` pixels and a linear intensity change. Volumes of different slice shapes are
+    not compared (returns [])."""
+    return slice_copies(train, test, threshold, max_shift, candidates).near
+
+
+def slice_fingerprints(volume: Any) -> list[str]:
+    """A hash per z-slice: equal slices in two volumes mean the same image data."""
+    return [_fingerprint(image) for start, stop in slab_ranges(volume)
+            for image in np.asarray(volume[start:stop])]
 
 
 def neighbour_similarity(image: Any, labels: Any, offsets: Sequence[int]) -> list[dict]:

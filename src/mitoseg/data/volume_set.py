@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from mitoseg.data.label_mapping import CHECK_VOXELS, LabelMapping
+from mitoseg.data.slabs import slab_ranges
 from mitoseg.errors import InputError
 
 SPLITS = ("train", "val", "test")
@@ -37,19 +38,23 @@ class MappedBlocks:
         self._counts: tuple[np.ndarray, np.ndarray] | None = None
 
     def slice_counts(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per slice, the foreground and the ignored voxels: one pass over the raw labels, a
-        block of slices at a time (up to 16, fewer where 16 hold more than ``CHECK_VOXELS``),
-        which also checks every value against the mapping; computed once. The label check,
-        the search for slices without an annotated voxel and the foreground sampler all use
-        it, so a large volume's labels are read once at setup instead of once for each."""
+        """Per slice, the foreground and the ignored voxels: one pass over the raw labels, read
+        in slabs of whole storage chunks (``mitoseg.data.slabs``) and mapped a block of slices
+        at a time (up to 16, fewer where 16 hold more than ``CHECK_VOXELS``), which also checks
+        every value against the mapping; computed once. The label check, the search for slices
+        without an annotated voxel and the foreground sampler all use it, so a large volume's
+        labels are read once at setup instead of once for each."""
         if self._counts is None:
             depth, area = self.shape[0], max(1, int(np.prod(self.shape[1:])))
             step = min(16, max(1, CHECK_VOXELS // area))
             foreground, ignored = np.zeros(depth, np.int64), np.zeros(depth, np.int64)
-            for start in range(0, depth, step):
-                block = slice(start, min(start + step, depth))
-                foreground[block], ignored[block] = self.mapping.slice_counts(
-                    self.raw[block], f"{self.where}, slices {start}-{block.stop - 1}")
+            for slab_start, slab_stop in slab_ranges(self.raw):
+                slab = np.asarray(self.raw[slab_start:slab_stop])
+                for start in range(slab_start, slab_stop, step):
+                    block = slice(start, min(start + step, slab_stop))
+                    foreground[block], ignored[block] = self.mapping.slice_counts(
+                        slab[start - slab_start:block.stop - slab_start],
+                        f"{self.where}, slices {start}-{block.stop - 1}")
             self._counts = (foreground, ignored)
         return self._counts
 
