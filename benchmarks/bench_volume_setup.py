@@ -3,7 +3,8 @@ one plain read of the same volumes.
 
 Setup opens the volumes with ``em_volume_files`` (``dataset=em_volumes``'s reader, every check
 on: the label values, the per-slice counts) and runs ``EMDataModule.setup``, which adds the
-train/test overlap guard (``check_no_overlap``), the split and the normalization. Each
+train/test overlap guard (``check_no_overlap``), the split and the normalization (``scale``,
+and again with ``training_zscore``, which reads the training slices to fit it). Each
 measurement runs in a fresh child process. The control reads every image and label slice once,
 in slabs of 64 slices. Volumes: a training volume of ``depth`` slices of ``size`` x ``size``
 and a test volume a quarter as deep (uint8 image, uint8 labels with ~7.5 % foreground blobs, as
@@ -59,8 +60,9 @@ def child(task: dict[str, Any]) -> dict[str, Any]:
             test=[{"image": f"{task['test']}:/image", "labels": f"{task['test']}:/labels"}],
             **options)
 
+    normalize = "training_zscore" if task["what"] == "setup_zscore" else "scale"
     module = EMDataModule(volumes, (task["patch"], task["patch"]), split_seed=0, seed=0,
-                          batch_size=4, num_workers=0)
+                          batch_size=4, num_workers=0, normalize=normalize)
     started = time.perf_counter()
     module.setup()
     return {"seconds": round(time.perf_counter() - started, 3)}
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
             write_volume(root / "test.zarr", "zarr", depth // 4, size, chunks, seed=99)
             task = {"train": str(root / "train.zarr"), "test": str(root / "test.zarr"),
                     "patch": settings["patch"]}
-            runs: dict[str, list[float]] = {"read_once": [], "setup": []}
+            runs: dict[str, list[float]] = {"read_once": [], "setup": [], "setup_zscore": []}
             for _ in range(rounds):
                 for what in runs:
                     result = run_child(__file__, task | {"what": what}, error_lines=5)
@@ -110,10 +112,9 @@ def main(argv: list[str] | None = None) -> None:
                         raise RuntimeError(f"{name} {what}: {result['error']}")
                     runs[what].append(result["seconds"])
             medians = {what: statistics.median(values) for what, values in runs.items()}
-            results[name] = {"read_once_s": medians["read_once"], "setup_s": medians["setup"],
-                             "setup_over_read_once": round(medians["setup"] /
-                                                           max(medians["read_once"], 1e-9), 2),
-                             "rounds_s": runs}
+            results[name] = {f"{what}_s": value for what, value in medians.items()} | {
+                f"{what}_over_read_once": round(medians[what] / max(medians["read_once"], 1e-9), 2)
+                for what in ("setup", "setup_zscore")} | {"rounds_s": runs}
         report["results"] = results
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -142,5 +142,5 @@ def test_volume_setup_benchmark() -> None:
     results = report["results"]
     assert set(results) == {"slices", "cubes"}
     for result in results.values():
-        assert result["read_once_s"] > 0 and result["setup_s"] > 0
+        assert result["read_once_s"] > 0 and result["setup_s"] > 0 and result["setup_zscore_s"] > 0
         assert len(result["rounds_s"]["setup"]) == report["settings"]["rounds"] == 1

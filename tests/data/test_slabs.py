@@ -31,3 +31,39 @@ def test_an_array_without_chunks_is_read_a_few_slices_at_a_time() -> None:
     ranges = list(slab_ranges(volume))
     assert ranges[0] == (0, UNCHUNKED_SLICES) and ranges[-1][1] == 100
     assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+
+
+class ReadLog:
+    """A (D, H, W) array that says it is stored in ``chunk``-slice chunks (as a Zarr array
+    does) and logs the z-range of every read."""
+
+    def __init__(self, data: np.ndarray, chunk: int) -> None:
+        self.data, self.shape, self.dtype = data, data.shape, data.dtype
+        self.chunks = (chunk, *data.shape[1:])
+        self.reads: list[range] = []
+
+    def __getitem__(self, index):  # noqa: ANN001, ANN204
+        z = index[0] if isinstance(index, tuple) else index
+        self.reads.append(range(*z.indices(self.shape[0])) if isinstance(z, slice)
+                          else range(z, z + 1))
+        return self.data[index]
+
+
+def test_the_training_zscore_of_a_lazy_volume_reads_each_slab_once_and_equals_numpys(
+        monkeypatch) -> None:
+    """Bit for bit the numpy path's statistics (the same blocks of 8 slices are summed), from
+    one read per slab that holds a training slice, not one read per slice."""
+    from mitoseg.data.normalization import fit_normalization_over
+
+    data = np.random.default_rng(0).integers(0, 256, (70, 12, 10), dtype=np.uint8)
+    training = [z for z in range(70) if z % 7 != 3 and not 20 <= z < 40]  # a gap of whole slabs
+    monkeypatch.setattr("mitoseg.data.slabs.SLAB_BYTES", 16 * 12 * 10)  # 16-slice slabs
+    lazy = ReadLog(data, chunk=8)
+    fitted = fit_normalization_over("training_zscore", [(lazy, training), (lazy, None)])
+    expected = fit_normalization_over("training_zscore", [(data, training), (data, None)])
+    assert (fitted.mean, fitted.std) == (expected.mean, expected.std)
+    # the training slices: from the first to the last one of each slab that holds one (none in
+    # 20-39); then the whole volume, slab by slab
+    assert lazy.reads == [range(0, 16), range(16, 20), range(40, 48), range(48, 64),
+                          range(64, 70), range(0, 16), range(16, 32), range(32, 48),
+                          range(48, 64), range(64, 70)]

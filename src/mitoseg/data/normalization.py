@@ -17,13 +17,14 @@ Works on numpy arrays and torch tensors alike (any shape; "per image" means the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from mitoseg.data.slabs import slab_ranges
 from mitoseg.errors import InputError
 
 MODES = ("zscore", "training_zscore", "scale", "none")
@@ -125,8 +126,8 @@ def fit_normalization_over(mode: str, parts: Sequence[tuple[Any, Iterable[int] |
     count = 0
     for volume, z_indices in parts:
         z = list(range(volume.shape[0])) if z_indices is None else sorted(int(i) for i in z_indices)
-        for start in range(0, len(z), _CHUNK):
-            block = np.asarray(_read_slices(volume, z[start:start + _CHUNK]), dtype=np.float64)
+        for block in _blocks_of_slices(volume, z, _CHUNK):
+            block = np.asarray(block, dtype=np.float64)
             total += float(block.sum())
             total_sq += float(np.square(block).sum())
             count += block.size
@@ -137,9 +138,29 @@ def fit_normalization_over(mode: str, parts: Sequence[tuple[Any, Iterable[int] |
     return Normalization(mode, mean=round(mean, 6), std=round(std, 6))
 
 
-def _read_slices(volume: Any, z: list[int]) -> np.ndarray:
-    """Slices ``z`` of a numpy-like volume (one fancy index) or of a lazy source (one by one:
-    not every source takes a list of indices)."""
+def _blocks_of_slices(volume: Any, z: list[int], size: int) -> Iterator[np.ndarray]:
+    """Slices ``z`` (sorted) of a volume, ``size`` at a time (the last block may hold fewer):
+    a numpy array by one fancy index per block; a lazy source read in slabs of whole storage
+    chunks (``mitoseg.data.slabs``), each slab once, since reading a chunked Zarr or HDF5
+    volume slice by slice decompresses each chunk once for every slice of it."""
     if isinstance(volume, np.ndarray):
-        return volume[z]
-    return np.stack([np.asarray(volume[i]) for i in z])
+        for start in range(0, len(z), size):
+            yield volume[z[start:start + size]]
+        return
+    pending: list[np.ndarray] = []
+    position = 0
+    for start, stop in slab_ranges(volume):
+        first = position
+        while position < len(z) and z[position] < stop:
+            position += 1
+        if position == first:
+            continue
+        low = z[first]
+        slab = np.asarray(volume[low:z[position - 1] + 1])
+        for index in z[first:position]:
+            pending.append(slab[index - low])
+            if len(pending) == size:
+                yield np.stack(pending)
+                pending = []
+    if pending:
+        yield np.stack(pending)
