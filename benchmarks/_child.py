@@ -47,6 +47,12 @@ def limit_address_space(limit_mib: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
+def rss_mib() -> float:
+    """This process's resident set size now, MiB."""
+    with open("/proc/self/statm") as stream:
+        return round(int(stream.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+
+
 def peak_rss() -> dict[str, float]:
     """{"peak_rss_mib": this process's lifetime maximum resident set size}."""
     return {"peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ from tempfile import TemporaryDirectory
 from typing import Any
 
 import numpy as np
-from _child import limit_address_space, peak_rss, ratio, run_child
+from _child import limit_address_space, peak_rss, ratio, rss_mib, run_child
 
 HERE = Path(__file__).resolve().parent
 FOREGROUND = 0.075  # share of foreground voxels in the written labels
@@ -134,7 +133,7 @@ def child(task: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     module.setup()  # opens and checks every volume (labels, overlap), splits, builds datasets
     setup_s = time.perf_counter() - started
-    out: dict[str, Any] = {"setup_s": round(setup_s, 2), "rss_after_setup_mib": _rss_now(),
+    out: dict[str, Any] = {"setup_s": round(setup_s, 2), "rss_after_setup_mib": rss_mib(),
                            "peak_rss_through_setup_mib": peak_rss()["peak_rss_mib"]}
     sampler = module.datasets["train"].sampler
     if task.get("coords_limit") is not None:
@@ -145,7 +144,7 @@ def child(task: dict[str, Any]) -> dict[str, Any]:
         out |= {"foreground_scan_s": round(time.perf_counter() - started, 2),
                 "foreground_voxels": count, "coords_limit": sampler.coords_limit,
                 "foreground_path": "coordinates held" if sampler.holds_coordinates
-                else "slice by slice", "rss_after_scan_mib": _rss_now(),
+                else "slice by slice", "rss_after_scan_mib": rss_mib(),
                 "peak_rss_through_scan_mib": peak_rss()["peak_rss_mib"]}
     torch.manual_seed(0)
     batches = _batches(module)
@@ -190,9 +189,6 @@ def _batches(module: Any):
 
 
 
-def _rss_now() -> float:
-    with open("/proc/self/statm") as stream:
-        return round(int(stream.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
 
 
 

@@ -3,8 +3,10 @@ one plain read of the same volumes.
 
 Setup opens the volumes with ``em_volume_files`` (``dataset=em_volumes``'s reader, every check
 on: the label values, the per-slice counts) and runs ``EMDataModule.setup``, which adds the
-train/test overlap guard (``check_no_overlap``), the split and the normalization (``scale``,
-and again with ``training_zscore``, which reads the training slices to fit it). Each
+train/test overlap guard (``check_no_overlap``), the split and the normalization (``scale``;
+again with ``training_zscore``, which reads the training slices to fit it; and with
+``foreground_weight=5`` and the foreground sampler's scan, which holds the foreground voxels'
+positions). Peak RSS above the level before setup is reported too. Each
 measurement runs in a fresh child process. The control reads every image and label slice once,
 in slabs of 64 slices. Volumes: a training volume of ``depth`` slices of ``size`` x ``size``
 and a test volume a quarter as deep (uint8 image, uint8 labels with ~7.5 % foreground blobs, as
@@ -28,9 +30,11 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
-from _child import run_child
+from _child import peak_rss, rss_mib, run_child
 
 HERE = Path(__file__).resolve().parent
+# the plain read; setup with normalize=scale; with training_zscore; with foreground_weight=5
+WHAT = ("read_once", "setup", "setup_zscore", "setup_foreground")
 
 
 def child(task: dict[str, Any]) -> dict[str, Any]:
@@ -61,11 +65,17 @@ def child(task: dict[str, Any]) -> dict[str, Any]:
             **options)
 
     normalize = "training_zscore" if task["what"] == "setup_zscore" else "scale"
+    weight = 5.0 if task["what"] == "setup_foreground" else 1.0
     module = EMDataModule(volumes, (task["patch"], task["patch"]), split_seed=0, seed=0,
-                          batch_size=4, num_workers=0, normalize=normalize)
+                          batch_size=4, num_workers=0, normalize=normalize,
+                          foreground_weight=weight)
+    before = rss_mib()
     started = time.perf_counter()
     module.setup()
-    return {"seconds": round(time.perf_counter() - started, 3)}
+    if weight > 1:  # the foreground sampler's one scan (lazy: at the first patch otherwise)
+        module.datasets["train"].sampler.foreground_count()
+    return {"seconds": round(time.perf_counter() - started, 3), "rss_before_mib": before,
+            **peak_rss()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -104,17 +114,21 @@ def main(argv: list[str] | None = None) -> None:
             write_volume(root / "test.zarr", "zarr", depth // 4, size, chunks, seed=99)
             task = {"train": str(root / "train.zarr"), "test": str(root / "test.zarr"),
                     "patch": settings["patch"]}
-            runs: dict[str, list[float]] = {"read_once": [], "setup": [], "setup_zscore": []}
+            runs: dict[str, list[float]] = {what: [] for what in WHAT}
+            peaks: dict[str, list[float]] = {what: [] for what in WHAT[1:]}
             for _ in range(rounds):
-                for what in runs:
+                for what in WHAT:
                     result = run_child(__file__, task | {"what": what}, error_lines=5)
                     if "error" in result:
                         raise RuntimeError(f"{name} {what}: {result['error']}")
                     runs[what].append(result["seconds"])
+                    if what in peaks:
+                        peaks[what].append(result["peak_rss_mib"] - result["rss_before_mib"])
             medians = {what: statistics.median(values) for what, values in runs.items()}
             results[name] = {f"{what}_s": value for what, value in medians.items()} | {
                 f"{what}_over_read_once": round(medians[what] / max(medians["read_once"], 1e-9), 2)
-                for what in ("setup", "setup_zscore")} | {"rounds_s": runs}
+                for what in WHAT[1:]} | {"rounds_s": runs, "peak_rss_above_start_mib": {
+                    what: max(values) for what, values in peaks.items()}}
         report["results"] = results
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

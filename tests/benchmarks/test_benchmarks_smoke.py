@@ -142,5 +142,8 @@ def test_volume_setup_benchmark() -> None:
     results = report["results"]
     assert set(results) == {"slices", "cubes"}
     for result in results.values():
-        assert result["read_once_s"] > 0 and result["setup_s"] > 0 and result["setup_zscore_s"] > 0
+        assert min(result[f"{what}_s"] for what in ("read_once", "setup", "setup_zscore",
+                                                    "setup_foreground")) > 0
+        assert set(result["peak_rss_above_start_mib"]) == {"setup", "setup_zscore",
+                                                           "setup_foreground"}
         assert len(result["rounds_s"]["setup"]) == report["settings"]["rounds"] == 1

@@ -17,6 +17,7 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from mitoseg.data.em_split import contiguous_runs
 from mitoseg.data.normalization import Normalization, dtype_range
+from mitoseg.data.slabs import slices_in_slabs
 from mitoseg.data.volume_set import slice_counts
 from mitoseg.errors import InputError
 
@@ -65,9 +66,15 @@ class ForegroundSampler:
         if known is not None:  # read only slices with foreground, and only to hold positions
             chosen = known[self.z_indices]
             self._ends = np.cumsum(chosen)
-            self._held = None if int(chosen.sum()) > self.coords_limit else [
-                self._foreground(z) if n else np.empty(0, self._index_dtype)
-                for z, n in zip(self.z_indices, chosen)]
+            if int(chosen.sum()) > self.coords_limit:
+                self._held = None
+                return
+            wanted = sorted({z for z, n in zip(self.z_indices, chosen) if n})
+            found = {z: np.flatnonzero(image).astype(self._index_dtype, copy=False)
+                     for z, image in slices_in_slabs(self.labels, wanted)}  # each slab once
+            empty = np.empty(0, self._index_dtype)
+            self._held = [found.get(z, empty) if n else empty
+                          for z, n in zip(self.z_indices, chosen)]
             return
         counts: list[int] = []
         held: list[np.ndarray] | None = []

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mitoseg.data.slabs import slab_ranges
+from mitoseg.data.slabs import slices_in_slabs
 from mitoseg.errors import InputError
 
 MODES = ("zscore", "training_zscore", "scale", "none")
@@ -148,19 +148,10 @@ def _blocks_of_slices(volume: Any, z: list[int], size: int) -> Iterator[np.ndarr
             yield volume[z[start:start + size]]
         return
     pending: list[np.ndarray] = []
-    position = 0
-    for start, stop in slab_ranges(volume):
-        first = position
-        while position < len(z) and z[position] < stop:
-            position += 1
-        if position == first:
-            continue
-        low = z[first]
-        slab = np.asarray(volume[low:z[position - 1] + 1])
-        for index in z[first:position]:
-            pending.append(slab[index - low])
-            if len(pending) == size:
-                yield np.stack(pending)
-                pending = []
+    for _, image in slices_in_slabs(volume, z):
+        pending.append(image)
+        if len(pending) == size:
+            yield np.stack(pending)
+            pending = []
     if pending:
         yield np.stack(pending)

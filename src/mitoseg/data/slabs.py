@@ -9,7 +9,7 @@ within ``SLAB_BYTES`` so that memory does not grow with the volume.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -47,3 +47,19 @@ def slab_ranges(volume: Any, max_bytes: int | None = None) -> Iterator[tuple[int
     depth, step = int(volume.shape[0]), slab_depth(volume, max_bytes)
     for start in range(0, depth, step):
         yield start, min(start + step, depth)
+
+
+def slices_in_slabs(volume: Any, z: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+    """(index, slice) for each of the sorted slice indices ``z`` of a lazy volume, read in slabs
+    (``slab_ranges``): each slab that holds one of them is read once, from its first to its
+    last wanted slice."""
+    position = 0
+    for _, stop in slab_ranges(volume):
+        first = position
+        while position < len(z) and z[position] < stop:
+            position += 1
+        if position > first:
+            low = int(z[first])
+            slab = np.asarray(volume[low:int(z[position - 1]) + 1])
+            for index in z[first:position]:
+                yield int(index), slab[int(index) - low]

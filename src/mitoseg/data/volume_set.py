@@ -84,6 +84,11 @@ class MappedLabels:
         self.dtype = np.dtype(bool)
         self.ndim = len(self.shape)
 
+    @property
+    def chunks(self) -> Any:
+        """The raw labels' storage chunks (None without), so scans read whole chunks."""
+        return getattr(self.blocks.raw, "chunks", None)
+
     def __getitem__(self, index: Any) -> np.ndarray:
         foreground, ignored = self.blocks.masks(index)
         return foreground if self.part == "foreground" else ignored
