@@ -67,3 +67,33 @@ def test_the_training_zscore_of_a_lazy_volume_reads_each_slab_once_and_equals_nu
     assert lazy.reads == [range(0, 16), range(16, 20), range(40, 48), range(48, 64),
                           range(64, 70), range(0, 16), range(16, 32), range(32, 48),
                           range(48, 64), range(64, 70)]
+
+
+def test_the_foreground_sampler_reads_a_chunked_label_volume_in_slabs(monkeypatch) -> None:
+    """The counts (one pass) and the held positions (the slabs that hold foreground) are each
+    read a slab at a time; the positions are those of a plain numpy search."""
+    from mitoseg.data.em_patches import ForegroundSampler
+    from mitoseg.data.label_mapping import LabelMapping
+    from mitoseg.data.volume_set import mapped_views
+
+    raw = np.zeros((50, 16, 12), np.uint8)
+    rng = np.random.default_rng(1)
+    raw[rng.random(raw.shape) < 0.02] = 255
+    raw[20:34] = 0  # no foreground here: never read for positions
+    monkeypatch.setattr("mitoseg.data.slabs.SLAB_BYTES", 8 * 16 * 12)  # 8-slice slabs
+    log = ReadLog(raw, chunk=8)
+    labels, _ = mapped_views(log, LabelMapping.from_config({"foreground": [255],
+                                                            "background": [0]}), "toy")
+    assert z_chunk_depth(labels) == 8
+    training = [z for z in range(50) if z % 5]
+    sampler = ForegroundSampler(labels, training, fg_weight=5.0)
+    assert sampler.holds_coordinates
+    expected = np.argwhere(raw[training] == 255)
+    expected[:, 0] = np.asarray(training)[expected[:, 0]]
+    assert np.array_equal(sampler.coords(), expected)
+    counts, positions = log.reads[:7], log.reads[7:]
+    assert counts == [range(s, min(s + 8, 50)) for s in range(0, 50, 8)]
+    assert all(r.start // 8 == (r.stop - 1) // 8 for r in positions)  # one slab each
+    # from the first to the last training slice with foreground of each slab that holds one
+    assert positions == [range(1, 8), range(8, 15), range(16, 20), range(34, 40), range(41, 48),
+                         range(48, 50)]
