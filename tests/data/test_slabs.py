@@ -81,6 +81,7 @@ def test_the_foreground_sampler_reads_a_chunked_label_volume_in_slabs(monkeypatc
     raw[rng.random(raw.shape) < 0.02] = 255
     raw[20:34] = 0  # no foreground here: never read for positions
     monkeypatch.setattr("mitoseg.data.slabs.SLAB_BYTES", 8 * 16 * 12)  # 8-slice slabs
+    monkeypatch.setattr("mitoseg.data.em_patches.LABEL_SLAB_BYTES", 8 * 16 * 12)
     log = ReadLog(raw, chunk=8)
     labels, _ = mapped_views(log, LabelMapping.from_config({"foreground": [255],
                                                             "background": [0]}), "toy")

@@ -27,6 +27,7 @@ PLACEMENTS = ("centred", "uniform")
 # Foreground voxels held at most, as one flat in-slice index each (4 bytes: 64 MB); a larger
 # foreground is found slice by slice when drawn, so memory stays bounded for any volume size.
 COORDS_LIMIT = 16_000_000
+LABEL_SLAB_BYTES = 16 << 20  # most voxels of one slab of a mapped label view read at once
 
 
 class ForegroundSampler:
@@ -70,8 +71,10 @@ class ForegroundSampler:
                 self._held = None
                 return
             wanted = sorted({z for z, n in zip(self.z_indices, chosen) if n})
+            # each slab once; smaller slabs than for an image, since a label view maps its
+            # whole slab at once (a few bytes a voxel)
             found = {z: np.flatnonzero(image).astype(self._index_dtype, copy=False)
-                     for z, image in slices_in_slabs(self.labels, wanted)}  # each slab once
+                     for z, image in slices_in_slabs(self.labels, wanted, LABEL_SLAB_BYTES)}
             empty = np.empty(0, self._index_dtype)
             self._held = [found.get(z, empty) if n else empty
                           for z, n in zip(self.z_indices, chosen)]

@@ -49,12 +49,13 @@ def slab_ranges(volume: Any, max_bytes: int | None = None) -> Iterator[tuple[int
         yield start, min(start + step, depth)
 
 
-def slices_in_slabs(volume: Any, z: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+def slices_in_slabs(volume: Any, z: Sequence[int], max_bytes: int | None = None
+                    ) -> Iterator[tuple[int, np.ndarray]]:
     """(index, slice) for each of the sorted slice indices ``z`` of a lazy volume, read in slabs
     (``slab_ranges``): each slab that holds one of them is read once, from its first to its
-    last wanted slice."""
+    last wanted slice. ``max_bytes``: as for ``slab_depth``."""
     position = 0
-    for _, stop in slab_ranges(volume):
+    for _, stop in slab_ranges(volume, max_bytes):
         first = position
         while position < len(z) and z[position] < stop:
             position += 1
