@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-SLAB_BYTES = 64 << 20  # most bytes of one slab
+SLAB_BYTES = 32 << 20  # most bytes of one slab (the label and image scans at setup hold one)
 UNCHUNKED_SLICES = 32  # slices per slab of an array without chunks (numpy, a TIFF, a folder)
 
 
