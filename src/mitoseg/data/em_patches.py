@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset
 
 from mitoseg.data.em_split import contiguous_runs
+from mitoseg.data.label_mapping import CHECK_VOXELS
 from mitoseg.data.normalization import Normalization, dtype_range
 from mitoseg.data.slabs import slices_in_slabs
 from mitoseg.data.volume_set import slice_counts
@@ -27,7 +28,9 @@ PLACEMENTS = ("centred", "uniform")
 # Foreground voxels held at most, as one flat in-slice index each (4 bytes: 64 MB); a larger
 # foreground is found slice by slice when drawn, so memory stays bounded for any volume size.
 COORDS_LIMIT = 16_000_000
-LABEL_SLAB_BYTES = 16 << 20  # most voxels of one slab of a mapped label view read at once
+# Most voxels of a label view read at once for the positions: a mapped view maps its whole
+# read at several bytes a voxel, so at most the label check's own block (CHECK_VOXELS)
+LABEL_SLAB_BYTES = CHECK_VOXELS
 
 
 class ForegroundSampler:
@@ -71,8 +74,7 @@ class ForegroundSampler:
                 self._held = None
                 return
             wanted = sorted({z for z, n in zip(self.z_indices, chosen) if n})
-            # each slab once; smaller slabs than for an image, since a label view maps its
-            # whole slab at once (a few bytes a voxel)
+            # a few slices at a time (LABEL_SLAB_BYTES), each read once
             found = {z: np.flatnonzero(image).astype(self._index_dtype, copy=False)
                      for z, image in slices_in_slabs(self.labels, wanted, LABEL_SLAB_BYTES)}
             empty = np.empty(0, self._index_dtype)
