@@ -119,17 +119,6 @@ def _best_shift(test_window: np.ndarray, train_window: np.ndarray,
     return best
 
 
-def best_shift_correlation(test_slice: np.ndarray, train_slice: np.ndarray,
-                           max_shift: int = MAX_SHIFT_PX,
-                           crop: int = CROP_PX) -> tuple[float, tuple[int, int]]:
-    """Highest correlation of a central crop of ``test_slice`` with ``train_slice`` shifted by
-    (dy, dx), |dy|, |dx| <= ``max_shift``; returns (correlation, (dy, dx))."""
-    window = _crop_window(test_slice.shape, max_shift, crop)
-    if window is None:
-        return 0.0, (0, 0)
-    return _best_shift(np.asarray(test_slice)[window], np.asarray(train_slice)[window], max_shift)
-
-
 @dataclass(frozen=True)
 class SliceCopies:
     """Test slices of one volume that are copies of slices of another: ``exact`` (the same
@@ -205,12 +194,6 @@ def near_copy_pairs(train: Any, test: Any, threshold: float = NEAR_COPY_CORRELAT
     ``max_shift`` pixels and a linear intensity change. Volumes of different slice shapes are
     not compared (returns [])."""
     return slice_copies(train, test, threshold, max_shift, candidates).near
-
-
-def slice_fingerprints(volume: Any) -> list[str]:
-    """A hash per z-slice: equal slices in two volumes mean the same image data."""
-    return [_fingerprint(image) for start, stop in slab_ranges(volume)
-            for image in np.asarray(volume[start:stop])]
 
 
 def neighbour_similarity(image: Any, labels: Any, offsets: Sequence[int]) -> list[dict]:

@@ -20,7 +20,9 @@ UNCHUNKED_SLICES = 32  # slices per slab of an array without chunks (numpy, a TI
 
 def z_chunk_depth(volume: Any) -> int:
     """Slices per storage chunk of ``volume`` (zarr's and h5py's ``chunks``, also through a
-    view that keeps its array in ``array``, as ``ZRange``); 0 when it has none."""
+    view that keeps its array in ``array``, as ``ZRange``); 0 when it has none. Slabs start
+    at the volume's first slice: a view that starts inside a chunk reads slabs that straddle
+    two chunks (each chunk then decompressed twice, not once per slice)."""
     for candidate in (volume, getattr(volume, "array", None)):
         chunks = getattr(candidate, "chunks", None)
         if isinstance(chunks, tuple) and chunks and isinstance(chunks[0], (int, np.integer)):
