@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from mitoseg.data.slabs import slab_ranges
+from mitoseg.data.slabs import slab_ranges, slices_in_slabs
 
 NEAR_COPY_CORRELATION = 0.98  # copies (shifted / rescaled): 1.0; Lucchi neighbours: ~0.90
 MAX_SHIFT_PX = 2
@@ -172,12 +172,7 @@ def slice_copies(train: Any, test: Any, threshold: float = NEAR_COPY_CORRELATION
     best = {t: [int(z) for z in np.argsort(-scores[t], kind="stable")[:candidates]]
             for t in range(test.shape[0])}
     wanted = sorted({z for zs in best.values() for z in zs})
-    train_windows: dict[int, np.ndarray] = {}
-    for start, stop in slab_ranges(train):
-        inside = [z for z in wanted if start <= z < stop]
-        if inside:
-            part = np.asarray(train[(slice(inside[0], inside[-1] + 1), *window)])
-            train_windows.update((z, part[z - inside[0]]) for z in inside)
+    train_windows = dict(slices_in_slabs(train, wanted, window=window))
     found = []
     for t, zs in best.items():
         for z in zs:

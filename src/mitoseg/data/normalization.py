@@ -139,14 +139,9 @@ def fit_normalization_over(mode: str, parts: Sequence[tuple[Any, Iterable[int] |
 
 
 def _blocks_of_slices(volume: Any, z: list[int], size: int) -> Iterator[np.ndarray]:
-    """Slices ``z`` (sorted) of a volume, ``size`` at a time (the last block may hold fewer):
-    a numpy array by one fancy index per block; a lazy source read in slabs of whole storage
-    chunks (``mitoseg.data.slabs``), each slab once, since reading a chunked Zarr or HDF5
+    """Slices ``z`` (sorted) of a volume, ``size`` at a time (the last block may hold fewer),
+    read in slabs of whole storage chunks (``slices_in_slabs``): reading a chunked Zarr or HDF5
     volume slice by slice decompresses each chunk once for every slice of it."""
-    if isinstance(volume, np.ndarray):
-        for start in range(0, len(z), size):
-            yield volume[z[start:start + size]]
-        return
     pending: list[np.ndarray] = []
     for _, image in slices_in_slabs(volume, z):
         pending.append(image)

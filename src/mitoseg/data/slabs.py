@@ -51,11 +51,12 @@ def slab_ranges(volume: Any, max_bytes: int | None = None) -> Iterator[tuple[int
         yield start, min(start + step, depth)
 
 
-def slices_in_slabs(volume: Any, z: Sequence[int], max_bytes: int | None = None
-                    ) -> Iterator[tuple[int, np.ndarray]]:
-    """(index, slice) for each of the sorted slice indices ``z`` of a lazy volume, read in slabs
+def slices_in_slabs(volume: Any, z: Sequence[int], max_bytes: int | None = None,
+                    window: tuple[slice, ...] = ()) -> Iterator[tuple[int, np.ndarray]]:
+    """(index, slice) for each of the sorted slice indices ``z`` of a volume, read in slabs
     (``slab_ranges``): each slab that holds one of them is read once, from its first to its
-    last wanted slice. ``max_bytes``: as for ``slab_depth``."""
+    last wanted slice. ``max_bytes``: as for ``slab_depth``; ``window``: only this part of each
+    slice (slices of the other axes)."""
     position = 0
     for _, stop in slab_ranges(volume, max_bytes):
         first = position
@@ -63,6 +64,6 @@ def slices_in_slabs(volume: Any, z: Sequence[int], max_bytes: int | None = None
             position += 1
         if position > first:
             low = int(z[first])
-            slab = np.asarray(volume[low:int(z[position - 1]) + 1])
+            slab = np.asarray(volume[(slice(low, int(z[position - 1]) + 1), *window)])
             for index in z[first:position]:
                 yield int(index), slab[int(index) - low]
