@@ -12,6 +12,7 @@ from mitoseg.data.em_datamodule import EMVolumes, check_no_overlap
 from mitoseg.data.em_overlap import NEAR_COPY_CORRELATION, near_copy_pairs, slice_copies
 from mitoseg.errors import InputError
 from tests.conftest import SHARED_DATA
+from tests.data.read_log import ReadLog
 
 
 def textured_stack(depth: int = 16, seed: int = 0) -> np.ndarray:
@@ -137,24 +138,6 @@ def test_the_pairs_found_are_those_of_a_brute_force_search_over_every_pair() -> 
     copies = slice_copies(train, test)
     assert {(p.test, p.train, p.shift) for p in copies.near} == expected
     assert copies.exact == 1  # test slice 5 has the bytes of training slice 9
-
-
-class ReadLog:
-    """A (D, H, W) array stored in chunks of ``chunk`` slices (as a Zarr array says in
-    ``chunks``) that records the slices and the window of every read."""
-
-    def __init__(self, data: np.ndarray, chunk: int) -> None:
-        self.data, self.shape, self.dtype = data, data.shape, data.dtype
-        self.chunks = (chunk, *data.shape[1:])
-        self.reads: list[tuple[range, bool]] = []
-
-    def __getitem__(self, index):  # noqa: ANN001, ANN204
-        index = index if isinstance(index, tuple) else (index,)
-        z = index[0]
-        slices = range(*z.indices(self.shape[0])) if isinstance(z, slice) else range(z, z + 1)
-        whole = all(i == slice(None) for i in index[1:])
-        self.reads.append((slices, whole))
-        return self.data[index]
 
 
 def test_each_volume_is_read_once_in_slabs_of_whole_chunks(monkeypatch) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import zarr
 
 from mitoseg.data.em_volume_files import ZRange
 from mitoseg.data.slabs import UNCHUNKED_SLICES, slab_depth, slab_ranges, z_chunk_depth
+from tests.data.read_log import ReadLog
 
 
 def test_a_zarr_volume_is_read_in_whole_chunks_as_many_as_fit(tmp_path) -> None:
@@ -33,22 +35,6 @@ def test_an_array_without_chunks_is_read_a_few_slices_at_a_time() -> None:
     assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
 
 
-class ReadLog:
-    """A (D, H, W) array that says it is stored in ``chunk``-slice chunks (as a Zarr array
-    does) and logs the z-range of every read."""
-
-    def __init__(self, data: np.ndarray, chunk: int) -> None:
-        self.data, self.shape, self.dtype = data, data.shape, data.dtype
-        self.chunks = (chunk, *data.shape[1:])
-        self.reads: list[range] = []
-
-    def __getitem__(self, index):  # noqa: ANN001, ANN204
-        z = index[0] if isinstance(index, tuple) else index
-        self.reads.append(range(*z.indices(self.shape[0])) if isinstance(z, slice)
-                          else range(z, z + 1))
-        return self.data[index]
-
-
 def test_the_training_zscore_of_a_lazy_volume_reads_each_slab_once_and_equals_numpys(
         monkeypatch) -> None:
     """Bit for bit the numpy path's statistics (the same blocks of 8 slices are summed), from
@@ -62,9 +48,12 @@ def test_the_training_zscore_of_a_lazy_volume_reads_each_slab_once_and_equals_nu
     fitted = fit_normalization_over("training_zscore", [(lazy, training), (lazy, None)])
     expected = fit_normalization_over("training_zscore", [(data, training), (data, None)])
     assert (fitted.mean, fitted.std) == (expected.mean, expected.std)
+    values = np.concatenate([data[training], data]).astype(np.float64)  # plain numpy
+    assert fitted.mean == pytest.approx(values.mean(), abs=1e-6)
+    assert fitted.std == pytest.approx(values.std(), abs=1e-6)
     # the training slices: from the first to the last one of each slab that holds one (none in
     # 20-39); then the whole volume, slab by slab
-    assert lazy.reads == [range(0, 16), range(16, 20), range(40, 48), range(48, 64),
+    assert lazy.slices_read == [range(0, 16), range(16, 20), range(40, 48), range(48, 64),
                           range(64, 70), range(0, 16), range(16, 32), range(32, 48),
                           range(48, 64), range(64, 70)]
 
@@ -92,7 +81,7 @@ def test_the_foreground_sampler_reads_a_chunked_label_volume_in_slabs(monkeypatc
     expected = np.argwhere(raw[training] == 255)
     expected[:, 0] = np.asarray(training)[expected[:, 0]]
     assert np.array_equal(sampler.coords(), expected)
-    counts, positions = log.reads[:7], log.reads[7:]
+    counts, positions = log.slices_read[:7], log.slices_read[7:]
     assert counts == [range(s, min(s + 8, 50)) for s in range(0, 50, 8)]
     assert all(r.start // 8 == (r.stop - 1) // 8 for r in positions)  # one slab each
     # from the first to the last training slice with foreground of each slab that holds one
