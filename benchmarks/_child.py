@@ -5,6 +5,7 @@ only what its measurement needs."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -45,6 +46,19 @@ def limit_address_space(limit_mib: int) -> None:
         vm_kib = next(int(line.split()[1]) for line in stream if line.startswith("VmSize"))
     limit = vm_kib * 1024 + limit_mib * 2**20
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def parse_or_answer_child(parser: argparse.ArgumentParser, argv: list[str] | None,
+                          child: Any) -> argparse.Namespace | None:
+    """Parse ``argv`` with a hidden ``--child <task as JSON>`` option. Given it, this process is
+    one measurement (``run_child``): print ``child(task)`` as JSON and return None; else return
+    the parsed arguments."""
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return None
+    return args
 
 
 def rss_mib() -> float:

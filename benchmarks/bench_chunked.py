@@ -21,7 +21,6 @@ at least 4x larger than the memory allowed to the process completes.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import statistics
@@ -32,7 +31,13 @@ from tempfile import TemporaryDirectory
 from typing import Any
 
 import numpy as np
-from _child import limit_address_space, peak_rss, ratio, run_child
+from _child import (
+    limit_address_space,
+    parse_or_answer_child,
+    peak_rss,
+    ratio,
+    run_child,
+)
 
 HERE = Path(__file__).resolve().parent
 SLAB, HALO, ZFILTER = 32, 2, 5  # slices per block (segment.py's default), z-median halo
@@ -163,7 +168,6 @@ def _warm(factory: Any) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     import torch
-
     from _common import json_report
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -176,10 +180,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--before-fix", action="store_true",
                         help="each round also runs Dask with its default MALLOC_TRIM_THRESHOLD_ "
                              "in the workers (as before the fix), under the same load")
-    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.child:
-        print(json.dumps(child(json.loads(args.child))))
+    args = parse_or_answer_child(parser, argv, child)
+    if args is None:
         return
     size, base = (64, 32) if args.quick else (256, 32)
     # the larger-than-memory run: an output 4x the address space allowed (float32 probabilities)

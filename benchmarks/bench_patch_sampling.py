@@ -31,7 +31,14 @@ from tempfile import TemporaryDirectory
 from typing import Any
 
 import numpy as np
-from _child import limit_address_space, peak_rss, ratio, rss_mib, run_child
+from _child import (
+    limit_address_space,
+    parse_or_answer_child,
+    peak_rss,
+    ratio,
+    rss_mib,
+    run_child,
+)
 
 HERE = Path(__file__).resolve().parent
 FOREGROUND = 0.075  # share of foreground voxels in the written labels
@@ -206,10 +213,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-augment", action="store_true", help="draw patches without "
                         "paper 002's 2D augmentation")
     parser.add_argument("--out", default=None, help="also write the JSON to this file")
-    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.child:
-        print(json.dumps(child(json.loads(args.child))))
+    args = parse_or_answer_child(parser, argv, child)
+    if args is None:
         return
     if args.quick:
         base, size, chunks, patch, batch = 4, 128, (1, 64, 64), 32, 4

@@ -30,7 +30,7 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
-from _child import peak_rss, rss_mib, run_child
+from _child import parse_or_answer_child, peak_rss, rss_mib, run_child
 
 HERE = Path(__file__).resolve().parent
 # the plain read; setup with normalize=scale; with training_zscore; with foreground_weight=5
@@ -88,10 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=None, help="slice side (default 1024)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=None, help="also write the JSON to this file")
-    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.child:
-        print(json.dumps(child(json.loads(args.child))))
+    args = parse_or_answer_child(parser, argv, child)
+    if args is None:
         return
     from bench_patch_sampling import write_volume
 
