@@ -140,6 +140,10 @@ def drop_new_keys(before: dict[str, Any], after: dict[str, Any]) -> None:
         # issue 17: inference.compile, off by default (torch.compile of the network)
         assert inference.pop("compile") is False
     dataset = after.get("dataset")
+    if isinstance(dataset, dict) and "hold_in_memory_mib" in dataset and \
+            "hold_in_memory_mib" not in before["dataset"]:
+        # lazy EM training volumes read into memory when they fit: the same patches
+        assert dataset.pop("hold_in_memory_mib") == 2048
     volumes = dataset.get("volumes") if isinstance(dataset, dict) else None
     if volumes is not None and "max_test_slices" not in before["dataset"]["volumes"]:
         assert volumes.pop("max_test_slices") == TEST_SLICE_LIMIT

@@ -94,7 +94,9 @@ def test_every_listed_key_is_a_key_of_the_training_config() -> None:
 
     from tests.conftest import compose_config
 
-    cfg = compose_config("train", [])
+    configs = [compose_config("train", []), compose_config("train", ["dataset=em_volumes_example"])]
     for key in RESULT_NEUTRAL_KEYS:
         if key != "hydra":  # composed apart from the job's config
-            assert OmegaConf.select(cfg, key, default="<absent>") != "<absent>", key
+            # the default job (fluorescence) or an EM one (the EM data module's options)
+            assert any(OmegaConf.select(cfg, key, default="<absent>") != "<absent>"
+                       for cfg in configs), key

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,7 @@ from mitoseg.data.em_overlap import MAX_SHIFT_PX, NEAR_COPY_CORRELATION, slice_c
 from mitoseg.data.device_volumes import DeviceVolumes
 from mitoseg.data.em_patches import ConcatOrigins, RandomPatchDataset, TiledPatchDataset
 from mitoseg.data.em_split import slice_ranges, validation_split
+from mitoseg.data.held_volumes import hold_fitting
 from mitoseg.data.normalization import EM_MODES, Normalization, fit_normalization_over
 from mitoseg.data.volume_set import (
     LabelledVolume,
@@ -125,6 +126,11 @@ class EMDataModule(SplitDataModule):
             keeps the training volumes (and their ignore masks) on the training device and
             cuts the patches there, so the CPU only draws window corners (the GPU path: the
             same patches at the same corners, corners drawn a batch at a time).
+        hold_in_memory_mib: with ``sampling=loader``, the training and validation volumes that
+            are read lazily (Zarr, HDF5, compressed TIFF, slice folders) are read into memory
+            once at setup, each while it fits in what is left of this many MiB, so that
+            patches do not decompress their chunks again and again (``mitoseg.data.held_volumes``;
+            the same patches either way). 0: every volume is read window by window.
     """
 
     evaluation = "volume_matrix"  # the test volume: paper 002's protocol matrix
@@ -134,7 +140,7 @@ class EMDataModule(SplitDataModule):
                  foreground_weight: float = 1.0, val_fraction: float = 0.1, batch_size: int = 6,
                  eval_batch_size: int | None = None, num_workers: int = 0,
                  augmentation: Any = None, normalize: str = "scale", placement: str = "centred",
-                 sampling: str = "loader") -> None:
+                 sampling: str = "loader", hold_in_memory_mib: float = 0) -> None:
         super().__init__()
         if not 0.0 <= val_fraction < 1.0:
             raise InputError(f"dataset option 'val_fraction' must be in [0, 1), got {val_fraction}")
@@ -155,6 +161,8 @@ class EMDataModule(SplitDataModule):
                              "or strong")
         self.num_workers, self.augmentation, self.normalize = int(num_workers), augmentation, normalize
         self.placement, self.sampling = placement, sampling
+        self.hold_in_memory_mib = float(hold_in_memory_mib)
+        self.held: list[str] = []  # the volumes read into memory at setup
         self.normalization: Normalization | None = None
         self._device_volumes: DeviceVolumes | None = None
         self.volumes: VolumeSet | None = None
@@ -175,7 +183,7 @@ class EMDataModule(SplitDataModule):
         return self.volumes.voxel_size_nm[-1] / 1000.0
 
     def _build(self) -> None:
-        self.volumes = volumes = from_em_volumes(self.volumes_factory())
+        self.volumes = volumes = self._held(from_em_volumes(self.volumes_factory()))
         check_no_overlap(volumes)
         self.with_valid = volumes.has_ignore
         # per training volume: its training and validation slices (explicit validation volumes:
@@ -222,6 +230,19 @@ class EMDataModule(SplitDataModule):
                  [v.name for v in volumes.val],
                  {v.name: _numbered(v, range(v.depth)) for v in volumes.test},
                  self.normalization.to_dict())
+
+    def _held(self, volumes: VolumeSet) -> VolumeSet:
+        """``volumes`` with the training and validation volumes that fit
+        ``hold_in_memory_mib`` read into memory (``sampling=device`` copies them to the device
+        instead)."""
+        if self.sampling == "device":
+            return volumes
+        patched = hold_fitting([*volumes.train, *volumes.val], self.hold_in_memory_mib,
+                               "dataset option 'hold_in_memory_mib'")
+        self.held = [new.name for old, new in zip([*volumes.train, *volumes.val], patched)
+                     if new is not old]
+        return replace(volumes, train=patched[:len(volumes.train)],
+                       val=patched[len(volumes.train):])
 
     def _tiles(self, volume: LabelledVolume, z: list[int]) -> TiledPatchDataset:
         patch = self.patch_size if self.spatial_dims == 2 else (
@@ -291,6 +312,7 @@ class EMDataModule(SplitDataModule):
             "test_gap_slices": volumes.notes.get("test_gap_slices"),
             "normalization": self.normalization.to_dict(), "placement": self.placement,
             "sampling": self.sampling, "ignore_label": self.with_valid,
+            "held_in_memory": self.held,
             "patch_size": list(self.patch_size), "patches_per_image": self.patches_per_image,
             "foreground_weight": self.foreground_weight, "split_seed": self.split_seed,
             "sizes": {k: len(v) for k, v in self.datasets.items()}}

@@ -20,7 +20,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 RESULT_NEUTRAL_KEYS = ("paths", "logger", "hydra", "resume", "experiment_name", "torch_threads",
-                       "speed", "trainer.enable_progress_bar", "trainer.enable_model_summary")
+                       "speed", "trainer.enable_progress_bar", "trainer.enable_model_summary",
+                       "dataset.hold_in_memory_mib")
 REPLICATE_KEYS = ("seed",)  # changes a result, but names a replicate, not a configuration
 
 
