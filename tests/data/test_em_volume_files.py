@@ -181,9 +181,37 @@ def test_a_test_volume_copying_a_second_training_volume_is_refused(root: Path) -
     copied = [{"name": "copy_of_hdf5", "image": "train_b.h5:/raw", "labels": "train_b.h5:/labels",
                "label_mapping": {"foreground": [255], "background": [0]}}]
     volumes = open_set(root, test=TEST + copied)
-    with pytest.raises(InputError, match=r"test volume 'copy_of_hdf5' against 'hdf5'.*24 test "
-                                         r"slice\(s\) also occur"):
+    with pytest.raises(InputError, match=r"test volume 'copy_of_hdf5' against training volume "
+                                         r"'hdf5'.*24 test slice\(s\) also occur"):
         check_no_overlap(volumes)
+
+
+def test_a_validation_volume_sharing_training_slices_is_refused(root: Path) -> None:
+    """Validation slices that training also sees would choose the best weights on training
+    data: a z range of a training volume given again as validation is refused (its slices
+    10-19 are training slices 10-19), and so is a shifted copy; disjoint z ranges of one
+    recording are not."""
+    stack = {"image": "train_a.tif", "labels": "train_a_labels.tif"}
+    overlapping = open_set(root, train=[stack | {"name": "early", "z_range": [0, 20]}],
+                           val=[stack | {"name": "late", "z_range": [10, 26]}])
+    with pytest.raises(InputError, match=r"validation volume 'late' against training volume "
+                                         r"'early'.*10 validation slice\(s\) also occur"):
+        check_no_overlap(overlapping)
+    with pytest.raises(InputError, match=r"validation volume 'late'"):
+        EMDataModule(lambda: overlapping, patch_size=(64, 64), split_seed=0, seed=0).setup()
+    image = tifffile.imread(root / "train_a.tif")
+    labels = tifffile.imread(root / "train_a_labels.tif")
+    tifffile.imwrite(root / "shifted.tif", np.roll(image[10:20], (2, -1), axis=(1, 2)))
+    tifffile.imwrite(root / "shifted_labels.tif", np.roll(labels[10:20], (2, -1), axis=(1, 2)))
+    shifted = open_set(root, train=[stack], val=[{"name": "shifted", "image": "shifted.tif",
+                                                  "labels": "shifted_labels.tif"}])
+    with pytest.raises(InputError, match=r"validation slice\(s\) are near-copies of slices of "
+                                         r"the training volume.*validation slice 0 ~ training "
+                                         r"slice 10"):
+        check_no_overlap(shifted)
+    apart = open_set(root, train=[stack | {"name": "early", "z_range": [0, 16]}],
+                     val=[stack | {"name": "late", "z_range": [16, 32]}])
+    check_no_overlap(apart)
 
 
 class CountingArray:

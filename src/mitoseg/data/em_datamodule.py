@@ -60,36 +60,44 @@ class EMVolumes:
 
 def check_no_overlap(volumes: EMVolumes | VolumeSet) -> None:
     """Refuse a test set that shares any slice with the training or validation volumes (a
-    classic mistake: evaluating on the training volume, or on a z-range that overlaps it):
-    exact copies, and near-copies shifted by up to ``MAX_SHIFT_PX`` pixels or with their
-    intensities changed linearly (``mitoseg.data.em_overlap``), every test volume against every
-    training and validation volume. Neighbouring slices are not copies; keeping the test set
-    away from them is the test gap's job (``lucchi_volumes``)."""
+    classic mistake: evaluating on the training volume, or on a z-range that overlaps it), and
+    validation volumes that share slices with the training volumes (the best weights would be
+    chosen on training data): exact copies, and near-copies shifted by up to ``MAX_SHIFT_PX``
+    pixels or with their intensities changed linearly (``mitoseg.data.em_overlap``), every
+    pair. Neighbouring slices are not copies; keeping the test set away from them is the test
+    gap's job (``lucchi_volumes``)."""
     volumes = from_em_volumes(volumes)
-    for seen in (*volumes.train, *volumes.val):
-        for test in volumes.test:
-            _check_pair_no_overlap(volumes.description, seen, test, len(volumes.test) > 1
-                                   or len(volumes.train) + len(volumes.val) > 1)
+    name_them = len(volumes.test) + len(volumes.train) + len(volumes.val) > 2
+    pairs = [(seen, "training" if number < len(volumes.train) else "validation", test, "test")
+             for number, seen in enumerate((*volumes.train, *volumes.val))
+             for test in volumes.test]
+    pairs += [(seen, "training", val, "validation") for seen in volumes.train
+              for val in volumes.val]
+    for seen, seen_kind, checked, kind in pairs:
+        _check_pair_no_overlap(volumes.description, seen, seen_kind, checked, kind, name_them)
 
 
-def _check_pair_no_overlap(description: str, seen: LabelledVolume, test: LabelledVolume,
-                           name_them: bool) -> None:
-    which = f" (test volume '{test.name}' against '{seen.name}')" if name_them else ""
-    copies = slice_copies(seen.image, test.image)
+def _check_pair_no_overlap(description: str, seen: LabelledVolume, what: str,
+                           checked: LabelledVolume, kind: str, name_them: bool) -> None:
+    """``checked`` (a ``kind`` volume: "test" or "validation") shares no slice with ``seen``
+    (a ``what`` volume: "training" or "validation")."""
+    which = f" ({kind} volume '{checked.name}' against {what} volume '{seen.name}')" \
+        if name_them else ""
+    copies = slice_copies(seen.image, checked.image)
     if copies.exact:
-        raise InputError(f"{description}{which}: {copies.exact} test slice(s) also occur in the "
-                         "training volume; the test set must not overlap the training set")
+        raise InputError(f"{description}{which}: {copies.exact} {kind} slice(s) also occur in "
+                         f"the {what} volume; the {kind} set must not overlap the {what} set")
     near = copies.near
     if near:
-        test_numbers, train_numbers = test.numbers(), seen.numbers()
-        listed = "; ".join(f"test slice {test_numbers[p.test]} ~ training slice "
-                           f"{train_numbers[p.train]} (r = {p.correlation:.4f}, shift {p.shift})"
+        checked_numbers, seen_numbers = checked.numbers(), seen.numbers()
+        listed = "; ".join(f"{kind} slice {checked_numbers[p.test]} ~ {what} slice "
+                           f"{seen_numbers[p.train]} (r = {p.correlation:.4f}, shift {p.shift})"
                            for p in near[:5])
-        raise InputError(f"{description}{which}: {len({p.test for p in near})} test slice(s) are "
-                         f"near-copies of training slices (correlation >= "
+        raise InputError(f"{description}{which}: {len({p.test for p in near})} {kind} slice(s) "
+                         f"are near-copies of slices of the {what} volume (correlation >= "
                          f"{NEAR_COPY_CORRELATION} up to a shift of {MAX_SHIFT_PX} px and a linear "
-                         f"intensity change): {listed}{' ...' if len(near) > 5 else ''}; the test "
-                         "set must not overlap the training set")
+                         f"intensity change): {listed}{' ...' if len(near) > 5 else ''}; the "
+                         f"{kind} set must not overlap the {what} set")
 
 
 SAMPLINGS = ("loader", "device")
