@@ -329,3 +329,29 @@ def test_closed_form_2x2_inverse_matches_linalg() -> None:
 
     matrices = torch.randn(64, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     assert torch.allclose(inverse_2x2(matrices), torch.linalg.inv(matrices), atol=1e-9)
+
+
+@pytest.mark.parametrize("name, spatial", [("paper2d", (32, 32)), ("strong", (32, 32)),
+                                           ("rot90_flips", (32, 32)), ("paper3d", (16, 16, 16)),
+                                           ("strong", (8, 16, 16))])
+def test_presets_build_no_tensor_from_host_numbers_on_the_batch_device(
+        name, spatial, monkeypatch) -> None:
+    """On a GPU, ``torch.tensor(numbers, device=cuda)`` copies from pageable host memory and so
+    waits for everything queued on the GPU: once a training step, the CPU could no longer
+    prepare the next step while the GPU runs this one. The presets run on a batch on the
+    'meta' device (any device but the CPU shows it) with those constructors refusing a device."""
+    augment = hydra.utils.instantiate(OmegaConf.load(PRESETS / f"{name}.yaml"))
+    image, mask = (t.to("meta") for t in batch(spatial, size=2))
+    for constructor in ("tensor", "as_tensor"):
+        original = getattr(torch, constructor)
+
+        def refuse(*args, original=original, constructor=constructor, **kwargs):
+            device = kwargs.get("device")
+            if device is not None and torch.device(device).type != "cpu":
+                raise AssertionError(f"torch.{constructor}(..., device={device}) in an "
+                                     "augmentation: a host-to-device copy every step")
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(torch, constructor, refuse)
+    out_image, out_mask = augment(image, mask, None)
+    assert out_image.shape == image.shape and out_mask.device.type == "meta"

@@ -154,8 +154,10 @@ def plane_affine(image: torch.Tensor, mask: torch.Tensor, forward: torch.Tensor,
     height, width = image.shape[-2:]
     inverse = inverse_2x2(forward.double())  # the grid looks up where each pixel came from
     # normalized coordinates scale x by 2/W and y by 2/H; undo that so the map stays rigid
-    size = torch.tensor([width, height], dtype=torch.float64, device=image.device)
-    theta2 = inverse * size[None, :] / size[:, None]
+    # (by Python numbers: a tensor made of them on the GPU is a copy that waits for the GPU)
+    theta2 = torch.stack([
+        torch.stack([inverse[:, 0, 0], inverse[:, 0, 1] * (height / width)], -1),
+        torch.stack([inverse[:, 1, 0] * (width / height), inverse[:, 1, 1]], -1)], -2)
     spatial = image.ndim - 2
     theta = torch.zeros(image.shape[0], spatial, spatial + 1, dtype=torch.float64,
                         device=image.device)
@@ -316,8 +318,9 @@ class RandomElastic(BatchTransform):
         rms = field.square().mean(dim=tuple(range(1, field.ndim))).sqrt().clamp_min(1e-12)
         field = field * (alpha / rms).view(-1, *[1] * (field.ndim - 1))  # (B, axes D..W), px
         # grid_sample wants (x, y[, z]) = (W, H[, D]) last, in units of half the patch size
-        scale = torch.tensor([2.0 / n for n in size], device=device).view(1, -1, *[1] * spatial)
-        shift = (field * scale).flip(1).movedim(1, -1)
+        # (Python numbers: a tensor made of them on the GPU is a copy that waits for the GPU)
+        scaled = torch.stack([field[:, axis] * (2.0 / n) for axis, n in enumerate(size)], 1)
+        shift = scaled.flip(1).movedim(1, -1)
         identity = torch.eye(spatial, spatial + 1, device=device).expand(batch, -1, -1)
         grid = F.affine_grid(identity, list(image.shape), align_corners=False) + shift
         return resample(image, mask, grid, chosen)
