@@ -1,4 +1,5 @@
-"""A training step of the GPU recipe reads nothing back from the device.
+"""A training step of the GPU recipe, and of the default job with its images synthesized on the
+device (``trainer=gpu``'s choice), reads nothing back from the device.
 
 On a GPU any read of a tensor's value on the host (``.item()``, ``float(t)``, ``if t:``,
 ``.tolist()``, a boolean mask index, ``nonzero``) makes the CPU wait until the GPU has finished,
@@ -14,23 +15,34 @@ import collections
 import sys
 from pathlib import Path
 
+import pytest
 import pytorch_lightning as pl
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from mitoseg.training.train import train
-from tests.conftest import compose_config
+from tests.conftest import TINY, compose_config
 from tests.training.test_fast_recipe import TINY_FAST
+
+# the default (fluorescence) job as trainer=gpu runs it: images synthesized where the batch is;
+# 80 training masks, so that 12 steps stay inside one epoch (validation reads once an epoch)
+TINY_FLUORESCENCE_ON_DEVICE = [*TINY, "dataset.synthesis=device", "dataset.masks.count=88",
+                               "trainer.limit_train_batches=1.0", "trainer.max_epochs=1"]
+JOBS = {"lucchi_fast": TINY_FAST, "fluorescence, synthesis on the device": TINY_FLUORESCENCE_ON_DEVICE}
 
 # aten operations that need a tensor's values on the host
 READS = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2",
          "unique_consecutive", "is_nonzero", "equal", "allclose", "nonzero_static"}
 # Reads per step that stay on the host on a GPU too: the optimizer's step counters (CPU tensors
 # unless capturable), seeds drawn from torch's CPU generator for the window corners and the
-# augmentation, and the CPU-only branch of the finite-loss check (an accelerator defers it).
+# augmentation, the CPU-only branch of the finite-loss check (an accelerator defers it), and
+# the fluorescence synthesis plan (the batch's conditions, read before it moves).
 HOST_ONLY = {("torch/optim/optimizer.py", "_get_value"), ("mitoseg/data/em_patches.py", "origins"),
              ("mitoseg/data/em_datamodule.py", "on_after_batch_transfer"),
-             ("mitoseg/training/module.py", "_check_finite")}
+             ("mitoseg/training/module.py", "_check_finite"),
+             # the fluorescence batch's synthesis plan, made before the batch goes to the device
+             ("mitoseg/data/fluo_datamodule.py", "on_before_batch_transfer"),
+             ("mitoseg/data/fluo_datamodule.py", "<listcomp>")}
 
 
 class Reads(TorchDispatchMode):
@@ -60,8 +72,10 @@ def caller() -> tuple[str, str]:
     return "?", "?"
 
 
-def reads_during_fit(steps: int, tmp_path: Path, monkeypatch) -> collections.Counter:  # noqa: ANN001
-    cfg = compose_config("train", [*TINY_FAST, f"trainer.max_steps={steps}",
+def reads_during_fit(job: list[str], steps: int, tmp_path: Path,
+                     monkeypatch) -> collections.Counter:  # noqa: ANN001
+    steps_key = "trainer.max_steps" if job is TINY_FAST else "+trainer.max_steps"
+    cfg = compose_config("train", [*job, f"{steps_key}={steps}",
                                    "trainer.log_every_n_steps=50"], tmp_path / str(steps))
     reads = Reads()
     fit = pl.Trainer.fit
@@ -76,8 +90,10 @@ def reads_during_fit(steps: int, tmp_path: Path, monkeypatch) -> collections.Cou
     return reads.by_caller
 
 
-def test_only_host_values_are_read_per_training_step(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
-    few, more = (reads_during_fit(steps, tmp_path, monkeypatch) for steps in (6, 12))
+@pytest.mark.parametrize("job", list(JOBS))
+def test_only_host_values_are_read_per_training_step(job: str, tmp_path: Path,
+                                                     monkeypatch) -> None:  # noqa: ANN001
+    few, more = (reads_during_fit(JOBS[job], steps, tmp_path, monkeypatch) for steps in (6, 12))
     growing = {site for site in set(few) | set(more) if more[site] > few[site]}
     assert growing, "the watch saw no read at all: it is not watching"
     assert growing <= HOST_ONLY, f"reads per step of device values: {growing - HOST_ONLY}"
