@@ -299,7 +299,10 @@ def exactness(net, volume: torch.Tensor, ours_out: torch.Tensor, s: dict[str, An
         torch.backends.cudnn.allow_tf32 = False
     plain = net_predictor(net, device, "32-true")
     part = volume[:depth]
-    reuse = s["precision"] == "32-true" and not s["channels_last"] and not s["compile"]
+    # the timed output is reused only where it was made in true fp32: on a GPU it was made with
+    # TF32 convolutions (cuDNN's default), which are off only from here on
+    reuse = device.type == "cpu" and s["precision"] == "32-true" and not s["channels_last"] \
+        and not s["compile"]
     fp32 = ours_out[:depth] if reuse else ours_fn(plain, patch, s["batch_windows"], device,
                                                           s["batch_tta"])(part)
     seconds, reference = timed(lambda: reference_loop(plain, part, patch, patch // 2), device)

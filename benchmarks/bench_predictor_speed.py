@@ -15,6 +15,7 @@ against the plain run's (max abs difference).
 from __future__ import annotations
 
 import argparse
+import copy
 import itertools
 import statistics
 import time
@@ -68,8 +69,10 @@ def main(argv: list[str] | None = None) -> None:
             settings = ReconstructionSettings(mode, patch_size=tuple(s["window"]),
                                               precision=s["precision"],
                                               channels_last=channels_last, compile=compile)
-            predictor = Predictor.from_module(net, Normalization("none"), 2, settings,
-                                              Binarize(0.5), device=device)
+            # each predictor its own copy: a predictor puts its network in its memory format
+            # (channels-last) in place, which would reach every other predictor's too
+            predictor = Predictor.from_module(copy.deepcopy(net), Normalization("none"), 2,
+                                              settings, Binarize(0.5), device=device)
             predictor.progress = False
             started = time.perf_counter()
             predictor.probabilities(stack[:1])
