@@ -30,6 +30,28 @@ def test_channels_last_converts_the_network_and_keeps_outputs_and_names() -> Non
     assert list(fast.state_dict()) == list(plain.state_dict())
 
 
+def test_channels_last_leaves_a_3d_network_as_it_is() -> None:
+    """NHWC is a 2D layout: converting 5D weights raised at build ("required rank 4 tensor")."""
+    from mitoseg.models.nets.unet_paper002 import UNetPaper002
+
+    torch.manual_seed(0)
+    net = UNetPaper002(spatial_dims=3, filters=[4, 8, 8, 16])
+    built = SegmentationModule(net, torch.nn.BCEWithLogitsLoss(),
+                               lambda params: torch.optim.SGD(params, lr=0.01), channels_last=True)
+    assert not built.channels_last
+    assert built(torch.randn(1, 1, 16, 16, 16)).shape == (1, 1, 16, 16, 16)
+
+
+def test_validation_thresholds_probabilities_in_float32_under_bf16() -> None:
+    """Under bf16 autocast sigmoid rounds small positive logits to exactly 0.5, so they would
+    count as background in val/as against the test's float32 probabilities."""
+    logits = torch.tensor([0.004, 0.0078, -0.004, 1.0]).view(1, 1, 2, 2).bfloat16()
+    assert not (torch.sigmoid(logits) > 0.5)[0, 0, 0].any()  # what bf16 alone gives
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = module().foreground(logits)
+    assert got.flatten().tolist() == [True, True, False, True]
+
+
 def test_compiled_network_is_not_a_submodule() -> None:
     """A compiled wrapper registered as a submodule would prefix every checkpoint key with
     `_orig_mod.` and duplicate the parameters; the plain names must stay."""

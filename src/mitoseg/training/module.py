@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,8 @@ from mitoseg.postproc.binarize import Binarize
 from mitoseg.training.finite_check import LaggedFiniteCheck, diverged
 from mitoseg.training.loss_log import EpochMean, ends_epoch, step_is_written
 from mitoseg.training.losses import DeepSupervisionLoss, takes_valid
+
+log = logging.getLogger(__name__)
 
 
 class SegmentationModule(pl.LightningModule):
@@ -44,7 +47,11 @@ class SegmentationModule(pl.LightningModule):
                  config: dict[str, Any] | None = None, channels_last: bool = False,
                  compile: bool = False, normalization: dict[str, Any] | None = None) -> None:
         super().__init__()
-        self.channels_last = bool(channels_last)
+        # NHWC is a 2D layout: a network with 3D convolutions (5D weights) has none to take
+        self.channels_last = bool(channels_last) and not any(p.dim() == 5 for p in net.parameters())
+        if channels_last and not self.channels_last:
+            log.info("speed.channels_last: a 3D network keeps its layout (channels-last is for "
+                     "2D convolutions)")
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
         self.net, self.loss = net, with_deep_supervision(net, loss)
@@ -133,6 +140,11 @@ class SegmentationModule(pl.LightningModule):
     def on_train_end(self) -> None:
         self._finite_check.flush()
 
+    def foreground(self, logits: torch.Tensor) -> torch.Tensor:
+        """Thresholded probabilities of ``logits``, computed in float32: under bf16 autocast
+        sigmoid rounds every logit in (0, 0.008] to exactly 0.5, i.e. to background."""
+        return torch.sigmoid(logits.float()) > self.binarize.threshold
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Log ``val/loss`` and ``val/as``, the mean AS (foreground IoU) per validation image.
 
@@ -159,7 +171,7 @@ class SegmentationModule(pl.LightningModule):
         loss, logits = self._shared_step(batch, "val")
         self.log("val/loss", loss, on_epoch=True, prog_bar=self._bar_shown(),
                  batch_size=len(logits) if count is None else count, sync_dist=True)
-        predicted = torch.sigmoid(logits) > self.binarize.threshold
+        predicted = self.foreground(logits)
         per_image = area_similarity_batch(batch["mask"] > 0.5, predicted,
                                           None if valid is None else valid > 0.5)
         if scored is None:
