@@ -79,9 +79,15 @@ def evaluate_em(predictor: Predictor, datamodule: Any, inference: DictConfig,
             "protocols": rows, "protocol_card": _card(predictor, headline, test_set)}
 
 
+# counts of a volume's row that add up over volumes (a volume that ignores nothing has no
+# ignored slice, so its row has no such column: 0)
+TOTALS = ("n_slices_ignored",)
+
+
 def mean_over_volumes(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (protocol, TTA, Z-filter): the mean of every metric over the test volumes' rows, and
-    its std over volumes (``<metric>_std``, ddof 1); ``test_volume`` = "mean"."""
+    its std over volumes (``<metric>_std``, ddof 1); ``test_volume`` = "mean". Counts of
+    ``TOTALS`` are summed instead (the slices left out of all volumes' per-slice means)."""
     groups: dict[tuple[str, bool, int], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(_key(row), []).append(row)
@@ -90,12 +96,16 @@ def mean_over_volumes(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         mean: dict[str, Any] = {"test_volume": "mean", "protocol": key[0], "tta": key[1],
                                 "zfilter": key[2], "volumes": len(group)}
         for name, value in group[0].items():
-            if name in mean or name == "test_volume" or name.startswith("card_") or isinstance(
-                    value, (bool, str)) or not isinstance(value, (int, float)):
+            if name in mean or name in TOTALS or name == "test_volume" or \
+                    name.startswith("card_") or isinstance(value, (bool, str)) or \
+                    not isinstance(value, (int, float)):
                 continue
             values = np.array([float(row[name]) for row in group])
             mean[name] = float(values.mean())
             mean[f"{name}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        for name in TOTALS:
+            if any(name in row for row in group):
+                mean[name] = int(sum(int(row.get(name, 0)) for row in group))
         means.append(mean)
     return means
 

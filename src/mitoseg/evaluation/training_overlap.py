@@ -129,13 +129,15 @@ def volume_training_overlap(stored: dict[str, Any], datamodule: Any, allow: bool
         for seen in seen_volumes:
             found = slice_copies(seen.image, test.image)
             exact += found.exact
-            near += [(test.name, seen.name, p) for p in found.near]
-    copies = sorted({(t, p.test) for t, _, p in near})
+            # slices by their numbers in the recording (a z range's first slice is not 0)
+            test_numbers, seen_numbers = test.numbers(), seen.numbers()
+            near += [(test.name, seen.name, test_numbers[p.test], seen_numbers[p.train],
+                      p.correlation) for p in found.near]
+    copies = sorted({(name, number) for name, _, number, _, _ in near})
     record = {"checked": True, "split": "test", "evaluated_slices": int(evaluated),
               "compared_with_training_slices": int(sum(v.depth for v in seen_volumes)),
               "exact_copies": exact, "near_copies": len(copies),
-              "examples": [[int(p.test), int(p.train), round(float(p.correlation), 4)]
-                           for _, _, p in near[:10]]}
+              "examples": [[int(t), int(s), round(float(r), 4)] for _, _, t, s, r in near[:10]]}
     if exact or copies:
         first = near[0] if near else None
         named = (f" (test volume '{first[0]}', training volume '{first[1]}')"
@@ -143,8 +145,8 @@ def volume_training_overlap(stored: dict[str, Any], datamodule: Any, allow: bool
         message = (f"{max(exact, len(copies))} of the {evaluated} test slices are copies "
                    f"of slices of the checkpoint's training volume ({exact} exact, "
                    f"{len(copies)} near-copies up to a shift and an intensity change, e.g. test "
-                   f"slice {first[2].test if first else '?'} ~ training slice "
-                   f"{first[2].train if first else '?'}{named}): these scores would be inflated")
+                   f"slice {first[2] if first else '?'} ~ training slice "
+                   f"{first[3] if first else '?'}{named}): these scores would be inflated")
         _refuse_or_warn(record, message, allow, "Evaluate on another volume")
     return record
 
