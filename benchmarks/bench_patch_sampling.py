@@ -4,7 +4,8 @@ volume in memory, and under an address-space limit smaller than the volume.
 
 Every measurement runs in a fresh child process (clean peak RSS): this script calls itself with
 ``--child``. Each child opens the volumes with ``em_volume_files`` (``dataset=em_volumes``'s
-reader, every check on), sets up ``EMDataModule`` (2D patches 256 x 256, batch 8, no loader
+reader, every check on), sets up ``EMDataModule`` (volumes read lazily, window by window:
+``hold_in_memory_mib=0``; 2D patches 256 x 256, batch 8, no loader
 workers, paper 002's 2D augmentation from conf/augmentation/paper2d.yaml, run by the module's own
 ``on_after_batch_transfer``) and draws batches from its training loader: warm-up, then rounds
 of batches alternating the loader alone (the lazy reads) and loader + augmentation; median
@@ -134,7 +135,8 @@ def child(task: dict[str, Any]) -> dict[str, Any]:
     module = EMDataModule(volumes, tuple(task["patch"]), split_seed=0, seed=0,
                           batch_size=int(task["batch"]), num_workers=0,
                           augmentation=augmentation,
-                          foreground_weight=float(task["foreground_weight"]))
+                          foreground_weight=float(task["foreground_weight"]),
+                          hold_in_memory_mib=float(task.get("hold_mib", 0)))
     if task.get("limit_mib"):  # libraries are loaded; everything from here runs under it
         limit_address_space(int(task["limit_mib"]))
     started = time.perf_counter()

@@ -95,7 +95,8 @@ def test_call_size_benchmark() -> None:
 
 @pytest.mark.parametrize("name", ["bench_training", "bench_inference", "bench_metrics",
                                   "bench_generator", "bench_call_size",
-                                  "bench_patch_sampling", "bench_predictor_speed"])
+                                  "bench_patch_sampling", "bench_predictor_speed",
+                                  "bench_held_volumes"])
 def test_help_describes_the_benchmark(name: str) -> None:
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{name}.py"), "--help"],
                           capture_output=True, text=True, timeout=120, cwd=REPO)
@@ -147,3 +148,13 @@ def test_volume_setup_benchmark() -> None:
         assert set(result["peak_rss_above_start_mib"]) == {"setup", "setup_zscore",
                                                            "setup_foreground"}
         assert len(result["rounds_s"]["setup"]) == report["settings"]["rounds"] == 1
+
+
+def test_held_volumes_benchmark() -> None:
+    report = run_quick("bench_held_volumes")
+    for layout in ("slices", "cubes"):
+        runs = report[layout]
+        for held in ("lazy", "held"):
+            assert runs[held]["patches_per_s_read"] > 0, runs[held]
+            assert len(runs[held]["rounds_patches_per_s"]) == 2
+        assert runs["speedup_held_to_lazy"] > 0
