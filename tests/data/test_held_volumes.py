@@ -33,6 +33,8 @@ def test_hold_reads_whole_chunks_once_and_gives_the_same_voxels(monkeypatch) -> 
     slabs of whole chunks, once, and the raw labels of a slab are mapped once for both
     views."""
     monkeypatch.setattr("mitoseg.data.slabs.SLAB_BYTES", 16 * 20 * 30)  # 16-slice slabs
+    # a mapped slab is mapped 2 slices (1,200 voxels) at a time, not all at once
+    monkeypatch.setattr("mitoseg.data.volume_set.CHECK_VOXELS", 1_300)
     data = np.random.default_rng(0).integers(0, 256, (40, 20, 30), dtype=np.uint8)
     image = ReadLog(data, chunk=8)
     raw = ReadLog(_raw_labels(data.shape, 1), chunk=8)

@@ -62,9 +62,18 @@ class MappedBlocks:
         key = repr(index)
         if self._last is not None and self._last[0] == key:
             return self._last[1], self._last[2]
-        target, valid = self.mapping.apply(np.asarray(self.raw[index]),
-                                           f"{self.where}, block {_describe(index)}")
-        foreground, ignored = target.astype(bool), ~valid
+        raw = np.asarray(self.raw[index])
+        where = f"{self.where}, block {_describe(index)}"
+        if raw.ndim == 3 and raw.size > CHECK_VOXELS:  # a slab: mapped a few slices at a time,
+            # since apply's float32 target and its masks cost several bytes a voxel at once
+            foreground, ignored = np.empty(raw.shape, bool), np.empty(raw.shape, bool)
+            step = max(1, CHECK_VOXELS // max(1, raw[0].size))
+            for start in range(0, len(raw), step):
+                target, valid = self.mapping.apply(raw[start:start + step], where)
+                foreground[start:start + step], ignored[start:start + step] = target > 0, ~valid
+        else:
+            target, valid = self.mapping.apply(raw, where)
+            foreground, ignored = target.astype(bool), ~valid
         self._last = (key, foreground, ignored) if foreground.size <= CACHE_VOXELS else None
         return foreground, ignored
 
