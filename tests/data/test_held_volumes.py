@@ -73,6 +73,13 @@ def test_each_volume_is_held_while_it_fits_what_is_left_of_the_budget() -> None:
         hold_fitting(volumes, -1, "budget")
 
 
+def test_at_most_half_the_available_memory_is_held(monkeypatch) -> None:
+    volumes = [_lazy_volume("a", 512), _lazy_volume("c", 128)]  # 1.5 and 0.375 MiB
+    monkeypatch.setattr("mitoseg.data.held_volumes.available_mib", lambda: 2.0)
+    out = hold_fitting(volumes, 2048, "budget")  # 1 MiB allowed: only c
+    assert [isinstance(v.image, np.ndarray) for v in out] == [False, True]
+
+
 @pytest.fixture(scope="module")
 def chunked_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two training volumes and a test volume in Zarr, in chunks of 4 x 16 x 16."""

@@ -3,10 +3,11 @@
 A training patch read from a lazy volume decompresses every storage unit its window touches,
 whole: a 256 x 256 window of a Zarr volume in 64 x 64 x 64 chunks decompresses 16-25 chunks
 (4-6 MiB) for its 64 KiB, a window of a PNG slice folder decodes its whole slice, and each
-epoch does it again. So volumes that fit ``budget_mib`` together are read once, at setup, in
-slabs of whole chunks (``mitoseg.data.slabs``), and patches are cut from memory. Patches are
-the same either way, voxel for voxel; only the time differs. Larger volumes stay lazy, so
-memory stays bounded for any volume size.
+epoch does it again. So volumes that fit ``budget_mib`` together (and half the memory available
+at setup, whichever is less) are read once, at setup, in slabs of whole chunks
+(``mitoseg.data.slabs``), and patches are cut from memory. Patches are the same either way,
+voxel for voxel; only the time differs. Larger volumes stay lazy, so memory stays bounded for
+any volume size: by the budget, above what lazy reading takes.
 
 Arrays already in memory (numpy arrays, memory maps of uncompressed files) are kept as they
 are: the page cache holds a memory map's pages, and a copy would only double them. DataLoader
@@ -29,6 +30,14 @@ from mitoseg.errors import InputError
 log = logging.getLogger(__name__)
 
 MIB = 1 << 20
+SHARE_OF_AVAILABLE = 0.5  # of the memory available at setup: training needs the rest
+
+
+def available_mib() -> float:
+    """The memory available to new allocations now (psutil's ``available``), in MiB."""
+    import psutil
+
+    return psutil.virtual_memory().available / MIB
 
 
 def _arrays(volume: LabelledVolume) -> list[Any]:
@@ -64,12 +73,18 @@ def hold(volume: LabelledVolume) -> LabelledVolume:
 def hold_fitting(volumes: Sequence[LabelledVolume], budget_mib: float, what: str
                  ) -> list[LabelledVolume]:
     """``volumes`` with each lazy one held in memory, in order, if it still fits in what is
-    left of ``budget_mib``; the others stay lazy. ``what`` names the option in messages."""
+    left of ``budget_mib`` (at most ``SHARE_OF_AVAILABLE`` of the memory available now); the
+    others stay lazy. ``what`` names the option in messages."""
     if budget_mib < 0:
         raise InputError(f"{what} must be >= 0 (MiB; 0: read every volume lazily), got "
                          f"{budget_mib}")
     if budget_mib == 0:
         return list(volumes)
+    allowed = SHARE_OF_AVAILABLE * available_mib()
+    if allowed < budget_mib:
+        log.info("%s: %.0f MiB, but only %.0f MiB are available; volumes are held up to half of "
+                 "that", what, budget_mib, 2 * allowed)
+        budget_mib = allowed
     out, used = [], 0
     for volume in volumes:
         size = held_bytes(volume)
