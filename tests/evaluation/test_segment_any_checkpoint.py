@@ -114,6 +114,43 @@ def test_tta_and_z_filter_chosen_by_inference_on_a_stack(em_2d, tmp_path: Path) 
     assert mask.shape == stack.shape and np.array_equal(mask == 255, segmented > 0.5)
 
 
+def test_an_em_folder_of_slices_is_segmented_as_one_volume_like_its_stack(em_2d,
+                                                                         tmp_path: Path) -> None:
+    """An EM checkpoint segments a folder of equally sized slices as one volume: the same
+    probabilities as the stack TIFF of those slices, z-median included, one output pair per
+    slice named after it, and a record that says the z-median ran."""
+    run_dir, _, datamodule = em_2d
+    checkpoint = run_dir / "checkpoints" / "best.ckpt"
+    stack = np.asarray(datamodule.volumes.test_image)
+    (tmp_path / "slices").mkdir()
+    for z, plane in enumerate(stack):  # natural order: s2 before s10
+        tifffile.imwrite(tmp_path / "slices" / f"s{z}.tif", plane)
+    from_stack, _ = _segment(checkpoint, stack, tmp_path, "inference=em_quick")
+    out = tmp_path / "folder_out"
+    record = segment(compose_config("segment", [f"ckpt_path={checkpoint}",
+                                                f"input={tmp_path / 'slices'}",
+                                                f"output_dir={out}", "inference=em_quick"]))
+    names = [f"s{z}" for z in range(len(stack))]
+    from_folder = np.stack([tifffile.imread(out / f"{name}_prob.tif") for name in names])
+    np.testing.assert_array_equal(from_folder, from_stack)
+    masks = np.stack([tifffile.imread(out / f"{name}_mask.tif") for name in names])
+    np.testing.assert_array_equal(masks, tifffile.imread(tmp_path / "out" / "input_mask.tif"))
+    assert [Path(entry["input"]).name for entry in record["images"]] == [
+        f"{name}.tif" for name in names]
+    assert record["reconstruction"]["zfilter"] == {"size": 5, "axis": "z"}
+    assert all(entry["reconstruction"]["zfilter"]["size"] == 5 for entry in record["images"])
+
+
+def test_the_record_of_a_single_image_claims_no_z_filter(em_2d, tmp_path: Path) -> None:
+    """One 2D image has no neighbours along z: no z-median runs, and the record says so."""
+    run_dir, _, datamodule = em_2d
+    checkpoint = run_dir / "checkpoints" / "best.ckpt"
+    image = np.asarray(datamodule.volumes.test_image)[0]
+    _, record = _segment(checkpoint, image, tmp_path, "inference=em_quick")
+    assert record["reconstruction"]["zfilter"]["size"] == 0
+    assert record["images"][0]["reconstruction"]["zfilter"]["size"] == 0
+
+
 def test_a_3d_checkpoint_segments_a_tiff_volume(tmp_path: Path) -> None:
     overrides = [o for o in EM_2D if not o.startswith(("model", "dataset.patch", "augmentation"))]
     overrides += ["model=unet3d_paper002", "+model.filters=[4,8,8,16]", "augmentation=paper3d",

@@ -51,10 +51,16 @@ def read_image(path: str | Path) -> np.ndarray:
                          "colour channels")
     if image.ndim not in (2, 3):
         raise InputError(f"'{path}': expected a 2D image or a 3D stack, got shape {image.shape}")
-    image = image.astype(np.float32)
+    return finite_float32(image, path)
+
+
+def finite_float32(image: np.ndarray, source: str | Path) -> np.ndarray:
+    """``image`` as float32; NaN or infinite pixels are refused, naming ``source``."""
+    image = np.asarray(image).astype(np.float32)
     if not np.isfinite(image).all():
         bad = int((~np.isfinite(image)).sum())
-        raise InputError(f"'{path}': {bad} pixel(s) are NaN or infinite; expected finite values")
+        raise InputError(f"'{source}': {bad} pixel(s) are NaN or infinite; expected finite "
+                         "values")
     return image
 
 

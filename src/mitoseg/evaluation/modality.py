@@ -28,6 +28,7 @@ class Modality:
     name: str                # the data module's ``evaluation``
     volume_postproc: bool    # post-process a stack as one volume
     uses_inference_config: bool  # default reconstruction: the stored inference headline
+    slices_form_volumes: bool  # a folder of 2D slices is one volume (else separate images)
 
     def default_settings(self, stored: Mapping[str, Any]) -> ReconstructionSettings:
         """The reconstruction a checkpoint of this modality gets unless one is chosen:
@@ -38,8 +39,10 @@ class Modality:
 
 
 MODALITIES = {
-    "image_set": Modality("image_set", volume_postproc=False, uses_inference_config=False),
-    "volume_matrix": Modality("volume_matrix", volume_postproc=True, uses_inference_config=True),
+    "image_set": Modality("image_set", volume_postproc=False, uses_inference_config=False,
+                          slices_form_volumes=False),
+    "volume_matrix": Modality("volume_matrix", volume_postproc=True, uses_inference_config=True,
+                              slices_form_volumes=True),
 }
 
 
