@@ -151,6 +151,64 @@ def test_the_record_of_a_single_image_claims_no_z_filter(em_2d, tmp_path: Path) 
     assert record["images"][0]["reconstruction"]["zfilter"]["size"] == 0
 
 
+def _calibration(path: Path) -> tuple[float, float, float | None, str | None]:
+    """(x, y pixel size in µm, z spacing in µm, unit) that a TIFF's tags and ImageJ
+    metadata state."""
+    with tifffile.TiffFile(path) as tif:
+        tags, meta = tif.pages[0].tags, tif.imagej_metadata or {}
+        x, y = (tags[name].value[1] / tags[name].value[0]
+                for name in ("XResolution", "YResolution"))
+        return x, y, meta.get("spacing"), meta.get("unit")
+
+
+def test_em_outputs_carry_the_checkpoints_training_voxel_size(em_2d, tmp_path: Path) -> None:
+    """An EM checkpoint's outputs state the voxel size it was trained at (synthetic_em:
+    5 nm), not 1 µm; the pixel_size_um option replaces y and x."""
+    run_dir, _, datamodule = em_2d
+    checkpoint = run_dir / "checkpoints" / "best.ckpt"
+    stack = np.asarray(datamodule.volumes.test_image)
+    _, record = _segment(checkpoint, stack, tmp_path)
+    for name in ("input_prob.tif", "input_mask.tif"):
+        assert _calibration(tmp_path / "out" / name) == pytest.approx((0.005, 0.005, 0.005, "um"))
+    assert record["pixel_size_um"] == pytest.approx(0.005)
+    assert record["voxel_size_nm"] == [5.0, 5.0, 5.0]
+    assert record["training_voxel_size_nm"] == [5.0, 5.0, 5.0]
+    assert record["images"][0]["voxel_size_from"] == ["checkpoint"] * 3
+    given = tmp_path / "given"
+    given.mkdir()
+    _, record = _segment(checkpoint, stack, given, "pixel_size_um=0.004")
+    assert _calibration(given / "out" / "input_prob.tif") == pytest.approx(
+        (0.004, 0.004, 0.005, "um"))
+    assert record["pixel_size_um"] == pytest.approx(0.004)
+    assert record["images"][0]["voxel_size_from"] == ["checkpoint", "option", "option"]
+
+
+def test_an_input_that_states_its_voxel_size_keeps_it(em_2d, tmp_path: Path) -> None:
+    """As for OME-Zarr inputs, the outputs describe the input's own voxels where it states
+    them (an ImageJ-calibrated TIFF), even where the checkpoint was trained at another size;
+    the pixel_size_um option still wins for y and x."""
+    run_dir, _, datamodule = em_2d
+    checkpoint = run_dir / "checkpoints" / "best.ckpt"
+    stack = np.asarray(datamodule.volumes.test_image)
+    path = tmp_path / "calibrated.tif"
+    tifffile.imwrite(path, stack, imagej=True, resolution=(1 / 0.006, 1 / 0.006),
+                     metadata={"axes": "ZYX", "unit": "um", "spacing": 0.03})
+
+    def run(out: Path, *overrides: str) -> dict:
+        return segment(compose_config("segment", [f"ckpt_path={checkpoint}", f"input={path}",
+                                                  f"output_dir={out}", *overrides]))
+
+    record = run(tmp_path / "own")
+    assert _calibration(tmp_path / "own" / "calibrated_prob.tif") == pytest.approx(
+        (0.006, 0.006, 0.03, "um"))
+    assert record["voxel_size_nm"] == pytest.approx([30, 6, 6])
+    assert record["images"][0]["voxel_size_from"] == ["input"] * 3
+    record = run(tmp_path / "given", "pixel_size_um=0.005")
+    assert _calibration(tmp_path / "given" / "calibrated_mask.tif") == pytest.approx(
+        (0.005, 0.005, 0.03, "um"))
+    assert record["images"][0]["voxel_size_from"] == ["input", "option", "option"]
+
+
 def test_a_3d_checkpoint_segments_a_tiff_volume(tmp_path: Path) -> None:
     overrides = [o for o in EM_2D if not o.startswith(("model", "dataset.patch", "augmentation"))]
     overrides += ["model=unet3d_paper002", "+model.filters=[4,8,8,16]", "augmentation=paper3d",

@@ -246,6 +246,40 @@ class SliceFolder:
         return plane
 
 
+def tiff_voxel_size_nm(path: str | Path
+                       ) -> tuple[float | None, float | None, float | None] | None:
+    """The voxel size (z, y, x nm) a TIFF states, or None. Only ImageJ TIFFs with a length unit
+    count: their x/y resolution and z spacing are a calibration, while the resolution tags of
+    other TIFFs are mostly writers' defaults (72 per inch, 1 per unit). z is None without a
+    spacing (a 2D image)."""
+    path = Path(path)
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return None
+    try:
+        with tifffile.TiffFile(path) as tif:
+            metadata = tif.imagej_metadata or {}
+            tags = tif.pages[0].tags
+            per_unit = [_rational(tags.get(name)) for name in ("YResolution", "XResolution")]
+    except Exception as error:  # noqa: BLE001 - any parser failure is a bad file
+        raise InputError(f"could not read '{path}' as a TIFF: {error}") from error
+    unit = str(metadata.get("unit", "")).strip().lower()
+    for micro in ("\\u00b5", "\u00b5", "\u03bc"):  # ImageJ's escaped µ, the micro sign, mu
+        unit = unit.replace(micro, "u")
+    if unit not in NM_PER_UNIT:
+        return None
+    nm = NM_PER_UNIT[unit]
+    spacing = metadata.get("spacing")
+    y, x = (nm / value if value else None for value in per_unit)
+    return (float(spacing) * nm if spacing else None), y, x
+
+
+def _rational(tag: Any) -> float | None:
+    """A TIFF rational tag (numerator, denominator) as a number."""
+    if tag is None or not tag.value[1]:
+        return None
+    return tag.value[0] / tag.value[1]
+
+
 def check_voxel_size(volume: Volume, given: Sequence[float] | None
                      ) -> tuple[float, float, float] | None:
     """The voxel size to use: the file's, or the given one; both, they must agree (1e-6)."""

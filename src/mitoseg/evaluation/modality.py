@@ -79,6 +79,23 @@ def stored_patch_size(stored: Mapping[str, Any]) -> tuple[int, ...] | None:
     return tuple(int(p) for p in patch) if patch else None
 
 
+def training_voxel_size_nm(stored: Mapping[str, Any]
+                           ) -> tuple[float | None, float, float] | None:
+    """The voxel size (z, y, x nm) a checkpoint was trained at, from its stored config: an EM
+    data set's (``dataset.volumes``, see ``em_sources.configured_voxel_size_nm``), or a
+    fluorescence data set's ``pixel_size_um`` (y and x; no z). None where the config does not
+    say (EM volumes whose size came from their files' metadata)."""
+    from mitoseg.data.em_sources import configured_voxel_size_nm
+
+    dataset = stored.get("dataset") or {}
+    if isinstance(dataset.get("volumes"), Mapping):
+        return configured_voxel_size_nm(dataset["volumes"])
+    pixel_size_um = dataset.get("pixel_size_um")
+    if pixel_size_um is None:
+        return None
+    return None, float(pixel_size_um) * 1000.0, float(pixel_size_um) * 1000.0
+
+
 def network_spatial_dims(net: nn.Module) -> int:
     """3 for a network with 3D convolutions, else 2."""
     return 3 if any(isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)) for m in net.modules()) else 2
