@@ -114,6 +114,24 @@ def test_an_imagej_tiff_states_its_voxel_size_and_other_tiffs_none(tmp_path, vol
     assert tiff_voxel_size_nm(tmp_path / "pixels.tif") is None  # no unit: not calibrated
 
 
+def test_a_colour_tiff_is_no_volume(tmp_path, volume) -> None:
+    """A single-page RGB TIFF (H, W, 3) is not a volume of H slices of W x 3 pixels: a TIFF
+    stack, or a slice of a slice folder, with more than one sample per pixel is refused."""
+    image, _ = volume
+    colour = np.stack([image[0]] * 3, axis=-1)
+    tifffile.imwrite(tmp_path / "rgb.tif", colour, photometric="rgb")
+    tifffile.imwrite(tmp_path / "rgb_zlib.tif", colour, photometric="rgb", compression="zlib")
+    tifffile.imwrite(tmp_path / "rgb_pages.tif", np.stack([colour] * 2), photometric="rgb")
+    for name in ("rgb.tif", "rgb_zlib.tif", "rgb_pages.tif"):
+        with pytest.raises(InputError, match=rf"{name}.*3 samples per pixel"):
+            open_volume(tmp_path / name)
+    (tmp_path / "slices").mkdir()
+    tifffile.imwrite(tmp_path / "slices" / "0.tif", image[0])
+    tifffile.imwrite(tmp_path / "slices" / "1.tif", colour, photometric="rgb")
+    with pytest.raises(InputError, match=r"1\.tif.*3 samples per pixel"):
+        open_volume(tmp_path / "slices")[:]
+
+
 def test_bad_sources_stop_with_one_clear_message(tmp_path, volume) -> None:
     image, labels = volume
     with h5py.File(tmp_path / "v.h5", "w") as handle:

@@ -209,6 +209,19 @@ def test_an_input_that_states_its_voxel_size_keeps_it(em_2d, tmp_path: Path) -> 
     assert record["images"][0]["voxel_size_from"] == ["input", "option", "option"]
 
 
+def test_a_colour_tiff_is_refused_before_any_output(em_2d, tmp_path: Path) -> None:
+    """An RGB TIFF is not a stack of 160 slices of 160 x 3 pixels: segment.py stops, naming
+    the file and its samples per pixel, and writes nothing."""
+    run_dir, _, datamodule = em_2d
+    plane = np.asarray(datamodule.volumes.test_image)[0]
+    tifffile.imwrite(tmp_path / "rgb.tif", np.stack([plane] * 3, axis=-1), photometric="rgb")
+    with pytest.raises(InputError, match=r"rgb\.tif.*3 samples per pixel"):
+        segment(compose_config("segment", [f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}",
+                                           f"input={tmp_path / 'rgb.tif'}",
+                                           f"output_dir={tmp_path / 'out'}"]))
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_3d_checkpoint_segments_a_tiff_volume(tmp_path: Path) -> None:
     overrides = [o for o in EM_2D if not o.startswith(("model", "dataset.patch", "augmentation"))]
     overrides += ["model=unet3d_paper002", "+model.filters=[4,8,8,16]", "augmentation=paper3d",

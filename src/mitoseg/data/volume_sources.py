@@ -10,7 +10,10 @@ or a Zarr / OME-Zarr array, by one string.
 Nothing is read whole: every source answers ``shape``, ``dtype`` and numpy-style slicing of
 (z, y, x) blocks, so patches and prediction blocks read only what they touch. The voxel size
 (nm, z y x) comes from OME-Zarr metadata where the file has it (``Volume.voxel_size_nm``), else
-None; ``check_voxel_size`` refuses a given size that disagrees with the file's.
+None; ``check_voxel_size`` refuses a given size that disagrees with the file's. An ImageJ TIFF's
+calibration is read by ``tiff_voxel_size_nm`` (segment.py's TIFF outputs keep it), not by
+``open_volume``. A TIFF of more than one sample per pixel (colour) is refused
+(``image_io.check_grayscale_tiff``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from mitoseg.data.image_io import list_image_files, read_array
+from mitoseg.data.image_io import check_grayscale_tiff, list_image_files, read_array
 from mitoseg.errors import InputError
 
 NM_PER_UNIT = {"nanometer": 1.0, "nm": 1.0, "micrometer": 1000.0, "um": 1000.0,
@@ -202,6 +205,7 @@ def _voxel_size_from_parent(path: Path, inner: str) -> tuple[float, float, float
 
 def _tiff(path: Path) -> Any:
     """Uncompressed TIFFs are memory-mapped; others are read page by page through Zarr."""
+    check_grayscale_tiff(path)
     try:
         return tifffile.memmap(path, mode="r")
     except (ValueError, OSError):
