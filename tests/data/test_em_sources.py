@@ -11,7 +11,13 @@ import tifffile
 from hydra.utils import instantiate
 from skimage import io as skio
 
-from mitoseg.data.em_sources import casser_volumes, lucchi_volumes, synthetic_volumes
+from mitoseg.config.validation import plain_config
+from mitoseg.data.em_sources import (
+    casser_volumes,
+    configured_voxel_size_nm,
+    lucchi_volumes,
+    synthetic_volumes,
+)
 from mitoseg.data.em_volumes import paired_slice_volumes
 from mitoseg.errors import InputError
 from mitoseg.evaluation.em_protocols import protocol_matrix
@@ -249,3 +255,17 @@ def test_kasthuri_outside_the_tissue_is_ignored_unless_asked(tmp_path: Path) -> 
     module.setup()
     sample = module.datasets["train"][0]
     assert module.with_valid and sample["valid"].shape == sample["mask"].shape
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    (["dataset=lucchi"], (5.0, 5.0, 5.0)),            # null: the data set's own
+    (["dataset=lucchi_pp"], (5.0, 5.0, 5.0)),
+    (["dataset=kasthuri_pp"], (30.0, 3.0, 3.0)),
+    (["dataset=synthetic_em"], (5.0, 5.0, 5.0)),
+    (["dataset=lucchi", "dataset.volumes.voxel_size_nm=[10,4,4]"], (10.0, 4.0, 4.0)),
+    (["dataset=em_volumes"], None),                   # only the files' metadata knows it
+])
+def test_a_dataset_config_names_its_voxel_size_without_reading_data(
+        tmp_path: Path, overrides: list[str], expected) -> None:
+    volumes = plain_config(compose_config("train", overrides, tmp_path))["dataset"]["volumes"]
+    assert configured_voxel_size_nm(volumes) == expected

@@ -76,7 +76,7 @@ def test_bad_tifs_are_refused(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="junk.tif"):
         open_tif_volume(tmp_path / "junk.tif")
     tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((3, 8, 8, 3), np.uint8))
-    with pytest.raises(InputError, match=r"rgb.tif.*grayscale \(D, H, W\).*3 samples"):
+    with pytest.raises(InputError, match=r"rgb.tif.*3 samples per pixel"):
         open_tif_volume(tmp_path / "rgb.tif")
 
 

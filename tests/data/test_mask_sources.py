@@ -9,7 +9,7 @@ import pytest
 import tifffile
 from skimage import io as skio
 
-from mitoseg.data.image_io import read_image, read_mask
+from mitoseg.data.image_io import read_array, read_image, read_mask
 from mitoseg.data.mask_sources import folder_mask_set, procedural_mask_set, split_by_group
 from mitoseg.errors import InputError
 from tests.conftest import SHARED_DATA
@@ -340,3 +340,22 @@ def test_read_image_returns_float32_and_refuses_rgb_png(tmp_path):
     (tmp_path / "garbage.tif").write_bytes(b"not a tiff")
     with pytest.raises(InputError, match="garbage.tif"):
         read_image(tmp_path / "garbage.tif")
+
+
+@pytest.mark.parametrize("kind", ["rgb", "rgba", "planar_stack"])
+def test_every_image_reader_refuses_a_tiff_of_several_samples_per_pixel(tmp_path, kind):
+    """A colour TIFF is not a stack: (H, W, 3) would be 'H slices of W x 3 pixels'. The
+    image readers refuse it, naming the file and its samples per pixel."""
+    array, options, samples = {
+        "rgb": (np.zeros((16, 12, 3), np.uint8), {"photometric": "rgb"}, 3),
+        "rgba": (np.zeros((16, 12, 4), np.uint8), {"photometric": "rgb", "extrasamples": [2]}, 4),
+        "planar_stack": (np.zeros((3, 16, 12), np.float32), {"photometric": "rgb",
+                                                           "planarconfig": "separate"}, 3),
+    }[kind]
+    path = tmp_path / f"{kind}.tif"
+    tifffile.imwrite(path, array, **options)
+    for reader in (read_array, read_image):
+        with pytest.raises(InputError, match=rf"{kind}\.tif.*{samples} samples per pixel"):
+            reader(path)
+    with pytest.raises(InputError, match=rf"{kind}\.tif.*{samples} samples per pixel"):
+        read_mask(path)

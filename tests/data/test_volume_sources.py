@@ -14,7 +14,13 @@ import tifffile
 from mitoseg.data.em_sources import synthetic_volumes
 from mitoseg.data.label_mapping import LabelMapping
 from mitoseg.data.volume_set import MappedBlocks
-from mitoseg.data.volume_sources import Volume, check_pair, check_voxel_size, open_volume
+from mitoseg.data.volume_sources import (
+    Volume,
+    check_pair,
+    check_voxel_size,
+    open_volume,
+    tiff_voxel_size_nm,
+)
 from mitoseg.errors import InputError
 
 h5py = pytest.importorskip("h5py")
@@ -87,6 +93,43 @@ def test_ome_zarr_voxel_size_comes_from_the_metadata_in_nm(tmp_path, volume, ver
         check_voxel_size(full, [5, 5, 5])
     tifffile.imwrite(tmp_path / "plain.tif", image)
     assert check_voxel_size(open_volume(tmp_path / "plain.tif"), [8, 4, 4]) == (8.0, 4.0, 4.0)
+
+
+def test_an_imagej_tiff_states_its_voxel_size_and_other_tiffs_none(tmp_path, volume) -> None:
+    """ImageJ's unit, x/y resolution and z spacing are a calibration; the resolution tags of
+    other TIFFs are mostly writers' defaults (72 dpi, 1 per unit) and are not read as one."""
+    image, _ = volume
+    tifffile.imwrite(tmp_path / "cal.tif", image, imagej=True, resolution=(1 / 0.006, 1 / 0.004),
+                     metadata={"axes": "ZYX", "unit": "um", "spacing": 0.03})
+    assert tiff_voxel_size_nm(tmp_path / "cal.tif") == pytest.approx((30, 4, 6))
+    tifffile.imwrite(tmp_path / "flat.tif", image[0], imagej=True, resolution=(0.2, 0.2),
+                     metadata={"unit": "nm"})
+    assert tiff_voxel_size_nm(tmp_path / "flat.tif") == pytest.approx((None, 5, 5))
+    tifffile.imwrite(tmp_path / "micron.tif", image[0], imagej=True, resolution=(100, 100),
+                     metadata={"unit": "\\u00B5m"})  # as ImageJ writes µm
+    assert tiff_voxel_size_nm(tmp_path / "micron.tif") == pytest.approx((None, 10, 10))
+    tifffile.imwrite(tmp_path / "plain.tif", image, resolution=(72, 72), resolutionunit="INCH")
+    assert tiff_voxel_size_nm(tmp_path / "plain.tif") is None
+    tifffile.imwrite(tmp_path / "pixels.tif", image, imagej=True, metadata={"axes": "ZYX"})
+    assert tiff_voxel_size_nm(tmp_path / "pixels.tif") is None  # no unit: not calibrated
+
+
+def test_a_colour_tiff_is_no_volume(tmp_path, volume) -> None:
+    """A single-page RGB TIFF (H, W, 3) is not a volume of H slices of W x 3 pixels: a TIFF
+    stack, or a slice of a slice folder, with more than one sample per pixel is refused."""
+    image, _ = volume
+    colour = np.stack([image[0]] * 3, axis=-1)
+    tifffile.imwrite(tmp_path / "rgb.tif", colour, photometric="rgb")
+    tifffile.imwrite(tmp_path / "rgb_zlib.tif", colour, photometric="rgb", compression="zlib")
+    tifffile.imwrite(tmp_path / "rgb_pages.tif", np.stack([colour] * 2), photometric="rgb")
+    for name in ("rgb.tif", "rgb_zlib.tif", "rgb_pages.tif"):
+        with pytest.raises(InputError, match=rf"{name}.*3 samples per pixel"):
+            open_volume(tmp_path / name)
+    (tmp_path / "slices").mkdir()
+    tifffile.imwrite(tmp_path / "slices" / "0.tif", image[0])
+    tifffile.imwrite(tmp_path / "slices" / "1.tif", colour, photometric="rgb")
+    with pytest.raises(InputError, match=r"1\.tif.*3 samples per pixel"):
+        open_volume(tmp_path / "slices")[:]
 
 
 def test_bad_sources_stop_with_one_clear_message(tmp_path, volume) -> None:

@@ -74,7 +74,8 @@ def test_segment_files_folder_and_stack(trained_run: Path, tmp_path: Path) -> No
     tifffile.imwrite(inputs / "cell1.tif", rng.normal(100, 10, (70, 90)).astype(np.float32))
     skio.imsave(inputs / "cell2.png", rng.integers(0, 255, (64, 64)).astype(np.uint8),
                 check_contrast=False)
-    tifffile.imwrite(inputs / "stack.tif", rng.normal(100, 10, (3, 48, 40)).astype(np.float32))
+    tifffile.imwrite(inputs / "stack.tif", rng.normal(100, 10, (3, 48, 40)).astype(np.float32),
+                     photometric="minisblack")  # 3 slices, not one planar RGB image
     out = tmp_path / "out"
     cfg = compose_config("segment", [f"ckpt_path={trained_run / 'checkpoints' / 'best.ckpt'}",
                                      f"input={inputs}", f"output_dir={out}"])

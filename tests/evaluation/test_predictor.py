@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -102,6 +104,21 @@ def test_tta_and_z_filter_use_the_inference_kernels() -> None:
     card = settings.describe(2)
     assert card["tta"] == 8 and card["zfilter"] == {"size": 5, "axis": "z"}
     assert card["window"] is None and card["overlap"] is None
+
+
+def test_the_description_of_an_input_names_only_the_z_filter_that_runs() -> None:
+    """The z-median needs more than one slice: a single image (or a one-slice stack) is
+    predicted and described without it, a stack with it."""
+    settings = from_inference_config({"headline": {"protocol": "full_image", "zfilter": 5}},
+                                     patch_size=(32, 32))
+    predictor = _predictor(_net(2), 2, settings)
+    stack = np.random.default_rng(5).random((3, 32, 32)).astype(np.float32)
+    unfiltered = _predictor(_net(2), 2, replace(settings, zfilter=0)).probabilities(stack)
+    assert np.array_equal(predictor.probabilities(stack[0]), unfiltered[0])
+    assert predictor.describe((32, 32))["reconstruction"]["zfilter"]["size"] == 0
+    assert predictor.describe((1, 32, 32))["reconstruction"]["zfilter"]["size"] == 0
+    assert predictor.describe((3, 32, 32))["reconstruction"]["zfilter"]["size"] == 5
+    assert predictor.describe()["reconstruction"]["zfilter"]["size"] == 5  # as configured
 
 
 def test_masks_image_by_image_or_as_a_volume() -> None:

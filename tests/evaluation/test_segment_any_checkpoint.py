@@ -114,6 +114,114 @@ def test_tta_and_z_filter_chosen_by_inference_on_a_stack(em_2d, tmp_path: Path) 
     assert mask.shape == stack.shape and np.array_equal(mask == 255, segmented > 0.5)
 
 
+def test_an_em_folder_of_slices_is_segmented_as_one_volume_like_its_stack(em_2d,
+                                                                         tmp_path: Path) -> None:
+    """An EM checkpoint segments a folder of equally sized slices as one volume: the same
+    probabilities as the stack TIFF of those slices, z-median included, one output pair per
+    slice named after it, and a record that says the z-median ran."""
+    run_dir, _, datamodule = em_2d
+    checkpoint = run_dir / "checkpoints" / "best.ckpt"
+    stack = np.asarray(datamodule.volumes.test_image)
+    (tmp_path / "slices").mkdir()
+    for z, plane in enumerate(stack):  # natural order: s2 before s10
+        tifffile.imwrite(tmp_path / "slices" / f"s{z}.tif", plane)
+    from_stack, _ = _segment(checkpoint, stack, tmp_path, "inference=em_quick")
+    out = tmp_path / "folder_out"
+    record = segment(compose_config("segment", [f"ckpt_path={checkpoint}",
+                                                f"input={tmp_path / 'slices'}",
+                                                f"output_dir={out}", "inference=em_quick"]))
+    names = [f"s{z}" for z in range(len(stack))]
+    from_folder = np.stack([tifffile.imread(out / f"{name}_prob.tif") for name in names])
+    np.testing.assert_array_equal(from_folder, from_stack)
+    masks = np.stack([tifffile.imread(out / f"{name}_mask.tif") for name in names])
+    np.testing.assert_array_equal(masks, tifffile.imread(tmp_path / "out" / "input_mask.tif"))
+    assert [Path(entry["input"]).name for entry in record["images"]] == [
+        f"{name}.tif" for name in names]
+    assert record["reconstruction"]["zfilter"] == {"size": 5, "axis": "z"}
+    assert all(entry["reconstruction"]["zfilter"]["size"] == 5 for entry in record["images"])
+
+
+def test_the_record_of_a_single_image_claims_no_z_filter(em_2d, tmp_path: Path) -> None:
+    """One 2D image has no neighbours along z: no z-median runs, and the record says so."""
+    run_dir, _, datamodule = em_2d
+    checkpoint = run_dir / "checkpoints" / "best.ckpt"
+    image = np.asarray(datamodule.volumes.test_image)[0]
+    _, record = _segment(checkpoint, image, tmp_path, "inference=em_quick")
+    assert record["reconstruction"]["zfilter"]["size"] == 0
+    assert record["images"][0]["reconstruction"]["zfilter"]["size"] == 0
+
+
+def _calibration(path: Path) -> tuple[float, float, float | None, str | None]:
+    """(x, y pixel size in µm, z spacing in µm, unit) that a TIFF's tags and ImageJ
+    metadata state."""
+    with tifffile.TiffFile(path) as tif:
+        tags, meta = tif.pages[0].tags, tif.imagej_metadata or {}
+        x, y = (tags[name].value[1] / tags[name].value[0]
+                for name in ("XResolution", "YResolution"))
+        return x, y, meta.get("spacing"), meta.get("unit")
+
+
+def test_em_outputs_carry_the_checkpoints_training_voxel_size(em_2d, tmp_path: Path) -> None:
+    """An EM checkpoint's outputs state the voxel size it was trained at (synthetic_em:
+    5 nm), not 1 µm; the pixel_size_um option replaces y and x."""
+    run_dir, _, datamodule = em_2d
+    checkpoint = run_dir / "checkpoints" / "best.ckpt"
+    stack = np.asarray(datamodule.volumes.test_image)
+    _, record = _segment(checkpoint, stack, tmp_path)
+    for name in ("input_prob.tif", "input_mask.tif"):
+        assert _calibration(tmp_path / "out" / name) == pytest.approx((0.005, 0.005, 0.005, "um"))
+    assert record["pixel_size_um"] == pytest.approx(0.005)
+    assert record["voxel_size_nm"] == [5.0, 5.0, 5.0]
+    assert record["training_voxel_size_nm"] == [5.0, 5.0, 5.0]
+    assert record["images"][0]["voxel_size_from"] == ["checkpoint"] * 3
+    given = tmp_path / "given"
+    given.mkdir()
+    _, record = _segment(checkpoint, stack, given, "pixel_size_um=0.004")
+    assert _calibration(given / "out" / "input_prob.tif") == pytest.approx(
+        (0.004, 0.004, 0.005, "um"))
+    assert record["pixel_size_um"] == pytest.approx(0.004)
+    assert record["images"][0]["voxel_size_from"] == ["checkpoint", "option", "option"]
+
+
+def test_an_input_that_states_its_voxel_size_keeps_it(em_2d, tmp_path: Path) -> None:
+    """As for OME-Zarr inputs, the outputs describe the input's own voxels where it states
+    them (an ImageJ-calibrated TIFF), even where the checkpoint was trained at another size;
+    the pixel_size_um option still wins for y and x."""
+    run_dir, _, datamodule = em_2d
+    checkpoint = run_dir / "checkpoints" / "best.ckpt"
+    stack = np.asarray(datamodule.volumes.test_image)
+    path = tmp_path / "calibrated.tif"
+    tifffile.imwrite(path, stack, imagej=True, resolution=(1 / 0.006, 1 / 0.006),
+                     metadata={"axes": "ZYX", "unit": "um", "spacing": 0.03})
+
+    def run(out: Path, *overrides: str) -> dict:
+        return segment(compose_config("segment", [f"ckpt_path={checkpoint}", f"input={path}",
+                                                  f"output_dir={out}", *overrides]))
+
+    record = run(tmp_path / "own")
+    assert _calibration(tmp_path / "own" / "calibrated_prob.tif") == pytest.approx(
+        (0.006, 0.006, 0.03, "um"))
+    assert record["voxel_size_nm"] == pytest.approx([30, 6, 6])
+    assert record["images"][0]["voxel_size_from"] == ["input"] * 3
+    record = run(tmp_path / "given", "pixel_size_um=0.005")
+    assert _calibration(tmp_path / "given" / "calibrated_mask.tif") == pytest.approx(
+        (0.005, 0.005, 0.03, "um"))
+    assert record["images"][0]["voxel_size_from"] == ["input", "option", "option"]
+
+
+def test_a_colour_tiff_is_refused_before_any_output(em_2d, tmp_path: Path) -> None:
+    """An RGB TIFF is not a stack of 160 slices of 160 x 3 pixels: segment.py stops, naming
+    the file and its samples per pixel, and writes nothing."""
+    run_dir, _, datamodule = em_2d
+    plane = np.asarray(datamodule.volumes.test_image)[0]
+    tifffile.imwrite(tmp_path / "rgb.tif", np.stack([plane] * 3, axis=-1), photometric="rgb")
+    with pytest.raises(InputError, match=r"rgb\.tif.*3 samples per pixel"):
+        segment(compose_config("segment", [f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}",
+                                           f"input={tmp_path / 'rgb.tif'}",
+                                           f"output_dir={tmp_path / 'out'}"]))
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_3d_checkpoint_segments_a_tiff_volume(tmp_path: Path) -> None:
     overrides = [o for o in EM_2D if not o.startswith(("model", "dataset.patch", "augmentation"))]
     overrides += ["model=unet3d_paper002", "+model.filters=[4,8,8,16]", "augmentation=paper3d",

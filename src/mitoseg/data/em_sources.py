@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
+from typing import Any
 
+from mitoseg.data import em_datasets
 from mitoseg.data.em_datamodule import EMVolumes
 from mitoseg.data.em_split import slice_ranges
 from mitoseg.data.em_volumes import (
@@ -28,6 +30,26 @@ from mitoseg.runs.paths import display_path
 from mitoseg.synth.em_volumes import synthetic_em_volume
 
 log = logging.getLogger(__name__)
+
+
+# The data set whose voxel size each source function gives when its voxel_size_nm is null
+# (casser_volumes: the one it reads, its ``dataset`` option).
+OWN_VOXEL_SIZE = {"lucchi_volumes": em_datasets.lucchi.KEY,
+                  "synthetic_volumes": em_datasets.lucchi.KEY}
+
+
+def configured_voxel_size_nm(volumes: Mapping[str, Any]) -> tuple[float, float, float] | None:
+    """The voxel size (z, y, x nm) that a dataset config's ``volumes`` node gives its volumes,
+    from the config alone (nothing is read): its ``voxel_size_nm``, else the named data set's
+    own (``mitoseg.data.em_datasets``); None where only the files know it (``em_volume_files``
+    takes it from OME-Zarr metadata)."""
+    function = str(volumes.get("_target_", "")).rsplit(".", 1)[-1]
+    key = (str(volumes.get("dataset", "")).lower() if function == "casser_volumes"
+           else OWN_VOXEL_SIZE.get(function))
+    given = volumes.get("voxel_size_nm")
+    if given is None and key is None:
+        return None
+    return _voxel_size(given, key)
 
 
 def _voxel_size(given: Sequence[float] | None, dataset: str) -> tuple[float, float, float]:
@@ -86,7 +108,7 @@ def lucchi_volumes(root: str, test: str = "holdout", holdout_slices: int = 33,
     files = lucchi_files(root, ("train", "test") if test == "official" else ("train",))
     image = open_tif_volume(files["train"][0], cache_dir)
     labels = binary_labels(open_tif_volume(files["train"][1], cache_dir), files["train"][1])
-    voxel = _voxel_size(voxel_size_nm, "lucchi")
+    voxel = _voxel_size(voxel_size_nm, OWN_VOXEL_SIZE["lucchi_volumes"])
     if test == "official":
         test_image = open_tif_volume(files["test"][0], cache_dir)
         test_labels = binary_labels(open_tif_volume(files["test"][1], cache_dir), files["test"][1])
@@ -179,6 +201,6 @@ def synthetic_volumes(train_shape: tuple[int, int, int] = (48, 192, 192),
     test = synthetic_em_volume(tuple(test_shape), seed=seed + 1_000_003, anisotropy=anisotropy,
                                mito_density=mito_density)
     return limit_test_slices(EMVolumes(
-        *train, *test, _voxel_size(voxel_size_nm, "lucchi"),
+        *train, *test, _voxel_size(voxel_size_nm, OWN_VOXEL_SIZE["synthetic_volumes"]),
         f"synthetic EM (seed {seed}, anisotropy {anisotropy})",
         {"train_shape": list(train_shape), "test_shape": list(test_shape)}), max_test_slices)

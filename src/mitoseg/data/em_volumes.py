@@ -54,7 +54,7 @@ import numpy as np
 import tifffile
 
 from mitoseg.data import em_datasets
-from mitoseg.data.image_io import list_image_files, read_array
+from mitoseg.data.image_io import check_grayscale_tiff, list_image_files, read_array
 from mitoseg.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -148,14 +148,7 @@ def open_tif_volume(path: str | Path, cache_dir: str | Path | None = None) -> np
     path = Path(path)
     if not path.is_file():
         raise InputError(f"TIFF volume not found: '{path}'")
-    try:
-        with tifffile.TiffFile(path) as tif:
-            samples = tif.pages[0].samplesperpixel
-    except Exception as error:  # noqa: BLE001 - any parser failure is a bad file
-        raise InputError(f"could not read '{path}' as a TIFF: {error}") from error
-    if samples != 1:
-        raise InputError(f"'{path}': expected a grayscale (D, H, W) volume, got {samples} "
-                         "samples (colour channels) per pixel")
+    check_grayscale_tiff(path)
     try:
         volume = tifffile.memmap(path, mode="r")
     except ValueError as error:  # compressed, tiled or non-contiguous: not mappable
@@ -225,9 +218,9 @@ def _cached_memmap(path: Path, cache_dir: Path) -> np.memmap:
 def slice_folder_volume(folder: str | Path) -> np.ndarray:
     """PNG/TIF 2D slices of a folder, sorted numerically (2 before 10), as one (D, H, W) array.
 
-    Colour slices whose R, G and B are equal (labels saved as RGB/RGBA) become grayscale; any
-    other colour slice, a slice of another shape or dtype, or a mix of file types is refused
-    with the file named.
+    Colour PNG slices whose R, G and B are equal (labels saved as RGB/RGBA) become grayscale;
+    any other colour slice (a colour TIFF always: ``image_io.check_grayscale_tiff``), a slice of
+    another shape or dtype, or a mix of file types is refused with the file named.
     """
     return _stack_slices(list_image_files(folder, what="slice"), folder)
 

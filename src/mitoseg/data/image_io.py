@@ -31,12 +31,29 @@ def natural_key(path: Path) -> tuple:
     return tuple(int(p) if p.isdigit() else p for p in parts) + (path.suffix,)
 
 
+def check_grayscale_tiff(path: str | Path) -> None:
+    """Stop at a TIFF of more than one sample per pixel (RGB, RGBA, planar colour). Every TIFF
+    reader checks this first: read as an array, a colour image (H, W, 3) would pass for a stack
+    of H slices of W x 3 pixels."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            samples = tif.pages[0].samplesperpixel
+    except Exception as error:  # noqa: BLE001 - any parser failure is a bad file
+        raise InputError(f"could not read '{path}' as a TIFF: {error}") from error
+    if samples != 1:
+        raise InputError(f"'{path}': {samples} samples per pixel (colour channels); expected a "
+                         "grayscale TIFF, one sample per pixel")
+
+
 def read_array(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"file not found: '{path}'")
+    is_tiff = path.suffix.lower() in (".tif", ".tiff")
+    if is_tiff:
+        check_grayscale_tiff(path)
     try:
-        if path.suffix.lower() in (".tif", ".tiff"):
+        if is_tiff:
             return np.asarray(tifffile.imread(path))
         return np.asarray(skio.imread(path))
     except Exception as error:  # noqa: BLE001 - any decoder failure is a bad file
@@ -51,10 +68,16 @@ def read_image(path: str | Path) -> np.ndarray:
                          "colour channels")
     if image.ndim not in (2, 3):
         raise InputError(f"'{path}': expected a 2D image or a 3D stack, got shape {image.shape}")
-    image = image.astype(np.float32)
+    return finite_float32(image, path)
+
+
+def finite_float32(image: np.ndarray, source: str | Path) -> np.ndarray:
+    """``image`` as float32; NaN or infinite pixels are refused, naming ``source``."""
+    image = np.asarray(image).astype(np.float32)
     if not np.isfinite(image).all():
         bad = int((~np.isfinite(image)).sum())
-        raise InputError(f"'{path}': {bad} pixel(s) are NaN or infinite; expected finite values")
+        raise InputError(f"'{source}': {bad} pixel(s) are NaN or infinite; expected finite "
+                         "values")
     return image
 
 

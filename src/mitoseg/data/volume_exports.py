@@ -83,17 +83,25 @@ def _write_hdf5(probabilities: Any, mask: Any, path: Path,
     os.replace(temporary, path)
 
 
+def imagej_calibration(voxel_size_nm: Sequence[float | None] | None
+                       ) -> tuple[tuple[float, float] | None, dict[str, Any]]:
+    """The TIFF ``resolution`` (pixels per µm in x and y) and ImageJ metadata (unit µm, z
+    ``spacing``) stating a voxel size (z, y, x nm); an axis of size None is not stated."""
+    z, y, x = voxel_size_nm if voxel_size_nm is not None else (None, None, None)
+    resolution = (1000.0 / float(x), 1000.0 / float(y)) if x and y else None
+    metadata: dict[str, Any] = {"unit": "um"} if resolution or z else {}
+    if z:
+        metadata["spacing"] = float(z) / 1000.0
+    return resolution, metadata
+
+
 def _write_tiff(volume: Any, path: Path, voxel_size_nm: Sequence[float] | None) -> None:
     import tifffile
 
     shape = tuple(int(n) for n in volume.shape)
     dtype = np.dtype(volume.dtype)
-    metadata: dict[str, Any] = {"axes": "ZYX"}
-    resolution = None
-    if voxel_size_nm is not None:
-        z, y, x = (float(v) / 1000.0 for v in voxel_size_nm)
-        metadata |= {"spacing": z, "unit": "um"}
-        resolution = (1.0 / x, 1.0 / y)
+    resolution, calibration = imagej_calibration(voxel_size_nm)
+    metadata: dict[str, Any] = {"axes": "ZYX", **calibration}
     temporary = _partial(path)
     big = int(np.prod(shape)) * dtype.itemsize > 2**32 - 2**25
     with tifffile.TiffWriter(temporary, bigtiff=big, imagej=not big) as writer:

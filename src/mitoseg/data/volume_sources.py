@@ -10,7 +10,10 @@ or a Zarr / OME-Zarr array, by one string.
 Nothing is read whole: every source answers ``shape``, ``dtype`` and numpy-style slicing of
 (z, y, x) blocks, so patches and prediction blocks read only what they touch. The voxel size
 (nm, z y x) comes from OME-Zarr metadata where the file has it (``Volume.voxel_size_nm``), else
-None; ``check_voxel_size`` refuses a given size that disagrees with the file's.
+None; ``check_voxel_size`` refuses a given size that disagrees with the file's. An ImageJ TIFF's
+calibration is read by ``tiff_voxel_size_nm`` (segment.py's TIFF outputs keep it), not by
+``open_volume``. A TIFF of more than one sample per pixel (colour) is refused
+(``image_io.check_grayscale_tiff``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from mitoseg.data.image_io import list_image_files, read_array
+from mitoseg.data.image_io import check_grayscale_tiff, list_image_files, read_array
 from mitoseg.errors import InputError
 
 NM_PER_UNIT = {"nanometer": 1.0, "nm": 1.0, "micrometer": 1000.0, "um": 1000.0,
@@ -202,6 +205,7 @@ def _voxel_size_from_parent(path: Path, inner: str) -> tuple[float, float, float
 
 def _tiff(path: Path) -> Any:
     """Uncompressed TIFFs are memory-mapped; others are read page by page through Zarr."""
+    check_grayscale_tiff(path)
     try:
         return tifffile.memmap(path, mode="r")
     except (ValueError, OSError):
@@ -244,6 +248,40 @@ class SliceFolder:
             raise InputError(f"slice folder '{self.folder}': '{self.files[number].name}' has "
                              f"shape {plane.shape}, the first slice {self.shape[1:]}")
         return plane
+
+
+def tiff_voxel_size_nm(path: str | Path
+                       ) -> tuple[float | None, float | None, float | None] | None:
+    """The voxel size (z, y, x nm) a TIFF states, or None. Only ImageJ TIFFs with a length unit
+    count: their x/y resolution and z spacing are a calibration, while the resolution tags of
+    other TIFFs are mostly writers' defaults (72 per inch, 1 per unit). z is None without a
+    spacing (a 2D image)."""
+    path = Path(path)
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return None
+    try:
+        with tifffile.TiffFile(path) as tif:
+            metadata = tif.imagej_metadata or {}
+            tags = tif.pages[0].tags
+            per_unit = [_rational(tags.get(name)) for name in ("YResolution", "XResolution")]
+    except Exception as error:  # noqa: BLE001 - any parser failure is a bad file
+        raise InputError(f"could not read '{path}' as a TIFF: {error}") from error
+    unit = str(metadata.get("unit", "")).strip().lower()
+    for micro in ("\\u00b5", "\u00b5", "\u03bc"):  # ImageJ's escaped µ, the micro sign, mu
+        unit = unit.replace(micro, "u")
+    if unit not in NM_PER_UNIT:
+        return None
+    nm = NM_PER_UNIT[unit]
+    spacing = metadata.get("spacing")
+    y, x = (nm / value if value else None for value in per_unit)
+    return (float(spacing) * nm if spacing else None), y, x
+
+
+def _rational(tag: Any) -> float | None:
+    """A TIFF rational tag (numerator, denominator) as a number."""
+    if tag is None or not tag.value[1]:
+        return None
+    return tag.value[0] / tag.value[1]
 
 
 def check_voxel_size(volume: Volume, given: Sequence[float] | None

@@ -28,6 +28,7 @@ class Modality:
     name: str                # the data module's ``evaluation``
     volume_postproc: bool    # post-process a stack as one volume
     uses_inference_config: bool  # default reconstruction: the stored inference headline
+    slices_form_volumes: bool  # a folder of 2D slices is one volume (else separate images)
 
     def default_settings(self, stored: Mapping[str, Any]) -> ReconstructionSettings:
         """The reconstruction a checkpoint of this modality gets unless one is chosen:
@@ -38,8 +39,10 @@ class Modality:
 
 
 MODALITIES = {
-    "image_set": Modality("image_set", volume_postproc=False, uses_inference_config=False),
-    "volume_matrix": Modality("volume_matrix", volume_postproc=True, uses_inference_config=True),
+    "image_set": Modality("image_set", volume_postproc=False, uses_inference_config=False,
+                          slices_form_volumes=False),
+    "volume_matrix": Modality("volume_matrix", volume_postproc=True, uses_inference_config=True,
+                              slices_form_volumes=True),
 }
 
 
@@ -74,6 +77,23 @@ def stored_patch_size(stored: Mapping[str, Any]) -> tuple[int, ...] | None:
     """The training window of a checkpoint (EM data sets), or None."""
     patch = (stored.get("dataset") or {}).get("patch_size")
     return tuple(int(p) for p in patch) if patch else None
+
+
+def training_voxel_size_nm(stored: Mapping[str, Any]
+                           ) -> tuple[float | None, float, float] | None:
+    """The voxel size (z, y, x nm) a checkpoint was trained at, from its stored config: an EM
+    data set's (``dataset.volumes``, see ``em_sources.configured_voxel_size_nm``), or a
+    fluorescence data set's ``pixel_size_um`` (y and x; no z). None where the config does not
+    say (EM volumes whose size came from their files' metadata)."""
+    from mitoseg.data.em_sources import configured_voxel_size_nm
+
+    dataset = stored.get("dataset") or {}
+    if isinstance(dataset.get("volumes"), Mapping):
+        return configured_voxel_size_nm(dataset["volumes"])
+    pixel_size_um = dataset.get("pixel_size_um")
+    if pixel_size_um is None:
+        return None
+    return None, float(pixel_size_um) * 1000.0, float(pixel_size_um) * 1000.0
 
 
 def network_spatial_dims(net: nn.Module) -> int:

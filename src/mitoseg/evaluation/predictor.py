@@ -52,6 +52,14 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def as_applied(settings: ReconstructionSettings, shape: tuple[int, ...]
+               ) -> ReconstructionSettings:
+    """``settings`` as they act on an input of ``shape``: the z-median needs neighbouring
+    slices, so a 2D image or a single slice gets none."""
+    single_slice = len(shape) == 2 or shape[0] == 1
+    return replace(settings, zfilter=0) if single_slice and settings.zfilter else settings
+
+
 class Predictor:
     """Probabilities and masks of one network under one reconstruction.
 
@@ -155,7 +163,7 @@ class Predictor:
             log.info("predicting a %s volume (%s)", tuple(x.shape), settings.reconstruction)
             out = self._reconstruct(x, settings)
         probabilities = out.numpy().astype(np.float32, copy=False)
-        if settings.zfilter > 1 and probabilities.shape[0] > 1:
+        if as_applied(settings, probabilities.shape).zfilter > 1:
             probabilities = median_z_filter(probabilities, int(settings.zfilter))
         return probabilities[0] if single_image else probabilities
 
@@ -192,10 +200,12 @@ class Predictor:
         return np.stack([np.asarray(apply_postproc(self.postproc, p, plane), dtype=bool)
                          for p, plane in zip(probabilities, planes)])
 
-    def describe(self) -> dict[str, Any]:
-        """The reconstruction, normalization and post-processing, for result records."""
+    def describe(self, shape: tuple[int, ...] | None = None) -> dict[str, Any]:
+        """The reconstruction, normalization and post-processing, for result records:
+        as configured, or, given an input's ``shape``, as applied to that input."""
         describe = getattr(self.postproc, "describe", None)
-        return {"reconstruction": self.settings.describe(self.spatial_dims),
+        settings = self.settings if shape is None else as_applied(self.settings, shape)
+        return {"reconstruction": settings.describe(self.spatial_dims),
                 "normalization": self.normalization.to_dict(),
                 "postproc": describe() if describe else repr(self.postproc),
                 "spatial_dims": self.spatial_dims, "device": str(self.device)}
