@@ -209,6 +209,10 @@ class EMDataModule(SplitDataModule):
         self.normalization = fit_normalization_over(
             self.normalize, [(v.image, z) for v, (z, _) in zip(volumes.train, self.slices) if z],
             EM_MODES)
+        for split, what in (("val", "validation volume"), ("test", "test volume")):
+            for volume in volumes.volumes(split):
+                self.normalization.check_input(volume.image.dtype,
+                                               f"{volumes.description}: {what} '{volume.name}'")
         # the training volumes that give patches, numbered as sampling=device holds them
         given = [(v, z) for v, (z, _) in zip(volumes.train, self.slices) if z]
         self.patch_volumes = [v for v, _ in given]

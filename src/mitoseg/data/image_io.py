@@ -42,7 +42,9 @@ def check_grayscale_tiff(path: str | Path) -> None:
         raise InputError(f"could not read '{path}' as a TIFF: {error}") from error
     if samples != 1:
         raise InputError(f"'{path}': {samples} samples per pixel (colour channels); expected a "
-                         "grayscale TIFF, one sample per pixel")
+                         "grayscale TIFF, one sample per pixel (a stack of 3 or 4 slices that "
+                         "tifffile wrote without photometric='minisblack' is stored as colour: "
+                         "write it again with that option)")
 
 
 def read_array(path: str | Path) -> np.ndarray:
@@ -62,19 +64,27 @@ def read_array(path: str | Path) -> np.ndarray:
 
 def read_image(path: str | Path) -> np.ndarray:
     """A 2D grayscale image (or a 3D stack, Z first) as float32; RGB(A) is refused."""
+    return finite(read_intensities(path).astype(np.float32), path)
+
+
+def read_intensities(path: str | Path) -> np.ndarray:
+    """``read_image`` in the file's own dtype: the units an EM input normalization was fitted in
+    (``Normalization.check_input`` compares them); RGB(A) is refused, float pixels must be
+    finite."""
     image = read_array(path)
     if image.ndim == 3 and image.shape[-1] in (3, 4) and Path(path).suffix.lower() == ".png":
         raise InputError(f"'{path}': expected a single-channel image, got {image.shape[-1]} "
                          "colour channels")
     if image.ndim not in (2, 3):
         raise InputError(f"'{path}': expected a 2D image or a 3D stack, got shape {image.shape}")
-    return finite_float32(image, path)
+    return finite(image, path)
 
 
-def finite_float32(image: np.ndarray, source: str | Path) -> np.ndarray:
-    """``image`` as float32; NaN or infinite pixels are refused, naming ``source``."""
-    image = np.asarray(image).astype(np.float32)
-    if not np.isfinite(image).all():
+def finite(image: np.ndarray, source: str | Path) -> np.ndarray:
+    """``image`` as it is; NaN or infinite pixels (of a float image) are refused, naming
+    ``source``."""
+    image = np.asarray(image)
+    if image.dtype.kind in "fc" and not np.isfinite(image).all():
         bad = int((~np.isfinite(image)).sum())
         raise InputError(f"'{source}': {bad} pixel(s) are NaN or infinite; expected finite "
                          "values")

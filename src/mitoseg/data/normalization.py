@@ -12,6 +12,11 @@ Modes:
 - ``scale``: x / the training data's integer range (255 for uint8, 65535 for uint16), i.e. [0, 1].
 - ``none``: intensities as they are (cast to float32).
 
+A fitted EM normalization (the three modes above) also keeps the training volumes' dtype: its
+numbers are in that dtype's units, so an input of another dtype (a uint16 export of a uint8
+recording: 257 times the values; floats already in [0, 1]) is refused where raw volumes enter
+(``check_input``) instead of reaching the network at another scale.
+
 Works on numpy arrays and torch tensors alike (any shape; "per image" means the last two axes).
 """
 
@@ -41,6 +46,7 @@ class Normalization:
     mean: float | None = None
     std: float | None = None
     scale: float | None = None
+    dtype: str | None = None  # the training intensities' dtype (None: any, e.g. per image)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -64,12 +70,23 @@ class Normalization:
             return (x - np.float32(self.mean)) / np.float32(self.std)
         return _per_image_zscore(x)
 
+    def check_input(self, dtype: Any, where: str) -> None:
+        """Refuse raw intensities of ``dtype`` when training's were of another one (their
+        numbers would mean other intensities); a normalization without a dtype (per image, or
+        from a checkpoint written before it was kept) takes any."""
+        if self.dtype is not None and np.dtype(dtype) != np.dtype(self.dtype):
+            raise InputError(f"{where}: intensities of dtype {np.dtype(dtype)}, but the network "
+                             f"was trained on {self.dtype} (normalize={self.mode}); convert this "
+                             f"input to {self.dtype}, in the same intensity units as the "
+                             "training volumes")
+
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
     @classmethod
     def from_dict(cls, stored: Mapping[str, Any]) -> "Normalization":
-        return cls(**{k: stored[k] for k in ("mode", "mean", "std", "scale") if k in stored})
+        return cls(**{k: stored[k] for k in ("mode", "mean", "std", "scale", "dtype")
+                      if k in stored})
 
 
 def _per_image_zscore(x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
@@ -108,20 +125,24 @@ def fit_normalization(mode: str, volume: Any, z_indices: Iterable[int] | None = 
 def fit_normalization_over(mode: str, parts: Sequence[tuple[Any, Iterable[int] | None]],
                            allowed: Iterable[str] = MODES) -> Normalization:
     """``fit_normalization`` over the training slices of several volumes at once: ``parts``
-    is [(volume, z_indices or None), ...]; ``scale`` needs them to share one dtype."""
+    is [(volume, z_indices or None), ...]. Every mode but the per-image ``zscore`` needs them
+    to share one dtype, which it keeps (``check_input``)."""
     allowed = tuple(allowed)
     if mode not in allowed:
         raise InputError(f"dataset option 'normalize' must be one of {list(allowed)} for this "
                          f"data set, got {mode!r}")
-    dtypes = sorted({str(np.dtype(volume.dtype)) for volume, _ in parts})
-    if mode == "scale":
-        if len(dtypes) != 1:
-            raise InputError(f"normalization 'scale': the training volumes have different "
-                             f"dtypes {dtypes}; convert them to one, or use "
-                             "normalize=training_zscore")
-        return Normalization(mode, scale=dtype_range(parts[0][0].dtype))
-    if mode != "training_zscore":
+    if mode == "zscore":
         return Normalization(mode)
+    dtypes = sorted({str(np.dtype(volume.dtype)) for volume, _ in parts})
+    if len(dtypes) != 1:
+        raise InputError(f"normalization {mode!r}: the training volumes have different dtypes "
+                         f"{dtypes}, so their numbers mean different intensities; convert "
+                         "them to one dtype")
+    dtype = dtypes[0]
+    if mode == "scale":
+        return Normalization(mode, scale=dtype_range(dtype), dtype=dtype)
+    if mode == "none":
+        return Normalization(mode, dtype=dtype)
     total = total_sq = 0.0
     count = 0
     for volume, z_indices in parts:
@@ -135,7 +156,7 @@ def fit_normalization_over(mode: str, parts: Sequence[tuple[Any, Iterable[int] |
         raise InputError("normalization 'training_zscore': no training slices to fit on")
     mean = total / count
     std = max(float(np.sqrt(max(total_sq / count - mean * mean, 0.0))), _EPS)
-    return Normalization(mode, mean=round(mean, 6), std=round(std, 6))
+    return Normalization(mode, mean=round(mean, 6), std=round(std, 6), dtype=dtype)
 
 
 def _blocks_of_slices(volume: Any, z: list[int], size: int) -> Iterator[np.ndarray]:

@@ -79,6 +79,7 @@ def protocol_matrix(predict: Callable[[torch.Tensor], torch.Tensor], image: Any,
         raise InputError(f"valid: every voxel of the {labels.shape} test volume is ignored; "
                          "expected True where the labels count")
     normalization = normalization or default_normalization(image)
+    normalization.check_input(image.dtype, "the test volume")
     volume = torch.from_numpy(np.stack([normalization(image[z]) for z in range(image.shape[0])]))
     rows = []
     for protocol in protocols:

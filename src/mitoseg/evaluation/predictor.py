@@ -135,6 +135,7 @@ class Predictor:
         if array.ndim not in (2, 3) or 0 in array.shape:
             raise InputError(f"Predictor: expected a 2D image (H, W) or a stack/volume "
                              f"(D, H, W), got shape {array.shape}")
+        self.normalization.check_input(array.dtype, "Predictor: the input")
         return self.network_probabilities(self.normalization(array), reconstruction)
 
     @torch.no_grad()

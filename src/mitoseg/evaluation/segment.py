@@ -15,7 +15,7 @@ import tifffile
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from mitoseg.data.image_io import finite_float32, list_image_files, read_array, read_image
+from mitoseg.data.image_io import finite, list_image_files, read_array, read_intensities
 from mitoseg.data.volume_exports import imagej_calibration
 from mitoseg.data.volume_sources import SliceFolder, tiff_voxel_size_nm
 from mitoseg.evaluation.modality import modality_of, training_voxel_size_nm
@@ -55,9 +55,10 @@ class SegmentInput:
         return self.slices or (self.path,)
 
     def read(self) -> np.ndarray:
+        """The intensities in their own dtype (the checkpoint's normalization checks it)."""
         if not self.slices:
-            return read_image(self.path)
-        return finite_float32(SliceFolder(self.path)[:], self.path)
+            return read_intensities(self.path)
+        return finite(SliceFolder(self.path)[:], self.path)
 
     def stated_voxel_size_nm(self) -> VoxelSize | None:
         """What the input states of its voxels (an ImageJ-calibrated TIFF; a slice folder:
@@ -221,7 +222,7 @@ def segment(cfg: DictConfig) -> dict[str, Any]:
                         "none); its outputs state none. Give pixel_size_um=<µm>.", item.path)
         image = item.read()
         probabilities = predictor.probabilities(image)
-        masks = predictor.masks(probabilities, image).astype(np.uint8) * 255
+        masks = predictor.masks(probabilities, image.astype(np.float32)).astype(np.uint8) * 255
         reconstruction = predictor.describe(image.shape)["reconstruction"]
         planes = zip(item.slices, probabilities, masks) if item.slices else [
             (item.path, probabilities, masks)]

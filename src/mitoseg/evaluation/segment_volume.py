@@ -90,6 +90,7 @@ def segment_volume(checkpoint: str | Path, source: str, out_dir: str | Path, *,
     outputs are complete (``mitoseg.data.volume_exports``)."""
     predictor = Predictor.from_checkpoint(checkpoint, inference, postproc, device=device)
     volume = open_volume(source, level)
+    predictor.normalization.check_input(volume.dtype, f"segment: '{source}'")  # before any file
     voxel = check_voxel_size(volume, voxel_size_nm)
     blocks, halo = slab_blocks(predictor, volume.shape, block_depth)
     out = Path(out_dir)
