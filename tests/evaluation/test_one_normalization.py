@@ -119,6 +119,14 @@ def test_segment_refuses_an_input_in_other_units_than_training(zscore_run,
             segment(compose_config("segment", [f"ckpt_path={checkpoint}", f"input={given}",
                                                f"output_dir={out}"]))
         assert not list(out.glob("*.tif"))
+    out = tmp_path / "out_blockwise"  # block by block: refused before any output exists
+    tifffile.imwrite(tmp_path / "wide_stack.tif", np.stack([raw] * 5).astype(np.uint16) * 257)
+    with pytest.raises(InputError, match="dtype uint16, but the network was trained on uint8"):
+        segment(compose_config("segment", [f"ckpt_path={checkpoint}",
+                                           f"input={tmp_path / 'wide_stack.tif'}",
+                                           "blockwise.enabled=true", "voxel_size_nm=[5,5,5]",
+                                           f"output_dir={out}"]))
+    assert not out.exists() or not any(out.iterdir())
 
 
 def test_normalization_modes_on_numpy_and_torch_agree() -> None:
