@@ -6,11 +6,13 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mitoseg.errors import InputError
 from mitoseg.reporting import collect_runs, markdown, summarize_runs, write_report
 from mitoseg.reporting.protocol_cards import card_conflict, card_fields
+from mitoseg.runs.files import write_new_csv
 from tests.reporting.conftest import make_run
 from tests.reporting.test_report_cli import run
 
@@ -103,3 +105,54 @@ def test_write_report_passes_the_flag(tmp_path: Path) -> None:
         write_report([root], tmp_path / "out", metrics=["test/as"])
     written = write_report([root], tmp_path / "out", metrics=["test/as"], mixed_protocols=True)
     assert "threshold=0.7 in 1 run(s)" in written["report.md"].read_text()
+
+
+def _em_run(root: Path, label: str, seed: int, rows: list[dict]) -> Path:
+    model = label.split("=")[1]
+    folder = make_run(root / f"{model}_{seed}", [label], seed, model=model,
+                      metrics={"iou_fg": rows[-1]["iou_fg"]})
+    write_new_csv(folder / "protocols.csv", rows)  # every row's columns, as a run writes them
+    body = json.loads((folder / "metrics.json").read_text())
+    (folder / "metrics.json").write_text(json.dumps(body | {"protocol_card": CARD}))
+    return folder
+
+
+def test_protocol_rows_are_compared_by_their_own_cards(tmp_path: Path) -> None:
+    """A protocols.csv metric is measured under its row's card, not under the headline's: rows
+    of the same protocol with other windows (e.g. another dataset.patch_size) are refused."""
+    root = tmp_path / "runs"
+    for label, window in ((BASELINE, "128x128"), ("model=fcn_paper000", "256x256")):
+        for seed in range(2):
+            _em_run(root, label, seed, [
+                {"protocol": "full_image", "tta": "False", "zfilter": 0, "iou_fg": 0.8 + seed / 100,
+                 "card_window": ""},
+                {"protocol": "per_patch", "tta": "False", "zfilter": 0, "iou_fg": 0.7 + seed / 100,
+                 "card_window": window}])
+    runs = collect_runs([root]).runs
+    with pytest.raises(InputError, match=r"protocol 'per_patch'\): card fields window differ: "
+                                         r".*window=128x128 in 2 run"):
+        summarize_runs(runs, ["iou_fg"], baseline=BASELINE)
+    report = summarize_runs(runs, ["iou_fg"], baseline=BASELINE, mixed_protocols=True)
+    assert [m[2] for m in report.mixed] == ["per_patch"]  # full_image's rows share one card
+
+
+def test_several_test_volumes_count_once_per_run_by_their_mean_row(tmp_path: Path) -> None:
+    """protocols.csv of a run with several test volumes holds each volume's row and their mean
+    row: the run's value is the mean row, one per run (not three values per run)."""
+    from mitoseg.evaluation.em_evaluate import mean_over_volumes
+
+    root = tmp_path / "runs"
+    expected = {}
+    for label, base in ((BASELINE, 0.8), ("model=fcn_paper000", 0.7)):
+        for seed in range(3):
+            volumes = [{"test_volume": name, "protocol": "full_image", "tta": "True",
+                        "zfilter": 5, "iou_fg": base + shift + seed / 50}
+                       for name, shift in (("a", 0.05), ("b", -0.03))]
+            _em_run(root, label, seed, volumes + mean_over_volumes(volumes))
+            expected.setdefault(label, []).append(base + 0.01 + seed / 50)
+    report = summarize_runs(collect_runs([root]).runs, ["iou_fg"], baseline=BASELINE)
+    for row in report.rows:
+        values = expected[row["configuration"]]
+        assert row["n"] == row["runs"] == 3
+        assert row["mean"] == pytest.approx(np.mean(values))
+        assert row["std"] == pytest.approx(np.std(values, ddof=1))

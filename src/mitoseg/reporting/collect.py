@@ -268,7 +268,7 @@ def metric_values(run: RunRecord, name: str) -> list[tuple[str, float]]:
       itself (``final/val/loss`` reads metrics.json["final"]["val/loss"]). One value, under
       the headline protocol of an EM run, else under ``NO_PROTOCOL``.
     - ``key`` without a slash (``iou_fg``, ``dice``): that column of protocols.csv, one value
-      per inference protocol row.
+      per inference protocol row (``protocol_rows``: with several test volumes, their mean).
 
     Returns [] when the run does not record the metric; values that are not numbers are
     returned as nan (the caller lists them, never averages them).
@@ -284,7 +284,16 @@ def metric_values(run: RunRecord, name: str) -> list[tuple[str, float]]:
         headline = run.metrics.get("headline")
         protocol = protocol_label(headline) if isinstance(headline, Mapping) else NO_PROTOCOL
         return [(protocol, _number(value))]
-    return [(protocol_label(row), _number(row[name])) for row in run.protocols if name in row]
+    return [(protocol_label(row), _number(row[name])) for row in protocol_rows(run) if name in row]
+
+
+def protocol_rows(run: RunRecord) -> list[dict[str, Any]]:
+    """The protocols.csv rows that stand for the run: all of them, or, when it was tested on
+    several volumes (a ``test_volume`` column), only their mean rows (``test_volume`` "mean"):
+    each volume's own row is a part of the run's value, not another value of it."""
+    if any(row.get("test_volume") for row in run.protocols):
+        return [row for row in run.protocols if row.get("test_volume") == "mean"]
+    return list(run.protocols)
 
 
 def available_metrics(runs: Iterable[RunRecord]) -> list[str]:

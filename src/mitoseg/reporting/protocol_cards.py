@@ -10,13 +10,14 @@ cards existed) has "no card", which is a card of its own unless every run lacks 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from mitoseg.reporting.collect import RunRecord
+from mitoseg.reporting.collect import RunRecord, protocol_label, protocol_rows
 from mitoseg.runs.paths import display_path
 
 CARD_KEY = "protocol_card"  # the metrics.json key
+COLUMN_PREFIX = "card_"  # protocols.csv: each row's own card, as columns
 NO_CARD = "no card"
 SHOWN_RUNS = 3  # runs named per card in a message, then a count
 
@@ -33,6 +34,17 @@ def card_text(run: RunRecord) -> str:
     return NO_CARD if card is None else json.dumps(card, sort_keys=True, default=str)
 
 
+def row_card_text(run: RunRecord, protocol: str) -> str:
+    """The card of the run's protocols.csv rows under ``protocol`` (their ``card_*`` columns:
+    a protocols.csv metric was measured under its row's card, which for a row other than the
+    headline is not metrics.json's), as one line of sorted JSON, or ``no card``."""
+    cards = {json.dumps({k[len(COLUMN_PREFIX):]: v for k, v in row.items()
+                         if k.startswith(COLUMN_PREFIX)}, sort_keys=True, default=str)
+             for row in protocol_rows(run) if protocol_label(row) == protocol}
+    cards.discard("{}")
+    return cards.pop() if len(cards) == 1 else NO_CARD
+
+
 def card_fields(card: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"zfilter": {"size": 5}}`` -> ``{"zfilter.size": 5}``."""
     fields: dict[str, Any] = {}
@@ -42,12 +54,14 @@ def card_fields(card: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return fields
 
 
-def card_conflict(runs: Sequence[RunRecord]) -> str | None:
+def card_conflict(runs: Sequence[RunRecord],
+                  text: Callable[[RunRecord], str] = card_text) -> str | None:
     """None when ``runs`` hold one card (or all have none); else which card fields differ,
-    and the value each group of runs holds, naming the runs."""
+    and the value each group of runs holds, naming the runs. ``text``: a run's card as text
+    (metrics.json's by default; ``row_card_text`` for a protocols.csv metric)."""
     by_card: dict[str, list[RunRecord]] = {}
     for run in runs:
-        by_card.setdefault(card_text(run), []).append(run)
+        by_card.setdefault(text(run), []).append(run)
     if len(by_card) < 2:
         return None
     fields = {text: card_fields(json.loads(text)) for text in by_card if text != NO_CARD}

@@ -18,7 +18,13 @@ from typing import Any
 from mitoseg.errors import InputError
 from mitoseg.reporting.collect import NO_PROTOCOL, RunRecord, available_metrics, metric_values
 from mitoseg.reporting.formatting import cell, markdown_table, number_text, p_text
-from mitoseg.reporting.protocol_cards import NO_CARD, card_conflict, card_of, card_text
+from mitoseg.reporting.protocol_cards import (
+    NO_CARD,
+    card_conflict,
+    card_of,
+    card_text,
+    row_card_text,
+)
 from mitoseg.reporting.stats import TESTS, describe, holm, is_unstable, p_value, per_seed
 from mitoseg.runs.identity import REPLICATE_KEYS, RESULT_NEUTRAL_KEYS
 from mitoseg.runs.paths import display_path
@@ -120,7 +126,10 @@ def summarize_runs(runs: Sequence[RunRecord], metrics: Sequence[str], baseline: 
             for group in dataset_groups:
                 groups[group].setdefault(key, [])
         for (dataset, protocol), found in members.items():
-            conflict = card_conflict(found)
+            # a split/key metric is the headline's (metrics.json's card); a protocols.csv
+            # metric is its row's, under that row's own card
+            conflict = card_conflict(found, card_text if "/" in metric else
+                                     lambda run, protocol=protocol: row_card_text(run, protocol))
             if conflict and not mixed_protocols:
                 where = f"{metric}, dataset '{dataset}'" + (
                     f", protocol '{protocol}'" if protocol != NO_PROTOCOL else "")
