@@ -304,8 +304,9 @@ def available_metrics(runs: Iterable[RunRecord]) -> list[str]:
             entry = run.metrics.get(split)
             if isinstance(entry, Mapping):
                 names |= dict.fromkeys(f"{split}/{key}" for key in entry)
-        for row in run.protocols[:1]:
-            names |= dict.fromkeys(k for k in row if k not in ("protocol", "tta", "zfilter"))
+        for row in protocol_rows(run)[:1]:  # the row's labels and its card are no metrics
+            names |= dict.fromkeys(k for k in row if k not in (
+                "protocol", "tta", "zfilter", "test_volume", "volumes") and not k.startswith("card_"))
     return list(names)
 
 
