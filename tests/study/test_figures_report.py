@@ -180,7 +180,8 @@ def test_report_gives_the_units_next_to_every_n(rows, tmp_path):
     assert not re.findall(r"\(n=\d+\)", text)
     assert "unit means" in text.split("## Run")[0] and "per-image" in text.split("## Run")[0]
     assert "| family | level | metric | pair | t | p | n1 | n2 | units 1 | units 2 |" in text
-    assert "6 rows (images) per condition, 3 units" in text
+    # images, not rows: a network trained with several seeds has a row per image and seed
+    assert "6 images per condition, 3 units (paper 000: n = 30 images" in text
     with (tmp_path / "tests.csv").open(newline="") as stream:
         tests = list(csv.DictReader(stream))
     assert {t["units_1"] for t in tests} == {"3"} and {t["test"] for t in tests} == {"student, unit means"}
@@ -207,3 +208,47 @@ def test_report_counts_empty_predictions_and_names_the_convention(rows, tmp_path
     text = render_report(excluded)
     assert "`empty_abd: exclude`" in text and "left out of the ABD means" in text
     assert "(n=4 images, 2 units; 2 nan left out)" in text.split("snr, ABD (px)")[1].split("###")[0]
+
+
+def test_report_counts_images_and_seeds_separately():
+    """Paper 000's n = 30 counts test images: a network's rows of 3 seeds on 6 images are 6
+    images (each the mean over its seeds), not 18, with the SEM over those 6 values."""
+    from tests.study.test_statistics_seeds import bf_describe, seeded_rows
+
+    rows = seeded_rows()
+    text = render_report(rows)
+    cells = text.split("snr, AS, per-image mean ± SEM:")[1].split("\n\n")[1]
+    mean, sem, _ = bf_describe(rows, "as", method="unet")
+    assert f"| U-Net | {mean:.4f} ± {sem:.4f} (n=6 images, 3 seeds each, 3 units) |" in cells
+    mean, sem, _ = bf_describe(rows, "as", method="aam")
+    assert f"| AAM | {mean:.4f} ± {sem:.4f} (n=6 images, 3 units) |" in cells
+    assert "n=18" not in text and "18 rows (images)" not in text
+    run = text.split("## Run")[1].split("\n## ")[0]
+    assert ("6 images per condition, 3 units; a network's value per image is its mean over 3 "
+            "training seeds") in run
+    # a seed that failed for one image: that image is the mean of the 2 seeds it has
+    text = render_report(seeded_rows(skip={(2, 0)}))
+    assert "(n=6 images, 2 to 3 seeds each, 3 units)" in text
+    assert "mean over 2 to 3 training seeds" in text
+
+
+def test_figure2_error_bars_are_the_sem_over_seed_averaged_images(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    from tests.study.test_statistics_seeds import _with_seeds, bf_describe
+
+    rows = _with_seeds(study_rows())
+    drawn = []
+    original = Axes.errorbar
+
+    def spy(self, x, y, *args, **kwargs):
+        drawn.append((kwargs.get("label"), list(y), list(kwargs["yerr"])))
+        return original(self, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "errorbar", spy)
+    figs.figure2_robustness(rows, tmp_path)
+    want = [bf_describe(rows, "as", part="robustness", family="snr", level=lv, method="unet")
+            for lv in (8, 4, 1)]
+    matches = [yerr for label, y, yerr in drawn
+               if label == "U-Net" and y == pytest.approx([w[0] for w in want])]
+    assert matches and matches[0] == pytest.approx([w[1] for w in want])

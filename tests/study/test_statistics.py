@@ -298,7 +298,9 @@ def test_seeds_are_replicates_within_a_unit():
                      seed=seed) for m, method in enumerate(("fcn", "unet")) for seed in range(3)
             for i in range(6)]
     (entry,) = pairwise_tests(rows, "as", "snr", 4)
-    assert (entry["n1"], entry["units_1"]) == (18, 3)
+    # n1 describes the images: 6 test images, each the mean over its 3 seeds (it was 18, the
+    # rows, which paper 000's n = 30 images never counts); the test's sample is the 3 units
+    assert (entry["n1"], entry["units_1"]) == (6, 3)
     a, b = unit_means(rows, "as", method="fcn"), unit_means(rows, "as", method="unet")
     assert entry["p"] == pytest.approx(bf_t(a, b, True)[1])
 

@@ -103,13 +103,24 @@ def _csv_text(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def _mean_sem(mean: float, sem: float, n: int, units: int, dropped: int = 0) -> str:
-    """Per-image mean ± SEM, with the images and the independent units they come from, and the
-    nan values left out (undefined DDS; ABD of empty predictions under empty_abd: exclude)."""
+def _seeds_text(seeds: Sequence[int]) -> str:
+    """", 3 seeds each" when the images are averaged over several training seeds, else ""."""
+    low, high = min(seeds), max(seeds)
+    if high <= 1:
+        return ""
+    return f", {low} seeds each" if low == high else f", {low} to {high} seeds each"
+
+
+def _mean_sem(mean: float, sem: float, n: int, units: int, dropped: int = 0,
+              seeds: tuple[int, int] = (0, 0)) -> str:
+    """Per-image mean ± SEM, with the images (each the mean over its training seeds, how many
+    named when more than one) and the independent units they come from, and the nan values
+    left out (undefined DDS; ABD of empty predictions under empty_abd: exclude)."""
     left_out = f"; {dropped} nan left out" if dropped else ""
     if not n:
         return f"none defined ({dropped} nan left out)" if dropped else "missing"
-    return f"{number_text(mean)} ± {number_text(sem)} (n={n} images, {units} units{left_out})"
+    return (f"{number_text(mean)} ± {number_text(sem)} (n={n} images{_seeds_text(seeds)}, "
+            f"{units} units{left_out})")
 
 
 # ----------------------------------------------------------------------------- sections
@@ -121,9 +132,12 @@ def _span(values: Sequence[int]) -> str:
 
 def _meta_section(meta: Mapping[str, Any], rows: list[dict]) -> list[str]:
     groups = summarize_rows(rows, by=("part", "family", "level", "train_level", "method"), metric="as")
+    seeds = [g["seeds"] for g in groups if g["seeds"][1] > 1]
+    averaged = (f"; a network's value per image is its mean over "
+                f"{_span([s for pair in seeds for s in pair])} training seeds" if seeds else "")
     measured = ("no rows" if not groups else
-                f"{_span([g['n'] + g['dropped'] for g in groups])} rows (images) per condition, "
-                f"{_span([g['units'] for g in groups])} units")
+                f"{_span([g['images'] for g in groups])} images per condition, "
+                f"{_span([g['units'] for g in groups])} units{averaged}")
     empty = empty_prediction_table(rows)
     body = [(key, meta.get(key, "not given")) for key in META_KEYS]
     body += [(key, value) for key, value in meta.items() if key not in META_KEYS]
@@ -168,7 +182,8 @@ def _mean_sem_tables(rows: list[dict], part: str, families: Sequence[str], metri
                 cells = {g["level"]: g for g in groups if g["method"] == method}
                 body.append([figs.method_label(method)] + [
                     _mean_sem(cells[lv]["mean"], cells[lv]["sem"], cells[lv]["n"], cells[lv]["units"],
-                              cells[lv]["dropped"]) if lv in cells else "missing" for lv in levels])
+                              cells[lv]["dropped"], cells[lv]["seeds"]) if lv in cells else "missing"
+                    for lv in levels])
             lines += [f"{family}, {METRIC_NAMES[metric]}, per-image mean ± SEM:", ""]
             lines += markdown_table(["method"] + [format_level(family, lv) for lv in levels], body)
     return lines
@@ -240,7 +255,8 @@ def _sensitivity_section(rows, table, tests, published) -> list[str]:
         if level not in entry["levels"]:
             return "missing (level not run)"
         i = entry["levels"].index(level)
-        return _mean_sem(entry["das_mean"][i], entry["das_sem"][i], entry["das_n"][i], entry["das_units"][i])
+        return _mean_sem(entry["das_mean"][i], entry["das_sem"][i], entry["das_n"][i], entry["das_units"][i],
+                         seeds=entry["das_seeds"][i])
 
     body = []
     for key, label in SENSITIVITY_KEYS.items():
@@ -287,7 +303,8 @@ def _cross_section(table, published) -> list[str]:
     if table:
         body = [(e["family"], figs.method_label(e["method"]), format_level(e["family"], e["train_level"]),
                  format_level(e["family"], e["test_level"]), METRIC_NAMES[e["metric"]],
-                 _mean_sem(e["mean"], e["sem"], e["n"], e["units"]), e["source"], _pct(e["change_pct"]),
+                 _mean_sem(e["mean"], e["sem"], e["n"], e["units"], seeds=e["seeds"]), e["source"],
+                 _pct(e["change_pct"]),
                  p_text(e["p"])) for e in table]
         lines += ["### Per-image mean ± SEM, trained at x tested at", "",
                   "The training-level reference comes from part `cross` rows tested there when present, "
@@ -304,8 +321,10 @@ def _mixture_section(table) -> list[str]:
         return lines + ["**Missing**: no rows with part `mixture`.", ""]
     body = [(e["family"], figs.method_label(e["method"]), format_level(e["family"], e["level"]),
              METRIC_NAMES[e["metric"]],
-             _mean_sem(e["mixture_mean"], e["mixture_sem"], e["mixture_n"], e["mixture_units"]),
-             _mean_sem(e["single_mean"], e["single_sem"], e["single_n"], e["single_units"]),
+             _mean_sem(e["mixture_mean"], e["mixture_sem"], e["mixture_n"], e["mixture_units"],
+                       seeds=e["mixture_seeds"]),
+             _mean_sem(e["single_mean"], e["single_sem"], e["single_n"], e["single_units"],
+                       seeds=e["single_seeds"]),
              number_text(e["difference"]), p_text(e["p"])) for e in table]
     lines += ["Paper 000 found the two matched in most cases (p > 0.1) and gives no numbers beyond "
               "its Figure 4 p-values. Cells: per-image mean ± SEM; p: two-sample t-test on unit "
@@ -355,8 +374,9 @@ def _figures_section(written: Optional[Mapping[str, list[Path]]], out_dir: Path)
               "figure4": "Figure 4, mixture vs single-condition training",
               "figure_s2": "Supplementary Figure S2, cross-condition testing",
               "figure_s5": "Supplementary Figure S5, correlated images"}
-    lines = ["## Figures", "", "Error bars: per-image SEM (a description of the images; the tests "
-                               "above use unit means).", ""]
+    lines = ["## Figures", "", "Error bars: per-image SEM over the test images, each a network's "
+                               "mean over its training seeds (a description of the images; the "
+                               "tests above use unit means).", ""]
     if written is None:
         return lines + ["No figures were drawn for this report (switched off).", ""]
     for name in FIGURE_NAMES:
@@ -381,7 +401,9 @@ def render_report(rows: Iterable[Mapping[str, Any]], published: Mapping[str, Any
     lines = ["# Paper 000 robustness and sensitivity study", "",
              f"Published values: {published.get('source', 'source not given')}. "
              f"ABD unit of the published values: {published.get('abd_unit', 'not given')}.", "",
-             "Statistics: mean ± SEM are per-image (SEM = std with ddof=1 / sqrt(n images)), a "
+             "Statistics: mean ± SEM are per-image (SEM = std with ddof=1 / sqrt(n images)); a "
+             "network trained with several seeds counts each test image once, its value the mean "
+             "over the seeds (n images, k seeds each), as paper 000's n = 30 counts images. A "
              "description of the test images, which are not independent (each crop comes with its "
              "flips/rotations; overlapping crops share pixels). Tests are two-sample "
              f"{'Student' if equal_var else 'Welch'} t-tests, as in the paper, but on unit means: "

@@ -8,7 +8,10 @@ and the report.
 Definitions (paper 000; see each function):
 - mean ± SEM per condition over the images, SEM = std (ddof=1) / sqrt(n), nan values
   (undefined DDS; ABD of empty predictions under ``empty_abd: exclude``) dropped and counted. A
-  description of the images: they are not independent (``mitoseg.study.units``).
+  network trained with several seeds has a row per image and seed: an image's value is its
+  mean over the seeds, so n counts test images (paper 000: n = 30) and ``seeds`` says over how
+  many seeds each image was averaged. A description of the images: they are not independent
+  (``mitoseg.study.units``).
 - every test compares *unit* values (column ``unit``: a crop with its flips/rotations, or a
   cluster of overlapping crops; the mean over its images and training seeds); ``units`` next
   to every ``n`` is the test's sample size, ``unit_sem`` the SEM over units.
@@ -191,10 +194,28 @@ def _pairs(rows: Iterable[Mapping[str, Any]], metric: str) -> list[tuple[float, 
     return [(row[metric], row["unit"]) for row in rows]
 
 
+# rows that differ only in their seed (and what the seed changed) are one test image
+IMAGE_KEY = ("part", "family", "level", "train_level", "method", "image")
+
+
+def _image(row: Mapping[str, Any]) -> tuple:
+    return tuple(row[c] for c in IMAGE_KEY)
+
+
 def mean_sem(rows: Iterable[Mapping[str, Any]], metric: str) -> dict[str, Any]:
-    """Over the rows' finite values of ``metric``: per image mean, sem, std (ddof=1), n and
-    dropped (nan values); units and unit_sem over the units (``mitoseg.study.units.describe_with_units``)."""
-    return describe_with_units(_pairs(rows, metric))
+    """Over the rows' finite values of ``metric``, per image (an image's value is its mean over
+    the training seeds): mean, sem, std (ddof=1), n (images), images (with or without a finite
+    value), dropped (nan values, one per image and seed) and seeds, the fewest and most seeds
+    an image was averaged over ((0, 0) for untrained methods, whose rows have no seed); units
+    and unit_sem over the units (``mitoseg.study.units.describe_with_units``)."""
+    rows = list(rows)
+    seeds: dict[tuple, set[str]] = {}
+    for row in rows:
+        if math.isfinite(row[metric]):
+            seeds.setdefault(_image(row), set()).update({row["seed"]} - {""})
+    counts = [len(found) for found in seeds.values()] or [0]
+    described = describe_with_units([(row[metric], row["unit"], _image(row)) for row in rows])
+    return described | {"seeds": (min(counts), max(counts))}
 
 
 def compare(a: Iterable[Mapping[str, Any]], b: Iterable[Mapping[str, Any]], metric: str,
@@ -231,8 +252,9 @@ def robustness_slope(levels: Sequence[float], means: Sequence[float]) -> float:
 def summarize_rows(rows: Iterable[Mapping[str, Any]], by: Sequence[str] = ("part", "family", "level", "method"),
               metric: str = "as") -> list[dict[str, Any]]:
     """One dict per group of ``by``: the group's columns, metric, mean, sem, std (ddof=1), n
-    (finite values used) and dropped (nan values ignored, e.g. undefined DDS) over the images;
-    units and unit_sem over the independent units."""
+    (images with a finite value, each the mean over its seeds), images, seeds and dropped (nan
+    values ignored, e.g. undefined DDS) over the images (``mean_sem``); units and unit_sem over
+    the independent units."""
     _check_metric(metric)
     bad = [c for c in by if c not in COLUMNS or c in METRICS]
     if bad:
@@ -255,7 +277,8 @@ def pairwise_tests(rows: Iterable[Mapping[str, Any]], metric: str, family: str, 
     only rows trained there (needed for part "cross"). equal_var=True is the classic Student
     test the paper names; False gives Welch's. nan values are dropped; fewer than 2 units on a
     side -> t and p nan. Returns dicts with part, family, level, metric, method_1, method_2,
-    mean_1, mean_2, n1, n2 (images), units_1, units_2 (the test's sample sizes), t, p, test.
+    mean_1, mean_2, n1, n2 (images, each the mean over its seeds), units_1, units_2 (the
+    test's sample sizes), t, p, test.
     """
     _check_metric(metric)
     part = part or ("sensitivity" if family == "deformation" else "robustness")
@@ -317,10 +340,10 @@ def empty_abd_convention(rows: Iterable[Mapping[str, Any]]) -> Optional[str]:
 
 def robustness_table(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Scheme 1 (trained and tested per condition): per family x method x metric (as, abd_px)
-    the levels in the paper's order, mean / sem / n (per image) and units / unit_sems per level,
-    and the robustness slope over the levels this method has. missing_levels lists the
-    family's levels (seen for any method) that this method lacks, so a slope over fewer levels
-    is never mistaken for a full one."""
+    the levels in the paper's order, mean / sem / n / seeds (per image) and units / unit_sems
+    per level, and the robustness slope over the levels this method has. missing_levels lists
+    the family's levels (seen for any method) that this method lacks, so a slope over fewer
+    levels is never mistaken for a full one."""
     rows = [r for r in normalize_rows(rows) if r["part"] == "robustness"]
     out = []
     for family in ordered_families(r["family"] for r in rows):
@@ -335,6 +358,7 @@ def robustness_table(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 out.append({"family": family, "method": method, "metric": metric, "levels": levels,
                             "means": means, "sems": [s["sem"] for s in per_level],
                             "ns": [s["n"] for s in per_level],
+                            "seeds": [s["seeds"] for s in per_level],
                             "units": [s["units"] for s in per_level],
                             "unit_sems": [s["unit_sem"] for s in per_level],
                             "dropped": sum(s["dropped"] for s in per_level),
@@ -344,8 +368,8 @@ def robustness_table(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def sensitivity_table(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Per method: DAS and DDS mean / sem / n / dropped (per image) and units / unit_sem per
-    deformation level (px, negative = erosion), and the paper's summaries: das_dilation_2_3 =
+    """Per method: DAS and DDS mean / sem / n / seeds / dropped (per image) and units / unit_sem
+    per deformation level (px, negative = erosion), and the paper's summaries: das_dilation_2_3 =
     mean of the per-level DAS means at +2 and +3 px (nan unless both exist), dds_all_levels =
     mean of the per-level DDS means over all levels (nan DDS dropped first; dds_dropped counts
     them)."""
@@ -357,7 +381,7 @@ def sensitivity_table(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]
         entry: dict[str, Any] = {"method": method, "levels": levels}
         for metric in ("das", "dds"):
             per_level = [mean_sem([r for r in mine if r["level"] == lv], metric) for lv in levels]
-            for field in ("mean", "sem", "n", "dropped", "units", "unit_sem"):
+            for field in ("mean", "sem", "n", "seeds", "dropped", "units", "unit_sem"):
                 entry[f"{metric}_{field}"] = [s[field] for s in per_level]
         das = dict(zip(levels, entry["das_mean"]))
         dilation = [das.get(2.0, math.nan), das.get(3.0, math.nan)]
@@ -370,9 +394,9 @@ def sensitivity_table(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]
 
 def cross_condition_table(rows: Iterable[Mapping[str, Any]], equal_var: bool = True) -> list[dict[str, Any]]:
     """Scheme 2: per family x method x train level x test level x metric (as, abd_px), the mean
-    / sem / n (per image) and units tested there, the reference (tested at the training level)
-    and change_pct = (mean - reference_mean) / reference_mean * 100, with a two-sample t-test of
-    the two sets of unit values.
+    / sem / n / seeds (per image) and units tested there, the reference (tested at the training
+    level) and change_pct = (mean - reference_mean) / reference_mean * 100, with a two-sample
+    t-test of the two sets of unit values.
 
     The reference comes from part "cross" rows tested at their training level when there are
     any, otherwise from part "robustness" rows of that level trained there (same network
@@ -407,10 +431,12 @@ def cross_condition_table(rows: Iterable[Mapping[str, Any]], equal_var: bool = T
                                   if ref["n"] and ref["mean"] != 0 else math.nan)
                         out.append({"family": family, "method": method, "train_level": train,
                                     "test_level": test, "metric": metric, "mean": s["mean"],
-                                    "sem": s["sem"], "n": s["n"], "units": s["units"],
+                                    "sem": s["sem"], "n": s["n"], "seeds": s["seeds"],
+                                    "units": s["units"],
                                     "source": source if test == train else "cross",
                                     "reference_mean": ref["mean"], "reference_sem": ref["sem"],
-                                    "reference_n": ref["n"], "reference_units": ref["units"],
+                                    "reference_n": ref["n"], "reference_seeds": ref["seeds"],
+                                    "reference_units": ref["units"],
                                     "reference_source": source, "change_pct": change,
                                     "t": tested["t"], "p": tested["p"]})
     return out
@@ -429,8 +455,8 @@ def average_change(cross_table: Iterable[Mapping[str, Any]], family: str, method
 
 def mixture_table(rows: Iterable[Mapping[str, Any]], equal_var: bool = True) -> list[dict[str, Any]]:
     """Scheme 2 with a mixture: per family x method (those with part "mixture" rows) x test
-    level x metric (as, abd_px), mixture-trained mean / sem / n (per image) / units next to
-    single-condition-trained (part "robustness", trained at that level), difference = mixture -
+    level x metric (as, abd_px), mixture-trained mean / sem / n / seeds (per image) / units next
+    to single-condition-trained (part "robustness", trained at that level), difference = mixture -
     single, and a two-sample t-test between the two sets of unit values. Levels of either side
     are listed; the missing side is nan with n 0."""
     rows = normalize_rows(rows)
@@ -449,8 +475,8 @@ def mixture_table(rows: Iterable[Mapping[str, Any]], equal_var: bool = True) -> 
                     tested = compare(a, b, metric, equal_var)
                     out.append({"family": family, "method": method, "level": level, "metric": metric,
                                 "mixture_mean": sa["mean"], "mixture_sem": sa["sem"], "mixture_n": sa["n"],
-                                "mixture_units": sa["units"],
+                                "mixture_seeds": sa["seeds"], "mixture_units": sa["units"],
                                 "single_mean": sb["mean"], "single_sem": sb["sem"], "single_n": sb["n"],
-                                "single_units": sb["units"],
+                                "single_seeds": sb["seeds"], "single_units": sb["units"],
                                 "difference": sa["mean"] - sb["mean"], "t": tested["t"], "p": tested["p"]})
     return out

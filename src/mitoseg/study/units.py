@@ -10,16 +10,22 @@ cluster of overlapping crops; for procedural masks each mask), and:
 - a unit's value is the mean of its finite values (over its images, and over the training
   seeds when the rows of several seeds are pooled: the seeds are replicates within a unit);
 - tests compare unit values, so their sample size is the number of units (``units``);
-- per-image mean, SEM and n stay as a description of the images, labelled as such;
-  ``unit_sem`` is the standard error over unit values, the one that goes with the tests.
+- per-image mean, SEM and n stay as a description of the images, labelled as such (paper 000:
+  mean ± SEM over its n = 30 test images). A network trained with several seeds has one row
+  per image and seed; the seeds are replicates of one image, so an image's value is the mean
+  of its finite values over the seeds (``image_values``), n counts images and the SEM is over
+  those image values. An image missing some seeds (a failed run, a nan value) is the mean of
+  the seeds it has, with the same weight as every other image;
+- ``unit_sem`` is the standard error over unit values, the one that goes with the tests.
 
-Values are given as (value, unit) pairs; nan values are dropped and counted.
+Values are given as (value, unit) pairs, or (value, unit, image) triples where rows of
+several seeds share an image; nan values are dropped and counted.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from typing import Any
 
 import numpy as np
@@ -28,6 +34,7 @@ from mitoseg.metrics import segmentation
 from mitoseg.reporting.stats import two_sample_test
 
 Pairs = Iterable[tuple[float, str]]
+Triples = Iterable[tuple[float, str, Hashable]]  # value, unit, image
 
 
 def unit_values(pairs: Pairs) -> dict[str, float]:
@@ -39,17 +46,29 @@ def unit_values(pairs: Pairs) -> dict[str, float]:
     return {unit: float(np.mean(values)) for unit, values in sums.items()}
 
 
-def describe_with_units(pairs: Pairs) -> dict[str, Any]:
-    """Per image: mean, sem, std (ddof=1), n (finite values) and dropped (nan values); per unit:
-    units (how many have a finite value) and unit_sem (std of the unit values / sqrt(units),
-    nan below 2 units)."""
-    pairs = list(pairs)
-    array = np.asarray([value for value, _ in pairs], dtype=float)
-    image = segmentation.mean_sem(array)
-    per_unit = segmentation.mean_sem(list(unit_values(pairs).values()))
+def image_values(triples: Triples) -> dict[Hashable, list[float]]:
+    """image -> its finite values (one per seed); images without a finite value are left out."""
+    found: dict[Hashable, list[float]] = {}
+    for value, _, image in triples:
+        if math.isfinite(value):
+            found.setdefault(image, []).append(value)
+    return found
+
+
+def describe_with_units(values: Iterable[tuple]) -> dict[str, Any]:
+    """Per image (an image's value: the mean of its finite values over the seeds): mean, sem,
+    std (ddof=1), n (images with a finite value), images (all images) and dropped (nan values,
+    one per image and seed); per unit: units (how many have a finite value) and unit_sem (std
+    of the unit values / sqrt(units), nan below 2 units). ``values``: (value, unit, image)
+    triples, or (value, unit) pairs where every value is an image of its own."""
+    triples = [(float(v[0]), v[1], v[2] if len(v) > 2 else index) for index, v in enumerate(values)]
+    per_image = image_values(triples)
+    image = segmentation.mean_sem([float(np.mean(v)) for v in per_image.values()])
+    per_unit = segmentation.mean_sem(list(unit_values((v, u) for v, u, _ in triples).values()))
+    finite = sum(len(v) for v in per_image.values())
     return {"mean": image["mean"], "sem": image["sem"], "std": image["std"], "n": image["n"],
-            "dropped": int(array.size - image["n"]), "units": per_unit["n"],
-            "unit_sem": per_unit["sem"]}
+            "images": len({image_id for _, _, image_id in triples}), "dropped": len(triples) - finite,
+            "units": per_unit["n"], "unit_sem": per_unit["sem"]}
 
 
 def unit_t_test(a: Pairs, b: Pairs, equal_var: bool = True) -> dict[str, Any]:
