@@ -67,6 +67,23 @@ def test_blockwise_equals_in_memory_and_keeps_the_voxel_size(checkpoint_2d, volu
         segment_volume(checkpoint_2d, source, tmp_path, block_depth=2, progress=False)
 
 
+def test_an_input_without_a_voxel_size_gets_the_checkpoints(checkpoint_2d, volume_source,
+                                                            tmp_path) -> None:
+    """An HDF5 volume states no voxel size: the outputs state the checkpoint's training voxel
+    size (synthetic_em: 5 nm), as the in-memory path does, and the record says so (they said
+    1 nm, marked unknown)."""
+    source, image = volume_source
+    with h5py.File(tmp_path / "bare.h5", "w") as handle:
+        handle.create_dataset("raw", data=image)
+    record = segment_volume(checkpoint_2d, f"{tmp_path}/bare.h5:/raw", tmp_path / "out",
+                            block_depth=3, progress=False)
+    assert record["voxel_size_nm"] == [5.0, 5.0, 5.0] and record["voxel_size_from"] == "checkpoint"
+    assert open_volume(tmp_path / "out" / "bare_prob.ome.zarr").voxel_size_nm == pytest.approx(
+        (5, 5, 5))
+    kept = segment_volume(checkpoint_2d, source, tmp_path / "kept", block_depth=3, progress=False)
+    assert kept["voxel_size_from"] == "input" and kept["voxel_size_nm"] == [30.0, 6.0, 6.0]
+
+
 def test_a_stopped_run_resumes_to_the_identical_output(checkpoint_2d, volume_source, tmp_path,
                                                        monkeypatch) -> None:
     source, image = volume_source

@@ -28,6 +28,7 @@ from mitoseg.data.volume_exports import export_paths, export_segmentation
 from mitoseg.data.volume_sources import check_voxel_size, open_volume
 from mitoseg.errors import InputError
 from mitoseg.evaluation.chunked import BlockJob, close_client, dask_client, run_dask, run_local
+from mitoseg.evaluation.modality import training_voxel_size_nm
 from mitoseg.evaluation.predictor import Predictor
 from mitoseg.evaluation.reconstruction import ReconstructionSettings
 from mitoseg.inference.blocks import block_grid, receptive_radius, round_up
@@ -72,6 +73,22 @@ def slab_blocks(predictor: Predictor, shape: tuple[int, int, int], depth: int) -
     return blocks, halo
 
 
+def _voxel_size(volume: Any, given: list[float] | None, stored: dict[str, Any]
+                ) -> tuple[tuple[float, float, float] | None, str | None]:
+    """The voxel size the outputs state and where it came from: the option (checked against the
+    input's metadata), the input's OME-Zarr metadata, else the checkpoint's training voxel size
+    (as ``segment.py``'s in-memory path); (None, None) where none says."""
+    voxel = check_voxel_size(volume, given)
+    if voxel is not None:
+        return voxel, "option" if given is not None else "input"
+    trained = training_voxel_size_nm(stored)
+    if trained is not None and None not in trained:
+        log.info("the input states no voxel size: its outputs state the checkpoint's training "
+                 "voxel size %s nm (give voxel_size_nm=[z,y,x] otherwise)", list(trained))
+        return tuple(float(v) for v in trained), "checkpoint"
+    return None, None
+
+
 def segment_volume(checkpoint: str | Path, source: str, out_dir: str | Path, *,
                    inference: ReconstructionSettings | dict | None = None,
                    level: int | None = None, block_depth: int = 32,
@@ -91,7 +108,7 @@ def segment_volume(checkpoint: str | Path, source: str, out_dir: str | Path, *,
     predictor = Predictor.from_checkpoint(checkpoint, inference, postproc, device=device)
     volume = open_volume(source, level)
     predictor.normalization.check_input(volume.dtype, f"segment: '{source}'")  # before any file
-    voxel = check_voxel_size(volume, voxel_size_nm)
+    voxel, voxel_from = _voxel_size(volume, voxel_size_nm, predictor.stored)
     blocks, halo = slab_blocks(predictor, volume.shape, block_depth)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -142,7 +159,8 @@ def segment_volume(checkpoint: str | Path, source: str, out_dir: str | Path, *,
             continue
         written += [p.name for p in export_segmentation(
             open_volume(prob_path), open_volume(mask_path), out, name, fmt, voxel, overwrite)]
-    record = {**job, "voxel_size_nm": list(voxel) if voxel else None, "blocks": len(blocks),
+    record = {**job, "voxel_size_nm": list(voxel) if voxel else None,
+              "voxel_size_from": voxel_from, "blocks": len(blocks),
               "blocks_predicted_now": predicted, "engine": engine,
               "postproc": predictor.describe()["postproc"],
               "probabilities": prob_path.name, "mask": mask_path.name, "also_written": written}
