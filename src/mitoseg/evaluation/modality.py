@@ -32,9 +32,12 @@ class Modality:
 
     def default_settings(self, stored: Mapping[str, Any]) -> ReconstructionSettings:
         """The reconstruction a checkpoint of this modality gets unless one is chosen:
-        whole images (image sets) or the stored inference config's headline (volumes)."""
+        whole images at the precision its run tested at (image sets, ``tested_precision``) or
+        the stored inference config's headline (volumes)."""
         if not self.uses_inference_config:
-            return ReconstructionSettings("whole_image")
+            precision, channels_last = tested_precision(stored)
+            return ReconstructionSettings("whole_image", precision=precision,
+                                          channels_last=channels_last)
         return from_inference_config(stored.get("inference"), stored_patch_size(stored))
 
 
@@ -94,6 +97,18 @@ def training_voxel_size_nm(stored: Mapping[str, Any]
     if pixel_size_um is None:
         return None
     return None, float(pixel_size_um) * 1000.0, float(pixel_size_um) * 1000.0
+
+
+def tested_precision(stored: Mapping[str, Any]) -> tuple[str, bool]:
+    """The precision and channels-last setting an image-set run's test used: its trainer's
+    ``precision`` and ``speed.channels_last`` (``training.train`` scores the test with them).
+    evaluate.py and segment.py score its checkpoint the same way, so they reproduce its
+    numbers (bf16 and fp32 differ by about 1e-3 in AS). Volumes take their inference config's."""
+    from mitoseg.inference.network import PRECISIONS
+
+    precision = str((stored.get("trainer") or {}).get("precision", "32-true"))
+    channels_last = bool((stored.get("speed") or {}).get("channels_last", False))
+    return (precision if precision in PRECISIONS else "32-true"), channels_last
 
 
 def network_spatial_dims(net: nn.Module) -> int:
