@@ -1,9 +1,11 @@
 """The configuration identity of a run: which config keys can change its result.
 
 One list, ``RESULT_NEUTRAL_KEYS``, names the keys (and their sub-keys) that cannot change what
-a run computes: where its files go (``paths``), how it is logged and named (``logger``,
-``experiment_name``, ``trainer.enable_progress_bar``, ...), how it is launched or continued
-(``hydra``, ``resume``) and how fast the network runs (``torch_threads``, ``speed``: the
+a run computes beyond floating-point rounding: where its files go (``paths``), how it is logged
+and named (``logger``, ``experiment_name``, ``trainer.enable_progress_bar``, ...), how it is
+launched or continued (``hydra``, ``resume``) and how fast the network runs (``torch_threads``,
+``speed``: they change the order of sums, so the weights differ in their last bits; the keys
+of ``ROUNDING_KEYS``; the
 README's "change how the network runs, not what it learns"). Every reader of the identity
 uses it:
 
@@ -23,6 +25,9 @@ RESULT_NEUTRAL_KEYS = ("paths", "logger", "hydra", "resume", "experiment_name", 
                        "speed", "trainer.enable_progress_bar", "trainer.enable_model_summary",
                        "dataset.hold_in_memory_mib")
 REPLICATE_KEYS = ("seed",)  # changes a result, but names a replicate, not a configuration
+# result-neutral, but not bit for bit: a run resumed under other values of these ends with
+# weights that differ from an uninterrupted run's in their last bits (resume warns)
+ROUNDING_KEYS = ("torch_threads", "speed")
 
 
 def override_key(override: str) -> str:

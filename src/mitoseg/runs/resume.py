@@ -17,6 +17,7 @@ is not one of them); otherwise the run stops and lists the differences. A finish
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,9 @@ from typing import Any
 import yaml
 
 from mitoseg.errors import InputError
-from mitoseg.runs.identity import is_result_neutral
+from mitoseg.runs.identity import ROUNDING_KEYS, is_result_neutral, under
+
+log = logging.getLogger(__name__)
 
 RESUME_MODES = ("auto", "never")
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
@@ -95,6 +98,19 @@ def check_same_config(stored_path: Path, config: Mapping[str, Any]) -> None:
         raise InputError(f"cannot resume '{stored_path.parent}': the configuration differs "
                          f"from the one the run started with ({shown}); give the same "
                          "overrides as the original command")
+    rounding = [f"{key}: {before.get(key, '<absent>')!r} -> {after.get(key, '<absent>')!r}"
+                for key in sorted(set(before) | set(after)) if under(key, ROUNDING_KEYS)
+                and before.get(key, "<absent>") != after.get(key, "<absent>")]
+    if rounding:
+        log.warning("resuming '%s' with %s: these change how the network runs, so the result "
+                    "equals an uninterrupted run's only to floating-point rounding, not bit for "
+                    "bit", stored_path.parent, "; ".join(rounding))
+    workers = after.get("dataset.num_workers")
+    if isinstance(workers, int) and workers > 0:
+        log.warning("resuming '%s' with dataset.num_workers=%d: persistent loader workers keep "
+                    "their own random streams, so the resumed run is not guaranteed to equal an "
+                    "uninterrupted one bit for bit (exact with num_workers=0)",
+                    stored_path.parent, workers)
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
