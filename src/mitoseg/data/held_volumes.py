@@ -40,8 +40,10 @@ def available_mib() -> float:
     return psutil.virtual_memory().available / MIB
 
 
-def _arrays(volume: LabelledVolume) -> list[Any]:
-    return [a for a in (volume.image, volume.labels, volume.ignored) if a is not None]
+def _lazy_arrays(volume: LabelledVolume) -> dict[str, Any]:
+    """The volume's arrays that are read through a file reader, by field name."""
+    return {name: getattr(volume, name) for name in ("image", "labels", "ignored")
+            if getattr(volume, name) is not None and is_lazy(getattr(volume, name))}
 
 
 def is_lazy(array: Any) -> bool:
@@ -52,15 +54,14 @@ def is_lazy(array: Any) -> bool:
 def held_bytes(volume: LabelledVolume) -> int:
     """The bytes that holding ``volume``'s lazy arrays takes (0 when none is lazy)."""
     voxels = int(np.prod(volume.shape))
-    return sum(voxels * np.dtype(a.dtype).itemsize for a in _arrays(volume) if is_lazy(a))
+    return sum(voxels * np.dtype(a.dtype).itemsize for a in _lazy_arrays(volume).values())
 
 
 def hold(volume: LabelledVolume) -> LabelledVolume:
     """``volume`` with its lazy arrays read into numpy arrays, slab by slab along z (whole
     chunks, ``slab_ranges`` of the image); the labels and the ignore mask of a slab are read
     at the same index, so a mapped label view maps each raw slab once for both."""
-    lazy = {name: getattr(volume, name) for name in ("image", "labels", "ignored")
-            if getattr(volume, name) is not None and is_lazy(getattr(volume, name))}
+    lazy = _lazy_arrays(volume)
     if not lazy:
         return volume
     held = {name: np.empty(volume.shape, np.dtype(array.dtype)) for name, array in lazy.items()}

@@ -15,6 +15,12 @@ from mitoseg.evaluation.predictor import Predictor
 from mitoseg.evaluation.protocol_card import TestSetHash, card_columns, protocol_card
 from mitoseg.errors import InputError
 from mitoseg.runs.files import write_new_csv, write_new_text
+from mitoseg.runs.protocol_columns import (
+    CARD_PREFIX,
+    MEAN_OVER_VOLUMES,
+    VOLUME_COLUMN,
+    VOLUMES_COLUMN,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +62,7 @@ def evaluate_em(predictor: Predictor, datamodule: Any, inference: DictConfig,
         test_set = {"fingerprint": TestSetHash().update(*arrays).fingerprint(), "units": 1,
                     "description": f"{volumes.description}: test volume "
                                    f"{_named(test, several)}{tuple(test.shape)}"}
-        rows += [({"test_volume": test.name} if several else {}) | row
+        rows += [({VOLUME_COLUMN: test.name} if several else {}) | row
                  | card_columns(_card(predictor, row, test_set)) for row in scored]
     if several:
         test_set = {"fingerprint": whole_set.fingerprint(), "units": len(volumes.test),
@@ -71,7 +77,7 @@ def evaluate_em(predictor: Predictor, datamodule: Any, inference: DictConfig,
     write_new_text(out_dir / "protocols.md", matrix_table(rows, title))
     log.info("\n%s", matrix_table(rows, title))
     headline = next(row for row in rows if _key(row) == _key(choice)
-                    and row.get("test_volume", "mean") == "mean")
+                    and row.get(VOLUME_COLUMN, MEAN_OVER_VOLUMES) == MEAN_OVER_VOLUMES)
     keys = ("iou_fg", "iou_bg", "iou_overall", "dice", "iou_fg_mean_per_slice")
     test = {key: {"mean": headline[key], "n": len(volumes.test)}
             | ({"std": headline[f"{key}_std"]} if several else {}) for key in keys}
@@ -93,11 +99,11 @@ def mean_over_volumes(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         groups.setdefault(_key(row), []).append(row)
     means = []
     for key, group in groups.items():
-        mean: dict[str, Any] = {"test_volume": "mean", "protocol": key[0], "tta": key[1],
-                                "zfilter": key[2], "volumes": len(group)}
+        mean: dict[str, Any] = {VOLUME_COLUMN: MEAN_OVER_VOLUMES, "protocol": key[0], "tta": key[1],
+                                "zfilter": key[2], VOLUMES_COLUMN: len(group)}
         for name, value in group[0].items():
-            if name in mean or name in TOTALS or name == "test_volume" or \
-                    name.startswith("card_") or isinstance(value, (bool, str)) or \
+            if name in mean or name in TOTALS or name == VOLUME_COLUMN or \
+                    name.startswith(CARD_PREFIX) or isinstance(value, (bool, str)) or \
                     not isinstance(value, (int, float)):
                 continue
             values = np.array([float(row[name]) for row in group])

@@ -23,10 +23,11 @@ import numpy as np
 import torch
 
 from mitoseg.evaluation.reconstruction import ReconstructionSettings
+from mitoseg.runs.protocol_columns import CARD_PREFIX
 
 CARD_KEYS = ("reconstruction", "window", "overlap", "blending", "tta", "zfilter", "threshold",
              "threshold_source", "test_set")
-COLUMN_PREFIX = "card_"
+COLUMN_PREFIX = CARD_PREFIX  # protocols.csv: a row's card as columns
 
 
 class TestSetHash:

@@ -32,6 +32,12 @@ import yaml
 from mitoseg.errors import InputError
 from mitoseg.reporting.wandb_offline import OfflineRun, merge_attempts, read_offline_run
 from mitoseg.runs.identity import identity_overrides, override_key
+from mitoseg.runs.protocol_columns import (
+    CARD_PREFIX,
+    MEAN_OVER_VOLUMES,
+    VOLUME_COLUMN,
+    VOLUMES_COLUMN,
+)
 
 NO_PROTOCOL = "-"  # metrics that are not per inference protocol (fluorescence test images)
 ERROR_MARK = "mitoseg: error:"  # what run_guarded logs when a job stops on bad input
@@ -291,8 +297,8 @@ def protocol_rows(run: RunRecord) -> list[dict[str, Any]]:
     """The protocols.csv rows that stand for the run: all of them, or, when it was tested on
     several volumes (a ``test_volume`` column), only their mean rows (``test_volume`` "mean"):
     each volume's own row is a part of the run's value, not another value of it."""
-    if any(row.get("test_volume") for row in run.protocols):
-        return [row for row in run.protocols if row.get("test_volume") == "mean"]
+    if any(row.get(VOLUME_COLUMN) for row in run.protocols):
+        return [row for row in run.protocols if row.get(VOLUME_COLUMN) == MEAN_OVER_VOLUMES]
     return list(run.protocols)
 
 
@@ -306,7 +312,8 @@ def available_metrics(runs: Iterable[RunRecord]) -> list[str]:
                 names |= dict.fromkeys(f"{split}/{key}" for key in entry)
         for row in protocol_rows(run)[:1]:  # the row's labels and its card are no metrics
             names |= dict.fromkeys(k for k in row if k not in (
-                "protocol", "tta", "zfilter", "test_volume", "volumes") and not k.startswith("card_"))
+                "protocol", "tta", "zfilter", VOLUME_COLUMN, VOLUMES_COLUMN)
+                and not k.startswith(CARD_PREFIX))
     return list(names)
 
 

@@ -14,10 +14,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from mitoseg.reporting.collect import RunRecord, protocol_label, protocol_rows
+from mitoseg.runs.protocol_columns import CARD_PREFIX
 from mitoseg.runs.paths import display_path
 
 CARD_KEY = "protocol_card"  # the metrics.json key
-COLUMN_PREFIX = "card_"  # protocols.csv: each row's own card, as columns
 NO_CARD = "no card"
 SHOWN_RUNS = 3  # runs named per card in a message, then a count
 
@@ -38,8 +38,8 @@ def row_card_text(run: RunRecord, protocol: str) -> str:
     """The card of the run's protocols.csv rows under ``protocol`` (their ``card_*`` columns:
     a protocols.csv metric was measured under its row's card, which for a row other than the
     headline is not metrics.json's), as one line of sorted JSON, or ``no card``."""
-    cards = {json.dumps({k[len(COLUMN_PREFIX):]: v for k, v in row.items()
-                         if k.startswith(COLUMN_PREFIX)}, sort_keys=True, default=str)
+    cards = {json.dumps({k[len(CARD_PREFIX):]: v for k, v in row.items()
+                         if k.startswith(CARD_PREFIX)}, sort_keys=True, default=str)
              for row in protocol_rows(run) if protocol_label(row) == protocol}
     cards.discard("{}")
     return cards.pop() if len(cards) == 1 else NO_CARD

@@ -18,7 +18,7 @@ is not one of them); otherwise the run stops and lists the differences. A finish
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,18 +89,13 @@ def check_same_config(stored_path: Path, config: Mapping[str, Any]) -> None:
     except (OSError, yaml.YAMLError) as error:
         raise InputError(f"cannot resume: '{stored_path}' is unreadable ({error})") from None
     before, after = _flatten(stored), _flatten(config)
-    changed = [f"{key}: {before.get(key, '<absent>')!r} -> {after.get(key, '<absent>')!r}"
-               for key in sorted(set(before) | set(after))
-               if not is_result_neutral(key)
-               and before.get(key, "<absent>") != after.get(key, "<absent>")]
+    changed = _differences(before, after, lambda key: not is_result_neutral(key))
     if changed:
         shown = "; ".join(changed[:8]) + (f"; ... ({len(changed)} in all)" if len(changed) > 8 else "")
         raise InputError(f"cannot resume '{stored_path.parent}': the configuration differs "
                          f"from the one the run started with ({shown}); give the same "
                          "overrides as the original command")
-    rounding = [f"{key}: {before.get(key, '<absent>')!r} -> {after.get(key, '<absent>')!r}"
-                for key in sorted(set(before) | set(after)) if under(key, ROUNDING_KEYS)
-                and before.get(key, "<absent>") != after.get(key, "<absent>")]
+    rounding = _differences(before, after, lambda key: under(key, ROUNDING_KEYS))
     if rounding:
         log.warning("resuming '%s' with %s: these change how the network runs, so the result "
                     "equals an uninterrupted run's only to floating-point rounding, not bit for "
@@ -111,6 +106,14 @@ def check_same_config(stored_path: Path, config: Mapping[str, Any]) -> None:
                     "their own random streams, so the resumed run is not guaranteed to equal an "
                     "uninterrupted one bit for bit (exact with num_workers=0)",
                     stored_path.parent, workers)
+
+
+def _differences(before: Mapping[str, Any], after: Mapping[str, Any],
+                 wanted: Callable[[str], bool]) -> list[str]:
+    """"key: old -> new" for each flattened key of ``wanted`` whose value differs."""
+    return [f"{key}: {before.get(key, '<absent>')!r} -> {after.get(key, '<absent>')!r}"
+            for key in sorted(set(before) | set(after))
+            if wanted(key) and before.get(key, "<absent>") != after.get(key, "<absent>")]
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
