@@ -71,13 +71,17 @@ def loader_rate(dataset: Dataset, batch: int, workers: int) -> dict[str, Any]:
 
 def torch_rate(masks: np.ndarray, params: FluorescenceParams, batch: int, rounds: int,
                device: torch.device, seed: int) -> dict[str, Any]:
-    """Images/s of the batched torch generator (augment + synthesize + z-score) on device."""
+    """Images/s of the batched torch generator (augment + synthesize + z-score) on device,
+    with one generator per image made for every batch, as the data module's ``synthesis:
+    device`` does (each training sample's image is then fixed, whatever its batch)."""
     pool = torch.from_numpy(masks).to(device)
     generator = torch.Generator(device=device).manual_seed(seed)
+    seeds = iter(range(seed, seed + 2**40))
 
     def one_batch() -> torch.Tensor:
         pick = torch.randint(0, len(pool), (batch,), generator=generator, device=device)
-        return zscore(synthesize_batch(random_dihedral(pool[pick], generator), params, generator))
+        per_image = [torch.Generator(device=device).manual_seed(next(seeds)) for _ in range(batch)]
+        return zscore(synthesize_batch(random_dihedral(pool[pick], generator), params, per_image))
 
     one_batch()  # warm-up
     synchronize(device)

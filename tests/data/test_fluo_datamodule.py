@@ -262,6 +262,36 @@ def test_device_synthesis_is_reproducible_and_keeps_validation_and_test_images()
                                    rtol=0, atol=0)
 
 
+def _device_images(module: FluorescenceDataModule, indices: list[int]) -> dict[int, torch.Tensor]:
+    """The device-made images of training samples ``indices``, made as one batch."""
+    module.setup()
+    train = module.datasets["train"]
+    batch = torch.utils.data.default_collate([train[i] for i in indices])
+    batch = module.on_after_batch_transfer(module.on_before_batch_transfer(batch, 0), 0)
+    return dict(zip(indices, batch["image"]))
+
+
+def test_device_synthesis_fixes_each_sample_image_as_the_cpu_does() -> None:
+    """``train_repeats`` means what it says on either path: a training sample's image is the
+    same whichever batch it comes in (epochs reshuffle the batches), as the CPU data set makes
+    it. Before, the noise was drawn per batch, so it changed with the batch's other members:
+    on a GPU (where ``synthesis`` defaults to ``device``) every epoch saw new noise."""
+    module = _datamodule("device", train_conditions=[{"snr": 8.0}, {"snr": 1.0}])
+    alone = _device_images(module, [3])
+    first = _device_images(module, [0, 1, 2, 3, 4, 5, 6, 7])
+    second = _device_images(module, [20, 3, 11, 9, 30, 2, 17, 25])
+    for index in (3, 2):
+        torch.testing.assert_close(first[index], second[index], rtol=0, atol=0)
+    # Alone: the same draws; the blur's convolution may round differently for a batch of one.
+    torch.testing.assert_close(alone[3], first[3], rtol=0, atol=1e-5)
+    # Two realizations of one mask (train_repeats=2: samples i and i + masks) differ.
+    repeats = _datamodule("device", train_repeats=2)
+    repeats.setup()
+    masks = len(repeats.datasets["train"]) // 2
+    pair = _device_images(repeats, [1, 1 + masks])
+    assert not torch.equal(pair[1], pair[1 + masks])
+
+
 def test_device_synthesis_mixes_conditions_by_sample() -> None:
     """A mixture (paper 000 scheme 2): each sample gets its own condition's noise level."""
     module = _datamodule("device", train_conditions=[{"snr": 8.0}, {"snr": 1.0}], normalize="none",

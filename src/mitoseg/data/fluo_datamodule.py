@@ -60,7 +60,9 @@ class FluorescenceDataModule(SplitDataModule):
             made after the batch reaches the training device (torch; on the GPU when
             training there), for GPU training faster than CPU workers can synthesize.
             Validation and test images are always made on the CPU: the same images either way.
-            The two give images of the same distribution, not the same pixels.
+            The two give images of the same distribution, not the same pixels; in both a
+            training sample's image depends on the seed and its index only, so it is the same
+            in every epoch (``train_repeats`` images per mask, whatever the batches).
     """
 
     evaluation = "image_set"
@@ -155,16 +157,17 @@ class FluorescenceDataModule(SplitDataModule):
         return [int(c) for c in counts]
 
     def on_before_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
-        """A mask-only batch gets its synthesis plan here, on the CPU: a seed from the training
-        seed and the sample indices, and the batch positions of each image condition (knowing
-        them on the device would make the CPU wait for it)."""
+        """A mask-only batch gets its synthesis plan here, on the CPU: one seed per sample, from
+        the training seed and the sample's index only (so a sample's image is the same in
+        whatever batch it comes, as the CPU data set makes it), and the batch positions of each
+        image condition (knowing them on the device would make the CPU wait for it)."""
         if self.synthesis == "device" and "image" not in batch and "condition" in batch:
-            indices = [int(i) for i in batch["index"]]
-            seed = int(np.random.default_rng([self.seed, 0x5EED, *indices]).integers(2**62))
+            seeds = [int(np.random.default_rng([self.seed, 0x5EED, int(i)]).integers(2**62))
+                     for i in batch["index"]]
             conditions = torch.as_tensor(batch["condition"])
-            groups = [(int(k), torch.nonzero(conditions == k).flatten())
+            groups = [(int(k), torch.nonzero(conditions == k).flatten().tolist())
                       for k in torch.unique(conditions).tolist()]
-            batch["synthesis"] = {"seed": seed, "groups": groups}
+            batch["synthesis"] = {"seeds": seeds, "groups": groups}
         return batch
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
@@ -172,12 +175,12 @@ class FluorescenceDataModule(SplitDataModule):
         plan = batch.pop("synthesis", None)
         if plan is not None:
             masks = batch["mask"][:, 0] > 0.5
-            generator = torch.Generator(device=masks.device)
-            generator.manual_seed(plan["seed"])
+            generators = [torch.Generator(device=masks.device).manual_seed(seed)
+                          for seed in plan["seeds"]]
             images = torch.empty(masks.shape, dtype=torch.float32, device=masks.device)
             for condition, positions in plan["groups"]:
-                positions = positions.to(masks.device)
-                images[positions] = synthesize_batch(masks[positions],
-                                                     self.train_conditions[condition], generator)
+                at = torch.tensor(positions, device=masks.device)
+                images[at] = synthesize_batch(masks[at], self.train_conditions[condition],
+                                              [generators[p] for p in positions])
             batch["image"] = (zscore(images) if self.normalize == "zscore" else images)[:, None]
         return batch

@@ -13,9 +13,12 @@ the batch is, on the GPU when training there); benchmarks/bench_generator.py tim
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
+from mitoseg.errors import InputError
 from mitoseg.synth.fluorescence import (
     PSF_SIGMA_PX,
     SPACE_VARIANT_BANDS,
@@ -83,12 +86,38 @@ def standard_gamma(shape: float, size: tuple[int, ...], generator: torch.Generat
                                  generator=generator)
 
 
+def _gamma_field(shape: float, masks: torch.Tensor,
+                 generators: torch.Generator | Sequence[torch.Generator]) -> torch.Tensor:
+    """Gamma(shape, 1) draws of the masks' shape (B, H, W), from ``generators`` (see
+    ``synthesize_batch``)."""
+    if isinstance(generators, torch.Generator):
+        return standard_gamma(shape, tuple(masks.shape), generators, masks.device)
+    return torch.stack([standard_gamma(shape, tuple(masks.shape[1:]), generator, masks.device)
+                        for generator in generators])
+
+
+def _normal_field(masks: torch.Tensor,
+                  generators: torch.Generator | Sequence[torch.Generator]) -> torch.Tensor:
+    """Standard normal draws of the masks' shape (B, H, W), from ``generators``."""
+    if isinstance(generators, torch.Generator):
+        return torch.randn(masks.shape, generator=generators, device=masks.device)
+    return torch.stack([torch.randn(masks.shape[1:], generator=generator, device=masks.device)
+                        for generator in generators])
+
+
 def synthesize_batch(masks: torch.Tensor, params: FluorescenceParams,
-                     generator: torch.Generator) -> torch.Tensor:
-    """float32 images (B, H, W) from bool masks (B, H, W), on the masks' device."""
-    device = masks.device
+                     generators: torch.Generator | Sequence[torch.Generator]) -> torch.Tensor:
+    """float32 images (B, H, W) from bool masks (B, H, W), on the masks' device.
+
+    ``generators``: one generator for the whole batch (its draws then depend on the batch's
+    size and order), or one per mask, so that each image depends on its own generator only,
+    whatever batch it is made in (the training data module's way: a sample's image is fixed).
+    """
+    if not isinstance(generators, torch.Generator) and len(generators) != len(masks):
+        raise InputError(f"synthesize_batch: {len(generators)} generators for {len(masks)} masks; "
+                         f"give one generator, or one per mask")
     mask = masks.float()
-    field = standard_gamma(params.gamma_shape, tuple(masks.shape), generator, device)
+    field = _gamma_field(params.gamma_shape, masks, generators)
     intensities = field * params.gamma_scale * mask
     if params.smooth_inside_sigma > 0:  # normalized convolution restricted to the mask
         weights = _blur_zero_border(mask, params.smooth_inside_sigma)
@@ -104,7 +133,7 @@ def synthesize_batch(masks: torch.Tensor, params: FluorescenceParams,
     else:
         contrast = torch.full_like(count, nominal)
     sigma_bg = contrast / params.snr
-    noise = torch.randn(masks.shape, generator=generator, device=device)
+    noise = _normal_field(masks, generators)
     return signal + params.background_mean + sigma_bg[:, None, None] * noise
 
 
