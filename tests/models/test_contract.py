@@ -5,9 +5,12 @@
 - a backward pass in training mode reaches every parameter with finite gradients;
 - the same seed builds the same network (same output), another seed another one;
 - deep-supervision networks return [main, aux...] in training mode, the main output in eval;
-- a stored-output regression: the output of each network at seed 0 on a fixed input equals
-  what was stored in regression_outputs.json (a change of architecture or initialization
-  shows up here; regenerate on purpose with MITOSEG_UPDATE_REGRESSION=1).
+- a stored-output regression: the output of each network at seed 0 on a fixed input, in
+  float64, equals what was stored in regression_outputs.json (a change of architecture or
+  initialization shows up here; regenerate on purpose with MITOSEG_UPDATE_REGRESSION=1). It
+  was stored in float32, which differs between CPUs by up to ~1e-3 (``float64_outputs``);
+  stored again in float64 at commit ad5daf4, after checking every stored float32 value
+  within 1e-3 of the outputs' scale.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from mitoseg.models.table import CONF_MODEL, dims_of, model_names
+from tests.models.float64_outputs import differences, in_float64, signature
 
 MODELS = model_names()
 SIZES = {2: [(200, 200), (37, 53)], 3: [(16, 20, 24), (13, 18, 22)]}
@@ -101,14 +105,12 @@ def test_deep_supervision_outputs_only_in_training(name: str) -> None:
         assert isinstance(train_out, torch.Tensor)
 
 
-def output_signature(name: str) -> dict[str, float | list[float]]:
+def output_signature(name: str) -> dict[str, object]:
+    """Eval-mode outputs in float64 (``float64_outputs``: float32 differs between CPUs)."""
     dims = dims_of(name)
     with torch.no_grad():
-        out = build(name, 0).eval()(fixed_input(dims, TRAIN_SIZE[dims])).double()
-    flat = out.flatten()
-    picks = torch.linspace(0, flat.numel() - 1, 7).long()
-    return {"mean": float(flat.mean()), "abs_mean": float(flat.abs().mean()),
-            "std": float(flat.std()), "values": [float(v) for v in flat[picks]]}
+        out = in_float64(build(name, 0).eval())(fixed_input(dims, TRAIN_SIZE[dims]).double())
+    return signature(out)
 
 
 def stored() -> dict:
@@ -117,13 +119,10 @@ def stored() -> dict:
 
 @pytest.mark.parametrize("name", MODELS)
 def test_stored_output_regression(name: str) -> None:
-    signature = output_signature(name)
+    got = output_signature(name)
     if os.environ.get("MITOSEG_UPDATE_REGRESSION") == "1":
-        data = stored() | {name: signature}
+        data = stored() | {name: got}
         REGRESSION.write_text(json.dumps(dict(sorted(data.items())), indent=1) + "\n")
     expected = stored().get(name)
     assert expected is not None, f"no stored output for {name}: run with MITOSEG_UPDATE_REGRESSION=1"
-    scale = max(expected["abs_mean"], 1e-6)
-    for key in ("mean", "abs_mean", "std"):
-        assert signature[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-6 * scale), key
-    assert signature["values"] == pytest.approx(expected["values"], rel=1e-4, abs=1e-5 * scale)
+    assert not differences(got, expected), differences(got, expected)
