@@ -14,7 +14,7 @@ import torch
 
 from mitoseg.data.device_volumes import DeviceVolumes, check_fits, storage_dtype
 from mitoseg.data.em_datamodule import EMDataModule
-from mitoseg.data.em_patches import ConcatOrigins
+from mitoseg.data.em_patches import ConcatPatches
 from mitoseg.data.normalization import Normalization
 from mitoseg.data.volume_set import LabelledVolume, VolumeSet
 from mitoseg.errors import InputError
@@ -78,7 +78,7 @@ def test_patches_of_several_shapes_equal_the_volumes_read_at_the_same_corners(
                     _volume("tall", (9, 36, 18), 1), _volume("small", (6, 14, 16), 2)])
     module = _module(volumes, patch, normalize=normalize, sampling="device")
     dataset = module.datasets["train"]
-    assert isinstance(dataset, ConcatOrigins)
+    assert isinstance(dataset, ConcatPatches)
     torch.manual_seed(0)
     items = dataset.__getitems__(list(range(len(dataset))))
     assert {int(item["volume"]) for item in items} == {0, 1, 2}

@@ -156,7 +156,8 @@ def test_the_loader_draws_whole_batches_of_corners_reproducibly() -> None:
     draw = dataset.origins
     dataset.origins = lambda indices: calls.append(list(indices)) or draw(indices)
     batch = next(iter(module.train_dataloader()))
-    assert calls == [batch["index"].tolist()]  # one draw for the whole batch
+    assert [[key.index for key in keys] for keys in calls] == [batch["index"].tolist()]
+    assert len({key.draw for key in calls[0]}) == 1  # one draw for the whole batch
     loader = _module((16, 24))
     torch.manual_seed(4)
     items = loader.datasets["train"].__getitems__([0, 5])

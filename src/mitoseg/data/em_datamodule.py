@@ -9,13 +9,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import ConcatDataset
 
 from mitoseg.data.augment import is_mask_transform
 from mitoseg.data.base import SplitDataModule
 from mitoseg.data.em_overlap import MAX_SHIFT_PX, NEAR_COPY_CORRELATION, slice_copies
 from mitoseg.data.device_volumes import DeviceVolumes
-from mitoseg.data.em_patches import ConcatOrigins, RandomPatchDataset, TiledPatchDataset
+from mitoseg.data.em_patches import ConcatPatches, RandomPatchDataset, TiledPatchDataset
 from mitoseg.data.em_split import slice_ranges, validation_split
 from mitoseg.data.held_volumes import hold_fitting
 from mitoseg.data.normalization import EM_MODES, Normalization, fit_normalization_over
@@ -229,8 +228,7 @@ class EMDataModule(SplitDataModule):
             val_z = _annotated(volume, every) if self.spatial_dims == 2 else every
             if val_z:
                 validation.append(self._tiles(volume, val_z))
-        self.datasets = {"train": ConcatOrigins(train) if self.sampling == "device"
-                         and len(train) > 1 else _one_or_concat(train)}
+        self.datasets = {"train": _one_or_concat(train)}
         if validation:
             self.datasets["val"] = _one_or_concat(validation)
         for volume, (train_z, val_z) in zip(volumes.train, self.slices):
@@ -367,8 +365,8 @@ def _annotated(volume: LabelledVolume, z_indices: list[int]) -> list[int]:
 
 def _one_or_concat(datasets: list[Any]) -> Any:
     """One dataset as it is (so its batch sampling and random draws are unchanged), several as
-    a ``ConcatDataset`` (each volume then gives samples in proportion to its length)."""
-    return datasets[0] if len(datasets) == 1 else ConcatDataset(datasets)
+    a ``ConcatPatches`` (each volume then gives samples in proportion to its length)."""
+    return datasets[0] if len(datasets) == 1 else ConcatPatches(datasets)
 
 
 def _numbered(volume: LabelledVolume, indices: Sequence[int]) -> list[list[int]]:

@@ -17,6 +17,7 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from mitoseg.data.em_split import contiguous_runs
 from mitoseg.data.label_mapping import CHECK_VOXELS
+from mitoseg.data.loaders import SampleKey, batch_key, item_index, member_key, sample_key
 from mitoseg.data.normalization import Normalization, dtype_range
 from mitoseg.data.slabs import slices_in_slabs
 from mitoseg.data.volume_set import slice_counts
@@ -186,9 +187,10 @@ class RandomPatchDataset(Dataset):
     2D: patch (h, w) from one slice z of ``z_indices``; 3D: patch (d, h, w) whose z-range
     lies inside one run of consecutive slices of ``z_indices`` (a block), so a patch never
     crosses a gap such as the validation block. Every block must hold a patch: a shorter one
-    is refused rather than left out. Randomness comes from torch's generator
-    (seeded by the run seed, and per DataLoader worker), so patches change every epoch but
-    repeat exactly for the same seed.
+    is refused rather than left out. Randomness is keyed (``keyed_draws``): an item of the
+    training loader is a ``SampleKey`` (index, the epoch's draw made by the sampler in the main
+    process), so patches change every epoch, repeat exactly for the same seed, and do not
+    depend on the loader's worker processes; a plain index draws from torch's generator.
 
     ``placement``: "centred" puts the patch around a drawn voxel, moved inside the volume (so
     windows touching a border are drawn more often than others); "uniform" draws the window's
@@ -201,6 +203,8 @@ class RandomPatchDataset(Dataset):
     items carry "valid" (float32, 1 = counts; all ones without ``ignored``), for the loss and
     the metrics to skip ignored voxels.
     """
+
+    keyed_draws = True  # the training loader hands out SampleKeys (mitoseg.data.loaders)
 
     def __init__(self, image: Any, labels: Any, z_indices: Sequence[int], patch: Sequence[int],
                  patches_per_image: int = 1, foreground_weight: float = 1.0,
@@ -248,9 +252,9 @@ class RandomPatchDataset(Dataset):
                     for block in self.blocks)
         return tiles * self.patches_per_image
 
-    def origin(self, index: int) -> tuple[int, int, int]:
-        """The corner (z, y, x) of sample ``index``'s window (z: its slice in 2D)."""
-        draw = int(torch.randint(0, 2**31 - 1, ()).item())
+    def origin(self, item: int | SampleKey) -> tuple[int, int, int]:
+        """The corner (z, y, x) of sample ``item``'s window (z: its slice in 2D)."""
+        index, draw = sample_key(item)
         rng = np.random.default_rng([draw, index])
         height, width = self.image.shape[1:]
         z, y, x, from_foreground = self.sampler.draw(rng, (height, width))
@@ -266,18 +270,19 @@ class RandomPatchDataset(Dataset):
             z = block.start + _start(z - block.start, self.patch[0], len(block))
         return z, y0, x0
 
-    def origins(self, indices: Sequence[int]) -> np.ndarray:
+    def origins(self, items: Sequence[int | SampleKey]) -> np.ndarray:
         """The corners (N, 3) (z, y, x) of a whole batch of windows, drawn at once.
 
         The same distribution as ``origin`` (placement, foreground weighting, 3D windows inside
         their block) from one generator per batch instead of one per sample: a batch of 64
         windows costs about 0.1 ms instead of 3 ms of the CPU, which bounds a GPU training step
-        when the windows are cut on the GPU (``sampling=device``). Seeded from torch's generator
-        like ``origin``, so a run's windows repeat for the same seed.
+        when the windows are cut on the GPU (``sampling=device``). Keyed like ``origin`` (by
+        the epoch's draw, the batch's first index and its size), so a run's windows repeat for
+        the same seed.
         """
-        count = len(indices)
-        draw = int(torch.randint(0, 2**31 - 1, ()).item())
-        rng = np.random.default_rng([draw, int(indices[0]) if count else 0, count])
+        count = len(items)
+        indices, draw = batch_key(items)
+        rng = np.random.default_rng([draw, indices[0] if count else 0, count])
         height, width = self.image.shape[1:]
         z, y, x, from_foreground = self.sampler.draw_many(rng, count, (height, width))
         patch_h, patch_w = self.patch[-2], self.patch[-1]
@@ -296,16 +301,17 @@ class RandomPatchDataset(Dataset):
                 z = np.where(uniform, start + (rng.random(count) * room).astype(np.int64), z)
         return np.stack([z, y0, x0], 1).astype(np.int64)
 
-    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+    def __getitems__(self, items: Sequence[int | SampleKey]) -> list[dict[str, Any]]:
         """A DataLoader batch: window corners drawn at once (``origins_only``), else item by item."""
         if not self.origins_only:
-            return [self[index] for index in indices]
-        corners = torch.from_numpy(self.origins(indices))
-        return [{"origin": corner, "volume": self.volume_number, "index": index}
-                for corner, index in zip(corners, indices)]
+            return [self[item] for item in items]
+        corners = torch.from_numpy(self.origins(items))
+        return [{"origin": corner, "volume": self.volume_number, "index": item_index(item)}
+                for corner, item in zip(corners, items)]
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        z, y0, x0 = self.origin(index)
+    def __getitem__(self, item: int | SampleKey) -> dict[str, Any]:
+        index = item_index(item)
+        z, y0, x0 = self.origin(item)
         if self.origins_only:
             return {"origin": torch.tensor([z, y0, x0]), "volume": self.volume_number,
                     "index": index}
@@ -382,21 +388,41 @@ def _sample(image: np.ndarray, labels: np.ndarray, index: int, where: str,
     return sample
 
 
-class ConcatOrigins(ConcatDataset):
-    """Window corners of several training volumes (``RandomPatchDataset`` with
-    ``origins_only``), a DataLoader batch drawn per volume at once: each volume draws the
-    corners of its share of the batch in one call, as it would alone, and the items come back in
-    the batch's order. (A plain ``ConcatDataset`` would draw them one sample at a time.)"""
+class ConcatPatches(ConcatDataset):
+    """Patches (or, with ``origins_only``, window corners) of several volumes' data sets, each
+    giving samples in proportion to its length. A DataLoader batch is asked of each member at
+    once for its share (so ``RandomPatchDataset`` draws the corners of its share in one call,
+    as it would alone) and comes back in the batch's order. A ``SampleKey`` reaches a member
+    with a draw of its own (``member_key``), so two volumes' samples never draw alike."""
 
-    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
-        members: dict[int, list[tuple[int, int]]] = {}
-        for position, index in enumerate(indices):
-            member = bisect.bisect_right(self.cumulative_sizes, int(index))
-            local = int(index) - (self.cumulative_sizes[member - 1] if member else 0)
+    def __init__(self, datasets: Sequence[Dataset]) -> None:
+        super().__init__(datasets)
+        self.keyed_draws = any(getattr(d, "keyed_draws", False) for d in self.datasets)
+
+    def _locate(self, item: int | SampleKey) -> tuple[int, int | SampleKey]:
+        index = item_index(item)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        member = bisect.bisect_right(self.cumulative_sizes, index)
+        local = index - (self.cumulative_sizes[member - 1] if member else 0)
+        return member, (member_key(SampleKey(*item), member, local)
+                        if isinstance(item, tuple) else local)
+
+    def __getitem__(self, item: int | SampleKey) -> dict[str, Any]:
+        member, local = self._locate(item)
+        return self.datasets[member][local]
+
+    def __getitems__(self, items: Sequence[int | SampleKey]) -> list[dict[str, Any]]:
+        members: dict[int, list[tuple[int, int | SampleKey]]] = {}
+        for position, item in enumerate(items):
+            member, local = self._locate(item)
             members.setdefault(member, []).append((position, local))
-        items: list[dict[str, Any]] = [{}] * len(indices)
+        out: list[dict[str, Any]] = [{}] * len(items)
         for member, placed in members.items():
-            drawn = self.datasets[member].__getitems__([local for _, local in placed])
-            for (position, _), item in zip(placed, drawn):
-                items[position] = item
-        return items
+            dataset = self.datasets[member]
+            locals_ = [local for _, local in placed]
+            drawn = (dataset.__getitems__(locals_) if hasattr(dataset, "__getitems__")
+                     else [dataset[local] for local in locals_])
+            for (position, _), sample in zip(placed, drawn):
+                out[position] = sample
+        return out

@@ -15,6 +15,7 @@ from mitoseg.data.base import SplitDataModule
 from mitoseg.data.fluo_dataset import fluorescence_normalization, normalize_image
 from mitoseg.data.image_io import list_image_files, read_image, read_mask
 from mitoseg.data.leak_free_split import overlap_rule, split_without_leaks
+from mitoseg.data.loaders import SampleKey, item_index, sample_key
 from mitoseg.data.normalization import Normalization
 from mitoseg.errors import InputError
 from mitoseg.runs.paths import display_path
@@ -56,12 +57,15 @@ class PairedImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    keyed_draws = True  # the training loader hands out SampleKeys (mitoseg.data.loaders)
+
+    def __getitem__(self, item: int | SampleKey) -> dict[str, Any]:
+        index = item_index(item)
         pair = np.stack([self.images[index], self.masks[index].astype(np.float32)])
         if self.augment is not None:
-            # torch's generator is seeded per run (and per worker), so augmentation differs
-            # between epochs yet repeats exactly for the same seed
-            draw = int(torch.randint(0, 2**31 - 1, ()).item())
+            # keyed by the epoch's draw: augmentation differs between epochs, yet repeats for
+            # the same seed whatever the loader's workers
+            draw = sample_key(item).draw
             pair = self.augment(pair, np.random.default_rng([self.seed, index, draw]))
         image = normalize_image(pair[0], self.normalize)
         return {"image": torch.from_numpy(np.ascontiguousarray(image, np.float32))[None],

@@ -3,11 +3,13 @@
 One list, ``RESULT_NEUTRAL_KEYS``, names the keys (and their sub-keys) that cannot change what
 a run computes beyond floating-point rounding: where its files go (``paths``), how it is logged
 and named (``logger``, ``experiment_name``, ``trainer.enable_progress_bar``, ...), how it is
-launched or continued (``hydra``, ``resume``) and how fast the network runs (``torch_threads``,
-``speed``: they change the order of sums, so the weights differ in their last bits; the keys
-of ``ROUNDING_KEYS``; the
-README's "change how the network runs, not what it learns"). Every reader of the identity
-uses it:
+launched or continued (``hydra``, ``resume``), how fast batches come
+(``dataset.num_workers``: every random draw of a sample is keyed in the main process,
+``mitoseg.data.loaders``, so any number of workers gives the same run bit for bit;
+``dataset.hold_in_memory_mib``) and how fast the network runs (``torch_threads``, ``speed``:
+they change the order of sums, so the weights differ in their last bits; the keys of
+``ROUNDING_KEYS``; the README's "change how the network runs, not what it learns"). Every
+reader of the identity uses it:
 
 - ``runs/resume.py``: a run may be continued under a config that differs only in these keys;
 - ``reporting/collect.py`` (``report.py``) and ``training/loggers.py`` (W&B groups): a
@@ -23,7 +25,7 @@ from collections.abc import Iterable, Sequence
 
 RESULT_NEUTRAL_KEYS = ("paths", "logger", "hydra", "resume", "experiment_name", "torch_threads",
                        "speed", "trainer.enable_progress_bar", "trainer.enable_model_summary",
-                       "dataset.hold_in_memory_mib")
+                       "dataset.hold_in_memory_mib", "dataset.num_workers")
 REPLICATE_KEYS = ("seed",)  # changes a result, but names a replicate, not a configuration
 # result-neutral, but not bit for bit: a run resumed under other values of these ends with
 # weights that differ from an uninterrupted run's in their last bits (resume warns)

@@ -100,12 +100,6 @@ def check_same_config(stored_path: Path, config: Mapping[str, Any]) -> None:
         log.warning("resuming '%s' with %s: these change how the network runs, so the result "
                     "equals an uninterrupted run's only to floating-point rounding, not bit for "
                     "bit", stored_path.parent, "; ".join(rounding))
-    workers = after.get("dataset.num_workers")
-    if isinstance(workers, int) and workers > 0:
-        log.warning("resuming '%s' with dataset.num_workers=%d: persistent loader workers keep "
-                    "their own random streams, so the resumed run is not guaranteed to equal an "
-                    "uninterrupted one bit for bit (exact with num_workers=0)",
-                    stored_path.parent, workers)
 
 
 def _differences(before: Mapping[str, Any], after: Mapping[str, Any],

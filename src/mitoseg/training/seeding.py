@@ -27,9 +27,9 @@ class EpochSeeding(pl.Callback):
     from the second epoch on, but before it in the first epoch of a fit -- including the
     first epoch after a resumption. So in the first epoch of a process the iterator is made
     again after seeding: the batch order, the random patches and the augmentation of every
-    epoch then come from the same RNG state, resumed or not. Persistent DataLoader workers
-    keep their own RNG streams across epochs: exact resumption needs ``num_workers=0`` (the
-    CPU default).
+    epoch then come from the same RNG state, resumed or not. The loader's workers draw nothing
+    of their own: each sample's draws are keyed by the sampler's draw of the epoch, made in the
+    main process after this reseeding (``mitoseg.data.loaders``), so this holds with any number of workers.
     """
 
     def __init__(self, seed: int) -> None:

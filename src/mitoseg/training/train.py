@@ -88,9 +88,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     An interrupted run (killed, preempted) continues from ``checkpoints/last.ckpt`` when it
     is started again in its folder (``resume``, see ``mitoseg.runs.resume``); every epoch is
     seeded from (seed, epoch), so the result equals that of an uninterrupted run, bit for bit
-    with ``dataset.num_workers=0`` and the same ``torch_threads`` and ``speed`` (resume warns
-    otherwise: loader workers keep their own random streams, and threads and speed options
-    change float rounding).
+    with the same ``torch_threads`` and ``speed`` (resume warns otherwise: they change float
+    rounding), and with any ``dataset.num_workers`` (samples' draws are keyed in the main
+    process, ``mitoseg.data.loaders``).
 
     With several processes (``trainer=ddp``) every rank trains; rank 0 alone writes files,
     tests on one device and returns the metrics (the other ranks return an empty dict).
