@@ -70,18 +70,20 @@ def loader_rate(dataset: Dataset, batch: int, workers: int) -> dict[str, Any]:
 
 
 def torch_rate(masks: np.ndarray, params: FluorescenceParams, batch: int, rounds: int,
-               device: torch.device, seed: int) -> dict[str, Any]:
+               device: torch.device, seed: int, per_image: bool = True) -> dict[str, Any]:
     """Images/s of the batched torch generator (augment + synthesize + z-score) on device,
     with one generator per image made for every batch, as the data module's ``synthesis:
-    device`` does (each training sample's image is then fixed, whatever its batch)."""
+    device`` does (each training sample's image is then fixed, whatever its batch); with
+    ``per_image=False`` one generator draws the whole batch (what it did before)."""
     pool = torch.from_numpy(masks).to(device)
     generator = torch.Generator(device=device).manual_seed(seed)
     seeds = iter(range(seed, seed + 2**40))
 
     def one_batch() -> torch.Tensor:
         pick = torch.randint(0, len(pool), (batch,), generator=generator, device=device)
-        per_image = [torch.Generator(device=device).manual_seed(next(seeds)) for _ in range(batch)]
-        return zscore(synthesize_batch(random_dihedral(pool[pick], generator), params, per_image))
+        draws = ([torch.Generator(device=device).manual_seed(next(seeds)) for _ in range(batch)]
+                 if per_image else generator)
+        return zscore(synthesize_batch(random_dihedral(pool[pick], generator), params, draws))
 
     one_batch()  # warm-up
     synchronize(device)
@@ -90,7 +92,8 @@ def torch_rate(masks: np.ndarray, params: FluorescenceParams, batch: int, rounds
         one_batch()
     synchronize(device)
     seconds = time.perf_counter() - start
-    return {"device": str(device), "batch": batch, "images": batch * rounds,
+    return {"device": str(device), "batch": batch, "generators": "per image" if per_image
+            else "one per batch", "images": batch * rounds,
             "seconds": rounded(seconds), "images_per_s": rounded(batch * rounds / seconds)}
 
 
@@ -155,6 +158,12 @@ def main(argv: list[str] | None = None) -> None:
         if device.type == "cuda":
             generators["torch_gpu"] = torch_rate(mask_set.masks, params, settings["torch_batch"],
                                                  settings["torch_rounds"] * 4, device, args.seed)
+        # what one generator per image costs: the same batches drawn by one generator
+        where = device if device.type == "cuda" else torch.device("cpu")
+        generators["torch_one_generator_per_batch"] = torch_rate(
+            mask_set.masks, params, settings["torch_batch"],
+            settings["torch_rounds"] * (4 if where.type == "cuda" else 1), where, args.seed,
+            per_image=False)
         report["generators"] = generators
         consumer = training_rate(args, device)
         report["training_consumption"] = consumer
