@@ -53,11 +53,11 @@ class PairedImageDataset(Dataset):
                  normalize: str = "zscore") -> None:
         self.images, self.masks, self.ids = images, masks, ids
         self.seed, self.augment, self.normalize = seed, augment, normalize
+        # augmented (training): its loader hands out SampleKeys (mitoseg.data.loaders)
+        self.keyed_draws = augment is not None
 
     def __len__(self) -> int:
         return len(self.images)
-
-    keyed_draws = True  # the training loader hands out SampleKeys (mitoseg.data.loaders)
 
     def __getitem__(self, item: int | SampleKey) -> dict[str, Any]:
         index = item_index(item)

@@ -29,7 +29,8 @@ class EpochSeeding(pl.Callback):
     again after seeding: the batch order, the random patches and the augmentation of every
     epoch then come from the same RNG state, resumed or not. The loader's workers draw nothing
     of their own: each sample's draws are keyed by the sampler's draw of the epoch, made in the
-    main process after this reseeding (``mitoseg.data.loaders``), so this holds with any number of workers.
+    main process after this reseeding (``mitoseg.data.loaders``), so this holds with any
+    number of workers.
     """
 
     def __init__(self, seed: int) -> None:
