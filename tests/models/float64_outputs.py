@@ -47,11 +47,6 @@ def differences(got: dict[str, Any], expected: dict[str, Any]) -> list[str]:
             if abs(a - b) > allowed]
 
 
-def in_float64(net: torch.nn.Module) -> torch.nn.Module:
-    """The network with float64 parameters and buffers (its float32 values, widened)."""
-    return net.double()
-
-
 TRAINING_INPUT = {2: (2, 1, 72, 72), 3: (2, 1, 16, 16, 16)}
 
 
@@ -64,7 +59,7 @@ def training_outputs(name: str, conf_model: Path) -> list[torch.Tensor]:
 
     cfg = OmegaConf.load(conf_model / f"{name}.yaml")
     torch.manual_seed(0)
-    net = in_float64(instantiate(cfg).train())
+    net = instantiate(cfg).train().double()
     for module in net.modules():
         if isinstance(module, torch.nn.modules.dropout._DropoutNd):
             module.p = 0.0

@@ -26,7 +26,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from mitoseg.models.table import CONF_MODEL, dims_of, model_names
-from tests.models.float64_outputs import differences, in_float64, signature
+from tests.models.float64_outputs import differences, signature
 
 MODELS = model_names()
 SIZES = {2: [(200, 200), (37, 53)], 3: [(16, 20, 24), (13, 18, 22)]}
@@ -109,7 +109,7 @@ def output_signature(name: str) -> dict[str, object]:
     """Eval-mode outputs in float64 (``float64_outputs``: float32 differs between CPUs)."""
     dims = dims_of(name)
     with torch.no_grad():
-        out = in_float64(build(name, 0).eval())(fixed_input(dims, TRAIN_SIZE[dims]).double())
+        out = build(name, 0).eval().double()(fixed_input(dims, TRAIN_SIZE[dims]).double())
     return signature(out)
 
 

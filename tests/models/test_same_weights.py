@@ -35,7 +35,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from tests.models.float64_outputs import differences, in_float64, signature
+from tests.models.float64_outputs import differences, signature
 
 CONF_MODEL = Path(__file__).resolve().parents[2] / "conf" / "model"
 FIXTURE = Path(__file__).with_name("same_weights.json")
@@ -84,7 +84,7 @@ def fingerprint(case: str, conf_model: Path = CONF_MODEL) -> dict[str, Any]:
     structure = sha256((n, tuple(t.shape), t.dtype) for n, t in state.items())
     values = sha256(tensor_bytes(t) for t in state.values())
     dims = int(cfg.get("spatial_dims", 2))
-    net = in_float64(net)
+    net = net.double()
     outputs = []
     for index, size in enumerate(SIZES[dims]):
         x = torch.rand((1, 1, *size), generator=torch.Generator().manual_seed(index))

@@ -17,7 +17,14 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from mitoseg.data.em_split import contiguous_runs
 from mitoseg.data.label_mapping import CHECK_VOXELS
-from mitoseg.data.loaders import SampleKey, batch_key, item_index, member_key, sample_key
+from mitoseg.data.loaders import (
+    SampleKey,
+    batch_key,
+    item_index,
+    keyed_draws,
+    member_key,
+    sample_key,
+)
 from mitoseg.data.normalization import Normalization, dtype_range
 from mitoseg.data.slabs import slices_in_slabs
 from mitoseg.data.volume_set import slice_counts
@@ -397,7 +404,7 @@ class ConcatPatches(ConcatDataset):
 
     def __init__(self, datasets: Sequence[Dataset]) -> None:
         super().__init__(datasets)
-        self.keyed_draws = any(getattr(d, "keyed_draws", False) for d in self.datasets)
+        self.keyed_draws = any(keyed_draws(d) for d in self.datasets)
 
     def _locate(self, item: int | SampleKey) -> tuple[int, int | SampleKey]:
         index = item_index(item)

@@ -61,6 +61,11 @@ def member_key(key: SampleKey, member: int, local: int) -> SampleKey:
     return SampleKey(local, draw)
 
 
+def keyed_draws(dataset: Dataset) -> bool:
+    """Whether ``dataset`` takes ``SampleKey`` items (declares ``keyed_draws``)."""
+    return bool(getattr(dataset, "keyed_draws", False))
+
+
 class EpochSampler(Sampler):
     """The order of an epoch (shuffled or not) and, for a data set with ``keyed_draws``, its
     items as ``SampleKey``s, all from one draw of torch's generator made when the epoch's
@@ -68,7 +73,7 @@ class EpochSampler(Sampler):
 
     def __init__(self, dataset: Dataset, shuffle: bool) -> None:
         self.length, self.shuffle = len(dataset), bool(shuffle)
-        self.keyed = bool(getattr(dataset, "keyed_draws", False))
+        self.keyed = keyed_draws(dataset)
 
     def __len__(self) -> int:
         return self.length
@@ -91,8 +96,7 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: i
     batch, so the CPU could not prepare the next step while the GPU runs this one.
     """
     own = torch.Generator().manual_seed(new_draw())  # the workers' seeds, not the global stream
-    keyed = bool(getattr(dataset, "keyed_draws", False))
-    sampler = EpochSampler(dataset, shuffle) if shuffle or keyed else None  # None: in order
+    sampler = EpochSampler(dataset, shuffle) if shuffle or keyed_draws(dataset) else None
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
                       num_workers=num_workers, persistent_workers=num_workers > 0,
                       pin_memory=torch.cuda.is_available(), generator=own)

@@ -13,7 +13,7 @@ the batch is, on the GPU when training there); benchmarks/bench_generator.py tim
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -86,23 +86,14 @@ def standard_gamma(shape: float, size: tuple[int, ...], generator: torch.Generat
                                  generator=generator)
 
 
-def _gamma_field(shape: float, masks: torch.Tensor,
-                 generators: torch.Generator | Sequence[torch.Generator]) -> torch.Tensor:
-    """Gamma(shape, 1) draws of the masks' shape (B, H, W), from ``generators`` (see
-    ``synthesize_batch``)."""
+def _field(draw: Callable[[tuple[int, ...], torch.Generator], torch.Tensor],
+           masks: torch.Tensor,
+           generators: torch.Generator | Sequence[torch.Generator]) -> torch.Tensor:
+    """``draw(size, generator)`` of the masks' shape (B, H, W): at once from one generator,
+    or image by image from one generator per mask (see ``synthesize_batch``)."""
     if isinstance(generators, torch.Generator):
-        return standard_gamma(shape, tuple(masks.shape), generators, masks.device)
-    return torch.stack([standard_gamma(shape, tuple(masks.shape[1:]), generator, masks.device)
-                        for generator in generators])
-
-
-def _normal_field(masks: torch.Tensor,
-                  generators: torch.Generator | Sequence[torch.Generator]) -> torch.Tensor:
-    """Standard normal draws of the masks' shape (B, H, W), from ``generators``."""
-    if isinstance(generators, torch.Generator):
-        return torch.randn(masks.shape, generator=generators, device=masks.device)
-    return torch.stack([torch.randn(masks.shape[1:], generator=generator, device=masks.device)
-                        for generator in generators])
+        return draw(tuple(masks.shape), generators)
+    return torch.stack([draw(tuple(masks.shape[1:]), generator) for generator in generators])
 
 
 def synthesize_batch(masks: torch.Tensor, params: FluorescenceParams,
@@ -117,7 +108,8 @@ def synthesize_batch(masks: torch.Tensor, params: FluorescenceParams,
         raise InputError(f"synthesize_batch: {len(generators)} generators for {len(masks)} masks; "
                          f"give one generator, or one per mask")
     mask = masks.float()
-    field = _gamma_field(params.gamma_shape, masks, generators)
+    field = _field(lambda size, g: standard_gamma(params.gamma_shape, size, g, masks.device),
+                   masks, generators)
     intensities = field * params.gamma_scale * mask
     if params.smooth_inside_sigma > 0:  # normalized convolution restricted to the mask
         weights = _blur_zero_border(mask, params.smooth_inside_sigma)
@@ -133,7 +125,8 @@ def synthesize_batch(masks: torch.Tensor, params: FluorescenceParams,
     else:
         contrast = torch.full_like(count, nominal)
     sigma_bg = contrast / params.snr
-    noise = _normal_field(masks, generators)
+    noise = _field(lambda size, g: torch.randn(size, generator=g, device=masks.device),
+                   masks, generators)
     return signal + params.background_mean + sigma_bg[:, None, None] * noise
 
 
