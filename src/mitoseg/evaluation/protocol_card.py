@@ -27,7 +27,6 @@ from mitoseg.runs.protocol_columns import CARD_PREFIX
 
 CARD_KEYS = ("reconstruction", "window", "overlap", "blending", "tta", "zfilter", "threshold",
              "threshold_source", "test_set")
-COLUMN_PREFIX = CARD_PREFIX  # protocols.csv: a row's card as columns
 
 
 class TestSetHash:
@@ -76,9 +75,9 @@ def card_columns(card: Mapping[str, Any]) -> dict[str, Any]:
     for key in CARD_KEYS:
         value = card[key]
         if isinstance(value, Mapping):
-            columns |= {f"{COLUMN_PREFIX}{key}_{k}": v for k, v in value.items()}
+            columns |= {f"{CARD_PREFIX}{key}_{k}": v for k, v in value.items()}
         elif isinstance(value, (list, tuple)):
-            columns[f"{COLUMN_PREFIX}{key}"] = "x".join(str(v) for v in value)
+            columns[f"{CARD_PREFIX}{key}"] = "x".join(str(v) for v in value)
         else:
-            columns[f"{COLUMN_PREFIX}{key}"] = "" if value is None else value
+            columns[f"{CARD_PREFIX}{key}"] = "" if value is None else value
     return columns

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-RESULT_NEUTRAL_KEYS = ("paths", "logger", "hydra", "resume", "experiment_name", "torch_threads",
-                       "speed", "trainer.enable_progress_bar", "trainer.enable_model_summary",
-                       "dataset.hold_in_memory_mib", "dataset.num_workers")
-REPLICATE_KEYS = ("seed",)  # changes a result, but names a replicate, not a configuration
 # result-neutral, but not bit for bit: a run resumed under other values of these ends with
 # weights that differ from an uninterrupted run's in their last bits (resume warns)
 ROUNDING_KEYS = ("torch_threads", "speed")
+RESULT_NEUTRAL_KEYS = ("paths", "logger", "hydra", "resume", "experiment_name", *ROUNDING_KEYS,
+                       "trainer.enable_progress_bar", "trainer.enable_model_summary",
+                       "dataset.hold_in_memory_mib", "dataset.num_workers")
+REPLICATE_KEYS = ("seed",)  # changes a result, but names a replicate, not a configuration
 
 
 def override_key(override: str) -> str:

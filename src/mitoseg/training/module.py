@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from mitoseg.errors import InputError
+from mitoseg.evaluation.modality import network_spatial_dims
 from mitoseg.metrics.batch import area_similarity_batch
 from mitoseg.postproc.binarize import Binarize
 from mitoseg.training.finite_check import LaggedFiniteCheck, diverged
@@ -47,8 +48,8 @@ class SegmentationModule(pl.LightningModule):
                  config: dict[str, Any] | None = None, channels_last: bool = False,
                  compile: bool = False, normalization: dict[str, Any] | None = None) -> None:
         super().__init__()
-        # NHWC is a 2D layout: a network with 3D convolutions (5D weights) has none to take
-        self.channels_last = bool(channels_last) and not any(p.dim() == 5 for p in net.parameters())
+        # NHWC is a 2D layout: a network with 3D convolutions has none to take
+        self.channels_last = bool(channels_last) and network_spatial_dims(net) == 2
         if channels_last and not self.channels_last:
             log.info("speed.channels_last: a 3D network keeps its layout (channels-last is for "
                      "2D convolutions)")
