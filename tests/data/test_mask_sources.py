@@ -342,6 +342,20 @@ def test_read_image_returns_float32_and_refuses_rgb_png(tmp_path):
         read_image(tmp_path / "garbage.tif")
 
 
+@pytest.mark.parametrize("options", [{}, {"compression": "zlib"}, {"imagej": True}])
+@pytest.mark.parametrize("shape", [(9, 7), (5, 9, 7)])
+def test_read_array_gives_the_pixels_tifffile_reads(tmp_path, shape, options):
+    """read_array opens a TIFF once for its colour check and its pixels: the same array, dtype
+    and shape as tifffile.imread, plain, compressed or ImageJ, 2D or a stack."""
+    array = np.random.default_rng(3).integers(0, 60000, shape).astype(np.uint16)
+    path = tmp_path / "image.tif"
+    tifffile.imwrite(path, array, **options)
+    read = read_array(path)
+    assert read.dtype == np.uint16 and read.shape == shape
+    np.testing.assert_array_equal(read, tifffile.imread(path))
+    np.testing.assert_array_equal(read, array)
+
+
 @pytest.mark.parametrize("kind", ["rgb", "rgba", "planar_stack"])
 def test_every_image_reader_refuses_a_tiff_of_several_samples_per_pixel(tmp_path, kind):
     """A colour TIFF is not a stack: (H, W, 3) would be 'H slices of W x 3 pixels'. The

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -35,9 +37,20 @@ def check_grayscale_tiff(path: str | Path) -> None:
     """Stop at a TIFF of more than one sample per pixel (RGB, RGBA, planar colour). Every TIFF
     reader checks this first: read as an array, a colour image (H, W, 3) would pass for a stack
     of H slices of W x 3 pixels."""
+    with _open_tiff(path) as tif:
+        _check_samples(tif, path)
+
+
+def _open_tiff(path: str | Path) -> tifffile.TiffFile:
     try:
-        with tifffile.TiffFile(path) as tif:
-            samples = tif.pages[0].samplesperpixel
+        return tifffile.TiffFile(path)
+    except Exception as error:  # noqa: BLE001 - any parser failure is a bad file
+        raise InputError(f"could not read '{path}' as a TIFF: {error}") from error
+
+
+def _check_samples(tif: tifffile.TiffFile, path: str | Path) -> None:
+    try:
+        samples = tif.pages[0].samplesperpixel
     except Exception as error:  # noqa: BLE001 - any parser failure is a bad file
         raise InputError(f"could not read '{path}' as a TIFF: {error}") from error
     if samples != 1:
@@ -48,16 +61,21 @@ def check_grayscale_tiff(path: str | Path) -> None:
 
 
 def read_array(path: str | Path) -> np.ndarray:
+    """The pixels of a TIFF (grayscale, checked as ``check_grayscale_tiff`` does, with the file
+    opened once) or of a PNG, as they are stored."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"file not found: '{path}'")
-    is_tiff = path.suffix.lower() in (".tif", ".tiff")
-    if is_tiff:
-        check_grayscale_tiff(path)
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return _decoded(path, lambda: skio.imread(path))
+    with _open_tiff(path) as tif:
+        _check_samples(tif, path)
+        return _decoded(path, tif.asarray)
+
+
+def _decoded(path: Path, decode: Callable[[], Any]) -> np.ndarray:
     try:
-        if is_tiff:
-            return np.asarray(tifffile.imread(path))
-        return np.asarray(skio.imread(path))
+        return np.asarray(decode())
     except Exception as error:  # noqa: BLE001 - any decoder failure is a bad file
         raise InputError(f"could not read '{path}' as an image: {error}") from error
 
