@@ -6,19 +6,22 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from hydra.utils import instantiate
 
 from mitoseg.evaluation.evaluate import evaluate
-from mitoseg.evaluation.protocol_card import TestSetHash, card_columns
+from mitoseg.evaluation.protocol_card import TestSetHash, card_columns, protocol_card
+from mitoseg.evaluation.reconstruction import ReconstructionSettings
+from mitoseg.postproc.binarize import Binarize
 from mitoseg.training.train import train
 from tests.conftest import TINY, compose_config
 from tests.evaluation.test_em_end_to_end import EM_2D
 
-CARD_KEYS = {"reconstruction", "window", "overlap", "blending", "tta", "zfilter", "threshold",
-             "threshold_source", "test_set"}
+CARD_KEYS = {"reconstruction", "window", "overlap", "blending", "tta", "zfilter", "divisor",
+             "precision", "threshold", "threshold_source", "test_set"}
 
 
 def _csv(path: Path) -> list[dict[str, str]]:
@@ -37,11 +40,26 @@ def test_the_fingerprint_is_sha256_over_the_arrays() -> None:
     assert TestSetHash().update(a, b).fingerprint() != TestSetHash().update(a, ~b).fingerprint()
     columns = card_columns({"reconstruction": "overlap", "window": [8, 32, 32], "overlap": 0.5,
                             "blending": "constant", "tta": 1,
-                            "zfilter": {"size": 0, "axis": "z"}, "threshold": 0.5,
+                            "zfilter": {"size": 0, "axis": "z"}, "divisor": None,
+                            "precision": "bf16-mixed", "threshold": 0.5,
                             "threshold_source": "fixed",
                             "test_set": {"fingerprint": "ab", "units": 1, "description": "d"}})
     assert columns["card_window"] == "8x32x32" and columns["card_zfilter_size"] == 0
     assert columns["card_test_set_fingerprint"] == "ab"
+    assert columns["card_divisor"] == "" and columns["card_precision"] == "bf16-mixed"
+
+
+def test_the_card_states_the_padding_and_the_arithmetic_of_inference() -> None:
+    """Full image pads to a multiple of the divisor and bf16 rounds differently from fp32: both
+    change the numbers, so both are on the card (None: a mode that does not pad)."""
+    test_set = {"fingerprint": "ab", "units": 1, "description": "d"}
+    full = ReconstructionSettings("full_image", tta=True, zfilter=5, divisor=32,
+                                  precision="bf16-mixed")
+    card = protocol_card(full, 2, Binarize(0.5), test_set)
+    assert (card["divisor"], card["precision"], card["tta"]) == (32, "bf16-mixed", 8)
+    tiled = protocol_card(replace(full, reconstruction="overlap_blend", patch_size=(64, 64)), 2,
+                          Binarize(0.5), test_set)
+    assert (tiled["divisor"], tiled["precision"]) == (None, "bf16-mixed")
 
 
 def test_fluorescence_metrics_carry_the_card(tmp_path: Path) -> None:
@@ -53,6 +71,7 @@ def test_fluorescence_metrics_carry_the_card(tmp_path: Path) -> None:
         "whole_image", None, None, 1)
     assert card["zfilter"] == {"size": 0, "axis": "z"} and card["threshold"] == 0.5
     assert card["threshold_source"] == "fixed" and card["test_set"]["units"] >= 1
+    assert card["divisor"] is None and card["precision"] == cfg.trainer.precision == "32-true"
     # the fingerprint: the test images and masks as the loader gives them
     datamodule = instantiate(cfg.dataset)
     datamodule.setup()
@@ -81,6 +100,7 @@ def test_em_matrix_rows_and_headline_carry_their_cards(tmp_path: Path) -> None:
     assert (card["reconstruction"], card["window"], card["overlap"], card["blending"],
             card["tta"], card["zfilter"]) == ("overlap_blend", [32, 32], 0.5, "spline", 1,
                                               {"size": 5, "axis": "z"})
+    assert card["divisor"] is None and card["precision"] == cfg.inference.precision
     datamodule = instantiate(cfg.dataset)
     datamodule.setup()
     volumes = datamodule.volumes
@@ -92,3 +112,4 @@ def test_em_matrix_rows_and_headline_carry_their_cards(tmp_path: Path) -> None:
         ("per_patch", "0.0", "0"), ("per_patch", "0.0", "5"),
         ("overlap_blend", "0.5", "0"), ("overlap_blend", "0.5", "5")]
     assert {r["card_tta"] for r in rows} == {"1"} and {r["card_window"] for r in rows} == {"32x32"}
+    assert {(r["card_divisor"], r["card_precision"]) for r in rows} == {("", "32-true")}

@@ -6,6 +6,8 @@ protocols.csv and test_per_image.csv)::
     {"reconstruction": "full_image" | "per_patch" | "overlap" | "overlap_blend" | "whole_image",
      "window": [..] or None, "overlap": float or None, "blending": str or None,
      "tta": int (views: 1, or 8 in 2D / 16 in 3D), "zfilter": {"size": int, "axis": "z"},
+     "divisor": int (full_image pads each axis to a multiple of it) or None,
+     "precision": "32-true" | "bf16-mixed" | ... (the network's arithmetic at inference),
      "threshold": float, "threshold_source": "fixed" | "validation",
      "test_set": {"fingerprint": first 16 hex of sha256 over the test images and labels,
                   "units": int, "description": str}}
@@ -25,8 +27,8 @@ import torch
 from mitoseg.evaluation.reconstruction import ReconstructionSettings
 from mitoseg.runs.protocol_columns import CARD_PREFIX
 
-CARD_KEYS = ("reconstruction", "window", "overlap", "blending", "tta", "zfilter", "threshold",
-             "threshold_source", "test_set")
+CARD_KEYS = ("reconstruction", "window", "overlap", "blending", "tta", "zfilter", "divisor",
+             "precision", "threshold", "threshold_source", "test_set")
 
 
 class TestSetHash:
@@ -59,6 +61,7 @@ def protocol_card(settings: ReconstructionSettings, spatial_dims: int, postproc:
     return {"reconstruction": described["reconstruction"], "window": described["window"],
             "overlap": described["overlap"], "blending": described["blending"],
             "tta": described["tta"], "zfilter": described["zfilter"],
+            "divisor": described["divisor"], "precision": described["precision"],
             "threshold": None if threshold is None else float(threshold),
             "threshold_source": threshold_source,
             "test_set": {"fingerprint": str(test_set["fingerprint"]),
@@ -69,7 +72,7 @@ def protocol_card(settings: ReconstructionSettings, spatial_dims: int, postproc:
 def card_columns(card: Mapping[str, Any]) -> dict[str, Any]:
     """The card as flat CSV columns: card_reconstruction, card_window (e.g. "8x32x32"),
     card_overlap, card_blending, card_tta, card_zfilter_size, card_zfilter_axis,
-    card_threshold, card_threshold_source, card_test_set_fingerprint, card_test_set_units,
+    card_divisor, card_precision, card_threshold, card_threshold_source, card_test_set_fingerprint, card_test_set_units,
     card_test_set_description."""
     columns: dict[str, Any] = {}
     for key in CARD_KEYS:

@@ -1,10 +1,12 @@
 """Protocol cards: numbers measured under different test protocols are not one comparison.
 
 Each run's metrics.json carries ``protocol_card``: how its test numbers were made
-(reconstruction, window, overlap, blending, tta, zfilter {size, axis}, threshold,
-threshold_source, test_set {fingerprint, units, description}). A table of ``report.py`` puts
-runs side by side, so all its runs must hold the same card; a run without one (written before
-cards existed) has "no card", which is a card of its own unless every run lacks one.
+(reconstruction, window, overlap, blending, tta, zfilter {size, axis}, divisor, precision,
+threshold, threshold_source, test_set {fingerprint, units, description}). A table of
+``report.py`` puts runs side by side, so all its runs must hold the same card; a run without
+one (written before cards existed) has "no card", which is a card of its own unless every run
+lacks one; a card written before divisor and precision were on it differs from a newer card
+in those two fields (``--mixed-protocols`` compares them anyway).
 """
 
 from __future__ import annotations
