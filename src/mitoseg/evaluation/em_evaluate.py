@@ -16,10 +16,11 @@ from mitoseg.evaluation.protocol_card import TestSetHash, card_columns, protocol
 from mitoseg.errors import InputError
 from mitoseg.runs.files import write_new_csv, write_new_text
 from mitoseg.runs.protocol_columns import (
-    CARD_PREFIX,
     MEAN_OVER_VOLUMES,
+    PROTOCOL_COLUMNS,
     VOLUME_COLUMN,
     VOLUMES_COLUMN,
+    is_label_column,
 )
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def evaluate_em(predictor: Predictor, datamodule: Any, inference: DictConfig,
     keys = ("iou_fg", "iou_bg", "iou_overall", "dice", "iou_fg_mean_per_slice")
     test = {key: {"mean": headline[key], "n": len(volumes.test)}
             | ({"std": headline[f"{key}_std"]} if several else {}) for key in keys}
-    return {"test": test, "headline": {k: headline[k] for k in ("protocol", "tta", "zfilter")},
+    return {"test": test, "headline": {k: headline[k] for k in PROTOCOL_COLUMNS},
             "protocols": rows, "protocol_card": _card(predictor, headline, test_set)}
 
 
@@ -102,8 +103,7 @@ def mean_over_volumes(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         mean: dict[str, Any] = {VOLUME_COLUMN: MEAN_OVER_VOLUMES, "protocol": key[0], "tta": key[1],
                                 "zfilter": key[2], VOLUMES_COLUMN: len(group)}
         for name, value in group[0].items():
-            if name in mean or name in TOTALS or name == VOLUME_COLUMN or \
-                    name.startswith(CARD_PREFIX) or isinstance(value, (bool, str)) or \
+            if is_label_column(name) or name in TOTALS or isinstance(value, bool) or \
                     not isinstance(value, (int, float)):
                 continue
             values = np.array([float(row[name]) for row in group])

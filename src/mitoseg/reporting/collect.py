@@ -32,12 +32,7 @@ import yaml
 from mitoseg.errors import InputError
 from mitoseg.reporting.wandb_offline import OfflineRun, merge_attempts, read_offline_run
 from mitoseg.runs.identity import identity_overrides, override_key
-from mitoseg.runs.protocol_columns import (
-    CARD_PREFIX,
-    MEAN_OVER_VOLUMES,
-    VOLUME_COLUMN,
-    VOLUMES_COLUMN,
-)
+from mitoseg.runs.protocol_columns import MEAN_OVER_VOLUMES, VOLUME_COLUMN, is_label_column
 
 NO_PROTOCOL = "-"  # metrics that are not per inference protocol (fluorescence test images)
 ERROR_MARK = "mitoseg: error:"  # what run_guarded logs when a job stops on bad input
@@ -311,9 +306,7 @@ def available_metrics(runs: Iterable[RunRecord]) -> list[str]:
             if isinstance(entry, Mapping):
                 names |= dict.fromkeys(f"{split}/{key}" for key in entry)
         for row in protocol_rows(run)[:1]:  # the row's labels and its card are no metrics
-            names |= dict.fromkeys(k for k in row if k not in (
-                "protocol", "tta", "zfilter", VOLUME_COLUMN, VOLUMES_COLUMN)
-                and not k.startswith(CARD_PREFIX))
+            names |= dict.fromkeys(k for k in row if not is_label_column(k))
     return list(names)
 
 
