@@ -4,7 +4,6 @@ generator, written by the tests (no downloads)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
