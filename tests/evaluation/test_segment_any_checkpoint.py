@@ -63,12 +63,12 @@ def test_a_training_slice_is_segmented_identically_by_every_path(em_2d, tmp_path
     net = instantiate(cfg.model)
     load_weights(net, checkpoint)
     after_training = predictor_for(datamodule, net, datamodule.normalization,
-                                   instantiate(cfg.postproc), cfg.inference).probabilities(raw)
+                                   instantiate(cfg.postproc), cfg).probabilities(raw)
     # evaluate.py: the checkpoint's network and stored normalization
     stored_net, stored = load_network(checkpoint)
     in_evaluate = predictor_for(datamodule, stored_net,
                                 Normalization.from_dict(stored["normalization"]),
-                                instantiate(cfg.postproc), cfg.inference).probabilities(raw)
+                                instantiate(cfg.postproc), stored).probabilities(raw)
     segmented, record = _segment(checkpoint, raw, tmp_path)
     assert np.array_equal(after_training, in_evaluate)
     assert np.array_equal(segmented, after_training)

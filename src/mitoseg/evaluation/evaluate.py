@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from mitoseg.config.validation import check_seeds
 from mitoseg.data.normalization import Normalization
 from mitoseg.evaluation.checkpoints import load_network
-from mitoseg.evaluation.modality import modality_of_datamodule, tested_precision
+from mitoseg.evaluation.modality import modality_of_datamodule
 from mitoseg.evaluation.test_sets import evaluate_split, predictor_for
 from mitoseg.evaluation.training_overlap import (seeds_from_checkpoint, training_overlap,
                                                  volume_training_overlap)
@@ -67,9 +67,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                              f"'{cfg.ckpt_path}' was trained on {trained.to_dict()}; set "
                              f"dataset.normalize={trained.mode}")
         overlap = training_overlap(stored, datamodule, cfg.split, allow)
-    precision, channels_last = tested_precision(stored)  # image sets: as the run's test
-    predictor = predictor_for(datamodule, net, trained, binarize, inference, precision=precision,
-                              channels_last=channels_last, device=cfg.get("device") or None)
+    predictor = predictor_for(datamodule, net, trained, binarize, stored, inference,
+                              device=cfg.get("device") or None)  # image sets: as the run's test
     write_new_json(out / "run_info.json", run_info(stored.get("seed"), stored.get("data_seed"),
                                                    data_root=cfg.paths.shared_data))
     result = evaluate_split(predictor, datamodule, cfg.split, out, inference)

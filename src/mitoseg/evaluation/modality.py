@@ -10,7 +10,7 @@ is read from there, never guessed from types or file contents.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,15 +30,21 @@ class Modality:
     uses_inference_config: bool  # default reconstruction: the stored inference headline
     slices_form_volumes: bool  # a folder of 2D slices is one volume (else separate images)
 
-    def default_settings(self, stored: Mapping[str, Any]) -> ReconstructionSettings:
-        """The reconstruction a checkpoint of this modality gets unless one is chosen:
-        whole images at the precision its run tested at (image sets, ``tested_precision``) or
-        the stored inference config's headline (volumes)."""
+    def default_settings(self, run: Mapping[str, Any],
+                         inference: Mapping[str, Any] | None = None,
+                         patch_size: Sequence[int] | None = None) -> ReconstructionSettings:
+        """The reconstruction a run of this modality is tested with unless another is chosen
+        (``run``: its config, as stored in a checkpoint or live in train.py): whole images at
+        the precision and channels-last setting its test ran with (image sets,
+        ``tested_precision``), or the headline of ``inference`` (volumes; None: the run's own
+        inference config) with the run's training window where that names none
+        (``patch_size``; None: the stored ``dataset.patch_size``)."""
         if not self.uses_inference_config:
-            precision, channels_last = tested_precision(stored)
+            precision, channels_last = tested_precision(run)
             return ReconstructionSettings("whole_image", precision=precision,
                                           channels_last=channels_last)
-        return from_inference_config(stored.get("inference"), stored_patch_size(stored))
+        node = run.get("inference") if inference is None else inference
+        return from_inference_config(node, patch_size or stored_patch_size(run))
 
 
 MODALITIES = {

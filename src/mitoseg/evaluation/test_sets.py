@@ -19,36 +19,32 @@ from mitoseg.evaluation.image_sets import image_set_rows
 from mitoseg.evaluation.modality import modality_of_datamodule
 from mitoseg.evaluation.predictor import Predictor
 from mitoseg.evaluation.protocol_card import TestSetHash, card_columns, protocol_card
-from mitoseg.evaluation.reconstruction import (ReconstructionSettings, from_inference_config)
 from mitoseg.evaluation.scoring import summarize
 from mitoseg.errors import InputError
-from mitoseg.inference.network import PRECISIONS
 from mitoseg.runs.files import write_new_csv
 
 log = logging.getLogger(__name__)
 
 
 def predictor_for(datamodule: Any, net: nn.Module, normalization: Normalization,
-                  postproc: Callable[..., np.ndarray], inference: Mapping[str, Any] | None,
-                  precision: Any = "32-true", channels_last: bool = False,
+                  postproc: Callable[..., np.ndarray], run: Mapping[str, Any],
+                  inference: Mapping[str, Any] | None = None,
                   device: str | torch.device | None = None) -> Predictor:
-    """The Predictor a data module's test set is scored with.
+    """The Predictor a data module's test set is scored with, for the run whose config is
+    ``run`` (``Modality.default_settings``).
 
-    Image sets: whole images, at the training precision (``precision``, the trainer's) and
-    on ``device`` (where training ran), so the test equals a Lightning test loop's. Volumes:
-    the inference config's speed options and device (``inference.device``; None: cuda when
-    present); its matrix chooses the reconstructions.
+    Image sets: whole images, at the run's test precision and on ``device`` (where training
+    ran), so the test equals a Lightning test loop's. Volumes: the headline and speed options of
+    ``inference`` (None: the run's own inference config) on its device (``inference.device``;
+    None: cuda when present); its matrix chooses the reconstructions.
     """
     modality = modality_of_datamodule(datamodule)
-    spatial_dims = int(getattr(datamodule, "spatial_dims", 2))
+    settings = modality.default_settings(run, inference, getattr(datamodule, "patch_size", None))
     if modality.uses_inference_config:
-        settings = from_inference_config(inference, getattr(datamodule, "patch_size", None))
-        device = (inference or {}).get("device") or None
-    else:
-        settings = ReconstructionSettings(
-            "whole_image", precision=str(precision) if str(precision) in PRECISIONS else "32-true",
-            channels_last=bool(channels_last))
-    return Predictor.from_module(net, normalization, spatial_dims, settings, postproc, device,
+        device = ((run.get("inference") if inference is None else inference) or {}).get(
+            "device") or None
+    return Predictor.from_module(net, normalization, int(getattr(datamodule, "spatial_dims", 2)),
+                                 settings, postproc, device,
                                  volume_postproc=modality.volume_postproc)
 
 

@@ -19,7 +19,7 @@ from mitoseg.config.validation import check_model_fits_data, check_seeds, plain_
 from mitoseg.data.normalization import Normalization
 from mitoseg.evaluation.checkpoints import load_weights
 from mitoseg.evaluation.em_evaluate import headline_choice
-from mitoseg.evaluation.modality import modality_of_datamodule, tested_precision
+from mitoseg.evaluation.modality import modality_of_datamodule
 from mitoseg.evaluation.test_sets import evaluate_split, predictor_for
 from mitoseg.runs.files import write_new_json, write_new_text
 from mitoseg.runs.paths import display_path
@@ -151,10 +151,9 @@ def _fit_and_test(cfg: DictConfig, datamodule: Any, module: SegmentationModule, 
     checkpoint = _best_checkpoint(trainer)
     if checkpoint:
         load_weights(module.net, checkpoint)
-    precision, channels_last = tested_precision(cfg)  # evaluate.py reads the same from the checkpoint
+    # the run's config: evaluate.py reads the same from the checkpoint
     predictor = predictor_for(datamodule, module.net, Normalization.from_dict(module.normalization),
-                              module.binarize, cfg.get("inference"), precision=precision,
-                              channels_last=channels_last, device=trainer.strategy.root_device)
+                              module.binarize, cfg, device=trainer.strategy.root_device)
     result = evaluate_split(predictor, datamodule, "test", run_dir, cfg.get("inference"))
     test, extra, protocols = result["test"], result["extra"], result["protocols"]
     tested = {}
