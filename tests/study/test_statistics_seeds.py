@@ -83,7 +83,8 @@ def test_per_image_n_and_sem_count_images_not_seeds():
     assert unet["sem"] > 1.4 * pooled.std(ddof=1) / np.sqrt(pooled.size)
     assert groups["aam"]["sem"] == pytest.approx(bf_describe(rows, "as", method="aam")[1])
     assert groups["aam"]["n"] == 6
-    # the units and their SEM (the tests' statistic) stay as they were: seeds pooled in a unit
+    # the units and their SEM (the tests' statistic): every image has every seed, so the unit
+    # value (the mean of its images' seed means) is the mean of its rows
     assert unet["units"] == 3
     units = unit_means(rows, "as", method="unet")
     assert unet["unit_sem"] == pytest.approx(np.std(units, ddof=1) / np.sqrt(len(units)))
@@ -165,3 +166,34 @@ def test_every_table_and_figure_sem_is_over_images():
         want = bf_describe(rows, entry["metric"], part="robustness", family=entry["family"],
                            level=entry["level"], train_level=entry["level"], method=entry["method"])
         assert (entry["single_sem"], entry["single_n"]) == (pytest.approx(want[1]), 6)
+
+
+def unit_image_means(rows, metric, **criteria) -> dict[str, float]:
+    """Brute force: unit -> the mean of its images' seed means (``image_means``)."""
+    unit_of = {row["image"]: row["unit"] for row in rows if _matches(row, criteria)}
+    per_unit: dict[str, list[float]] = {}
+    for image, mean in image_means(rows, metric, **criteria).items():
+        per_unit.setdefault(unit_of[image], []).append(mean)
+    return {unit: float(np.mean(v)) for unit, v in per_unit.items()}
+
+
+def test_unit_values_weigh_each_image_once_whatever_its_seeds():
+    """Seeds missing or nan for some images (a failed run, empty_abd: exclude): a unit's value
+    is the mean of its images' seed means, as the per-image description, so an image with
+    more finite seeds does not weigh more in the tests and the unit SEM."""
+    rows = seeded_rows(skip={(1, 0), (2, 0)})  # image 0 (unit of images 0 and 1): seed 0 only
+    for row in rows:
+        if row["method"] == "unet" and row["image"] == "crop003" and row["seed"] != "0":
+            row["as"] = "nan"  # image 3: seed 0 only, the others nan
+    (unet,) = [g for g in summarize_rows(rows, by=("method",)) if g["method"] == "unet"]
+    units = unit_image_means(rows, "as", method="unet")
+    pooled = unit_means(rows, "as", method="unet")
+    assert not np.allclose(sorted(units.values()), sorted(pooled))  # rows would weigh otherwise
+    assert unet["units"] == len(units) == 3
+    want = np.array(list(units.values()))
+    assert unet["unit_sem"] == pytest.approx(want.std(ddof=1) / np.sqrt(want.size))
+    (test,) = pairwise_tests(rows, "as", "snr", 4)
+    aam = np.array(list(unit_image_means(rows, "as", method="aam").values()))
+    from scipy import stats
+    expected = stats.ttest_ind(want, aam) if test["method_1"] == "unet" else stats.ttest_ind(aam, want)
+    assert test["t"] == pytest.approx(expected.statistic) and test["p"] == pytest.approx(expected.pvalue)

@@ -190,8 +190,8 @@ def _check_metric(metric: str) -> None:
         raise InputError(f"metric '{metric}' is not a column of the study table; expected one of {METRICS}")
 
 
-def _pairs(rows: Iterable[Mapping[str, Any]], metric: str) -> list[tuple[float, str]]:
-    return [(row[metric], row["unit"]) for row in rows]
+def _triples(rows: Iterable[Mapping[str, Any]], metric: str) -> list[tuple[float, str, tuple]]:
+    return [(row[metric], row["unit"], _image(row)) for row in rows]
 
 
 # rows that differ only in their seed (and what the seed changed) are one test image
@@ -222,7 +222,7 @@ def compare(a: Iterable[Mapping[str, Any]], b: Iterable[Mapping[str, Any]], metr
             equal_var: bool) -> dict[str, Any]:
     """Two-sample t-test of ``metric`` between two sets of rows, on their unit values: t, p,
     units_1, units_2 (``mitoseg.study.units.unit_t_test``)."""
-    return unit_t_test(_pairs(a, metric), _pairs(b, metric), equal_var)
+    return unit_t_test(_triples(a, metric), _triples(b, metric), equal_var)
 
 
 def _test_name(equal_var: bool) -> str:

@@ -7,8 +7,9 @@ every image carries the id of its *unit* (``per_image.csv`` column ``unit``: the
 masks the train/val/test split keeps together -- a crop with its flips/rotations, or a
 cluster of overlapping crops; for procedural masks each mask), and:
 
-- a unit's value is the mean of its finite values (over its images, and over the training
-  seeds when the rows of several seeds are pooled: the seeds are replicates within a unit);
+- a unit's value is the mean of its images' values, each image's value the mean of its
+  finite values over the training seeds (the seeds are replicates of an image): every image
+  of a unit weighs the same, however many of its seeds gave a finite value;
 - tests compare unit values, so their sample size is the number of units (``units``);
 - per-image mean, SEM and n stay as a description of the images, labelled as such (paper 000:
   mean ± SEM over its n = 30 test images). A network trained with several seeds has one row
@@ -33,17 +34,22 @@ import numpy as np
 from mitoseg.metrics import segmentation
 from mitoseg.reporting.stats import two_sample_test
 
-Pairs = Iterable[tuple[float, str]]
 Triples = Iterable[tuple[float, str, Hashable]]  # value, unit, image
 
 
-def unit_values(pairs: Pairs) -> dict[str, float]:
-    """unit -> mean of its finite values; units without a finite value are left out."""
-    sums: dict[str, list[float]] = {}
-    for value, unit in pairs:
-        if math.isfinite(value):
-            sums.setdefault(unit, []).append(value)
-    return {unit: float(np.mean(values)) for unit, values in sums.items()}
+def unit_values(values: Iterable[tuple]) -> dict[str, float]:
+    """unit -> the mean of its images' values (``image_values``: each image's mean over its
+    finite values); units without a finite value are left out. ``values``: (value, unit,
+    image) triples, or (value, unit) pairs where every value is an image of its own."""
+    triples = _triples(values)
+    unit_of: dict[Hashable, str] = {}
+    for _, unit, image in triples:
+        if unit_of.setdefault(image, unit) != unit:
+            raise ValueError(f"image {image!r} is in two units, {unit_of[image]!r} and {unit!r}")
+    per_unit: dict[str, list[float]] = {}
+    for image, found in image_values(triples).items():
+        per_unit.setdefault(unit_of[image], []).append(float(np.mean(found)))
+    return {unit: float(np.mean(means)) for unit, means in per_unit.items()}
 
 
 def image_values(triples: Triples) -> dict[Hashable, list[float]]:
@@ -55,25 +61,32 @@ def image_values(triples: Triples) -> dict[Hashable, list[float]]:
     return found
 
 
+def _triples(values: Iterable[tuple]) -> list[tuple[float, str, Hashable]]:
+    """(value, unit, image) triples; a pair's image is its position (an image of its own)."""
+    return [(float(v[0]), v[1], v[2] if len(v) > 2 else ("#", index))
+            for index, v in enumerate(values)]
+
+
 def describe_with_units(values: Iterable[tuple]) -> dict[str, Any]:
     """Per image (an image's value: the mean of its finite values over the seeds): mean, sem,
     std (ddof=1), n (images with a finite value), images (all images) and dropped (nan values,
     one per image and seed); per unit: units (how many have a finite value) and unit_sem (std
     of the unit values / sqrt(units), nan below 2 units). ``values``: (value, unit, image)
     triples, or (value, unit) pairs where every value is an image of its own."""
-    triples = [(float(v[0]), v[1], v[2] if len(v) > 2 else index) for index, v in enumerate(values)]
+    triples = _triples(values)
     per_image = image_values(triples)
     image = segmentation.mean_sem([float(np.mean(v)) for v in per_image.values()])
-    per_unit = segmentation.mean_sem(list(unit_values((v, u) for v, u, _ in triples).values()))
+    per_unit = segmentation.mean_sem(list(unit_values(triples).values()))
     finite = sum(len(v) for v in per_image.values())
     return {"mean": image["mean"], "sem": image["sem"], "std": image["std"], "n": image["n"],
             "images": len({image_id for _, _, image_id in triples}), "dropped": len(triples) - finite,
             "units": per_unit["n"], "unit_sem": per_unit["sem"]}
 
 
-def unit_t_test(a: Pairs, b: Pairs, equal_var: bool = True) -> dict[str, Any]:
+def unit_t_test(a: Iterable[tuple], b: Iterable[tuple], equal_var: bool = True
+                ) -> dict[str, Any]:
     """Two-sample t-test (Student, or Welch with equal_var=False) between the unit values of
-    ``a`` and those of ``b``: t, p, and units_1 / units_2, the sample sizes. Fewer than 2 units
+    ``a`` and those of ``b`` (pairs or triples, as ``unit_values``): t, p, and units_1 / units_2, the sample sizes. Fewer than 2 units
     on a side -> t and p nan."""
     x, y = list(unit_values(a).values()), list(unit_values(b).values())
     tested = two_sample_test(x, y, "student" if equal_var else "welch")
