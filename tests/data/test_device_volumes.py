@@ -169,6 +169,34 @@ def test_images_are_held_exactly_whatever_their_dtype(device) -> None:
         storage_dtype(np.dtype(np.complex128))
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_big_endian_volume_is_held_with_its_own_numbers(device, tmp_path: Path) -> None:
+    """An uncompressed big-endian uint16 TIFF (Fiji's default) maps as '>u2': the device holds
+    the same numbers as of a little-endian one, and its normalization keeps 'uint16', so the
+    same recording read either way (mapped or decoded) is one dtype."""
+    import tifffile
+
+    from mitoseg.data.em_volumes import open_tif_volume
+    from mitoseg.data.normalization import fit_normalization
+
+    image = np.array([[[0, 1, 255, 256, 65535, 40000]]] * 2, np.uint16)
+    tifffile.imwrite(tmp_path / "big.tif", image, byteorder=">")
+    mapped = open_tif_volume(tmp_path / "big.tif")
+    assert mapped.dtype.str == ">u2" and np.array_equal(mapped, image)
+    labels = image > 30000
+    held = DeviceVolumes([(mapped, labels, None)], Normalization("none"), False, device)
+    cut, _, _ = held.cut(torch.tensor([[1, 0, 0]], device=device),
+                         torch.tensor([0], device=device), (1, 6))
+    assert cut.flatten().tolist() == image[1].flatten().astype(float).tolist()
+    fitted = fit_normalization("training_zscore", mapped)
+    assert fitted.dtype == "uint16" and fitted == fit_normalization("training_zscore", image)
+    for dtype in (">u2", "<u2", "uint16"):
+        fitted.check_input(np.dtype(dtype), "a test")
+        Normalization("scale", scale=65535.0, dtype=">u2").check_input(np.dtype(dtype), "old")
+    with pytest.raises(InputError, match="dtype uint8"):
+        fitted.check_input(np.dtype(np.uint8), "a test")
+
+
 def test_volumes_too_large_for_the_gpu_are_refused_before_anything_is_copied(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (3 * 2**30, 80 * 2**30))

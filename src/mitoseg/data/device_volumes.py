@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mitoseg.data.normalization import Normalization
+from mitoseg.data.normalization import Normalization, native_dtype
 from mitoseg.errors import InputError
 
 # The share of the device's free memory the volumes may take: training needs the rest.
@@ -30,8 +30,8 @@ _SLICES_PER_COPY = 16  # host memory bound while copying: this many slices at a 
 def storage_dtype(dtype: np.dtype) -> torch.dtype:
     """The device dtype an image is held in: its own, exactly, and indexable on every device.
     uint16 is held as the int16 of the same bits (``_restore`` turns it back); float64 as
-    float32 (the value the loader's ``Normalization`` computes with anyway)."""
-    dtype = np.dtype(dtype)
+    float32 (the value the loader's ``Normalization`` computes with anyway); either byte order."""
+    dtype = native_dtype(dtype)
     held = {np.dtype(np.uint16): torch.int16, np.dtype(np.uint32): torch.int64,
             np.dtype(np.float64): torch.float32, np.dtype(np.bool_): torch.uint8}
     if dtype in held:
@@ -75,7 +75,7 @@ class DeviceVolumes:
                  normalization: Normalization, with_valid: bool, device: torch.device) -> None:
         if not volumes:
             raise InputError("sampling=device: no training volume to hold on the device")
-        dtypes = [np.dtype(image.dtype) for image, _, _ in volumes]
+        dtypes = [native_dtype(image.dtype) for image, _, _ in volumes]  # '>u2' as uint16
         for dtype in dtypes:
             storage_dtype(dtype)  # refuses what cannot be held
         # volumes of several dtypes share the one that holds all their values (uint8 and

@@ -73,8 +73,9 @@ class Normalization:
     def check_input(self, dtype: Any, where: str) -> None:
         """Refuse raw intensities of ``dtype`` when training's were of another one (their
         numbers would mean other intensities); a normalization without a dtype (per image, or
-        from a checkpoint written before it was kept) takes any."""
-        if self.dtype is not None and np.dtype(dtype) != np.dtype(self.dtype):
+        from a checkpoint written before it was kept) takes any. Byte order does not count: a
+        big-endian uint16 TIFF (Fiji's default) holds the same numbers as a little-endian one."""
+        if self.dtype is not None and native_dtype(dtype) != native_dtype(self.dtype):
             raise InputError(f"{where}: intensities of dtype {np.dtype(dtype)}, but the network "
                              f"was trained on {self.dtype} (normalize={self.mode}); convert this "
                              f"input to {self.dtype}, in the same intensity units as the "
@@ -101,6 +102,12 @@ def _per_image_zscore(x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor
     mean = x.mean(axis=(-2, -1), keepdims=True)
     std = np.maximum(x.std(axis=(-2, -1), keepdims=True), _EPS)
     return ((x - mean) / std).astype(np.float32)
+
+
+def native_dtype(dtype: Any) -> np.dtype:
+    """``dtype`` in this machine's byte order: the same numbers, whatever order a file stores
+    them in (an uncompressed big-endian TIFF maps as '>u2', a decoded one reads as uint16)."""
+    return np.dtype(dtype).newbyteorder("=")
 
 
 def dtype_range(dtype: np.dtype) -> float:
@@ -133,7 +140,7 @@ def fit_normalization_over(mode: str, parts: Sequence[tuple[Any, Iterable[int] |
                          f"data set, got {mode!r}")
     if mode == "zscore":
         return Normalization(mode)
-    dtypes = sorted({str(np.dtype(volume.dtype)) for volume, _ in parts})
+    dtypes = sorted({str(native_dtype(volume.dtype)) for volume, _ in parts})
     if len(dtypes) != 1:
         raise InputError(f"normalization {mode!r}: the training volumes have different dtypes "
                          f"{dtypes}, so their numbers mean different intensities; convert "
