@@ -9,7 +9,7 @@ import pytest
 import tifffile
 from skimage import io as skio
 
-from mitoseg.data.image_io import read_array, read_image, read_mask
+from mitoseg.data.image_io import read_array, read_image, read_intensities, read_mask
 from mitoseg.data.mask_sources import folder_mask_set, procedural_mask_set, split_by_group
 from mitoseg.errors import InputError
 from tests.conftest import SHARED_DATA
@@ -340,6 +340,18 @@ def test_read_image_returns_float32_and_refuses_rgb_png(tmp_path):
     (tmp_path / "garbage.tif").write_bytes(b"not a tiff")
     with pytest.raises(InputError, match="garbage.tif"):
         read_image(tmp_path / "garbage.tif")
+
+
+@pytest.mark.parametrize("channels", [2, 3, 4], ids=["grey_alpha", "rgb", "rgba"])
+def test_a_png_with_channels_is_refused_not_read_as_a_stack(tmp_path, channels):
+    """A grey + alpha PNG decodes to (H, W, 2): read as a stack it would be H slices of W x 2
+    pixels, segmented without a word. Every PNG with channels is refused, naming the file."""
+    path = tmp_path / "image.png"
+    skio.imsave(path, np.full((40, 30, channels), 200, np.uint8), check_contrast=False)
+    assert read_array(path).shape == (40, 30, channels)
+    for reader in (read_image, read_intensities):
+        with pytest.raises(InputError, match=rf"image\.png.*{channels} channels"):
+            reader(path)
 
 
 @pytest.mark.parametrize("options", [{}, {"compression": "zlib"}, {"imagej": True}])

@@ -87,12 +87,13 @@ def read_image(path: str | Path) -> np.ndarray:
 
 def read_intensities(path: str | Path) -> np.ndarray:
     """``read_image`` in the file's own dtype: the units an EM input normalization was fitted in
-    (``Normalization.check_input`` compares them); RGB(A) is refused, float pixels must be
-    finite."""
+    (``Normalization.check_input`` compares them); a PNG with channels (grey + alpha, RGB(A)) is
+    refused, float pixels must be finite."""
     image = read_array(path)
-    if image.ndim == 3 and image.shape[-1] in (3, 4) and Path(path).suffix.lower() == ".png":
+    if image.ndim == 3 and Path(path).suffix.lower() == ".png":  # a PNG is one 2D image: the
+        # third axis is its channels (grey + alpha, RGB, RGBA), never slices
         raise InputError(f"'{path}': expected a single-channel image, got {image.shape[-1]} "
-                         "colour channels")
+                         "channels (colour or alpha); save it as 8- or 16-bit grayscale")
     if image.ndim not in (2, 3):
         raise InputError(f"'{path}': expected a 2D image or a 3D stack, got shape {image.shape}")
     return finite(image, path)
