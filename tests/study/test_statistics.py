@@ -363,6 +363,13 @@ def test_sensitivity_table_brute_force():
         assert entry["das_units"] == entry["dds_units"] == [3, 3, 3, 3]
     no_dilation = [r for r in rows if r["part"] == "sensitivity" and r["level"] != "3"]
     assert all(math.isnan(e["das_dilation_2_3"]) for e in sensitivity_table(no_dilation))
+    # a study without the erosion level, or with a level of no finite DDS: its DDS summary is
+    # not the paper's mean over all levels, so it is nan rather than a mean over fewer levels
+    no_erosion = [r for r in rows if r["part"] == "sensitivity" and r["level"] != "-1"]
+    assert all(math.isnan(e["dds_all_levels"]) for e in sensitivity_table(no_erosion))
+    undefined = [dict(r, dds="nan") if r["part"] == "sensitivity" and r["level"] == "1" else r
+                 for r in rows]
+    assert all(math.isnan(e["dds_all_levels"]) for e in sensitivity_table(undefined))
 
 
 def test_cross_condition_table_brute_force():
