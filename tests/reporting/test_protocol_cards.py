@@ -156,3 +156,26 @@ def test_several_test_volumes_count_once_per_run_by_their_mean_row(tmp_path: Pat
         assert row["n"] == row["runs"] == 3
         assert row["mean"] == pytest.approx(np.mean(values))
         assert row["std"] == pytest.approx(np.std(values, ddof=1))
+
+
+def test_a_card_read_from_w_and_b_equals_the_same_card_read_from_protocols_csv() -> None:
+    """protocols.csv gives text ("8", "0.5"), a W&B offline record numbers (8, 0.5): one card,
+    so two runs of one protocol are compared; a real difference is still refused."""
+    from mitoseg.reporting.collect import RunRecord
+
+    typed = {"protocol": "full_image", "tta": True, "zfilter": 5, "iou_fg": 0.88,
+             "card_tta": 8, "card_threshold": 0.5, "card_zfilter_size": 5,
+             "card_divisor": None, "card_test_set_fingerprint": "ab"}
+    text = {key: "" if value is None else str(value) for key, value in typed.items()}
+
+    def run(number: int, row: dict, source: str) -> RunRecord:
+        return RunRecord(folder=Path(f"/runs/r{number}"), status="finished",
+                         overrides=("model=unet",), model="unet", dataset="lucchi",
+                         seed=number, metrics={"test": {}}, protocols=(row,), source=source)
+
+    report = summarize_runs([run(0, text, "folder"), run(1, dict(typed, iou_fg=0.86),
+                                                        "wandb-offline")], ["iou_fg"])
+    assert [(row["mean"], row["n"]) for row in report.rows] == [(pytest.approx(0.87), 2)]
+    with pytest.raises(InputError, match="card fields tta differ"):
+        summarize_runs([run(0, text, "folder"), run(1, dict(typed, card_tta=1),
+                                                    "wandb-offline")], ["iou_fg"])

@@ -39,12 +39,19 @@ def card_text(run: RunRecord) -> str:
 def row_card_text(run: RunRecord, protocol: str) -> str:
     """The card of the run's protocols.csv rows under ``protocol`` (their ``card_*`` columns:
     a protocols.csv metric was measured under its row's card, which for a row other than the
-    headline is not metrics.json's), as one line of sorted JSON, or ``no card``."""
-    cards = {json.dumps({k[len(CARD_PREFIX):]: v for k, v in row.items()
-                         if k.startswith(CARD_PREFIX)}, sort_keys=True, default=str)
+    headline is not metrics.json's), as one line of sorted JSON, or ``no card``. Values are
+    compared as protocols.csv writes them: a run read from its folder has text ("8", "0.5"),
+    the same run from W&B (``mitoseg/protocols_json``) numbers (8, 0.5), and they are one card."""
+    cards = {json.dumps({k[len(CARD_PREFIX):]: _as_csv_text(v) for k, v in row.items()
+                         if k.startswith(CARD_PREFIX)}, sort_keys=True)
              for row in protocol_rows(run) if protocol_label(row) == protocol}
     cards.discard("{}")
     return cards.pop() if len(cards) == 1 else NO_CARD
+
+
+def _as_csv_text(value: Any) -> str:
+    """A card column's value as the csv module writes it (None: empty)."""
+    return "" if value is None else str(value)
 
 
 def card_fields(card: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
