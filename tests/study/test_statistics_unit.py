@@ -1,6 +1,8 @@
-"""statistics_unit: the study's tests on crop means (default) or on cluster means."""
+"""statistics_unit: the study's tests on cluster means (default) or on crop means."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -44,3 +46,23 @@ def test_the_report_says_how_many_independent_units_there_are() -> None:
     assert "48 images" not in lines["independent units in the test set"]  # images counted once
     assert "24 images, 4 crops" in lines["independent units in the test set"]
     assert "2 clusters" in lines["independent units in the test set"]
+
+
+def test_the_default_unit_is_the_cluster_and_crop_units_that_overlap_are_called_so() -> None:
+    """Crops of one cluster share pixels: tests on their means are pseudo-replicated, so the
+    default tests clusters, and a study that asks for crops is told its p-values are too small;
+    one cluster leaves no test, and the report says why."""
+    from omegaconf import OmegaConf
+
+    from mitoseg.config.paths import config_dir
+
+    assert OmegaConf.load(Path(config_dir()) / "study.yaml").statistics_unit == "cluster"
+    rows = _rows()  # 4 crops in 2 clusters
+    assert "crops of one cluster share pixels" in _independence(rows, "crop")[
+        "WARNING: units that overlap"]
+    assert set(_independence(rows, "cluster")) == {"statistics unit (statistics_unit)",
+                                                  "independent units in the test set"}
+    one = [dict(row, cluster="cluster-0") for row in rows]
+    assert "no two-sample test is possible" in _independence(one, "cluster")["tests"]
+    separate = [dict(row, cluster=row["unit"]) for row in rows]  # e.g. procedural masks
+    assert "WARNING: units that overlap" not in _independence(separate, "crop")

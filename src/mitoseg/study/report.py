@@ -196,8 +196,8 @@ def _tests_lines(tests: list[dict], part: str, families: Sequence[str]) -> list[
     body = [(t["family"], format_level(t["family"], t["level"]), METRIC_NAMES[t["metric"]],
              f"{figs.method_label(t['method_1'])} vs {figs.method_label(t['method_2'])}",
              number_text(t["t"], 3), p_text(t["p"]), t["n1"], t["n2"], t["units_1"], t["units_2"]) for t in mine]
-    return ["Tests on unit means: n1 / n2 count images, units 1 / units 2 the independent units "
-            "that are the samples of the test.", ""] + markdown_table(
+    return ["Tests on unit means: n1 / n2 count images, units 1 / units 2 the units "
+            "(statistics_unit) that are the samples of the test.", ""] + markdown_table(
         ("family", "level", "metric", "pair", "t", "p", "n1", "n2", "units 1", "units 2"), body)
 
 
@@ -407,9 +407,11 @@ def render_report(rows: Iterable[Mapping[str, Any]], published: Mapping[str, Any
              "description of the test images, which are not independent (each crop comes with its "
              "flips/rotations; overlapping crops share pixels). Tests are two-sample "
              f"{'Student' if equal_var else 'Welch'} t-tests, as in the paper, but on unit means: "
-             "a unit is the group of images the split keeps together (per_image.csv `unit`: a crop "
-             "and its flips/rotations, or a cluster of overlapping crops; each procedural mask), and "
-             "its value is the mean over its images and training seeds. Every n of images comes "
+             "a unit is what statistics_unit names in the table below: a cluster of crops that "
+             "share a region (the independent unit, the default) or a crop with its "
+             "flips/rotations (per_image.csv `cluster` and `unit`; each procedural mask is a unit "
+             "of its own either way), and its value is the mean of its images, each the mean over "
+             "its training seeds. Every n of images comes "
              "with its number of units, the tests' sample size. Paper 000's p-values treat its 30 "
              "images as independent samples, so they are not comparable with these.", ""]
     lines += _meta_section(meta or {}, rows) + _parts_section(rows)

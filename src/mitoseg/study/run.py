@@ -170,10 +170,12 @@ def rows_for_tests(rows: list[dict[str, Any]], unit: str) -> list[dict[str, Any]
 
 
 def _independence(rows: list[dict[str, Any]], unit: str) -> dict[str, str]:
-    """Report lines: what the tests count as independent, and how many of each there are."""
+    """Report lines: what the tests count as independent, how many of each there are, and what
+    that costs: crop units of one cluster overlap (their p-values are too small), and fewer
+    than two clusters leave nothing to test."""
     tested = [r for r in rows if r["part"] == "robustness"] or rows
     crops, clusters = {r["unit"] for r in tested}, {r["cluster"] for r in tested}
-    return {
+    lines = {
         "statistics unit (statistics_unit)": (
             f"{unit}: tests compare {'crop' if unit == 'crop' else 'cluster'} means"),
         "independent units in the test set": (
@@ -181,6 +183,16 @@ def _independence(rows: list[dict[str, Any]], unit: str) -> dict[str, str]:
             f"flips/rotations), {len(clusters)} clusters (crops that share a region with one "
             "another; the split keeps each on one side)"),
     }
+    if unit == "crop" and len(clusters) < len(crops):
+        lines["WARNING: units that overlap"] = (
+            f"the {len(crops)} crops lie in {len(clusters)} cluster(s) and crops of one cluster "
+            "share pixels, so the tests' units are not independent and their p-values are too "
+            "small; statistics_unit=cluster tests the clusters")
+    elif unit == "cluster" and len(clusters) < 2:
+        lines["tests"] = (f"{len(clusters)} cluster in the test set: one independent unit, so no "
+                          "two-sample test is possible (p n/a); a larger test set of several "
+                          "clusters, or procedural masks, can be tested")
+    return lines
 
 
 def _check(cfg: DictConfig) -> None:
