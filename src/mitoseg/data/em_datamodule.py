@@ -20,6 +20,7 @@ from mitoseg.data.held_volumes import hold_fitting
 from mitoseg.data.normalization import EM_MODES, Normalization, fit_normalization_over
 from mitoseg.data.volume_set import (
     LabelledVolume,
+    Recording,
     VolumeSet,
     from_em_volumes,
     slice_counts,
@@ -48,6 +49,9 @@ class EMVolumes:
     # None: every voxel counts
     train_ignored: Any | None = None
     test_ignored: Any | None = None
+    # The files the slice numbers count in (``volume_set.Recording``; None: not from a file)
+    train_recording: Recording | None = None
+    test_recording: Recording | None = None
 
     def slice_numbers(self, split: str, indices: Sequence[int] | None = None) -> list[int]:
         """Source slice numbers of ``indices`` (all by default) of the 'train' or 'test' volume."""

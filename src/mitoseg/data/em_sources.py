@@ -25,6 +25,7 @@ from mitoseg.data.em_volumes import (
     open_tif_volume,
     paired_slice_volumes,
 )
+from mitoseg.data.volume_set import recording_of
 from mitoseg.errors import InputError
 from mitoseg.runs.paths import display_path
 from mitoseg.synth.em_volumes import synthetic_em_volume
@@ -109,6 +110,7 @@ def lucchi_volumes(root: str, test: str = "holdout", holdout_slices: int = 33,
     image = open_tif_volume(files["train"][0], cache_dir)
     labels = binary_labels(open_tif_volume(files["train"][1], cache_dir), files["train"][1])
     voxel = _voxel_size(voxel_size_nm, OWN_VOXEL_SIZE["lucchi_volumes"])
+    recording = recording_of(files["train"][0], image.shape)
     if test == "official":
         test_image = open_tif_volume(files["test"][0], cache_dir)
         test_labels = binary_labels(open_tif_volume(files["test"][1], cache_dir), files["test"][1])
@@ -116,7 +118,8 @@ def lucchi_volumes(root: str, test: str = "holdout", holdout_slices: int = 33,
             image, labels, test_image, test_labels, voxel,
             f"Lucchi '{display_path(root)}' (official train/test volumes)",
             {"test": "official", "test_gap_slices": None,
-             "test_source": "testing.tif, a separate volume"}), max_test_slices)
+             "test_source": "testing.tif, a separate volume"}, train_recording=recording,
+            test_recording=recording_of(files["test"][0], test_image.shape)), max_test_slices)
     depth, gap = image.shape[0], int(test_gap_slices)
     if gap < 0:
         raise InputError(f"dataset option 'test_gap_slices' must be >= 0, got {gap}")
@@ -132,8 +135,8 @@ def lucchi_volumes(root: str, test: str = "holdout", holdout_slices: int = 33,
     return limit_test_slices(EMVolumes(
         image[:end], labels[:end], image[cut:], labels[cut:], voxel,
         f"Lucchi '{display_path(root)}' (slices {cut}-{depth - 1} held out as test, {gap} slices "
-        f"before them unused)", notes,
-        test_slice_numbers=list(range(cut, depth))), max_test_slices)
+        f"before them unused)", notes, test_slice_numbers=list(range(cut, depth)),
+        train_recording=recording, test_recording=recording), max_test_slices)
 
 
 def casser_volumes(root: str, dataset: str, voxel_size_nm: Sequence[float] | None = None,
@@ -153,9 +156,10 @@ def casser_volumes(root: str, dataset: str, voxel_size_nm: Sequence[float] | Non
     """
     key = dataset.lower()
     folders = casser_files(root, key, _layout(layout))
-    volumes, numbers, ignored = {}, {}, {}
+    volumes, numbers, ignored, recordings = {}, {}, {}, {}
     for split, (image_folder, label_folder) in folders.items():
         image, raw_labels, numbers[split] = paired_slice_volumes(image_folder, label_folder)
+        recordings[split] = recording_of(image_folder, image.shape)
         volumes[split] = (image, binary_labels(raw_labels, label_folder, CASSER_IGNORE_VALUES[key]))
         mask = label_ignore_mask(raw_labels, CASSER_IGNORE_VALUES[key])
         ignored[split] = mask if ignore_unlabelled and CASSER_IGNORE_VALUES[key] and mask.any() \
@@ -175,7 +179,8 @@ def casser_volumes(root: str, dataset: str, voxel_size_nm: Sequence[float] | Non
         *volumes["train"], *volumes["test"], _voxel_size(voxel_size_nm, key),
         f"{key} '{display_path(root)}' ({described})", notes,
         train_slice_numbers=numbers["train"], test_slice_numbers=numbers["test"],
-        train_ignored=ignored["train"], test_ignored=ignored["test"]), max_test_slices)
+        train_ignored=ignored["train"], test_ignored=ignored["test"],
+        train_recording=recordings["train"], test_recording=recordings["test"]), max_test_slices)
 
 
 def _layout(layout: Mapping[str, Sequence[str]] | None) -> dict[str, tuple[str, str]]:

@@ -35,6 +35,7 @@ from mitoseg.data.volume_set import (
     LabelledVolume,
     VolumeSet,
     mapped_views,
+    recording_of,
     slice_counts,
 )
 from mitoseg.data.volume_sources import (
@@ -124,7 +125,8 @@ def _open_entry(entry: Mapping[str, Any], split: str, number: int, mapping: Labe
     size = _voxel_size(image, raw_labels, given)
     log.info("%s: '%s' image %s %s, labels %s", where, name, image.source, image.shape,
              raw_labels.source)
-    volume = LabelledVolume(name, image.array, labels, ignored)
+    volume = LabelledVolume(name, image.array, labels, ignored,
+                            recording=recording_of(image.source, image.shape))
     if entry.get("z_range") is not None:
         volume = _z_range(volume, entry["z_range"], where)
     return volume, size
@@ -181,7 +183,7 @@ def _slices(volume: LabelledVolume, start: int, stop: int) -> LabelledVolume:
         return None if array is None else ZRange(array, start, stop)
 
     return LabelledVolume(volume.name, cut(volume.image), cut(volume.labels), cut(volume.ignored),
-                          volume.numbers(range(start, stop)))
+                          volume.numbers(range(start, stop)), volume.recording)
 
 
 class ZRange:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mitoseg.data.label_mapping import CHECK_VOXELS, LabelMapping
 from mitoseg.data.slabs import slab_ranges
+from mitoseg.data.volume_sources import split_inner
 from mitoseg.errors import InputError
 
 SPLITS = ("train", "val", "test")
@@ -146,13 +148,39 @@ def _describe(index: Any) -> str:
 
 
 @dataclass(frozen=True)
+class Recording:
+    """The file a volume's slices are read from: its resolved path (with the dataset inside an
+    HDF5 / Zarr file) and the shape of the whole array there. Volumes of one recording number
+    their slices alike (``LabelledVolume.numbers``), so how many slices lie between them is
+    known; the shape keeps another array at the same path (a rewritten file, an OME-Zarr level)
+    from passing for the same recording."""
+
+    source: str
+    shape: tuple[int, int, int]
+
+    def __str__(self) -> str:
+        return f"'{self.source}' ({' x '.join(str(n) for n in self.shape)})"
+
+
+def recording_of(source: str | Path, shape: Sequence[int]) -> Recording:
+    """The ``Recording`` of an array of ``shape`` read from ``source``: a path, or
+    'file.h5:/dataset' / 'file.zarr:/array' (the file part resolved: links, '..', relative to
+    the working directory)."""
+    path, separator, inner = split_inner(str(source))
+    resolved = Path(path).expanduser().resolve()
+    return Recording(f"{resolved}{separator}{inner}", tuple(int(n) for n in shape))
+
+
+@dataclass(frozen=True)
 class LabelledVolume:
     """One (D, H, W) image with its labels.
 
     ``labels``: True = mitochondrion (bool, or {0, 1}-like: read as ``> 0``); ``ignored``: True
     = the voxel counts in neither the loss nor any metric (None: nothing is ignored).
     ``slice_numbers``: the source slice number of each slice (None: 0, 1, 2, ...), so run records
-    name the slices of the recording.
+    name the slices of the recording. ``recording``: the file those numbers count in (None:
+    not from a file, e.g. procedural volumes); evaluate.py keeps test slices away from the
+    slices a checkpoint saw in the same recording (``evaluation.training_overlap``).
     """
 
     name: str
@@ -160,6 +188,7 @@ class LabelledVolume:
     labels: Any
     ignored: Any | None = None
     slice_numbers: list[int] | None = None
+    recording: Recording | None = None
 
     def __post_init__(self) -> None:
         if len(self.image.shape) != 3:
@@ -265,8 +294,10 @@ def from_em_volumes(found: Any) -> VolumeSet:
                              f"shape {getattr(found, name).shape}")
     return VolumeSet(
         train=[LabelledVolume("train", found.train_image, found.train_labels,
-                              found.train_ignored, found.train_slice_numbers)],
+                              found.train_ignored, found.train_slice_numbers,
+                              found.train_recording)],
         test=[LabelledVolume("test", found.test_image, found.test_labels,
-                             found.test_ignored, found.test_slice_numbers)],
+                             found.test_ignored, found.test_slice_numbers,
+                             found.test_recording)],
         voxel_size_nm=tuple(found.voxel_size_nm), description=found.description,
         notes=dict(found.notes))

@@ -59,7 +59,7 @@ def open_volume(spec: str | Path, level: int | None = None) -> Volume:
     """The volume named by ``spec`` (see the module docstring); ``level``: an OME-Zarr
     multiscale level (0 = full resolution; default 0)."""
     text = str(spec)
-    path_text, _, inner = _split_inner(text)
+    path_text, _, inner = split_inner(text)
     path = Path(path_text).expanduser()
     if not path.exists():
         raise InputError(f"volume not found: '{path}' (from '{text}')")
@@ -84,13 +84,13 @@ def resolve_source(spec: str | Path, root: str | Path | None) -> str:
     """``spec`` with a relative file path read from ``root`` ('a.h5:/raw' -> '<root>/a.h5:/raw');
     an absolute path, or no ``root``, leaves it as it is."""
     text = str(spec)
-    path_text, separator, inner = _split_inner(text)
+    path_text, separator, inner = split_inner(text)
     if root is None or Path(path_text).expanduser().is_absolute():
         return text
     return f"{Path(root) / path_text}{separator}{inner}"
 
 
-def _split_inner(text: str) -> tuple[str, str, str]:
+def split_inner(text: str) -> tuple[str, str, str]:
     """'file.h5:/a/b' -> ('file.h5', ':', '/a/b'); a Windows drive letter is not a separator."""
     for suffix in (*HDF5_SUFFIXES, ".zarr"):
         marker = suffix + ":"

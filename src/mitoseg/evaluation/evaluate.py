@@ -40,8 +40,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     same test images are scored; give ``dataset=...`` or ``postproc=...`` to change them
     (e.g. another SNR, or the 0.9 threshold). ``seed`` and ``data_seed`` default to the
     checkpoint's, so ``dataset=...`` splits the masks as training did. A val/test split that
-    shares masks or regions with masks the checkpoint has seen (``training_overlap``) is
-    refused unless ``allow_training_overlap=true`` (then summary.json starts with a WARNING).
+    shares masks or regions with masks the checkpoint has seen (``training_overlap``), or an
+    EM test volume holding copies of its training slices or slices within the gap its training
+    split kept (``volume_training_overlap``), is refused unless ``allow_training_overlap=true``
+    (then summary.json starts with a WARNING).
     """
     if cfg.split not in ("train", "val", "test"):
         raise InputError(f"config option 'split' must be train, val or test, got {cfg.split!r}")
@@ -59,7 +61,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if modality.uses_inference_config:  # volumes: scaled by the predictor from raw intensities
         if cfg.split != "test":
             raise InputError("EM data sets are evaluated on their test volume only (split=test)")
-        overlap = volume_training_overlap(stored, datamodule, allow)
+        overlap = volume_training_overlap(stored, datamodule, allow, display_path(
+            cfg.ckpt_path, cfg.paths.shared_data))
     else:  # image sets: the loader scales the images, so it must scale them as training did
         if datamodule.normalization != trained:
             raise InputError(f"evaluate: the data set scales inputs as "
