@@ -21,6 +21,7 @@ z-median of 5. Options change one factor at a time (the ablation of issue 11):
 
     python benchmarks/reference_lucchi.py                         # GPU, shared Lucchi, holdout
     python benchmarks/reference_lucchi.py --override dataset.volumes.test=official
+    python benchmarks/reference_lucchi.py --override dataset.volumes.test=tuning  # for choices
     python benchmarks/reference_lucchi.py --quick                 # CPU, synthetic EM, seconds
 """
 

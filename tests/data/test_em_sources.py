@@ -217,6 +217,27 @@ def test_max_test_slices_keeps_the_first_test_slices_and_names_them(tmp_path: Pa
             limit_test_slices(whole, bad)
 
 
+def test_the_lucchi_tuning_split_never_reads_the_holdout_or_its_gap(tmp_path: Path) -> None:
+    """Recipes chosen by their holdout test score make that score optimistic. test=tuning makes
+    the holdout's cut again inside its training slices: a recipe chosen there has seen nothing
+    of the holdout test slices or their gap (slice z holds the value z)."""
+    write_lucchi_training(tmp_path, depth=60)
+    holdout = lucchi_volumes(str(tmp_path), holdout_slices=8, test_gap_slices=5)
+    tuning = lucchi_volumes(str(tmp_path), test="tuning", holdout_slices=8, test_gap_slices=5)
+    assert holdout.slice_numbers("test") == list(range(52, 60))  # holdout training: 0-46
+    assert tuning.train_image[:, 0, 0].tolist() == list(range(34))
+    assert tuning.test_image[:, 0, 0].tolist() == tuning.slice_numbers("test") == list(range(39, 47))
+    seen = set(tuning.train_image[:, 0, 0].tolist()) | set(tuning.test_image[:, 0, 0].tolist())
+    assert seen.isdisjoint(range(47, 60))  # the holdout's gap and test slices
+    assert (tuning.notes["test"], tuning.notes["train_slices"], tuning.notes["gap_slices"],
+            tuning.notes["test_slices"]) == ("tuning", [[0, 33]], [[34, 38]], [[39, 46]])
+    assert "slices 47-59 (the holdout and its gap) never read" in tuning.description
+    with pytest.raises(InputError, match=r"before the holdout's gap \(test=tuning\)"):
+        lucchi_volumes(str(tmp_path), test="tuning", holdout_slices=25, test_gap_slices=5)
+    with pytest.raises(InputError, match=r"'official', 'holdout', 'tuning'"):
+        lucchi_volumes(str(tmp_path), test="validation")
+
+
 def test_max_test_slices_cuts_the_lucchi_holdout_from_its_start(tmp_path: Path) -> None:
     write_lucchi_training(tmp_path)
     volumes = lucchi_volumes(str(tmp_path), holdout_slices=8, test_gap_slices=5,

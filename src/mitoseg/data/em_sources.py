@@ -94,18 +94,22 @@ def lucchi_volumes(root: str, test: str = "holdout", holdout_slices: int = 33,
                    test_gap_slices: int = 10, cache_dir: str | None = None,
                    voxel_size_nm: Sequence[float] | None = None,
                    max_test_slices: int | None = None) -> EMVolumes:
-    """The EPFL Lucchi volumes. ``test``: 'official' (testing.tif, the published protocol) or
+    """The EPFL Lucchi volumes. ``test``: 'official' (testing.tif, the published protocol),
     'holdout' (the last ``holdout_slices`` slices of training.tif, for copies without the test
     volume; training then uses the slices before them, less ``test_gap_slices`` slices next to
-    the test range, which are used for nothing).
+    the test range, which are used for nothing) or 'tuning' (the same cut made again inside the
+    holdout's training slices: with the defaults test 89-121, gap 79-88, training 0-78; the
+    holdout's test slices and gap are never read, so recipes chosen on 'tuning' leave the
+    'holdout' score unbiased by the choice).
 
     Why the gap: at 5 nm per slice, neighbouring slices are near-copies (image correlation
     0.89, label IoU 0.92 for slices 1 apart on the real volume; 0.39 and 0.61 for 10 apart,
     see ``python -m mitoseg.data.em_overlap``), so a test slice next to a training slice
     measures memory more than generalization. ``max_test_slices``: see ``limit_test_slices``.
     """
-    if test not in ("official", "holdout"):
-        raise InputError(f"dataset option 'test' must be 'official' or 'holdout', got {test!r}")
+    if test not in LUCCHI_TESTS:
+        raise InputError(f"dataset option 'test' must be one of {list(LUCCHI_TESTS)}, got "
+                         f"{test!r}")
     files = lucchi_files(root, ("train", "test") if test == "official" else ("train",))
     image = open_tif_volume(files["train"][0], cache_dir)
     labels = binary_labels(open_tif_volume(files["train"][1], cache_dir), files["train"][1])
@@ -120,23 +124,50 @@ def lucchi_volumes(root: str, test: str = "holdout", holdout_slices: int = 33,
             {"test": "official", "test_gap_slices": None,
              "test_source": "testing.tif, a separate volume"}, train_recording=recording,
             test_recording=recording_of(files["test"][0], test_image.shape)), max_test_slices)
-    depth, gap = image.shape[0], int(test_gap_slices)
+    gap = int(test_gap_slices)
+    end, cut, stop = held_out_ranges(image.shape[0], int(holdout_slices), gap,
+                                     tuning=test == "tuning", where=str(files["train"][0]))
+    notes = {"test": test, "train_slices": [[0, end - 1]],
+             "gap_slices": [[end, cut - 1]] if gap else [], "test_slices": [[cut, stop - 1]],
+             "test_gap_slices": gap,
+             "test_source": "training.tif, held-out slices" if test == "holdout" else
+             "training.tif, slices before the holdout's gap (a tuning split)"}
+    unread = (f", slices {stop}-{image.shape[0] - 1} (the holdout and its gap) never read"
+              if stop < image.shape[0] else "")
+    return limit_test_slices(EMVolumes(
+        image[:end], labels[:end], image[cut:stop], labels[cut:stop], voxel,
+        f"Lucchi '{display_path(root)}' (slices {cut}-{stop - 1} held out as test, {gap} slices "
+        f"before them unused{unread})", notes, test_slice_numbers=list(range(cut, stop)),
+        train_recording=recording, test_recording=recording), max_test_slices)
+
+
+LUCCHI_TESTS = ("official", "holdout", "tuning")
+
+
+def held_out_ranges(depth: int, holdout_slices: int, gap: int, tuning: bool, where: str
+                    ) -> tuple[int, int, int]:
+    """(end, cut, stop): training slices 0 .. end - 1, test slices cut .. stop - 1, the ``gap``
+    slices between them unused. The holdout tests the last ``holdout_slices`` of ``depth``; the
+    tuning split makes the same cut again within the holdout's training slices."""
     if gap < 0:
         raise InputError(f"dataset option 'test_gap_slices' must be >= 0, got {gap}")
+    ranges = _cut_at_end(depth, holdout_slices, gap, where, "")
+    if tuning:  # the tuning split lies within the holdout's training slices 0 .. end - 1
+        ranges = _cut_at_end(ranges[0], holdout_slices, gap, where,
+                             " before the holdout's gap (test=tuning)")
+    return ranges
+
+
+def _cut_at_end(depth: int, holdout_slices: int, gap: int, where: str, context: str
+                ) -> tuple[int, int, int]:
+    """(end, cut, depth): the last ``holdout_slices`` of slices 0 .. depth - 1 tested, the
+    ``gap`` before them unused, slices 0 .. end - 1 trained on."""
     if not 0 < holdout_slices or holdout_slices + gap >= depth:
         raise InputError(f"dataset options 'holdout_slices' ({holdout_slices}, >= 1) and "
                          f"'test_gap_slices' ({gap}) must leave training slices in the {depth} "
-                         f"slices of '{files['train'][0]}'")
+                         f"slices of '{where}'{context}")
     cut = depth - holdout_slices
-    end = cut - gap  # training slices are 0 .. end - 1
-    notes = {"test": "holdout", "train_slices": [[0, end - 1]],
-             "gap_slices": [[end, cut - 1]] if gap else [], "test_slices": [[cut, depth - 1]],
-             "test_gap_slices": gap, "test_source": "training.tif, held-out slices"}
-    return limit_test_slices(EMVolumes(
-        image[:end], labels[:end], image[cut:], labels[cut:], voxel,
-        f"Lucchi '{display_path(root)}' (slices {cut}-{depth - 1} held out as test, {gap} slices "
-        f"before them unused)", notes, test_slice_numbers=list(range(cut, depth)),
-        train_recording=recording, test_recording=recording), max_test_slices)
+    return cut - gap, cut, depth
 
 
 def casser_volumes(root: str, dataset: str, voxel_size_nm: Sequence[float] | None = None,
