@@ -101,6 +101,7 @@ class FluorescenceDataModule(SplitDataModule):
         self.leakage: dict[str, Any] = {}
         self.datasets: dict[str, Dataset] = {}
         self.mask_set: MaskSet | None = None
+        self.split_masks: dict[str, MaskSet] = {}  # split name -> its masks, as dealt
 
     def _build(self) -> None:
         self.mask_set = self.masks_factory()
@@ -109,6 +110,7 @@ class FluorescenceDataModule(SplitDataModule):
         self.leakage = split.record
         self.mask_set = replace(self.mask_set, clusters=split.clusters)
         parts = {name: self.mask_set.subset(idx) for name, idx in split.indices.items()}
+        self.split_masks = parts
         train_set = FluorescenceMaskDataset if self.synthesis == "device" else (
             lambda *args: SyntheticFluorescenceDataset(*args, self.normalize))
         self.datasets = {

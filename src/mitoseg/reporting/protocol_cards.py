@@ -17,11 +17,10 @@ from typing import Any
 
 from mitoseg.reporting.collect import RunRecord, protocol_label, protocol_rows
 from mitoseg.runs.protocol_columns import CARD_PREFIX
-from mitoseg.runs.paths import display_path
+from mitoseg.runs.paths import display_runs
 
 CARD_KEY = "protocol_card"  # the metrics.json key
 NO_CARD = "no card"
-SHOWN_RUNS = 3  # runs named per card in a message, then a count
 
 
 def card_of(run: RunRecord) -> Mapping[str, Any] | None:
@@ -85,14 +84,8 @@ def card_conflict(runs: Sequence[RunRecord],
         else:
             held = ", ".join(f"{name}={fields[text].get(name, '<absent>')}"
                              for name in differing) or "a card"
-        groups.append(f"{held} in {_runs(found)}")
+        groups.append(f"{held} in {display_runs([run.folder for run in found])}")
     what = (f"card fields {', '.join(differing)} differ" if differing else "cards differ")
     if NO_CARD in by_card:
         what += " (runs without a card count as another card)"
     return f"{what}: " + "; ".join(groups)
-
-
-def _runs(runs: Sequence[RunRecord]) -> str:
-    shown = ", ".join(display_path(r.folder) for r in runs[:SHOWN_RUNS])
-    more = len(runs) - SHOWN_RUNS
-    return f"{len(runs)} run(s): {shown}" + (f" and {more} more" if more > 0 else "")

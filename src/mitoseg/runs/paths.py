@@ -74,3 +74,14 @@ def display_argument(argument: str, data_root: str | os.PathLike | None = None) 
 
 def display_command(argv: Sequence[str], data_root: str | os.PathLike | None = None) -> list[str]:
     return [display_argument(str(argument), data_root) for argument in argv]
+
+
+SHOWN_RUNS = 3  # run folders a message names, then a count
+
+
+def display_runs(folders: Sequence[str | os.PathLike]) -> str:
+    """Run folders as messages name them: how many, the first few (``display_path``), then a
+    count of the rest: ``5 run(s): outputs/a, outputs/b, outputs/c and 2 more``."""
+    shown = ", ".join(display_path(folder) for folder in folders[:SHOWN_RUNS])
+    more = len(folders) - SHOWN_RUNS
+    return f"{len(folders)} run(s): {shown}" + (f" and {more} more" if more > 0 else "")

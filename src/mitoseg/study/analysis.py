@@ -14,6 +14,9 @@ empty_abd):
 
 The test images of a condition are those the training data module makes for its test split
 (same masks, same seeds), so every method and every training seed sees the very same images.
+That needs one split for all runs: runs trained on different splits (another ``data_seed``,
+mask source or split size) are refused before anything is scored (``check_one_data_split``),
+since a network scored on another split's test images may have trained on them.
 Each image carries its independent unit (the group its mask was split by: a crop with its
 flips/rotations, or a cluster of overlapping crops), which the statistics test on. pred_empty
 marks an empty prediction; ``empty_abd`` (diagonal or exclude) is the ABD it gets, recorded on
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -34,9 +37,12 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from mitoseg.errors import InputError
 from mitoseg.evaluation.predictor import Predictor
+from mitoseg.evaluation.protocol_card import TestSetHash
 from mitoseg.metrics.segmentation import deformation_metrics, image_metrics
 from mitoseg.reporting.collect import read_run
+from mitoseg.runs.paths import display_runs
 from mitoseg.study.plan import (FAMILIES, MIXTURES, SENSITIVITY_CONDITION, condition_of_name,
                                 condition_params, method_of_model)
 from mitoseg.synth.fluorescence import FluorescenceParams, synthesize_pair
@@ -108,6 +114,89 @@ def _test_images(dataset_json: str, condition: str) -> tuple[TestImage, ...]:
     return tuple(images)
 
 
+@dataclass(frozen=True)
+class DataSplit:
+    """How a data-module config deals its masks: the mask ids of each split, the masks'
+    content and the seed of the test images' noise. Runs that share it were trained,
+    validated and tested on the same masks, and the study's test images of a condition (made
+    from the test masks with that seed) are their own test images."""
+    mask_ids: tuple[tuple[str, tuple[str, ...]], ...]  # (split name, its mask ids in order)
+    masks: str  # fingerprint of every split's masks (ids alone miss, e.g., a procedural shape)
+    test_image_seed: int
+
+    def ids(self, split: str) -> tuple[str, ...]:
+        return dict(self.mask_ids).get(split, ())
+
+
+def data_split(dataset_config: Mapping[str, Any]) -> DataSplit:
+    """The split a data-module config makes, read from the data module itself (so whatever
+    option moves a mask counts), without making a single image."""
+    return _data_split(json.dumps(dataset_config, sort_keys=True, default=str))
+
+
+@lru_cache(maxsize=64)
+def _data_split(dataset_json: str) -> DataSplit:
+    datamodule = instantiate(OmegaConf.create(json.loads(dataset_json)))
+    datamodule.setup()
+    parts = datamodule.split_masks
+    content = TestSetHash().update(*(part.masks for part in parts.values()))
+    return DataSplit(tuple((name, tuple(part.ids)) for name, part in parts.items()),
+                     content.fingerprint(), int(datamodule.datasets["test"].seed))
+
+
+def split_difference(split: DataSplit, reference: DataSplit, name: str = "split 1") -> str:
+    """What ``split`` does differently from ``reference`` (called ``name``), first whether it
+    trains or validates on the reference's test masks: its runs would be scored on them."""
+    test, reference_test = set(split.ids("test")), set(reference.ids("test"))
+    trained, validated = (reference_test & set(split.ids(part)) for part in ("train", "val"))
+    found = []
+    if trained or validated:
+        found.append(f"{len(trained | validated)} of the {len(reference_test)} test masks of "
+                     f"{name} are masks it trained or validated on ({len(trained)} training, "
+                     f"{len(validated)} validation)")
+    if test != reference_test:
+        found.append(f"{len(test - reference_test)} of its {len(test)} test masks are not test "
+                     f"masks of {name}")
+    elif split.mask_ids != reference.mask_ids:
+        found.append(f"the test masks of {name}, but other training or validation masks")
+    if split.masks != reference.masks and not found:
+        found.append(f"masks of the same names as {name} with other content")
+    if split.test_image_seed != reference.test_image_seed:
+        found.append(f"test images made with seed {split.test_image_seed}, not "
+                     f"{reference.test_image_seed} (split_seed)")
+    return "; ".join(found)
+
+
+def check_one_data_split(runs: Sequence[TrainedRun]) -> None:
+    """Refuse (InputError) runs that were not all trained on one data split.
+
+    The study makes one set of test images per condition and scores every network on it, and
+    pools the training seeds of a method as replicates on those images. A run of another
+    split (another data_seed, mask source, limit or split size) would be scored on images it
+    may have trained on. Each run's split is the one its own dataset config makes
+    (``data_split``); image conditions and training seeds, which differ by design, do not
+    change it."""
+    by_split: dict[DataSplit, list[TrainedRun]] = {}
+    for run in runs:
+        by_split.setdefault(data_split(run.config["dataset"]), []).append(run)
+    if len(by_split) < 2:
+        return
+    reference = next(iter(by_split))  # split 1, the one the others are described against
+    described = []
+    for number, (split, members) in enumerate(by_split.items(), start=1):
+        data_seeds = dict.fromkeys(str(run.config.get("data_seed", "?")) for run in members)
+        text = (f"split {number}: {display_runs([run.folder for run in members])} "
+                f"(data_seed {', '.join(data_seeds)})")
+        if split != reference:
+            text += f": {split_difference(split, reference)}"
+        described.append(text)
+    raise InputError(
+        f"study: the training runs were not all trained on one data split ({len(by_split)} "
+        f"splits), but every network is scored on one set of test images: "
+        f"{'; '.join(described)}. Analyze the runs of each split apart (a study per split), "
+        "or train them all with the same data_seed and dataset options")
+
+
 def network_segmenter(run: TrainedRun, postproc: Any = None) -> Segmenter:
     """Raw image -> mask with a trained network, normalized as in its training (the
     checkpoint's Predictor: whole images, its post-processing unless ``postproc``)."""
@@ -164,7 +253,8 @@ def study_rows(runs: list[TrainedRun], families: list[str], mixtures: list[str],
     """Every row of the study (see the module docstring)."""
     if not runs:
         return []
-    dataset = runs[0].config["dataset"]
+    check_one_data_split(runs)
+    dataset = runs[0].config["dataset"]  # its split is every run's
     pixel_size = float(dataset.get("pixel_size_um", 0.0645))
     split_seed = int(dataset.get("split_seed", 0))
     rows: list[dict[str, Any]] = []

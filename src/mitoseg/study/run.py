@@ -122,6 +122,8 @@ def run_study(cfg: DictConfig) -> Path:
 
 
 def _mask_source(runs: list, dataset: str, data_root: str) -> str:
+    """The masks of the first run, which are every run's (``study_rows`` refuses runs that
+    were not all trained on one data split)."""
     if not runs:
         return str(dataset)
     masks = runs[0].config["dataset"].get("masks", {})
@@ -149,6 +151,8 @@ def _mixture_counts(runs: list) -> str:
 
 
 def _test_size(runs: list) -> str:
+    """The split sizes of the first run, which are every run's (one data split, see
+    ``_mask_source``)."""
     if not runs:
         return "no finished run"
     data = runs[0].folder / "data.json"
