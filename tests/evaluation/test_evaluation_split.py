@@ -67,6 +67,19 @@ def test_a_named_dataset_is_split_with_the_checkpoints_data_seed(procedural_run,
     assert summary["training_overlap"]["overlapping_masks"] == {"train": 0, "val": 0}
 
 
+def test_a_checkpoint_trained_on_images_made_on_the_device_is_checked(tmp_path):
+    """trainer=gpu makes the training images on the device (dataset.synthesis=device), whose
+    training dataset holds no masks: the overlap check reads the masks the data module dealt to
+    each split instead of refusing the checkpoint as 'not masks'."""
+    run_dir = tmp_path / "run"
+    train(compose_config("train", [*TINY, f"data_seed={TRAIN_SEED}", "dataset.synthesis=device"],
+                         run_dir))
+    summary = _evaluate(run_dir, tmp_path / "eval")
+    assert summary["training_overlap"]["checked"] is True
+    assert summary["training_overlap"]["overlapping_masks"] == {"train": 0, "val": 0}
+    assert summary["training_overlap"]["compared_with"]["train"] > 0
+
+
 def test_an_explicit_data_seed_still_wins(procedural_run, tmp_path):
     summary = _evaluate(procedural_run, tmp_path, "dataset=fluo_procedural", *TINY_DATA,
                         "data_seed=5")

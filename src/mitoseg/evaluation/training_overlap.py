@@ -48,7 +48,12 @@ def seeds_from_checkpoint(cfg: DictConfig, stored: dict[str, Any]) -> dict[str, 
 
 
 def _split_masks(datamodule: Any, split: str) -> tuple[list[str], list[np.ndarray]] | None:
-    """(ids, masks) of a data module's split, or None where it has no mask files (EM)."""
+    """(ids, masks) of a data module's split, or None where it has no mask files (EM): the
+    masks it dealt to the split (``split_masks``; its training dataset may hold none, e.g. with
+    images made on the device), else those its dataset holds."""
+    dealt = (getattr(datamodule, "split_masks", None) or {}).get(split)
+    if dealt is not None:
+        return list(dealt.ids), list(dealt.masks)
     dataset = getattr(datamodule, "datasets", {}).get(split)
     masks = getattr(dataset, "masks", None)
     if masks is None:
