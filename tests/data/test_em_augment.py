@@ -23,7 +23,9 @@ from mitoseg.data.em_augment import (
     RandomRot90,
     RandomRotation,
     RandomShear,
+    in_range_units,
 )
+from mitoseg.data.normalization import Normalization
 from mitoseg.errors import InputError
 
 PRESETS = Path(__file__).resolve().parents[2] / "conf" / "augmentation"
@@ -355,3 +357,41 @@ def test_presets_build_no_tensor_from_host_numbers_on_the_batch_device(
         monkeypatch.setattr(torch, constructor, refuse)
     out_image, out_mask = augment(image, mask, None)
     assert out_image.shape == image.shape and out_mask.device.type == "meta"
+
+
+@pytest.mark.parametrize("normalize", ["scale", "training_zscore", "none"])
+def test_brightness_and_noise_mean_the_same_raw_change_under_every_normalization(normalize):
+    """Brightness and noise amounts are in units of the raw intensity range: shift 0.1 moves a
+    uint8 image by 25.5 grey levels and noise std 0.05 adds 12.75, whether the network sees
+    the image / 255 or z-scored by the training slices (which made them 5-6x weaker) or as
+    it is (255x weaker)."""
+    from tests.data.test_device_volumes import _module, _set, _volume
+
+    volumes = _set([_volume("a", (6, 40, 44), 1)])
+    augmentation = EMCompose([RandomBrightness((0.1, 0.1), p=1.0)])
+    module = _module(volumes, (16, 16), normalize=normalize, augmentation=augmentation)
+    norm = module.normalization
+    raw = torch.from_numpy(np.asarray(volumes.train[0].image[:4, :16, :16], np.float32))[:, None]
+    image = norm(raw)
+    mask = torch.zeros_like(image)
+    shifted, _ = module.training_augmentation(image, mask, torch.Generator().manual_seed(0))
+    to_raw = 1.0 / norm.range_unit() * 255.0  # input units -> grey levels
+    assert torch.allclose((shifted - image) * to_raw, torch.full_like(image, 25.5), atol=1e-3)
+    noisy = in_range_units(EMCompose([RandomGaussianNoise((0.05, 0.05), p=1.0)]),
+                           norm.range_unit())
+    big = norm(torch.full((64, 1, 32, 32), 100.0))
+    added, _ = noisy(big, torch.zeros_like(big), torch.Generator().manual_seed(1))
+    assert float(((added - big) * to_raw).std()) == pytest.approx(12.75, rel=0.02)
+    if normalize == "scale":  # the unit is 1: the configured transforms themselves
+        assert module.training_augmentation is augmentation
+
+
+def test_the_range_unit_of_each_normalization() -> None:
+    assert Normalization("scale", scale=255.0, dtype="uint8").range_unit() == 1.0
+    assert Normalization("training_zscore", mean=100.0, std=50.0, dtype="uint8"
+                         ).range_unit() == pytest.approx(255.0 / 50.0)
+    assert Normalization("training_zscore", mean=0.5, std=0.25, dtype="float32"
+                         ).range_unit() == pytest.approx(4.0)
+    assert Normalization("none", dtype="uint16").range_unit() == 65535.0
+    with pytest.raises(InputError, match="zscore"):
+        Normalization("zscore").range_unit()

@@ -15,6 +15,7 @@ numpy generator); given numpy input they stop with an InputError that says so.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -39,7 +40,7 @@ from mitoseg.errors import InputError
 __all__ = [
     "EMCompose", "RandomBrightness", "RandomContrast", "RandomElastic", "RandomFlip",
     "RandomGamma", "RandomGaussianBlur", "RandomGaussianNoise", "RandomRot90", "RandomRotation",
-    "RandomShear",
+    "RandomShear", "in_range_units",
 ]
 
 
@@ -68,3 +69,15 @@ class EMCompose:
         for transform in self.transforms:
             image, mask = transform(image, mask, generator)
         return image, mask
+
+
+def in_range_units(augmentation: Any, unit: float) -> Any:
+    """``augmentation`` with its absolute intensity amounts (brightness, noise: the transforms
+    with ``scaled``) in network-input units, ``unit`` of them per raw intensity range
+    (``Normalization.range_unit``); the others as they are. ``unit`` 1 returns it unchanged."""
+    if unit == 1.0 or augmentation is None:
+        return augmentation
+    if isinstance(augmentation, EMCompose):
+        return EMCompose([in_range_units(t, unit) for t in augmentation.transforms])
+    scaled = getattr(augmentation, "scaled", None)
+    return scaled(unit) if callable(scaled) else augmentation

@@ -2,7 +2,10 @@
 
 These change the image only; the mask (every channel of it) passes through untouched.
 Parameters are drawn per sample from the generator; statistics (mean, min, max) are taken per
-sample and channel.
+sample and channel. Brightness and noise add absolute amounts, given in units of the raw
+intensity range (0.1: a tenth of 0-255 for uint8 data); ``in_range_units`` turns them into the
+network's input units, so they mean the same under every normalization. Contrast, gamma and
+blur are relative and need no unit.
 """
 
 from __future__ import annotations
@@ -31,11 +34,16 @@ def _spatial(image: torch.Tensor) -> tuple[int, ...]:
 
 
 class RandomBrightness(BatchTransform):
-    """Add a value drawn uniformly in ``shift`` (v for (-v, v), or (lo, hi)) to each sample."""
+    """Add a value drawn uniformly in ``shift`` (v for (-v, v), or (lo, hi); in units of the
+    raw intensity range) to each sample."""
 
     def __init__(self, shift: float | Sequence[float] = 0.1, p: float = 0.5) -> None:
         super().__init__(p)
         self.shift = value_range(shift, "shift")
+
+    def scaled(self, unit: float) -> "RandomBrightness":
+        """The same transform with its shift in network-input units (``unit`` per range)."""
+        return RandomBrightness(tuple(v * unit for v in self.shift), self.p)
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor,
                  generator: torch.Generator | None = None) -> Batch:
@@ -87,12 +95,16 @@ class RandomGamma(BatchTransform):
 
 class RandomGaussianNoise(BatchTransform):
     """Add zero-mean Gaussian noise whose std is drawn uniformly in ``std`` (v for (0, v), or
-    (lo, hi)), per sample, in the image's intensity units."""
+    (lo, hi)), per sample, in units of the raw intensity range."""
 
     def __init__(self, std: float | Sequence[float] = 0.05, p: float = 0.5) -> None:
         super().__init__(p)
         self.std = value_range(std if not isinstance(std, (int, float)) else (0.0, std),
                                "std", low=0.0)
+
+    def scaled(self, unit: float) -> "RandomGaussianNoise":
+        """The same transform with its std in network-input units (``unit`` per range)."""
+        return RandomGaussianNoise(tuple(v * unit for v in self.std), self.p)
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor,
                  generator: torch.Generator | None = None) -> Batch:

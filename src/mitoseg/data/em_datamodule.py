@@ -14,6 +14,7 @@ from mitoseg.data.augment import is_mask_transform
 from mitoseg.data.base import SplitDataModule
 from mitoseg.data.em_overlap import MAX_SHIFT_PX, NEAR_COPY_CORRELATION, slice_copies
 from mitoseg.data.device_volumes import DeviceVolumes
+from mitoseg.data.em_augment import in_range_units
 from mitoseg.data.em_patches import ConcatPatches, RandomPatchDataset, TiledPatchDataset
 from mitoseg.data.em_split import slice_ranges, validation_split
 from mitoseg.data.held_volumes import hold_fitting
@@ -175,6 +176,7 @@ class EMDataModule(SplitDataModule):
         self.hold_in_memory_mib = float(hold_in_memory_mib)
         self.held: list[str] = []  # the volumes read into memory at setup
         self.normalization: Normalization | None = None
+        self.training_augmentation: Any = None  # ``augmentation`` in input units (setup)
         self._device_volumes: DeviceVolumes | None = None
         self.volumes: VolumeSet | None = None
         self.with_valid = False
@@ -212,6 +214,9 @@ class EMDataModule(SplitDataModule):
         self.normalization = fit_normalization_over(
             self.normalize, [(v.image, z) for v, (z, _) in zip(volumes.train, self.slices) if z],
             EM_MODES)
+        # brightness and noise amounts are given per raw intensity range: in input units here
+        self.training_augmentation = in_range_units(self.augmentation,
+                                                    self.normalization.range_unit())
         for split, what in (("val", "validation volume"), ("test", "test volume")):
             for volume in volumes.volumes(split):
                 self.normalization.check_input(volume.image.dtype,
@@ -281,16 +286,17 @@ class EMDataModule(SplitDataModule):
                                                                        batch["volume"])
             if valid is not None:
                 batch["valid"] = valid
-        if self.augmentation is not None and self.trainer is not None and self.trainer.training:
+        augmentation = self.training_augmentation
+        if augmentation is not None and self.trainer is not None and self.trainer.training:
             generator = torch.Generator(device=batch["image"].device)
             generator.manual_seed(int(torch.randint(0, 2**31 - 1, ()).item()))
             if "valid" in batch:
                 stacked = torch.cat([batch["mask"], batch["valid"]], 1)
-                batch["image"], stacked = self.augmentation(batch["image"], stacked, generator)
+                batch["image"], stacked = augmentation(batch["image"], stacked, generator)
                 batch["mask"], batch["valid"] = stacked[:, :1], stacked[:, 1:]
             else:
-                batch["image"], batch["mask"] = self.augmentation(batch["image"], batch["mask"],
-                                                                  generator)
+                batch["image"], batch["mask"] = augmentation(batch["image"], batch["mask"],
+                                                             generator)
         return batch
 
     def device_patches(self, origins: torch.Tensor, volume_numbers: torch.Tensor,

@@ -81,6 +81,24 @@ class Normalization:
                              f"input to {self.dtype}, in the same intensity units as the "
                              "training volumes")
 
+    def range_unit(self) -> float:
+        """The network-input span of the raw data's whole intensity range (its integer dtype's,
+        e.g. 0-255; float data: 0-1): what an augmentation's absolute amount of 1 means, so
+        that 0.1 is a tenth of the range whatever the mode ('scale': 1; 'training_zscore':
+        range / std; 'none': the range). Per-image 'zscore' has no one span: refused."""
+        if self.mode == "zscore":
+            raise InputError("normalization 'zscore' scales each image by its own std, so an "
+                             "intensity augmentation's absolute amount has no one meaning; use "
+                             "a relative one (contrast, gamma)")
+        span = 1.0
+        if self.dtype is not None and np.dtype(self.dtype).kind in "ui":
+            span = dtype_range(self.dtype)
+        if self.mode == "scale":
+            return span / float(self.scale)
+        if self.mode == "training_zscore":
+            return span / float(self.std)
+        return span
+
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
