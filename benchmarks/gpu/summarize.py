@@ -24,13 +24,17 @@ def main(folder: str) -> None:
             continue
         if "results" in data:
             results = data["results"]
-            iou = results["iou_fg"]
+            iou = results["iou_fg"]  # mean over the slices, as the framework's test/iou_fg
             protocols = {k: v["iou_fg"] for k, v in results["protocols"].items()}
-            print(f"{name}: iou_fg {iou:.4f}  train {results['train_seconds']} s  "
-                  f"{results['images_per_second']} img/s  {protocols}")
+            print(f"{name}: iou_fg {iou:.4f} (over the volume "
+                  f"{results.get('iou_fg_over_volume', float('nan')):.4f})  train "
+                  f"{results['train_seconds']} s  {results['images_per_second']} img/s  "
+                  f"volume IoU per protocol {protocols}")
         elif "test" in data:
             iou = data["test"]["iou_fg"]["mean"]
-            print(f"{name}: iou_fg {iou:.4f}  fit {data.get('fit_seconds')} s")
+            volume = (data["test"].get("iou_fg_over_volume") or {}).get("mean", float("nan"))
+            print(f"{name}: iou_fg {iou:.4f} (over the volume {volume:.4f})  "
+                  f"fit {data.get('fit_seconds')} s")
         else:
             continue
         group = name.rsplit("_s", 1)[0] if name.startswith(("ref_s", "fast_s", "both_s")) else name

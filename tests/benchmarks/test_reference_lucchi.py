@@ -35,7 +35,10 @@ def test_quick_run_reports_every_protocol() -> None:
     results = report["results"]
     assert set(results["protocols"]) == {"full_image", "full_image_z5", "full_image_tta",
                                          "full_image_tta_z5"}
-    assert results["iou_fg"] == results["protocols"]["full_image_tta_z5"]["iou_fg"]
+    # the headline as the framework's test/iou_fg: the mean over the slices (paper 002)
+    headline = results["protocols"]["full_image_tta_z5"]
+    assert results["iou_fg"] == headline["iou_fg_mean_per_slice"]
+    assert results["iou_fg_over_volume"] == headline["iou_fg"]
     assert 0.0 <= results["iou_fg"] <= 1.0 and results["train_seconds"] > 0
     assert results["data"]["train_slices"] == 10 and results["data"]["val_slices"] == 0
 

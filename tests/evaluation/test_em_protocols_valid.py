@@ -38,13 +38,16 @@ def run(image, labels, valid, seen: list, masks: list, protocols=("per_patch", "
                            tta=[False], zfilter=[0, 3], voxel_size_nm=(30, 3, 3), valid=valid)
 
 
-def bf_patch_iou(labels, mask, valid) -> float:
+def bf_patch_iou(labels, mask, valid, foreground: bool = True) -> float:
+    """Brute force: the mean IoU of the foreground (or the background) over the patches."""
     scores = []
     for z in range(SHAPE[0]):
         for tile in per_patch_tiles(SHAPE[1:], PATCH):
             keep = valid[(z, *tile)]
             if keep.any():
                 g, p = labels[(z, *tile)][keep], mask[(z, *tile)][keep]
+                if not foreground:
+                    g, p = ~g, ~p
                 union = (g | p).sum()
                 scores.append((g & p).sum() / union if union else 1.0)
     return float(np.mean(scores))
@@ -63,8 +66,9 @@ def test_every_score_counts_valid_voxels_only() -> None:
         assert row["dice_mean_per_slice"] == per_slice["dice"]
         assert row["n_slices_ignored"] == 1
         if row["protocol"] == "per_patch":
-            assert row["iou_fg_mean_per_patch"] == pytest.approx(
-                bf_patch_iou(labels, mask, valid), abs=1e-12)
+            fg, bg = bf_patch_iou(labels, mask, valid), bf_patch_iou(labels, mask, valid, False)
+            assert row["iou_fg_mean_per_patch"] == pytest.approx(fg, abs=1e-12)
+            assert row["iou_bg_mean_per_patch"] == pytest.approx(bg, abs=1e-12)
     # the scores differ from those of every voxel, so the mask was applied
     assert rows[0]["iou_fg"] != volume_metrics(labels, masks[0])["iou_fg"]
 

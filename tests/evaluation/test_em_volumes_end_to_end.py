@@ -55,7 +55,10 @@ def test_every_test_volume_is_scored_and_the_headline_is_their_mean(run) -> None
         assert float(by[("mean", "5")][f"{key}_std"]) == pytest.approx(np.std(pair, ddof=1))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["test"]["iou_fg"]["n"] == 2
-    assert metrics["test"]["iou_fg"]["mean"] == pytest.approx(float(by[("mean", "5")]["iou_fg"]))
+    assert metrics["test"]["iou_fg"]["mean"] == pytest.approx(
+        float(by[("mean", "5")]["iou_fg_mean_per_slice"]))
+    assert metrics["test"]["iou_fg_over_volume"]["mean"] == pytest.approx(
+        float(by[("mean", "5")]["iou_fg"]))
     assert by[("mean", "5")]["card_test_set_units"] == "2"
     data = json.loads((run_dir / "data.json").read_text())
     assert data["ignore_label"] is True

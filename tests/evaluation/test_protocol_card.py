@@ -21,7 +21,7 @@ from tests.conftest import TINY, compose_config
 from tests.evaluation.test_em_end_to_end import EM_2D
 
 CARD_KEYS = {"reconstruction", "window", "overlap", "blending", "tta", "zfilter", "divisor",
-             "precision", "threshold", "threshold_source", "test_set"}
+             "precision", "average", "threshold", "threshold_source", "test_set"}
 
 
 def _csv(path: Path) -> list[dict[str, str]]:
@@ -41,7 +41,7 @@ def test_the_fingerprint_is_sha256_over_the_arrays() -> None:
     columns = card_columns({"reconstruction": "overlap", "window": [8, 32, 32], "overlap": 0.5,
                             "blending": "constant", "tta": 1,
                             "zfilter": {"size": 0, "axis": "z"}, "divisor": None,
-                            "precision": "bf16-mixed", "threshold": 0.5,
+                            "precision": "bf16-mixed", "average": "images", "threshold": 0.5,
                             "threshold_source": "fixed",
                             "test_set": {"fingerprint": "ab", "units": 1, "description": "d"}})
     assert columns["card_window"] == "8x32x32" and columns["card_zfilter_size"] == 0
@@ -57,9 +57,13 @@ def test_the_card_states_the_padding_and_the_arithmetic_of_inference() -> None:
                                   precision="bf16-mixed")
     card = protocol_card(full, 2, Binarize(0.5), test_set)
     assert (card["divisor"], card["precision"], card["tta"]) == (32, "bf16-mixed", 8)
+    assert card["average"] == "images"  # paper 002: full image, "the average over all images"
     tiled = protocol_card(replace(full, reconstruction="overlap_blend", patch_size=(64, 64)), 2,
                           Binarize(0.5), test_set)
     assert (tiled["divisor"], tiled["precision"]) == (None, "bf16-mixed")
+    patches = protocol_card(replace(full, reconstruction="per_patch", patch_size=(64, 64)), 2,
+                            Binarize(0.5), test_set)
+    assert patches["average"] == "patches"  # per patch: "the average value over all patches"
 
 
 def test_fluorescence_metrics_carry_the_card(tmp_path: Path) -> None:
@@ -113,3 +117,4 @@ def test_em_matrix_rows_and_headline_carry_their_cards(tmp_path: Path) -> None:
         ("overlap_blend", "0.5", "0"), ("overlap_blend", "0.5", "5")]
     assert {r["card_tta"] for r in rows} == {"1"} and {r["card_window"] for r in rows} == {"32x32"}
     assert {(r["card_divisor"], r["card_precision"]) for r in rows} == {("", "32-true")}
+    assert [r["card_average"] for r in rows] == ["patches", "patches", "images", "images"]

@@ -12,8 +12,14 @@ from omegaconf import DictConfig
 
 from mitoseg.evaluation.em_protocols import matrix_table, protocol_matrix
 from mitoseg.evaluation.predictor import Predictor
-from mitoseg.evaluation.protocol_card import TestSetHash, card_columns, protocol_card
+from mitoseg.evaluation.protocol_card import (
+    TestSetHash,
+    card_columns,
+    metric_average,
+    protocol_card,
+)
 from mitoseg.errors import InputError
+from mitoseg.metrics.volume import METRIC_KEYS
 from mitoseg.runs.files import write_new_csv, write_new_text
 from mitoseg.runs.protocol_columns import (
     MEAN_OVER_VOLUMES,
@@ -33,7 +39,10 @@ def evaluate_em(predictor: Predictor, datamodule: Any, inference: DictConfig,
 
     The headline -- what metrics.json's ``test``, the optimized metric, the W&B summary and
     report.py show -- is the protocol ``inference.headline`` names (protocol, TTA, Z-filter);
-    every other row stays in protocols.csv, each with its protocol card's columns. The
+    every other row stays in protocols.csv, each with its protocol card's columns. Its scores
+    are averaged as paper 002 averages that reconstruction (``metric_average``: over the
+    images, i.e. the slices, or over the patches for per_patch); ``iou_fg_over_volume`` is the
+    foreground IoU of all voxels pooled (protocols.csv's ``iou_fg``), for comparison. The
     predictor brings the network call, the input normalization (the checkpoint's) and the
     post-processing. Ignored voxels (the data set's label mapping) count in no metric.
 
@@ -79,12 +88,18 @@ def evaluate_em(predictor: Predictor, datamodule: Any, inference: DictConfig,
     log.info("\n%s", matrix_table(rows, title))
     headline = next(row for row in rows if _key(row) == _key(choice)
                     and row.get(VOLUME_COLUMN, MEAN_OVER_VOLUMES) == MEAN_OVER_VOLUMES)
-    keys = ("iou_fg", "iou_bg", "iou_overall", "dice", "iou_fg_mean_per_slice")
-    test = {key: {"mean": headline[key], "n": len(volumes.test)}
-            | ({"std": headline[f"{key}_std"]} if several else {}) for key in keys}
+    averaged = AVERAGED_COLUMNS[metric_average(headline["protocol"])]
+    keys = {key: f"{key}_{averaged}" for key in METRIC_KEYS} | {
+        "iou_fg_over_volume": "iou_fg", "iou_fg_mean_per_slice": "iou_fg_mean_per_slice"}
+    test = {key: {"mean": headline[column], "n": len(volumes.test)}
+            | ({"std": headline[f"{column}_std"]} if several else {})
+            for key, column in keys.items()}
     return {"test": test, "headline": {k: headline[k] for k in PROTOCOL_COLUMNS},
             "protocols": rows, "protocol_card": _card(predictor, headline, test_set)}
 
+
+# the protocols.csv columns of a score averaged over images (slices) or over patches
+AVERAGED_COLUMNS = {"images": "mean_per_slice", "patches": "mean_per_patch"}
 
 # counts of a volume's row that add up over volumes (a volume that ignores nothing has no
 # ignored slice, so its row has no such column: 0)

@@ -31,20 +31,22 @@ from mitoseg.metrics.volume import (
 Postprocess = Callable[[np.ndarray], np.ndarray]
 
 
-def _per_patch_iou(labels: np.ndarray, mask: np.ndarray, tiles: Sequence[tuple[slice, ...]],
-                   spatial_dims: int, valid: np.ndarray | None = None) -> float:
-    """Mean foreground IoU over the patches (paper 002's 'per patch' metric); with ``valid``,
-    each patch is scored on its valid voxels and patches without any are left out."""
-    scores = []
+def _per_patch_means(labels: np.ndarray, mask: np.ndarray, tiles: Sequence[tuple[slice, ...]],
+                     spatial_dims: int, valid: np.ndarray | None = None) -> dict[str, float]:
+    """Each score's mean over the patches (paper 002's 'per patch' metric), as
+    ``<score>_mean_per_patch``; with ``valid``, each patch is scored on its valid voxels and
+    patches without any are left out."""
+    scores: dict[str, list[float]] = {key: [] for key in METRIC_KEYS}
     planes = range(labels.shape[0]) if spatial_dims == 2 else [None]
     for z in planes:
         for tile in tiles:
             index = (z, *tile) if z is not None else tile
             patch_valid = None if valid is None else valid[index]
             if patch_valid is None or patch_valid.any():
-                scores.append(volume_metrics(labels[index], mask[index],
-                                             valid=patch_valid)["iou_fg"])
-    return float(np.mean(scores))
+                patch = volume_metrics(labels[index], mask[index], valid=patch_valid)
+                for key in METRIC_KEYS:
+                    scores[key].append(patch[key])
+    return {f"{key}_mean_per_patch": float(np.mean(values)) for key, values in scores.items()}
 
 
 def protocol_matrix(predict: Callable[[torch.Tensor], torch.Tensor], image: Any, labels: Any,
@@ -100,8 +102,7 @@ def protocol_matrix(predict: Callable[[torch.Tensor], torch.Tensor], image: Any,
                 if valid is not None:
                     row["n_slices_ignored"] = per_slice["n_slices_ignored"]
                 if protocol == "per_patch":
-                    row["iou_fg_mean_per_patch"] = _per_patch_iou(labels, mask, result.tiles,
-                                                                  spatial_dims, valid)
+                    row |= _per_patch_means(labels, mask, result.tiles, spatial_dims, valid)
                 rows.append(row)
     return rows
 

@@ -8,6 +8,7 @@ protocols.csv and test_per_image.csv)::
      "tta": int (views: 1, or 8 in 2D / 16 in 3D), "zfilter": {"size": int, "axis": "z"},
      "divisor": int (full_image pads each axis to a multiple of it) or None,
      "precision": "32-true" | "bf16-mixed" | ... (the network's arithmetic at inference),
+     "average": "images" | "patches" (what the test metrics are averaged over, ``metric_average``),
      "threshold": float, "threshold_source": "fixed" | "validation",
      "test_set": {"fingerprint": first 16 hex of sha256 over the test images and labels,
                   "units": int, "description": str}}
@@ -28,7 +29,15 @@ from mitoseg.evaluation.reconstruction import ReconstructionSettings
 from mitoseg.runs.protocol_columns import CARD_PREFIX
 
 CARD_KEYS = ("reconstruction", "window", "overlap", "blending", "tta", "zfilter", "divisor",
-             "precision", "threshold", "threshold_source", "test_set")
+             "precision", "average", "threshold", "threshold_source", "test_set")
+
+
+def metric_average(reconstruction: str) -> str:
+    """What a test metric is the average over, as paper 002 reports each reconstruction
+    ("Output Reconstruction": per patch, "the average value over all patches"; per image with
+    50 % overlap and full image, "the average over all images"): "patches" for ``per_patch``,
+    else "images" (the slices of a volume, or a fluorescence set's images)."""
+    return "patches" if reconstruction == "per_patch" else "images"
 
 
 class TestSetHash:
@@ -62,6 +71,7 @@ def protocol_card(settings: ReconstructionSettings, spatial_dims: int, postproc:
             "overlap": described["overlap"], "blending": described["blending"],
             "tta": described["tta"], "zfilter": described["zfilter"],
             "divisor": described["divisor"], "precision": described["precision"],
+            "average": metric_average(described["reconstruction"]),
             "threshold": None if threshold is None else float(threshold),
             "threshold_source": threshold_source,
             "test_set": {"fingerprint": str(test_set["fingerprint"]),
@@ -72,7 +82,7 @@ def protocol_card(settings: ReconstructionSettings, spatial_dims: int, postproc:
 def card_columns(card: Mapping[str, Any]) -> dict[str, Any]:
     """The card as flat CSV columns: card_reconstruction, card_window (e.g. "8x32x32"),
     card_overlap, card_blending, card_tta, card_zfilter_size, card_zfilter_axis,
-    card_divisor, card_precision, card_threshold, card_threshold_source, card_test_set_fingerprint, card_test_set_units,
+    card_divisor, card_precision, card_average, card_threshold, card_threshold_source, card_test_set_fingerprint, card_test_set_units,
     card_test_set_description."""
     columns: dict[str, Any] = {}
     for key in CARD_KEYS:
