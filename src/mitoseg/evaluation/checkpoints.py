@@ -21,7 +21,9 @@ def load_network(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
     ``torch.load(weights_only=True)`` refuses anything but tensors and plain containers, so a
     checkpoint from elsewhere cannot run code on load. The network is rebuilt from the config
-    stored in the checkpoint, then its weights are loaded strictly.
+    stored in the checkpoint, then its weights are loaded strictly; the stored sections that
+    evaluation and segmentation build (``INSTANTIATED``) may name mitoseg's own classes only
+    (``check_stored_targets``), since Hydra would call any importable callable they name.
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -32,11 +34,47 @@ def load_network(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     if not config or "model" not in config or "state_dict" not in checkpoint:
         raise InputError(f"checkpoint '{path}' is not a mitoseg checkpoint (no stored config "
                          "or state_dict)")
+    check_stored_targets(config, path)
     net = instantiate(OmegaConf.create(config["model"]))
     _put_weights(net, checkpoint, path, "the stored model config")
     config = dict(config)
     config["normalization"] = stored_normalization(checkpoint, path).to_dict()
     return net.eval(), config
+
+
+# the stored config sections that evaluate.py, segment.py and the Predictor build from a
+# checkpoint, and the only package whose classes they may name
+INSTANTIATED = ("model", "dataset", "postproc")
+TRUSTED_PACKAGE = "mitoseg."
+
+
+def check_stored_targets(config: dict[str, Any], path: str | Path) -> None:
+    """Refuse a checkpoint whose stored model, dataset or post-processing config names a
+    ``_target_`` outside mitoseg (at any depth): Hydra's ``instantiate`` calls whatever it
+    names, e.g. ``pathlib.Path.write_text``, so a checkpoint from elsewhere could write files
+    even though ``weights_only=True`` keeps its pickle from running code."""
+    for section in INSTANTIATED:
+        for where, target in _targets(config.get(section), section):
+            if not (isinstance(target, str) and target.startswith(TRUSTED_PACKAGE)):
+                raise InputError(f"checkpoint '{path}': its stored config names {target!r} at "
+                                 f"'{where}'; a checkpoint may only build mitoseg's own classes "
+                                 f"({TRUSTED_PACKAGE}*), so it is refused (not from train.py, "
+                                 "or altered)")
+
+
+def _targets(node: Any, where: str) -> list[tuple[str, Any]]:
+    """(path, value) of every ``_target_`` in a config tree of dicts and lists."""
+    found: list[tuple[str, Any]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "_target_":
+                found.append((f"{where}._target_", value))
+            else:
+                found += _targets(value, f"{where}.{key}")
+    elif isinstance(node, (list, tuple)):
+        for index, value in enumerate(node):
+            found += _targets(value, f"{where}[{index}]")
+    return found
 
 
 def stored_normalization(checkpoint: dict[str, Any], path: str | Path = "checkpoint"
