@@ -72,3 +72,33 @@ def test_resume_refuses_another_configuration(tmp_path: Path) -> None:
     done = run(python_command("train.py", *TINY, "optimizer.lr=0.5", f"resume={folder}"))
     assert done.returncode == 2
     assert "optimizer.lr: 0.01 -> 0.5" in done.stderr
+
+
+def test_a_run_killed_during_its_test_resumes_with_its_training_values(
+        tmp_path: Path, monkeypatch) -> None:
+    """Killed after its last epoch, during the test: the resumed fit has no epoch to run and
+    logs nothing, so metrics.json's train/val values come from fit.json, as written when the
+    first attempt's fit ended; every number equals an uninterrupted run's."""
+    import mitoseg.training.train as training
+    from tests.conftest import compose_config
+
+    overrides = [*TINY, "trainer.max_epochs=2", "logger=csv"]
+    training.train(compose_config("train", overrides, tmp_path / "straight"))
+    scored = training.evaluate_split
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed during the test")
+
+    monkeypatch.setattr(training, "evaluate_split", killed)
+    folder = tmp_path / "killed"
+    try:
+        training.train(compose_config("train", overrides, folder))
+    except KeyboardInterrupt:
+        pass
+    assert (folder / "fit.json").is_file() and not (folder / "metrics.json").exists()
+    monkeypatch.setattr(training, "evaluate_split", scored)
+    training.train(compose_config("train", overrides, folder))
+    a = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    b = json.loads((folder / "metrics.json").read_text())
+    assert b["resumed"] == 1 and {"train/loss", "val/loss", "val/as"} <= set(b["final"])
+    assert a["final"] == b["final"] and a["test"] == b["test"] and a["best"] == b["best"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -148,6 +149,7 @@ def _fit_and_test(cfg: DictConfig, datamodule: Any, module: SegmentationModule, 
     fit_seconds = time.perf_counter() - started
     if not trainer.is_global_zero:
         return {}, []
+    fitted = _fitted_metrics(trainer, run_dir)
     checkpoint = _best_checkpoint(trainer)
     if checkpoint:
         load_weights(module.net, checkpoint)
@@ -166,7 +168,7 @@ def _fit_and_test(cfg: DictConfig, datamodule: Any, module: SegmentationModule, 
     metrics = {
         "seed": cfg.seed, "data_seed": cfg.data_seed,
         "test": test, **extra, "protocol_card": result["card"],
-        "final": {key: float(value) for key, value in trainer.callback_metrics.items()} | tested,
+        "final": fitted | tested,
         "best": _best_score(trainer, cfg.monitor),
         "checkpoint": display_path(checkpoint, cfg.paths.shared_data) if checkpoint else None,
         "epochs": trainer.current_epoch,
@@ -178,6 +180,26 @@ def _fit_and_test(cfg: DictConfig, datamodule: Any, module: SegmentationModule, 
     write_new_json(run_dir / "metrics.json", metrics)
     log.info("Results written to %s", run_dir)
     return metrics, protocols
+
+
+FIT_RECORD = "fit.json"  # the last epoch's logged values, written when fitting ends
+
+
+def _fitted_metrics(trainer: pl.Trainer, run_dir: Path) -> dict[str, float]:
+    """The values the fit logged last (train/loss, val/loss, val/as, ...), kept in fit.json as
+    soon as fitting ends: a run killed during its test resumes with no epoch left to run, so
+    its trainer logs nothing and metrics.json's ``final`` comes from that record instead."""
+    fitted = {key: float(value) for key, value in trainer.callback_metrics.items()}
+    record = run_dir / FIT_RECORD
+    if fitted and not record.exists():
+        write_new_json(record, fitted)
+    elif not fitted and record.exists():
+        fitted = json.loads(record.read_text())
+    elif not fitted:
+        log.warning("the fit logged no values and %s holds none (the run was stopped between "
+                    "its last epoch and the record): metrics.json's 'final' is empty",
+                    record.name)
+    return fitted
 
 
 def _choices() -> dict[str, Any]:
