@@ -120,3 +120,35 @@ def test_the_mismatch_is_one_line_on_the_command_line(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr[-2000:]
     assert "set dataset.patch_size to 3 sizes" in done.stderr
     assert "Traceback" not in done.stderr and "expected input" not in done.stderr
+
+
+@pytest.mark.parametrize("dataset", ["lucchi", "synthetic_em"])
+def test_a_3d_model_does_not_train_on_the_2d_augmentation_unawares(dataset: str,
+                                                                    tmp_path: Path) -> None:
+    """An EM data set brings augmentation=paper2d whatever the model; paper 002 adds elastic
+    deformation for 3D networks (paper3d), so a 3D model on paper2d stops and says what to set;
+    paper3d, or a 2D model on paper2d, passes."""
+    from hydra import compose, initialize_config_dir
+
+    from mitoseg.config.validation import check_augmentation_fits_model
+
+    def choices(*overrides: str) -> tuple:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose("train", overrides=[f"dataset={dataset}", *overrides],
+                          return_hydra_config=True)
+        return cfg, dict(cfg.hydra.runtime.choices)
+
+    cfg, chosen = choices("model=unet3d_paper002")
+    assert chosen["augmentation"] == "paper2d"
+    with pytest.raises(InputError, match=r"3D but augmentation=paper2d .* set augmentation=paper3d"):
+        check_augmentation_fits_model(cfg, chosen)
+    check_augmentation_fits_model(*choices("model=unet3d_paper002", "augmentation=paper3d"))
+    check_augmentation_fits_model(*choices())  # 2D model, paper2d
+    if dataset == "synthetic_em":  # the command line: one line, before anything is written
+        done = subprocess.run(python_command(
+            "train.py", "model=unet3d_paper002", f"dataset={dataset}",
+            f"paths.output_root={tmp_path}", "logger=none"),
+            cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert "set augmentation=paper3d" in done.stderr and "Traceback" not in done.stderr
+        assert not list(tmp_path.rglob("run_info.json"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -41,6 +42,20 @@ def check_model_fits_data(cfg: DictConfig) -> None:
                          f"dataset.patch_size={patch} has {len(patch)} sizes: set "
                          f"dataset.patch_size to {dims} sizes (e.g. dataset.patch_size={example}),"
                          f" or leave it unset so the data set takes the model's default")
+
+
+def check_augmentation_fits_model(cfg: DictConfig, choices: Mapping[str, Any]) -> None:
+    """A 3D network does not train on the 2D augmentation preset: paper 002 adds elastic
+    deformation for its 3D networks (``augmentation=paper3d``), and an EM data set brings
+    ``paper2d`` whatever the model, so a 3D model would otherwise train without it unawares.
+    ``choices``: Hydra's config-group choices (empty outside a Hydra run: nothing to check)."""
+    model = cfg.get("model") or {}
+    if int(model.get("spatial_dims", 2)) == 3 and choices.get("augmentation") == "paper2d":
+        name = str(model.get("_target_", "?")).rsplit(".", 1)[-1]
+        raise InputError(f"model {name} is 3D but augmentation=paper2d (what an EM data set "
+                         "brings by default) has no elastic deformation, which paper 002 adds "
+                         "for 3D networks: set augmentation=paper3d (or another preset, e.g. "
+                         "rot90_flips or none, to train 3D without it)")
 
 
 def plain_config(cfg: DictConfig) -> dict[str, Any]:

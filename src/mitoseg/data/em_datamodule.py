@@ -126,7 +126,9 @@ class EMDataModule(SplitDataModule):
             test volume) or a ``VolumeSet`` (any number of training, validation and test
             volumes, e.g. ``dataset=em_volumes``), called in ``setup``.
         patch_size: (256, 256) in 2D or (80, 80, 80) in 3D by default (paper 002).
-        patches_per_image: random patches per training slice per epoch (2D), or per epoch (3D).
+        patches_per_image: random patches per training slice per epoch (2D); in 3D, per
+            window that tiles a training block (an epoch draws this many times as many
+            subvolumes as tile the blocks).
         foreground_weight: weight of mitochondria voxels in the patch-centre probability map
             (1 = uniform).
         val_fraction: share of the training slices held out for validation; 0 trains on

@@ -16,7 +16,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from mitoseg.config.validation import check_model_fits_data, check_seeds, plain_config
+from mitoseg.config.validation import (
+    check_augmentation_fits_model,
+    check_model_fits_data,
+    check_seeds,
+    plain_config,
+)
 from mitoseg.data.normalization import Normalization
 from mitoseg.evaluation.checkpoints import load_weights
 from mitoseg.evaluation.em_evaluate import headline_choice
@@ -98,6 +103,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """
     check_seeds(cfg)
     check_model_fits_data(cfg)
+    check_augmentation_fits_model(cfg, _choices())
     pl.seed_everything(cfg.seed, workers=True)
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
