@@ -47,10 +47,16 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path: Path) -> None
     assert (killed / "checkpoints" / "last.ckpt").is_file()
     assert not (killed / "metrics.json").exists()
     assert torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
+    started_with = (killed / ".hydra" / "overrides.yaml").read_text()
 
     done = run(python_command("train.py", *overrides, f"resume={killed}"))
     assert done.returncode == 0, done.stderr[-3000:]
     assert (killed / "resume-1.json").is_file()
+    # Hydra's record of the first command (what report.py groups by) is kept; the resuming
+    # command's goes beside it
+    assert (killed / ".hydra" / "overrides.yaml").read_text() == started_with
+    [continued] = (killed / ".hydra").glob("continued-*")
+    assert f"resume={killed}" in (continued / "overrides.yaml").read_text()
 
     a = json.loads((straight / "metrics.json").read_text())
     b = json.loads((killed / "metrics.json").read_text())

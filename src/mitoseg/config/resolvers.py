@@ -53,10 +53,22 @@ def run_dir(*folders_then_default: object) -> str:
     ``analyze_only=<study folder>``; None, 'auto' and 'never' name none), else the last
     argument, the new folder."""
     *folders, default = folders_then_default
-    for folder in folders:
-        if folder is not None and str(folder) not in ("auto", "never"):
-            return str(folder)
-    return str(default)
+    return _continued(folders) or str(default)
+
+
+def hydra_subdir(*continued_then_time: object) -> str:
+    """``hydra.output_subdir``: ``.hydra`` for a new folder; ``.hydra/continued-<time>`` when a
+    command continues a folder (``resume=<run folder>``, ``analyze_only=<study folder>``), so
+    Hydra's record of the command that made the folder (its ``overrides.yaml``, which
+    ``report.py`` groups runs by) is not replaced by the continuing command's."""
+    *folders, time = continued_then_time
+    return f".hydra/continued-{time}" if _continued(folders) else ".hydra"
+
+
+def _continued(folders: list[object]) -> str | None:
+    """The first of ``folders`` that names a folder to continue (not None, 'auto', 'never')."""
+    return next((str(f) for f in folders if f is not None and str(f) not in ("auto", "never")),
+                None)
 
 
 ACCELERATORS = ("gpu", "cuda", "mps", "tpu")
@@ -85,3 +97,5 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("mitoseg.suffix", folder_suffix)
     if not OmegaConf.has_resolver("mitoseg.run_dir"):
         OmegaConf.register_new_resolver("mitoseg.run_dir", run_dir)
+    if not OmegaConf.has_resolver("mitoseg.hydra_subdir"):
+        OmegaConf.register_new_resolver("mitoseg.hydra_subdir", hydra_subdir)
