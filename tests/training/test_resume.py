@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.conftest import REPO, TINY, python_command
@@ -80,31 +81,37 @@ def test_resume_refuses_another_configuration(tmp_path: Path) -> None:
     assert "optimizer.lr: 0.01 -> 0.5" in done.stderr
 
 
+@pytest.mark.parametrize("killed_in", ["evaluate_split", "_report"])
 def test_a_run_killed_during_its_test_resumes_with_its_training_values(
-        tmp_path: Path, monkeypatch) -> None:
-    """Killed after its last epoch, during the test: the resumed fit has no epoch to run and
-    logs nothing, so metrics.json's train/val values come from fit.json, as written when the
-    first attempt's fit ended; every number equals an uninterrupted run's."""
+        tmp_path: Path, monkeypatch, killed_in: str) -> None:
+    """Killed after its last epoch, during the test (before it scored, or after it wrote
+    test_per_image.csv but before metrics.json): the resumed fit has no epoch to run and logs
+    nothing, so metrics.json's train/val values come from fit.json, as written when the first
+    attempt's fit ended; a partial test file is kept aside, not refused or overwritten; every
+    number equals an uninterrupted run's."""
     import mitoseg.training.train as training
     from tests.conftest import compose_config
 
     overrides = [*TINY, "trainer.max_epochs=2", "logger=csv"]
     training.train(compose_config("train", overrides, tmp_path / "straight"))
-    scored = training.evaluate_split
+    original = getattr(training, killed_in)
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt("killed during the test")
 
-    monkeypatch.setattr(training, "evaluate_split", killed)
+    monkeypatch.setattr(training, killed_in, killed)
     folder = tmp_path / "killed"
-    try:
+    with pytest.raises(KeyboardInterrupt):
         training.train(compose_config("train", overrides, folder))
-    except KeyboardInterrupt:
-        pass
     assert (folder / "fit.json").is_file() and not (folder / "metrics.json").exists()
-    monkeypatch.setattr(training, "evaluate_split", scored)
+    partial = (folder / "test_per_image.csv").exists()
+    assert partial == (killed_in == "_report")
+    monkeypatch.setattr(training, killed_in, original)
     training.train(compose_config("train", overrides, folder))
     a = json.loads((tmp_path / "straight" / "metrics.json").read_text())
     b = json.loads((folder / "metrics.json").read_text())
     assert b["resumed"] == 1 and {"train/loss", "val/loss", "val/as"} <= set(b["final"])
     assert a["final"] == b["final"] and a["test"] == b["test"] and a["best"] == b["best"]
+    set_aside = json.loads((folder / "resume-1.json").read_text())["set_aside"]
+    assert set_aside == (["test_per_image.csv.interrupted-1"] if partial else [])
+    assert per_image(folder) == per_image(tmp_path / "straight")

@@ -39,6 +39,8 @@ from mitoseg.training.seeding import EpochSeeding
 log = logging.getLogger(__name__)
 
 RESULT_FILES = ("metrics.json", "test_per_image.csv", "protocols.csv", "run_info.json")
+# what the test writes before metrics.json: a run killed between them left a partial test
+TEST_FILES = ("test_per_image.csv", "protocols.csv", "protocols.md")
 
 
 def build_module(cfg: DictConfig, datamodule: Any) -> SegmentationModule:
@@ -74,6 +76,7 @@ def _prepare_run_folder(cfg: DictConfig, plan: ResumePlan) -> Path:
     if plan.resuming:
         info["resumed_from"] = (display_path(plan.checkpoint, cfg.paths.shared_data)
                                 if plan.checkpoint else None)
+        info["set_aside"] = _set_aside_partial_test(run_dir, plan.attempt)
         write_new_json(run_dir / f"resume-{plan.attempt}.json", info)
         log.info("resuming %s from %s (attempt %d)", run_dir,
                  plan.checkpoint or "the start: no checkpoint was saved", plan.attempt)
@@ -81,6 +84,23 @@ def _prepare_run_folder(cfg: DictConfig, plan: ResumePlan) -> Path:
         write_new_json(run_dir / "run_info.json", info)
         write_new_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     return run_dir
+
+
+def _set_aside_partial_test(run_dir: Path, attempt: int) -> list[str]:
+    """The test files an interrupted attempt wrote before it was killed (it had no metrics.json
+    yet), renamed to ``<name>.interrupted-<attempt>`` so that this attempt writes its own; never
+    deleted or overwritten. Returns the new names (resume-N.json records them)."""
+    moved = []
+    for name in TEST_FILES:
+        if (run_dir / name).exists():
+            aside = run_dir / f"{name}.interrupted-{attempt}"
+            if aside.exists():
+                raise FileExistsError(f"'{aside}' exists; refusing to overwrite it")
+            (run_dir / name).rename(aside)
+            moved.append(aside.name)
+            log.warning("the interrupted attempt's %s (its test did not finish) is kept as %s",
+                        name, aside.name)
+    return moved
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
