@@ -85,21 +85,25 @@ def test_checkpoint_loads_weights_only_and_rejects_foreign_files(trained_run: Pa
         load_network(tmp_path / "missing.ckpt")
 
 
-@pytest.mark.parametrize("section, where", [
-    ("model", "model._target_"),
-    ("dataset", "dataset.augmentation.transforms[0]._target_"),
-    ("postproc", "postproc._target_"),
+@pytest.mark.parametrize("section, where, via", [
+    ("model", "model._target_", "pathlib"),
+    ("dataset", "dataset.augmentation.transforms[0]._target_", "pathlib"),
+    ("postproc", "postproc._target_", "pathlib"),
+    # the same callable reached through a mitoseg module that imports it
+    ("model", "model._target_", "mitoseg.evaluation.checkpoints"),
+    ("dataset", "dataset.augmentation.transforms[0]._target_", "mitoseg.data.image_io"),
 ])
 def test_a_checkpoint_that_names_a_foreign_callable_is_refused_before_it_runs(
-        trained_run: Path, tmp_path: Path, section: str, where: str) -> None:
+        trained_run: Path, tmp_path: Path, section: str, where: str, via: str) -> None:
     """weights_only stops pickled code, but the stored config goes to Hydra's instantiate,
     which calls whatever _target_ names: pathlib.Path.write_text would write a file (a .pth in
-    site-packages runs code at the next start). Only mitoseg's classes may be named, at any
-    depth of the sections evaluate.py and segment.py build."""
+    site-packages runs code at the next start). Only classes and functions defined in the
+    section's mitoseg package may be named, at any depth of the sections evaluate.py and
+    segment.py build, also where a mitoseg module imports the foreign one."""
     checkpoint = torch.load(trained_run / "checkpoints" / "best.ckpt", weights_only=True)
     written = tmp_path / "written.pth"
-    hostile = {"_target_": "pathlib.Path.write_text",
-               "self": {"_target_": "pathlib.Path", "_args_": [str(written)]},
+    hostile = {"_target_": f"{via}.Path.write_text",
+               "self": {"_target_": f"{via}.Path", "_args_": [str(written)]},
                "data": "import os"}
     config = checkpoint["mitoseg_config"]
     if section == "dataset":  # nested: a transform of the stored augmentation
@@ -108,9 +112,9 @@ def test_a_checkpoint_that_names_a_foreign_callable_is_refused_before_it_runs(
     else:
         config[section] = hostile
     torch.save(checkpoint, tmp_path / "hostile.ckpt")
-    with pytest.raises(InputError, match=rf"'pathlib.Path.write_text' at '{re.escape(where)}'"):
+    with pytest.raises(InputError, match=rf"'{via}.Path.write_text' at '{re.escape(where)}'"):
         load_network(tmp_path / "hostile.ckpt")
-    with pytest.raises(InputError, match="pathlib"):
+    with pytest.raises(InputError, match="Path.write_text"):
         segment(compose_config("segment", [f"ckpt_path={tmp_path / 'hostile.ckpt'}",
                                            f"input={tmp_path / 'none.tif'}",
                                            f"output_dir={tmp_path / 'out'}"]))

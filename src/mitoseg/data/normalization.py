@@ -83,7 +83,8 @@ class Normalization:
 
     def range_unit(self) -> float:
         """The network-input span of the raw data's whole intensity range (its integer dtype's,
-        e.g. 0-255; float data: 0-1): what an augmentation's absolute amount of 1 means, so
+        e.g. 0-255; float data: taken as 0-1, so float volumes in other units get amounts
+        scaled accordingly weaker): what an augmentation's absolute amount of 1 means, so
         that 0.1 is a tenth of the range whatever the mode ('scale': 1; 'training_zscore':
         range / std; 'none': the range). Per-image 'zscore' has no one span: refused."""
         if self.mode == "zscore":

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -22,7 +23,7 @@ def load_network(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     ``torch.load(weights_only=True)`` refuses anything but tensors and plain containers, so a
     checkpoint from elsewhere cannot run code on load. The network is rebuilt from the config
     stored in the checkpoint, then its weights are loaded strictly; the stored sections that
-    evaluation and segmentation build (``INSTANTIATED``) may name mitoseg's own classes only
+    evaluation and segmentation build may name mitoseg's own classes and functions only
     (``check_stored_targets``), since Hydra would call any importable callable they name.
     """
     path = Path(path).expanduser()
@@ -43,23 +44,44 @@ def load_network(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
 
 # the stored config sections that evaluate.py, segment.py and the Predictor build from a
-# checkpoint, and the only package whose classes they may name
-INSTANTIATED = ("model", "dataset", "postproc")
-TRUSTED_PACKAGE = "mitoseg."
+# checkpoint, and the package each may take its classes and functions from
+TRUSTED_PACKAGES = {"model": "mitoseg.models.", "dataset": "mitoseg.data.",
+                    "postproc": "mitoseg.postproc."}
+UNTRUSTED_MODULES = ("mitoseg.data.download",)  # fetches and writes files: never for a checkpoint
 
 
 def check_stored_targets(config: dict[str, Any], path: str | Path) -> None:
-    """Refuse a checkpoint whose stored model, dataset or post-processing config names a
-    ``_target_`` outside mitoseg (at any depth): Hydra's ``instantiate`` calls whatever it
-    names, e.g. ``pathlib.Path.write_text``, so a checkpoint from elsewhere could write files
-    even though ``weights_only=True`` keeps its pickle from running code."""
-    for section in INSTANTIATED:
+    """Refuse a checkpoint whose stored model, dataset or post-processing config names, at any
+    depth, a ``_target_`` that is not a class or function defined in that section's mitoseg
+    package (``trusted_target``): Hydra's ``instantiate`` calls whatever it names, e.g.
+    ``pathlib.Path.write_text``, so a checkpoint from elsewhere could write files even though
+    ``weights_only=True`` keeps its pickle from running code."""
+    for section, package in TRUSTED_PACKAGES.items():
         for where, target in _targets(config.get(section), section):
-            if not (isinstance(target, str) and target.startswith(TRUSTED_PACKAGE)):
+            if not trusted_target(target, package):
                 raise InputError(f"checkpoint '{path}': its stored config names {target!r} at "
-                                 f"'{where}'; a checkpoint may only build mitoseg's own classes "
-                                 f"({TRUSTED_PACKAGE}*), so it is refused (not from train.py, "
+                                 f"'{where}'; a checkpoint may only build classes and functions "
+                                 f"defined in {package}*, so it is refused (not from train.py, "
                                  "or altered)")
+
+
+def trusted_target(target: Any, package: str) -> bool:
+    """Whether ``target`` names a class or function defined at the top of a module of
+    ``package``. The name alone does not tell: ``mitoseg.evaluation.checkpoints.Path`` is
+    pathlib's ``Path``, reached through an import. So only names under ``package`` are
+    resolved (that imports mitoseg's own modules only), and the object found must be defined
+    there."""
+    if not isinstance(target, str) or not target.startswith(package) or \
+            target.startswith(UNTRUSTED_MODULES):
+        return False
+    try:
+        found = get_object(target)
+    except Exception:  # noqa: BLE001 - a name that does not resolve is not trusted
+        return False
+    module = str(getattr(found, "__module__", ""))
+    return ((inspect.isclass(found) or inspect.isfunction(found))
+            and "." not in getattr(found, "__qualname__", ".")
+            and module.startswith(package) and not module.startswith(UNTRUSTED_MODULES))
 
 
 def _targets(node: Any, where: str) -> list[tuple[str, Any]]:

@@ -2,11 +2,11 @@
 
 Each run's metrics.json carries ``protocol_card``: how its test numbers were made
 (reconstruction, window, overlap, blending, tta, zfilter {size, axis}, divisor, precision,
-threshold, threshold_source, test_set {fingerprint, units, description}). A table of
+average, threshold, threshold_source, test_set {fingerprint, units, description}). A table of
 ``report.py`` puts runs side by side, so all its runs must hold the same card; a run without
 one (written before cards existed) has "no card", which is a card of its own unless every run
-lacks one; a card written before divisor and precision were on it differs from a newer card
-in those two fields (``--mixed-protocols`` compares them anyway).
+lacks one; a card written before divisor, precision or average were on it differs from a
+newer card in those fields (``--mixed-protocols`` compares them anyway).
 """
 
 from __future__ import annotations
