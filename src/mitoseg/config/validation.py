@@ -27,7 +27,7 @@ def check_model_fits_data(cfg: DictConfig) -> None:
     if not model or not dataset:
         return
     dims = int(model.get("spatial_dims", 2))
-    name = str(model.get("_target_", "?")).rsplit(".", 1)[-1]
+    name = _model_name(model)
     patch = dataset.get("patch_size")
     if patch is None:  # whole 2D images (the fluorescence data sets)
         if dims != 2:
@@ -51,11 +51,15 @@ def check_augmentation_fits_model(cfg: DictConfig, choices: Mapping[str, Any]) -
     ``choices``: Hydra's config-group choices (empty outside a Hydra run: nothing to check)."""
     model = cfg.get("model") or {}
     if int(model.get("spatial_dims", 2)) == 3 and choices.get("augmentation") == "paper2d":
-        name = str(model.get("_target_", "?")).rsplit(".", 1)[-1]
-        raise InputError(f"model {name} is 3D but augmentation=paper2d (what an EM data set "
-                         "brings by default) has no elastic deformation, which paper 002 adds "
-                         "for 3D networks: set augmentation=paper3d (or another preset, e.g. "
-                         "rot90_flips or none, to train 3D without it)")
+        raise InputError(f"model {_model_name(model)} is 3D but augmentation=paper2d (what an "
+                         "EM data set brings by default) has no elastic deformation, which "
+                         "paper 002 adds for 3D networks: set augmentation=paper3d (or another "
+                         "preset, e.g. rot90_flips or none, to train 3D without it)")
+
+
+def _model_name(model: Any) -> str:
+    """The network's class name, for messages (``UNetPaper002``)."""
+    return str(model.get("_target_", "?")).rsplit(".", 1)[-1]
 
 
 def plain_config(cfg: DictConfig) -> dict[str, Any]:
