@@ -194,3 +194,53 @@ def test_attention_gates_inside_the_network(kwargs, shape):
     with torch.no_grad():
         net(torch.randn(shape))
     assert seen == list(reversed(net.unet.filters[:-1]))
+
+
+ANISOTROPIC = ["unet3d_anisotropic", "attention_unet3d_anisotropic", "se_unet3d_anisotropic",
+               "residual_unet3d_anisotropic"]
+
+
+@pytest.mark.parametrize("name", ANISOTROPIC)
+def test_anisotropic_networks_never_pool_z(name):
+    """Paper 002's Kasthuri++ change: every level keeps the depth, y and x halve as before, and
+    a depth of 5 (no multiple of anything) goes in and out unpadded."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from tests.conftest import CONF
+
+    torch.manual_seed(0)
+    net = instantiate(OmegaConf.load(CONF / "model" / f"{name}.yaml")).eval()
+    unet = net.unet if hasattr(net, "unet") else net
+    assert unet.filters == (28, 36, 48, 64) and unet.pooling_factor == (1, 2, 2)
+    shapes = []
+    for encoder in unet.encoders:
+        encoder.register_forward_hook(lambda m, i, out: shapes.append(tuple(out.shape[2:])))
+    x = torch.randn(1, 1, 5, 40, 48)
+    with torch.no_grad():
+        out = net(x)
+    assert out.shape == x.shape
+    assert shapes == [(5, 40, 48), (5, 20, 24), (5, 10, 12), (5, 5, 6)]
+    if name.startswith("attention"):
+        assert all(gate.w_x.stride == (1, 2, 2) for gate in net.gates)
+
+
+def test_z_pooling_changes_nothing_else():
+    """With z pooling (the default) the network is the Lucchi one, and without it the same
+    parameters arranged along z: the same count less the z taps of the 2x2x2 up-convolutions."""
+    torch.manual_seed(0)
+    pooled = UNetPaper002(3, 1, 1, filters=(4, 8, 16), dropout=0.1)
+    torch.manual_seed(0)
+    flat = UNetPaper002(3, 1, 1, filters=(4, 8, 16), dropout=0.1, z_pooling=False)
+    up_weights = sum(m.weight.numel() for m in pooled.upsamplers)
+    assert sum(p.numel() for p in pooled.parameters()) - sum(
+        p.numel() for p in flat.parameters()) == up_weights // 2
+    assert pooled.pooling_factor == (2, 2, 2) and pooled.size_multiple == (4, 4, 4)
+    assert flat.size_multiple == (1, 4, 4)
+
+
+def test_z_pooling_off_is_refused_in_2d():
+    with pytest.raises(ValueError, match="z_pooling"):
+        UNetPaper002(2, 1, 1, z_pooling=False)
+    with pytest.raises(ValueError, match="factor"):
+        AttentionGate(3, 8, 16, factor=(2, 2))

@@ -13,6 +13,7 @@ choice is what happens when an axis is too short to mirror its padding once (``s
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -70,13 +71,20 @@ def _reflect_repeatedly(x: torch.Tensor, splits: Sequence[tuple[int, int]]) -> t
     return x
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, ...]]:
-    """Pad the spatial dims of ``x`` (N, C, *spatial), centred, up to a multiple of ``multiple``.
+def pad_to_multiple(x: torch.Tensor,
+                    multiple: int | Sequence[int]) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """Pad the spatial dims of ``x`` (N, C, *spatial), centred, up to a multiple of ``multiple``
+    (one number for every axis, or one per spatial axis).
 
     Returns the padded tensor and the original spatial size, for ``crop_to``.
     """
     size = tuple(x.shape[2:])
-    return pad_spatial(x, [-(-n // multiple) * multiple for n in size]), size
+    multiples = ([int(multiple)] * len(size) if isinstance(multiple, numbers.Integral)
+                 else [int(m) for m in multiple])
+    if len(multiples) != len(size):
+        raise ValueError(f"pad_to_multiple: {len(multiples)} multiples for {len(size)} "
+                         "spatial axes")
+    return pad_spatial(x, [-(-n // m) * m for n, m in zip(size, multiples)]), size
 
 
 def crop_to(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:

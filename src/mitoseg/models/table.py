@@ -86,16 +86,26 @@ def forward_flops(net: torch.nn.Module, dims: int) -> int:
     return int(counter.get_total_flops())
 
 
+def input_size_rule(stride: int | None, multiples: tuple[int, ...] | None) -> str:
+    """What input sizes a network takes as they are (others it pads and crops back)."""
+    if not stride:
+        return "any"
+    if multiples and 1 in multiples:  # a 3D network that does not pool z
+        return f"y, x: multiple of {stride}; z: any (other sizes padded)"
+    return f"multiple of {stride} (other sizes padded)"
+
+
 def model_row(name: str, conf_dir: Path = CONF_MODEL) -> ModelRow:
     dims = dims_of(name, conf_dir)
     net = build(name, conf_dir)
     stride = getattr(net, "stride", None)
+    multiples = getattr(getattr(net, "unet", net), "size_multiple", None)
     stated = STATED_PARAMETERS.get(name)
     return ModelRow(
         name=name, network=type(net).__name__, dims=dims, parameters=count_parameters(net),
         gflops=round(forward_flops(net, dims) / 1e9, 3),
         patch=" x ".join(map(str, PATCH[dims])),
-        stride=f"multiple of {stride} (other sizes padded)" if stride else "any",
+        stride=input_size_rule(stride, multiples),
         stated=f"{stated[0] / 1e6:.2f} M" if stated else "",
         stated_source=stated[1] if stated else "",
         deep_supervision=bool(getattr(net, "deep_supervision", False)),

@@ -21,9 +21,10 @@ class AttentionGate(nn.Module):
     The gating signal ``gate`` is the decoder's feature map one level coarser than ``skip``.
 
     Choices (Schlemper's paper and reference code; paper 002 gives no detail beyond citing it):
-      * W_x takes the skip to the gating grid with a 2x2 (2x2x2) convolution of stride 2,
-        without bias (a strided 1x1 would ignore 3/4 (7/8) of the skip's pixels); W_g and psi
-        are 1x1 convolutions with bias; intermediate channels = skip_channels // 2.
+      * W_x takes the skip to the gating grid with a 2x2 (2x2x2) convolution of stride 2
+        (``factor``: 1x2x2 with stride 1, 2, 2 in a U-Net that does not pool z), without
+        bias (a strided 1x1 would ignore 3/4 (7/8) of the skip's pixels); W_g and psi are 1x1
+        convolutions with bias; intermediate channels = skip_channels // 2.
       * The coefficients are resampled to the skip's size with (bi/tri)linear interpolation
         (``linear_resize``: its gradient is deterministic on a GPU too).
       * No batch norm and no output 1x1 transform inside the gate; Glorot-uniform kernels and
@@ -34,6 +35,7 @@ class AttentionGate(nn.Module):
         skip_channels: channels of the skip (encoder) features that are gated.
         gate_channels: channels of the coarser gating features.
         inter_channels: channels of W_x / W_g; None: ``max(1, skip_channels // 2)``.
+        factor: the pooling factor per axis between skip and gate; None: 2 along each axis.
 
     Input-size constraints: ``gate`` is about half the skip's size per axis (any mismatch,
     e.g. odd skip sizes, is bridged by interpolation).
@@ -45,15 +47,19 @@ class AttentionGate(nn.Module):
     """
 
     def __init__(self, spatial_dims: int, skip_channels: int, gate_channels: int,
-                 inter_channels: int | None = None) -> None:
+                 inter_channels: int | None = None, *,
+                 factor: Sequence[int] | None = None) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
             raise ValueError(f"AttentionGate: spatial_dims must be 2 or 3, got {spatial_dims}")
         inter_channels = max(1, skip_channels // 2) if inter_channels is None else inter_channels
         if min(skip_channels, gate_channels, inter_channels) < 1:
             raise ValueError("AttentionGate: channel counts must be >= 1")
+        factor = (2,) * spatial_dims if factor is None else tuple(int(f) for f in factor)
+        if len(factor) != spatial_dims or min(factor) < 1:
+            raise ValueError(f"AttentionGate: factor needs {spatial_dims} values >= 1, got {factor}")
         conv = CONV[spatial_dims]
-        self.w_x = conv(skip_channels, inter_channels, 2, stride=2, bias=False)
+        self.w_x = conv(skip_channels, inter_channels, factor, stride=factor, bias=False)
         self.w_g = conv(gate_channels, inter_channels, 1)
         self.psi = conv(inter_channels, 1, 1)
         for layer in (self.w_x, self.w_g, self.psi):
@@ -93,9 +99,12 @@ class AttentionUNetPaper002(nn.Module):
         batch_norm: batch normalization after every 3x3 convolution (not inside the gates).
         init: "he_normal" or "glorot_uniform" for the 3x3 convolutions.
         upsample: "transpose" or "nearest".
+        z_pooling: 3D only; False: no pooling along z (paper 002's Kasthuri++ variant), the
+            gates' W_x then spans 1x2x2.
 
     Input-size constraints: any spatial size (reflect-padded to a multiple of
-    2 ** (len(filters) - 1) and cropped back), as for ``UNetPaper002``.
+    2 ** (len(filters) - 1), not along z without z pooling, and cropped back), as for
+    ``UNetPaper002``.
 
     Example:
         >>> net = AttentionUNetPaper002(2, 1, 1)
@@ -107,11 +116,12 @@ class AttentionUNetPaper002(nn.Module):
                  filters: Sequence[int] | None = None,
                  dropout: float | Sequence[float] | None = None, activation: str = "elu",
                  batch_norm: bool = False, init: str = "he_normal",
-                 upsample: str = "transpose") -> None:
+                 upsample: str = "transpose", z_pooling: bool = True) -> None:
         super().__init__()
         self.unet = UNetPaper002(spatial_dims, in_channels, out_channels, filters=filters,
                                  dropout=dropout, activation=activation, batch_norm=batch_norm,
-                                 init=init, upsample=upsample, skip_gate=AttentionGate)
+                                 init=init, upsample=upsample, skip_gate=AttentionGate,
+                                 z_pooling=z_pooling)
         self.stride = self.unet.stride
 
     @property

@@ -120,6 +120,7 @@ class ResidualUNetPaper002(nn.Module):
         init: "he_normal" or "glorot_uniform" for the 3x3 and shortcut convolutions.
         upsample: "transpose" or "nearest" (the decoder block then sees
             ``filters[i+1] + filters[i]`` channels).
+        z_pooling: 3D only; False: no pooling along z (paper 002's Kasthuri++ variant).
 
     Input-size constraints: any spatial size; sizes that are not multiples of
     2 ** (len(filters) - 1) (16 in 2D and in 3D by default) are reflect-padded internally and
@@ -137,7 +138,7 @@ class ResidualUNetPaper002(nn.Module):
                  filters: Sequence[int] | None = None,
                  dropout: float | Sequence[float] | None = None, activation: str = "elu",
                  batch_norm: bool = False, init: str = "he_normal",
-                 upsample: str = "transpose") -> None:
+                 upsample: str = "transpose", z_pooling: bool = True) -> None:
         super().__init__()
         name = type(self).__name__
         if spatial_dims not in (2, 3):
@@ -149,7 +150,7 @@ class ResidualUNetPaper002(nn.Module):
             dropout = DEFAULT_DROPOUT
         self.unet = unet_for(name, spatial_dims, in_channels, out_channels, filters=filters,
                              dropout=dropout, activation=activation, batch_norm=batch_norm,
-                             init=init, upsample=upsample)
+                             init=init, upsample=upsample, z_pooling=z_pooling)
         self.filters, self.dropout = self.unet.filters, self.unet.dropout
         self.stride = self.unet.stride
 

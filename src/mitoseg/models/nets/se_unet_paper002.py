@@ -92,6 +92,7 @@ class SEUNetPaper002(nn.Module):
         se_ratio: SE reduction ratio r (hidden units = max(1, channels // r)).
         se_in_bottleneck: also put an SE after the bottleneck block.
         se_every_conv: an SE after every convolution's activation instead of one per block.
+        z_pooling: 3D only; False: no pooling along z (paper 002's Kasthuri++ variant).
 
     Input-size constraints: any spatial size (reflect-padded to a multiple of
     2 ** (len(filters) - 1), 16 in 2D and 8 in 3D by default, and cropped back). The squeeze
@@ -108,7 +109,7 @@ class SEUNetPaper002(nn.Module):
                  dropout: float | Sequence[float] | None = None, activation: str = "elu",
                  batch_norm: bool = False, init: str = "he_normal", upsample: str = "transpose",
                  se_ratio: int = 16, se_in_bottleneck: bool = False,
-                 se_every_conv: bool = False) -> None:
+                 se_every_conv: bool = False, z_pooling: bool = True) -> None:
         super().__init__()
         name = type(self).__name__
         if isinstance(se_ratio, bool) or not isinstance(se_ratio, int) or se_ratio < 1:
@@ -119,7 +120,7 @@ class SEUNetPaper002(nn.Module):
                 raise ValueError(f"{name}: {option} must be true or false, got {value!r}")
         self.unet = unet_for(name, spatial_dims, in_channels, out_channels, filters=filters,
                              dropout=dropout, activation=activation, batch_norm=batch_norm,
-                             init=init, upsample=upsample)
+                             init=init, upsample=upsample, z_pooling=z_pooling)
         self.filters, self.dropout = self.unet.filters, self.unet.dropout
         self.stride = self.unet.stride
 

@@ -11,8 +11,9 @@ from mitoseg.inference.padding import crop_to, pad_to_multiple
 from mitoseg.models.layers import (ACTIVATIONS, CONV, CONV_TRANSPOSE, INITS, MAX_POOL, conv_block,
                                    init_conv_, unet_features)
 
-# (spatial_dims, skip_channels, gate_channels) -> module called as gate(skip, coarse_features)
-SkipGateFactory = Callable[[int, int, int], nn.Module]
+# (spatial_dims, skip_channels, gate_channels, factor=...) -> module called as
+# gate(skip, coarse_features); factor: the pooling's factor per spatial axis (2s, or 1 along z)
+SkipGateFactory = Callable[..., nn.Module]
 
 DEFAULT_FILTERS = {2: (16, 32, 64, 128, 256), 3: (28, 36, 48, 64)}
 DEFAULT_DROPOUT = {2: (0.1, 0.1, 0.2, 0.2, 0.3), 3: (0.1, 0.1, 0.2, 0.3)}
@@ -67,13 +68,18 @@ class UNetPaper002(nn.Module):
         init: "he_normal" or "glorot_uniform" (Keras' definitions).
         upsample: "transpose" (learned 2x2 stride-2) or "nearest" (parameter-free; the decoder
             block then sees ``filters[i+1] + filters[i]`` channels).
-        skip_gate: optional factory ``(spatial_dims, skip_channels, gate_channels) -> module``;
-            each skip is replaced by ``gate(skip, coarse)`` before concatenation, where coarse
-            is the decoder's input from the level below (the attention U-Net's hook).
+        skip_gate: optional factory ``(spatial_dims, skip_channels, gate_channels, *, factor)
+            -> module``; each skip is replaced by ``gate(skip, coarse)`` before concatenation,
+            where coarse is the decoder's input from the level below and ``factor`` the
+            pooling's factor per axis (the attention U-Net's hook).
+        z_pooling: 3D only. False: pooling and upsampling leave the z axis alone (2x2 in y, x;
+            factor (1, 2, 2)), paper 002's change for the anisotropic Kasthuri++ ("removing the
+            z-axis downsampling in their pooling operations"); z keeps its size at every level.
 
     Input-size constraints: any spatial size; sizes that are not multiples of
-    2 ** (len(filters) - 1) (16 in 2D, 8 in 3D by default) are reflect-padded internally and
-    the output cropped back, so 200 x 200 crops or 37 x 53 work as they are.
+    2 ** (len(filters) - 1) (16 in 2D, 8 in 3D by default; z: any size without z pooling) are
+    reflect-padded internally and the output cropped back, so 200 x 200 crops or 37 x 53 work
+    as they are.
 
     Example:
         >>> net = UNetPaper002(2, 1, 1)
@@ -87,7 +93,7 @@ class UNetPaper002(nn.Module):
                  filters: Sequence[int] | None = None,
                  dropout: float | Sequence[float] | None = None, activation: str = "elu",
                  batch_norm: bool = False, init: str = "he_normal", upsample: str = "transpose",
-                 skip_gate: SkipGateFactory | None = None) -> None:
+                 skip_gate: SkipGateFactory | None = None, z_pooling: bool = True) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
             raise ValueError(f"UNetPaper002: spatial_dims must be 2 or 3, got {spatial_dims}")
@@ -109,8 +115,15 @@ class UNetPaper002(nn.Module):
                 raise ValueError(f"UNetPaper002: {name} must be one of {allowed}, got {value!r}")
         if skip_gate is not None and not callable(skip_gate):
             raise ValueError("UNetPaper002: skip_gate must be a callable or None")
+        if not isinstance(z_pooling, bool) or (spatial_dims == 2 and not z_pooling):
+            raise ValueError(f"UNetPaper002: z_pooling must be true or false, and false only in "
+                             f"3D (a 2D network has no z axis), got {z_pooling!r} in "
+                             f"{spatial_dims}D")
         self.filters, self.dropout = filters, rates
-        self.stride = 2 ** (len(filters) - 1)
+        self.stride = 2 ** (len(filters) - 1)  # in the (y, x) plane, and along z if pooled
+        factor = pooling_factor(spatial_dims, z_pooling)
+        self.pooling_factor = factor
+        self.size_multiple = tuple(self.stride if f == 2 else 1 for f in factor)
 
         def block(channels_in: int, level: int) -> nn.Sequential:
             return conv_block(spatial_dims, channels_in, filters[level], activation,
@@ -119,27 +132,33 @@ class UNetPaper002(nn.Module):
         self.encoders = nn.ModuleList(
             block(in_channels if level == 0 else filters[level - 1], level)
             for level in range(len(filters)))
-        self.pool = MAX_POOL[spatial_dims](2)
+        self.pool = MAX_POOL[spatial_dims](factor)
         self.upsamplers, self.decoders = nn.ModuleList(), nn.ModuleList()
         self.gates = nn.ModuleList() if skip_gate is not None else None
         for level in reversed(range(len(filters) - 1)):
             coarse, fine = filters[level + 1], filters[level]
             if upsample == "transpose":
-                up: nn.Module = CONV_TRANSPOSE[spatial_dims](coarse, fine, 2, stride=2)
+                up: nn.Module = CONV_TRANSPOSE[spatial_dims](coarse, fine, factor, stride=factor)
                 init_conv_(up, "glorot_uniform")
             else:
-                up = nn.Upsample(scale_factor=2, mode="nearest")
+                up = nn.Upsample(scale_factor=tuple(float(f) for f in factor), mode="nearest")
             self.upsamplers.append(up)
             self.decoders.append(block((fine if upsample == "transpose" else coarse) + fine, level))
             if self.gates is not None:
-                self.gates.append(skip_gate(spatial_dims, fine, coarse))
+                self.gates.append(skip_gate(spatial_dims, fine, coarse, factor=factor))
         self.head = CONV[spatial_dims](filters[0], out_channels, 1)
         init_conv_(self.head, "glorot_uniform")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, size = pad_to_multiple(x, self.stride)
+        x, size = pad_to_multiple(x, self.size_multiple)
         x = unet_features(x, self.encoders, self.pool, self.upsamplers, self.decoders, self.gates)
         return crop_to(self.head(x), size)
+
+
+def pooling_factor(spatial_dims: int, z_pooling: bool = True) -> tuple[int, ...]:
+    """The U-Net's pooling (and upsampling) factor per spatial axis: 2 along each, or
+    (1, 2, 2) in 3D without z pooling."""
+    return (2,) * spatial_dims if z_pooling else (1,) + (2,) * (spatial_dims - 1)
 
 
 def unet_for(owner: str, spatial_dims: int, in_channels: int, out_channels: int,
