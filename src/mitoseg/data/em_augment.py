@@ -40,7 +40,7 @@ from mitoseg.errors import InputError
 __all__ = [
     "EMCompose", "RandomBrightness", "RandomContrast", "RandomElastic", "RandomFlip",
     "RandomGamma", "RandomGaussianBlur", "RandomGaussianNoise", "RandomRot90", "RandomRotation",
-    "RandomShear", "in_range_units",
+    "RandomShear", "in_range_units", "in_voxel_units",
 ]
 
 
@@ -81,3 +81,27 @@ def in_range_units(augmentation: Any, unit: float) -> Any:
         return EMCompose([in_range_units(t, unit) for t in augmentation.transforms])
     scaled = getattr(augmentation, "scaled", None)
     return scaled(unit) if callable(scaled) else augmentation
+
+
+def relative_spacing(voxel_size: Sequence[float]) -> tuple[float, ...]:
+    """Voxel size per axis relative to the finest axis (Kasthuri++'s (30, 3, 3) nm: (10, 1, 1))."""
+    sizes = [float(v) for v in voxel_size]
+    if not sizes or min(sizes) <= 0:
+        raise InputError(f"voxel size must be > 0 along every axis, got {list(voxel_size)}")
+    return tuple(v / min(sizes) for v in sizes)
+
+
+def in_voxel_units(augmentation: Any, voxel_size: Sequence[float]) -> Any:
+    """``augmentation`` with its lengths (elastic deformation, blur: the transforms with
+    ``with_spacing``) in physical units for voxels of ``voxel_size`` (one value per spatial
+    axis of the patches: (z, y, x) in 3D, (y, x) in 2D); isotropic voxels return it unchanged.
+    A transform given its own ``spacing`` in the config keeps it."""
+    spacing = relative_spacing(voxel_size)
+    if augmentation is None or all(s == 1.0 for s in spacing):
+        return augmentation
+    if isinstance(augmentation, EMCompose):
+        return EMCompose([in_voxel_units(t, voxel_size) for t in augmentation.transforms])
+    with_spacing = getattr(augmentation, "with_spacing", None)
+    if callable(with_spacing) and getattr(augmentation, "spacing", None) is None:
+        return with_spacing(spacing)
+    return augmentation

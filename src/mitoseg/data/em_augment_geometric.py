@@ -109,20 +109,46 @@ def gaussian_kernels(sigma: torch.Tensor, radius: int) -> torch.Tensor:
     return torch.softmax(logits, dim=1)
 
 
-def separable_blur(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
-    """Blur each spatial axis of x (B, C, ...) with per-sample kernels (B, K); edges replicate."""
+def separable_blur(x: torch.Tensor,
+                   kernels: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    """Blur each spatial axis of x (B, C, ...) with per-sample kernels (B, K), the same along
+    every axis, or one (B, K_axis) per spatial axis (anisotropic voxels); edges replicate."""
     batch, channels, spatial = x.shape[0], x.shape[1], x.shape[2:]
-    radius = (kernels.shape[1] - 1) // 2
+    per_axis = [kernels] * len(spatial) if isinstance(kernels, torch.Tensor) else list(kernels)
+    if len(per_axis) != len(spatial):
+        raise ValueError(f"separable_blur: {len(per_axis)} kernels for {len(spatial)} axes")
     out = x.reshape(1, batch * channels, *spatial)
-    weight = kernels.repeat_interleave(channels, dim=0).to(x.dtype)
     conv = F.conv2d if len(spatial) == 2 else F.conv3d
-    for axis in range(len(spatial)):
+    for axis, axis_kernels in enumerate(per_axis):
+        radius = (axis_kernels.shape[1] - 1) // 2
+        weight = axis_kernels.repeat_interleave(channels, dim=0).to(x.dtype)
         shape = [batch * channels, 1] + [1] * len(spatial)
-        shape[2 + axis] = kernels.shape[1]
+        shape[2 + axis] = axis_kernels.shape[1]
         pad = [0, 0] * len(spatial)
         pad[2 * (len(spatial) - 1 - axis)] = pad[2 * (len(spatial) - 1 - axis) + 1] = radius
         out = conv(F.pad(out, pad, mode="replicate"), weight.view(shape), groups=batch * channels)
     return out.reshape(x.shape)
+
+
+def check_spacing(name: str, spacing: Sequence[float] | None) -> tuple[float, ...] | None:
+    """``spacing`` (voxel size per spatial axis relative to the finest, each >= 1) as floats."""
+    if spacing is None:
+        return None
+    values = tuple(float(s) for s in spacing)
+    if len(values) not in (2, 3) or min(values) < 1.0 or min(values) != 1.0:
+        raise InputError(f"{name}: spacing is the voxel size per spatial axis relative to the "
+                         f"finest one (2 or 3 values, the smallest 1), got {spacing!r}")
+    return values
+
+
+def spacing_for(name: str, spacing: tuple[float, ...] | None, spatial: int) -> tuple[float, ...]:
+    """The relative voxel size per axis of a ``spatial``-D batch (isotropic without spacing)."""
+    if spacing is None:
+        return (1.0,) * spatial
+    if len(spacing) != spatial:
+        raise InputError(f"{name}: spacing {spacing} has {len(spacing)} values for a "
+                         f"{spatial}D batch")
+    return spacing
 
 
 def resample(image: torch.Tensor, mask: torch.Tensor, grid: torch.Tensor,
@@ -289,19 +315,31 @@ class RandomElastic(BatchTransform):
     apart, upsampled (bi/trilinearly) to the patch, smoothed by a Gaussian of std sigma / 2 to
     remove the kinks, and rescaled so that its root-mean-square per axis is ``alpha`` pixels.
 
+    With anisotropic voxels (``spacing``, e.g. (10, 1, 1) for Kasthuri++'s 30 x 3 x 3 nm),
+    ``alpha`` and ``sigma`` are lengths in the finest axis' pixels, so the deformation is the
+    same in physical units along every axis: along an axis whose voxels are s times larger,
+    control points are sigma / s voxels apart and the RMS displacement is alpha / s voxels.
+    The data module sets it from the data set's voxel size (``in_voxel_units``).
+
     Args:
         alpha: RMS displacement per axis in pixels: a number or a range (lo, hi) drawn per sample.
         sigma: spacing of the control points in pixels (larger = smoother), > 0.
         p: probability per sample.
+        spacing: voxel size per spatial axis relative to the finest one; None: isotropic.
     """
 
     def __init__(self, alpha: float | Sequence[float] = 2.0, sigma: float = 16.0,
-                 p: float = 0.5) -> None:
+                 p: float = 0.5, spacing: Sequence[float] | None = None) -> None:
         super().__init__(p)
         self.alpha = value_range(alpha, "alpha", symmetric=False, low=0.0)
         if not sigma > 0:
             raise InputError(f"RandomElastic: sigma must be > 0 pixels, got {sigma}")
         self.sigma = float(sigma)
+        self.spacing = check_spacing("RandomElastic", spacing)
+
+    def with_spacing(self, spacing: Sequence[float] | None) -> "RandomElastic":
+        """The same transform for voxels of this relative size (see the class docstring)."""
+        return RandomElastic(self.alpha, self.sigma, self.p, spacing)
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor,
                  generator: torch.Generator | None = None) -> Batch:
@@ -309,14 +347,7 @@ class RandomElastic(BatchTransform):
         batch, size, device = image.shape[0], image.shape[2:], image.device
         chosen = self.chosen(generator, image)
         alpha = self.uniform(generator, (batch,), *self.alpha, device)
-        coarse = [max(2, math.ceil(n / self.sigma) + 1) for n in size]
-        noise = torch.randn((batch, spatial, *coarse), generator=generator, device=device)
-        field = F.interpolate(noise, size=tuple(size), mode="bilinear" if spatial == 2
-                              else "trilinear", align_corners=True)
-        sigma = torch.full((batch,), self.sigma / 2, device=device)
-        field = separable_blur(field, gaussian_kernels(sigma, math.ceil(1.5 * self.sigma)))
-        rms = field.square().mean(dim=tuple(range(1, field.ndim))).sqrt().clamp_min(1e-12)
-        field = field * (alpha / rms).view(-1, *[1] * (field.ndim - 1))  # (B, axes D..W), px
+        field = self.displacement(alpha, tuple(size), generator)
         # grid_sample wants (x, y[, z]) = (W, H[, D]) last, in units of half the patch size
         # (Python numbers: a tensor made of them on the GPU is a copy that waits for the GPU)
         scaled = torch.stack([field[:, axis] * (2.0 / n) for axis, n in enumerate(size)], 1)
@@ -324,3 +355,27 @@ class RandomElastic(BatchTransform):
         identity = torch.eye(spatial, spatial + 1, device=device).expand(batch, -1, -1)
         grid = F.affine_grid(identity, list(image.shape), align_corners=False) + shift
         return resample(image, mask, grid, chosen)
+
+    def displacement(self, alpha: torch.Tensor, size: tuple[int, ...],
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+        """The displacement field (B, axes D..W, *size) in voxels of each axis, for RMS
+        displacements ``alpha`` (B,) in the finest axis' pixels."""
+        batch, spatial, device = alpha.shape[0], len(size), alpha.device
+        spacing = spacing_for("RandomElastic", self.spacing, spatial)
+        sigmas = [self.sigma / s for s in spacing]  # control-point spacing per axis, voxels
+        coarse = [max(2, math.ceil(n / sigma) + 1) for n, sigma in zip(size, sigmas)]
+        noise = torch.randn((batch, spatial, *coarse), generator=generator, device=device)
+        field = F.interpolate(noise, size=size, mode="bilinear" if spatial == 2
+                              else "trilinear", align_corners=True)
+        if self.spacing is None:
+            sigma = torch.full((batch,), self.sigma / 2, device=device)
+            field = separable_blur(field, gaussian_kernels(sigma, math.ceil(1.5 * self.sigma)))
+        else:
+            field = separable_blur(field, [
+                gaussian_kernels(torch.full((batch,), sigma / 2, device=device),
+                                 math.ceil(1.5 * sigma)) for sigma in sigmas])
+        rms = field.square().mean(dim=tuple(range(1, field.ndim))).sqrt().clamp_min(1e-12)
+        field = field * (alpha / rms).view(-1, *[1] * (field.ndim - 1))  # finest-axis pixels
+        if self.spacing is None:
+            return field
+        return torch.stack([field[:, axis] / s for axis, s in enumerate(spacing)], 1)

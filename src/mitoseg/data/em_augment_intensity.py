@@ -19,8 +19,10 @@ from mitoseg.data.em_augment_geometric import (
     Batch,
     BatchTransform,
     check_batch,
+    check_spacing,
     gaussian_kernels,
     separable_blur,
+    spacing_for,
     value_range,
 )
 
@@ -118,18 +120,32 @@ class RandomGaussianNoise(BatchTransform):
 
 
 class RandomGaussianBlur(BatchTransform):
-    """Blur each sample isotropically over its spatial axes with a Gaussian whose std (pixels)
-    is drawn uniformly in ``sigma`` (lo, hi); separable convolution, edges replicated."""
+    """Blur each sample over its spatial axes with a Gaussian whose std (pixels) is drawn
+    uniformly in ``sigma`` (lo, hi); separable convolution, edges replicated. Isotropic in
+    physical units: with ``spacing`` (voxel size per axis relative to the finest, set by the
+    data module from the data set's voxel size) the std along an axis whose voxels are s times
+    larger is sigma / s voxels."""
 
-    def __init__(self, sigma: float | Sequence[float] = (0.5, 1.5), p: float = 0.5) -> None:
+    def __init__(self, sigma: float | Sequence[float] = (0.5, 1.5), p: float = 0.5,
+                 spacing: Sequence[float] | None = None) -> None:
         super().__init__(p)
         self.sigma = value_range(sigma, "sigma", symmetric=False, low=0.0)
+        self.spacing = check_spacing("RandomGaussianBlur", spacing)
+
+    def with_spacing(self, spacing: Sequence[float] | None) -> "RandomGaussianBlur":
+        """The same transform for voxels of this relative size."""
+        return RandomGaussianBlur(self.sigma, self.p, spacing)
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor,
                  generator: torch.Generator | None = None) -> Batch:
-        check_batch("RandomGaussianBlur", image, mask, generator)
+        spatial = check_batch("RandomGaussianBlur", image, mask, generator)
         chosen = self.chosen(generator, image)
         sigma = self.uniform(generator, (image.shape[0],), *self.sigma, image.device)
-        radius = max(1, math.ceil(3.0 * self.sigma[1]))
-        blurred = separable_blur(image, gaussian_kernels(sigma.double(), radius))
+        if self.spacing is None:
+            radius = max(1, math.ceil(3.0 * self.sigma[1]))
+            blurred = separable_blur(image, gaussian_kernels(sigma.double(), radius))
+        else:
+            blurred = separable_blur(image, [
+                gaussian_kernels(sigma.double() / s, max(1, math.ceil(3.0 * self.sigma[1] / s)))
+                for s in spacing_for("RandomGaussianBlur", self.spacing, spatial)])
         return torch.where(chosen, blurred, image), mask

@@ -14,7 +14,7 @@ from mitoseg.data.augment import is_mask_transform
 from mitoseg.data.base import SplitDataModule
 from mitoseg.data.em_overlap import MAX_SHIFT_PX, NEAR_COPY_CORRELATION, slice_copies
 from mitoseg.data.device_volumes import DeviceVolumes
-from mitoseg.data.em_augment import in_range_units
+from mitoseg.data.em_augment import in_range_units, in_voxel_units, relative_spacing
 from mitoseg.data.em_patches import ConcatPatches, RandomPatchDataset, TiledPatchDataset
 from mitoseg.data.em_split import slice_ranges, validation_split
 from mitoseg.data.held_volumes import hold_fitting
@@ -216,9 +216,12 @@ class EMDataModule(SplitDataModule):
         self.normalization = fit_normalization_over(
             self.normalize, [(v.image, z) for v, (z, _) in zip(volumes.train, self.slices) if z],
             EM_MODES)
-        # brightness and noise amounts are given per raw intensity range: in input units here
-        self.training_augmentation = in_range_units(self.augmentation,
-                                                    self.normalization.range_unit())
+        # brightness and noise amounts are given per raw intensity range: in input units here;
+        # elastic and blur lengths in the finest axis' pixels: the same physical size along z
+        # of anisotropic voxels (Kasthuri++: 30 x 3 x 3 nm)
+        self.training_augmentation = in_voxel_units(
+            in_range_units(self.augmentation, self.normalization.range_unit()),
+            volumes.voxel_size_nm[-self.spatial_dims:])
         for split, what in (("val", "validation volume"), ("test", "test volume")):
             for volume in volumes.volumes(split):
                 self.normalization.check_input(volume.image.dtype,
@@ -329,6 +332,10 @@ class EMDataModule(SplitDataModule):
         described = {
             "volumes": volumes.description, "notes": volumes.notes,
             "voxel_size_nm": list(volumes.voxel_size_nm),
+            # elastic and blur lengths are in the finest axis' pixels; per axis, voxels are this
+            # many of them (in_voxel_units)
+            "augmentation_spacing": list(relative_spacing(
+                volumes.voxel_size_nm[-self.spatial_dims:])),
             "validation": ("random slices" if self.spatial_dims == 2 else "contiguous block")
             if not volumes.val else "validation volumes",
             "test_gap_slices": volumes.notes.get("test_gap_slices"),

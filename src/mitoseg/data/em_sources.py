@@ -48,9 +48,19 @@ def configured_voxel_size_nm(volumes: Mapping[str, Any]) -> tuple[float, float, 
     key = (str(volumes.get("dataset", "")).lower() if function == "casser_volumes"
            else OWN_VOXEL_SIZE.get(function))
     given = volumes.get("voxel_size_nm")
+    if given is None and function == "synthetic_volumes":
+        return synthetic_voxel_size_nm(float(volumes.get("anisotropy", 1.0)))
     if given is None and key is None:
         return None
     return _voxel_size(given, key)
+
+
+def synthetic_voxel_size_nm(anisotropy: float) -> tuple[float, float, float]:
+    """Procedural volumes' voxel size: Lucchi's 5 nm in y and x, ``anisotropy`` times that in
+    z (what ``synthetic_em_volume`` draws), so the metrics and the physical augmentation
+    lengths see the anisotropy too."""
+    y, x = VOXEL_SIZE_NM[em_datasets.lucchi.KEY][1:]
+    return _voxel_size((float(anisotropy) * y, y, x), em_datasets.lucchi.KEY)
 
 
 def _voxel_size(given: Sequence[float] | None, dataset: str) -> tuple[float, float, float]:
@@ -226,10 +236,12 @@ def _layout(layout: Mapping[str, Sequence[str]] | None) -> dict[str, tuple[str, 
 
 def synthetic_volumes(train_shape: tuple[int, int, int] = (48, 192, 192),
                       test_shape: tuple[int, int, int] = (16, 192, 192), seed: int = 0,
-                      anisotropy: float = 1.0, voxel_size_nm: tuple[float, float, float] = (5, 5, 5),
+                      anisotropy: float = 1.0,
+                      voxel_size_nm: tuple[float, float, float] | None = None,
                       mito_density: float = 0.08,
                       max_test_slices: int | None = None) -> EMVolumes:
     """Procedural EM-like volumes: train and test are made from different seeds.
+    ``voxel_size_nm`` None: 5 nm in y and x, 5 x ``anisotropy`` in z.
     ``max_test_slices``: see ``limit_test_slices`` (the test volume is made whole, then cut,
     so its first slices do not depend on the limit)."""
     train = synthetic_em_volume(tuple(train_shape), seed=seed, anisotropy=anisotropy,
@@ -237,6 +249,7 @@ def synthetic_volumes(train_shape: tuple[int, int, int] = (48, 192, 192),
     test = synthetic_em_volume(tuple(test_shape), seed=seed + 1_000_003, anisotropy=anisotropy,
                                mito_density=mito_density)
     return limit_test_slices(EMVolumes(
-        *train, *test, _voxel_size(voxel_size_nm, OWN_VOXEL_SIZE["synthetic_volumes"]),
+        *train, *test, (synthetic_voxel_size_nm(anisotropy) if voxel_size_nm is None
+                        else _voxel_size(voxel_size_nm, OWN_VOXEL_SIZE["synthetic_volumes"])),
         f"synthetic EM (seed {seed}, anisotropy {anisotropy})",
         {"train_shape": list(train_shape), "test_shape": list(test_shape)}), max_test_slices)
