@@ -77,7 +77,7 @@ def test_the_readme_command_trains_with_em_defaults(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("dataset, patch", [("lucchi", [80, 80, 80]),
-                                            ("kasthuri_pp", [80, 80, 80]),
+                                            ("kasthuri_pp", [20, 160, 160]),
                                             ("synthetic_em", [16, 128, 128])])
 def test_a_3d_model_brings_3d_patches(dataset: str, patch: list[int]) -> None:
     cfg = compose_config("train", ["model=unet3d_paper002", f"dataset={dataset}"])
@@ -152,3 +152,22 @@ def test_a_3d_model_does_not_train_on_the_2d_augmentation_unawares(dataset: str,
         assert done.returncode == 2, done.stderr[-2000:]
         assert "set augmentation=paper3d" in done.stderr and "Traceback" not in done.stderr
         assert not list(tmp_path.rglob("run_info.json"))
+
+
+@pytest.mark.parametrize("model, voxel_size, warns", [
+    ("unet3d_paper002", (30, 3, 3), True),        # Kasthuri++ with z pooling
+    ("unet3d_cicek", (30, 3, 3), True),           # no z_pooling option: taken to pool z
+    ("unet3d_anisotropic", (30, 3, 3), False),    # paper 002's Kasthuri++ networks
+    ("residual_unet3d_anisotropic", (30, 3, 3), False),
+    ("unet3d_paper002", (5, 5, 5), False),        # isotropic Lucchi
+    ("unet3d_paper002", (8, 5, 5), False),        # below 2x
+    ("unet2d_paper002", (30, 3, 3), False),       # 2D: no z axis to pool
+])
+def test_z_pooling_on_anisotropic_voxels_warns(model, voxel_size, warns) -> None:
+    from mitoseg.config.validation import z_pooling_warning
+
+    cfg = compose_config("train", [f"model={model}"])
+    warning = z_pooling_warning(cfg.model, voxel_size)
+    assert (warning is not None) == warns
+    if warns:
+        assert "10 times longer in z" in warning and "unet3d_anisotropic" in warning

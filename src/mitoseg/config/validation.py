@@ -57,6 +57,25 @@ def check_augmentation_fits_model(cfg: DictConfig, choices: Mapping[str, Any]) -
                          "preset, e.g. rot90_flips or none, to train 3D without it)")
 
 
+def z_pooling_warning(model: Mapping[str, Any] | None,
+                      voxel_size_nm: Any) -> str | None:
+    """A warning when a 3D network halves z on voxels at least twice as long in z as in y, x
+    (Kasthuri++: 30 x 3 x 3 nm), where paper 002 removed the z pooling; None otherwise.
+    Networks without a ``z_pooling`` option are taken to pool z."""
+    model = model or {}
+    if int(model.get("spatial_dims", 2)) != 3 or voxel_size_nm is None \
+            or model.get("z_pooling", True) is False:
+        return None
+    z, y, x = (float(v) for v in voxel_size_nm)
+    if z < 2 * min(y, x):
+        return None
+    return (f"model {_model_name(model)} pools along z, but the voxels are {z / min(y, x):g} "
+            f"times longer in z ({z:g} x {y:g} x {x:g} nm): its deeper levels see a few "
+            "slices smeared together. Paper 002 removed the z pooling for such data: "
+            "model=unet3d_anisotropic (or attention_, se_, residual_unet3d_anisotropic; "
+            "experiment=kasthuri_unet3d)")
+
+
 def _model_name(model: Any) -> str:
     """The network's class name, for messages (``UNetPaper002``)."""
     return str(model.get("_target_", "?")).rsplit(".", 1)[-1]

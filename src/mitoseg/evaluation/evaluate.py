@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mitoseg.config.validation import check_seeds
 from mitoseg.data.normalization import Normalization
@@ -31,6 +31,27 @@ def _section(cfg: DictConfig, stored: dict[str, Any], key: str) -> DictConfig:
     return node if node else OmegaConf.create(stored[key])
 
 
+def _follow_the_checkpoints_network(cfg: DictConfig, stored: dict[str, Any]) -> None:
+    """A data set given here takes its patch size (and anything else that follows the model,
+    ``${oc.select:model.spatial_dims,2}``) from the checkpoint's network, not from the 2D
+    default of a config that names no model: a 3D checkpoint on ``dataset=kasthuri_pp`` gets
+    its 3D patches."""
+    dims = int((stored.get("model") or {}).get("spatial_dims", 2))
+    with open_dict(cfg):
+        cfg.model = OmegaConf.create({"spatial_dims": dims})
+
+
+def _windows_of_training(inference: DictConfig, stored: dict[str, Any]) -> DictConfig:
+    """``inference.patch_size: null`` means the training patch size: the checkpoint's, also
+    when a data set given here would make other patches."""
+    trained = (stored.get("dataset") or {}).get("patch_size")
+    if inference.get("patch_size") or not trained:
+        return inference
+    inference = OmegaConf.create(OmegaConf.to_container(inference, resolve=True))
+    inference.patch_size = list(trained)
+    return inference
+
+
 @torch.no_grad()
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Run the checkpoint's network over ``cfg.split`` of the dataset and score it the way the
@@ -50,6 +71,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     net, stored = load_network(cfg.ckpt_path)
     seeds = seeds_from_checkpoint(cfg, stored)
     check_seeds(cfg)
+    _follow_the_checkpoints_network(cfg, stored)
     datamodule = instantiate(_section(cfg, stored, "dataset"))
     binarize = instantiate(_section(cfg, stored, "postproc"))
     datamodule.setup()
@@ -57,7 +79,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     modality = modality_of_datamodule(datamodule)
     trained = Normalization.from_dict(stored["normalization"])
     allow = bool(cfg.get("allow_training_overlap", False))
-    inference = _section(cfg, stored, "inference") if modality.uses_inference_config else None
+    inference = (_windows_of_training(_section(cfg, stored, "inference"), stored)
+                 if modality.uses_inference_config else None)
     if modality.uses_inference_config:  # volumes: scaled by the predictor from raw intensities
         if cfg.split != "test":
             raise InputError("EM data sets are evaluated on their test volume only (split=test)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from mitoseg.config.validation import (
     check_model_fits_data,
     check_seeds,
     plain_config,
+    z_pooling_warning,
 )
 from mitoseg.data.normalization import Normalization
 from mitoseg.evaluation.checkpoints import load_weights
@@ -28,6 +30,7 @@ from mitoseg.evaluation.em_evaluate import headline_choice
 from mitoseg.evaluation.modality import modality_of_datamodule
 from mitoseg.evaluation.test_sets import evaluate_split, predictor_for
 from mitoseg.runs.files import write_new_json, write_new_text
+from mitoseg.runs.lock import RunLock
 from mitoseg.runs.paths import display_path
 from mitoseg.runs.run_info import run_info
 from mitoseg.runs.resume import LAST_CHECKPOINT, ResumePlan, plan_resume
@@ -116,7 +119,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     seeded from (seed, epoch), so the result equals that of an uninterrupted run, bit for bit
     with the same ``torch_threads`` and ``speed`` (resume warns otherwise: they change float
     rounding), and with any ``dataset.num_workers`` (samples' draws are keyed in the main
-    process, ``mitoseg.data.loaders``).
+    process, ``mitoseg.data.loaders``). While it runs, the folder's ``run.lock`` keeps a second
+    process out (``mitoseg.runs.lock``: it stops, or takes over a lock whose holder is gone).
 
     With several processes (``trainer=ddp``) every rank trains; rank 0 alone writes files,
     tests on one device and returns the metrics (the other ranks return an empty dict).
@@ -133,9 +137,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule.setup()
     if modality_of_datamodule(datamodule).uses_inference_config:
         headline_choice(cfg.inference)  # a headline outside the matrix stops before training
+        warning = z_pooling_warning(cfg.get("model"), datamodule.volumes.voxel_size_nm)
+        if warning:
+            log.warning(warning)
     module = build_module(cfg, datamodule)
     run_dir = Path(cfg.paths.output_dir)
     rank_zero = rank_zero_only.rank == 0
+    # one process at a time in a run folder (mitoseg.runs.lock), from the decision to start or
+    # resume to the end; DDP workers run inside rank 0's hold
+    with RunLock(run_dir) if rank_zero else nullcontext():
+        return _train_in_folder(cfg, datamodule, module, run_dir, rank_zero)
+
+
+def _train_in_folder(cfg: DictConfig, datamodule: Any, module: SegmentationModule,
+                     run_dir: Path, rank_zero: bool) -> dict[str, Any]:
     if rank_zero:
         plan = plan_resume(run_dir, plain_config(cfg), cfg.get("resume", "auto"))
     else:  # DDP workers start inside rank 0's fit, after rank 0 decided; they follow it

@@ -1,0 +1,163 @@
+"""One process at a time in a run folder: a second one stops while the first is alive, and a
+lock whose holder is gone is taken over (what a requeued cluster job needs)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mitoseg.runs.lock import LOCK_NAME, RunFolderBusy, RunLock, pid_namespace
+
+
+def write_record(folder: Path, **fields) -> dict:
+    record = {"token": "theirs", "host": socket.gethostname(), "pid": 1,
+              "pid_namespace": pid_namespace(), "started": 0.0, "heartbeat": time.time()} | fields
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / LOCK_NAME).write_text(json.dumps(record))
+    return record
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+class FakeTime:
+    """A clock that moves only when the lock sleeps."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_the_lock_names_its_holder_and_goes_when_released(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    with RunLock(folder) as lock:
+        record = json.loads((folder / LOCK_NAME).read_text())
+        assert record["token"] == lock.token and record["pid"] == lock.pid
+        assert record["host"] == socket.gethostname()
+    assert not (folder / LOCK_NAME).exists()
+
+
+def test_a_second_process_stops_while_the_first_beats(tmp_path: Path) -> None:
+    with RunLock(tmp_path, heartbeat_s=0.05, stale_after_s=5.0) as first:
+        started = time.monotonic()
+        with pytest.raises(RunFolderBusy, match=rf"in use by process {first.pid} .*paths.output_dir"):
+            RunLock(tmp_path, heartbeat_s=0.05, stale_after_s=5.0).acquire()
+        assert time.monotonic() - started < 4.0  # decided by the heartbeat, not the timeout
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["token"] == first.token
+
+
+def test_the_heartbeat_moves(tmp_path: Path) -> None:
+    with RunLock(tmp_path, heartbeat_s=0.05, stale_after_s=1.0):
+        before = json.loads((tmp_path / LOCK_NAME).read_text())["heartbeat"]
+        time.sleep(0.3)
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["heartbeat"] > before
+
+
+def test_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path: Path, caplog) -> None:
+    write_record(tmp_path, pid=dead_pid())
+    fake = FakeTime()
+    with caplog.at_level(logging.WARNING), RunLock(tmp_path, clock=fake.clock,
+                                                   sleep=fake.sleep) as lock:
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["token"] == lock.token
+        assert fake.now == 1000.0  # no waiting
+    assert "no longer exists on this host" in caplog.text
+    [aside] = tmp_path.glob(f"{LOCK_NAME}.stale-*")
+    assert json.loads(aside.read_text())["token"] == "theirs"  # kept as a record
+
+
+def test_a_dead_pid_in_another_pid_namespace_is_not_trusted(tmp_path: Path) -> None:
+    """Another container on this host: its pid means nothing here, so the heartbeat decides."""
+    fake = FakeTime()
+    write_record(tmp_path, pid=dead_pid(), pid_namespace="pid:[1]", heartbeat=fake.now)
+    with RunLock(tmp_path, heartbeat_s=20, stale_after_s=180, clock=fake.clock,
+                 sleep=fake.sleep):
+        assert fake.now - 1000.0 >= 180  # taken over only after watching it stay silent
+
+
+def test_a_silent_lock_from_another_node_is_taken_over_after_two_heartbeats(tmp_path) -> None:
+    fake = FakeTime()
+    write_record(tmp_path, host="node-that-died", heartbeat=fake.now - 3600)
+    with RunLock(tmp_path, heartbeat_s=20, stale_after_s=180, clock=fake.clock,
+                 sleep=fake.sleep) as lock:
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["token"] == lock.token
+        assert 40 <= fake.now - 1000.0 < 60
+
+
+def test_a_lock_fresh_by_another_nodes_clock_goes_stale_by_ours(tmp_path: Path) -> None:
+    """A node whose clock runs ahead writes heartbeats in our future; silence for
+    stale_after_s of watching still frees the folder."""
+    fake = FakeTime()
+    write_record(tmp_path, host="node-ahead", heartbeat=fake.now + 10_000)
+    with RunLock(tmp_path, heartbeat_s=20, stale_after_s=180, clock=fake.clock,
+                 sleep=fake.sleep):
+        assert 180 <= fake.now - 1000.0 < 200
+
+
+def test_many_processes_racing_for_a_new_folder_leave_one_holder(tmp_path: Path) -> None:
+    outcomes: list[str] = []
+    barrier = threading.Barrier(6)
+
+    def contend() -> None:
+        lock = RunLock(tmp_path, heartbeat_s=0.05, stale_after_s=5.0)
+        barrier.wait()
+        try:
+            lock.acquire()
+        except RunFolderBusy:
+            outcomes.append("busy")
+            return
+        outcomes.append("held")
+        time.sleep(0.5)  # longer than the others need to see it beat
+        lock.release()
+
+    threads = [threading.Thread(target=contend) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["busy"] * 5 + ["held"]
+
+
+def test_a_holder_whose_lock_was_taken_over_leaves_the_new_lock(tmp_path: Path, caplog) -> None:
+    lock = RunLock(tmp_path, heartbeat_s=0.05, stale_after_s=1.0).acquire()
+    write_record(tmp_path, token="newcomer", host="other-node")
+    with caplog.at_level(logging.ERROR):
+        time.sleep(0.3)
+        lock.release()
+    assert json.loads((tmp_path / LOCK_NAME).read_text())["token"] == "newcomer"
+    assert "taken over" in caplog.text
+
+
+def test_bad_timing_options_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="stale_after_s"):
+        RunLock(tmp_path, heartbeat_s=10, stale_after_s=20)
+
+
+def test_train_stops_in_a_folder_another_live_process_holds(tmp_path: Path) -> None:
+    """Nothing of a run is written (run_info.json, checkpoints) while another holds the folder,
+    and a finished run leaves no lock behind."""
+    from mitoseg.training.train import train
+    from tests.conftest import TINY, compose_config
+
+    busy, done = tmp_path / "busy", tmp_path / "done"
+    with RunLock(busy, heartbeat_s=0.05, stale_after_s=5.0):
+        with pytest.raises(RunFolderBusy, match="in use by"):
+            train(compose_config("train", TINY, busy))
+        assert not (busy / "run_info.json").exists() and not (busy / "checkpoints").exists()
+    train(compose_config("train", TINY, done))
+    assert (done / "metrics.json").is_file() and not (done / LOCK_NAME).exists()
