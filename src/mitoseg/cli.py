@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from mitoseg.console import on_stderr
 from mitoseg.errors import InputError
 from mitoseg.runs.failures import record_failure
+from mitoseg.runs.lock import RunFolderBusy
 
 log = logging.getLogger("mitoseg")
 T = TypeVar("T")
@@ -32,9 +33,19 @@ def run_guarded(function: Callable[[DictConfig], T], cfg: DictConfig) -> T | Non
       the next job and reports the failures at its end (``MultirunFailureSummary``).
     - In a single run, bad input exits with status 2 and no traceback; any other exception
       is recorded in ``failed.json`` and raised (a traceback: it is a bug or a crash).
+    - A run folder another live process trains in (``RunFolderBusy``) gets nothing written:
+      one line (``mitoseg: not run:``), status 2 in a single run.
     """
     try:
         return function(cfg)
+    except RunFolderBusy as error:
+        # the folder is another live process's run: nothing goes into it (no failed.json;
+        # not the 'mitoseg: error:' line, which report.py would read in that run's log)
+        with on_stderr(log):
+            log.error("mitoseg: not run: %s", error)
+        if in_multirun():
+            return None  # the sweep's summary lists the job as unfinished
+        sys.exit(2)
     except Exception as error:
         bad_input = isinstance(error, (InputError, FileExistsError))
         output_dir = (cfg.get("paths") or {}).get("output_dir")

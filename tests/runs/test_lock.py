@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from mitoseg.runs.lock import LOCK_NAME, RunFolderBusy, RunLock, pid_namespace
+from mitoseg.runs.lock import LOCK_NAME, RunFolderBusy, RunLock, machine_identity
 
 
 def write_record(folder: Path, **fields) -> dict:
-    record = {"token": "theirs", "host": socket.gethostname(), "pid": 1,
-              "pid_namespace": pid_namespace(), "started": 0.0, "heartbeat": time.time()} | fields
+    record = {"token": "theirs", **machine_identity(), "pid": 1, "started": 0.0,
+              "heartbeat": time.time()} | fields
     folder.mkdir(parents=True, exist_ok=True)
     (folder / LOCK_NAME).write_text(json.dumps(record))
     return record
@@ -42,6 +42,9 @@ class FakeTime:
 
     def sleep(self, seconds: float) -> None:
         self.now += seconds
+
+    def options(self) -> dict:
+        return {"clock": self.clock, "monotonic": self.clock, "sleep": self.sleep}
 
 
 def test_the_lock_names_its_holder_and_goes_when_released(tmp_path: Path) -> None:
@@ -72,11 +75,10 @@ def test_the_heartbeat_moves(tmp_path: Path) -> None:
 def test_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path: Path, caplog) -> None:
     write_record(tmp_path, pid=dead_pid())
     fake = FakeTime()
-    with caplog.at_level(logging.WARNING), RunLock(tmp_path, clock=fake.clock,
-                                                   sleep=fake.sleep) as lock:
+    with caplog.at_level(logging.WARNING), RunLock(tmp_path, **fake.options()) as lock:
         assert json.loads((tmp_path / LOCK_NAME).read_text())["token"] == lock.token
         assert fake.now == 1000.0  # no waiting
-    assert "no longer exists on this host" in caplog.text
+    assert "no longer exists on this machine" in caplog.text
     [aside] = tmp_path.glob(f"{LOCK_NAME}.stale-*")
     assert json.loads(aside.read_text())["token"] == "theirs"  # kept as a record
 
@@ -85,16 +87,14 @@ def test_a_dead_pid_in_another_pid_namespace_is_not_trusted(tmp_path: Path) -> N
     """Another container on this host: its pid means nothing here, so the heartbeat decides."""
     fake = FakeTime()
     write_record(tmp_path, pid=dead_pid(), pid_namespace="pid:[1]", heartbeat=fake.now)
-    with RunLock(tmp_path, heartbeat_s=20, stale_after_s=180, clock=fake.clock,
-                 sleep=fake.sleep):
+    with RunLock(tmp_path, heartbeat_s=20, stale_after_s=180, **fake.options()):
         assert fake.now - 1000.0 >= 180  # taken over only after watching it stay silent
 
 
 def test_a_silent_lock_from_another_node_is_taken_over_after_two_heartbeats(tmp_path) -> None:
     fake = FakeTime()
     write_record(tmp_path, host="node-that-died", heartbeat=fake.now - 3600)
-    with RunLock(tmp_path, heartbeat_s=20, stale_after_s=180, clock=fake.clock,
-                 sleep=fake.sleep) as lock:
+    with RunLock(tmp_path, heartbeat_s=20, stale_after_s=180, **fake.options()) as lock:
         assert json.loads((tmp_path / LOCK_NAME).read_text())["token"] == lock.token
         assert 40 <= fake.now - 1000.0 < 60
 
@@ -104,8 +104,7 @@ def test_a_lock_fresh_by_another_nodes_clock_goes_stale_by_ours(tmp_path: Path) 
     stale_after_s of watching still frees the folder."""
     fake = FakeTime()
     write_record(tmp_path, host="node-ahead", heartbeat=fake.now + 10_000)
-    with RunLock(tmp_path, heartbeat_s=20, stale_after_s=180, clock=fake.clock,
-                 sleep=fake.sleep):
+    with RunLock(tmp_path, heartbeat_s=20, stale_after_s=180, **fake.options()):
         assert 180 <= fake.now - 1000.0 < 200
 
 
@@ -133,14 +132,88 @@ def test_many_processes_racing_for_a_new_folder_leave_one_holder(tmp_path: Path)
     assert sorted(outcomes) == ["busy"] * 5 + ["held"]
 
 
-def test_a_holder_whose_lock_was_taken_over_leaves_the_new_lock(tmp_path: Path, caplog) -> None:
+def test_many_processes_taking_over_a_dead_holders_lock_leave_one_holder(tmp_path) -> None:
+    """The take-over re-reads the record under the guard: a taker acting on a record another
+    taker has already replaced neither moves nor deletes the new holder's lock."""
+    gone = dead_pid()
+    for trial in range(15):
+        folder = tmp_path / str(trial)
+        write_record(folder, pid=gone)
+        outcomes: list[str] = []
+        barrier = threading.Barrier(6)
+
+        def contend() -> None:
+            lock = RunLock(folder, heartbeat_s=0.05, stale_after_s=5.0)
+            barrier.wait()
+            try:
+                lock.acquire()
+            except RunFolderBusy:
+                outcomes.append("busy")
+                return
+            outcomes.append("held")
+            time.sleep(0.4)
+            assert not lock.lost
+            lock.release()
+
+        threads = [threading.Thread(target=contend) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(outcomes) == ["busy"] * 5 + ["held"], (trial, outcomes)
+
+
+def test_a_late_heartbeat_does_not_undo_a_take_over_and_stops_its_run(tmp_path, monkeypatch
+                                                                         ) -> None:
+    interrupted = []
+    monkeypatch.setattr("mitoseg.runs.lock._thread.interrupt_main",
+                        lambda: interrupted.append(True))
+    stalled = RunLock(tmp_path, heartbeat_s=0.05, stale_after_s=0.3).acquire()
+    stalled._stop.set()  # a process that hangs: no heartbeat any more
+    stalled._thread.join()
+    newcomer = RunLock(tmp_path, heartbeat_s=0.05, stale_after_s=0.3).acquire()
+    assert json.loads((tmp_path / LOCK_NAME).read_text())["token"] == newcomer.token
+    assert stalled._beat_once() is False  # the late heartbeat finds it is not its lock
+    assert json.loads((tmp_path / LOCK_NAME).read_text())["token"] == newcomer.token
+    stalled._stop.clear()
+    beat = threading.Thread(target=stalled._beat)
+    beat.start()
+    beat.join(timeout=5)
+    assert stalled.lost and interrupted == [True]
+    newcomer.release()
+    stalled.release()
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_a_failed_heartbeat_is_retried(tmp_path, monkeypatch) -> None:
+    lock = RunLock(tmp_path, heartbeat_s=0.05, stale_after_s=1.0).acquire()
+    real_write, failures = lock._write, []
+
+    def flaky(path, record):
+        if len(failures) < 2:
+            failures.append(path)
+            raise OSError(28, "No space left on device")
+        real_write(path, record)
+
+    monkeypatch.setattr(lock, "_write", flaky)
+    first = json.loads((tmp_path / LOCK_NAME).read_text())["heartbeat"]
+    time.sleep(0.5)
+    assert len(failures) == 2 and lock._thread.is_alive()
+    assert json.loads((tmp_path / LOCK_NAME).read_text())["heartbeat"] > first
+    lock.release()
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_holder_whose_lock_was_taken_over_leaves_the_new_lock(tmp_path: Path, caplog,
+                                                               monkeypatch) -> None:
+    monkeypatch.setattr("mitoseg.runs.lock._thread.interrupt_main", lambda: None)
     lock = RunLock(tmp_path, heartbeat_s=0.05, stale_after_s=1.0).acquire()
     write_record(tmp_path, token="newcomer", host="other-node")
     with caplog.at_level(logging.ERROR):
         time.sleep(0.3)
         lock.release()
     assert json.loads((tmp_path / LOCK_NAME).read_text())["token"] == "newcomer"
-    assert "taken over" in caplog.text
+    assert "took this run's lock over" in caplog.text
 
 
 def test_bad_timing_options_are_refused(tmp_path: Path) -> None:
@@ -161,3 +234,28 @@ def test_train_stops_in_a_folder_another_live_process_holds(tmp_path: Path) -> N
         assert not (busy / "run_info.json").exists() and not (busy / "checkpoints").exists()
     train(compose_config("train", TINY, done))
     assert (done / "metrics.json").is_file() and not (done / LOCK_NAME).exists()
+
+
+@pytest.mark.parametrize("multirun", [False, True], ids=["run", "multirun"])
+def test_a_refused_command_writes_nothing_of_a_failure_into_the_live_run(tmp_path, multirun):
+    """No failed.json and no 'mitoseg: error:' line (report.py would read the live run as
+    failed); a single run exits with status 2 and one line."""
+    import os
+
+    from tests.conftest import REPO, TINY, python_command
+
+    if multirun:
+        folder = tmp_path / "sweep" / "0"
+        where = ["-m", f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra.sweep.subdir=0", "seed=0"]
+    else:
+        folder = tmp_path / "run"
+        where = [f"hydra.run.dir={folder}"]
+    with RunLock(folder, heartbeat_s=0.05, stale_after_s=5.0):
+        done = subprocess.run(python_command("train.py", *TINY, *where), cwd=REPO, text=True,
+                              capture_output=True, timeout=600,
+                              env=os.environ | {"WANDB_MODE": "offline"})
+        assert json.loads((folder / LOCK_NAME).read_text())["pid"] == os.getpid()
+    assert done.returncode == (0 if multirun else 2), done.stderr[-2000:]
+    assert "mitoseg: not run: run folder" in done.stderr
+    assert not list(folder.glob("failed*.json")) and not (folder / "run_info.json").exists()
+    assert all("mitoseg: error:" not in log.read_text() for log in folder.glob("*.log"))

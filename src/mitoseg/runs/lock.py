@@ -1,4 +1,4 @@
-"""One process at a time in a run folder: ``run.lock``, kept fresh by a heartbeat.
+"""One process at a time trains in a run folder: ``run.lock``, kept fresh by a heartbeat.
 
 ``train`` holds ``<run folder>/run.lock`` from before it decides whether to start or resume
 until it returns (finished, failed or interrupted). Without it, a second process in the same
@@ -7,27 +7,37 @@ into one folder, ``resume=<folder>`` on a run that is still going, a requeued jo
 copy still runs) would resume the run too, and the two would overwrite each other's
 checkpoints and results.
 
-The lock file names its holder (host, pid, a random token) and the time of its last
-heartbeat; a thread of the holder rewrites it every ``heartbeat_s`` seconds. Another process
-that finds it:
+The lock file names its holder (host, boot, pid namespace, pid, a random token) and the time
+of its last heartbeat; a thread of the holder rewrites it every ``heartbeat_s`` seconds. A
+process that finds it:
 
-- takes it over at once if the holder is a process that no longer exists on this host (and
-  in this pid namespace: containers);
+- takes it over at once if the holder is a process that no longer exists on this machine
+  since its last boot (same host, boot id and pid namespace), or if the holder's machine has
+  rebooted since;
 - otherwise watches it: a heartbeat that moves means the holder is alive, and the process
   stops with a message that names the holder; a heartbeat that does not move for two
-  heartbeats and is older than ``stale_after_s`` (by the holder's clock), or does not move for
-  ``stale_after_s`` of watching (clocks of two nodes may differ), means the holder died
-  without releasing it (killed, or its node lost), and the lock is taken over with a warning.
-  A requeued cluster job on another node therefore waits between two heartbeats and about
-  ``stale_after_s`` for its killed first copy's lock to go stale.
+  heartbeats while its time stamp is over ``stale_after_s`` old on this process' clock, or
+  does not move for ``stale_after_s`` of watching (two nodes' clocks may differ), means the
+  holder died without releasing it (killed, or its node lost): it is taken over with a
+  warning, and the old record is kept as ``run.lock.stale-<its token>``. A requeued cluster
+  job on another node thus waits between two heartbeats and about ``stale_after_s``.
 
-Taking over renames the stale file away (``run.lock.stale-<token>``, kept as a record) and
-creates a new one; two processes taking over at once cannot both succeed, because creation
-fails when the name exists.
+Every change of ``run.lock`` (creation, heartbeat, take-over, release) happens while holding
+``run.lock.guard``, created exclusively (``O_EXCL``) and removed within milliseconds, so a
+change is always made on the record it was decided on. A holder whose heartbeat finds the
+lock no longer its own (it stalled for longer than ``stale_after_s`` and was taken over)
+interrupts its own run rather than go on writing beside the new holder. A guard left by a
+process that died inside those milliseconds is broken after ``GUARD_STALE_S`` of watching it
+unchanged.
+
+Not covered: a run killed by SIGTERM outside Lightning's fit (e.g. during the test) leaves its
+lock, which the rules above free (at once on the same machine); under a multi-node DDP launch
+a refused rank 0 leaves the other ranks waiting for their process-group timeout.
 """
 
 from __future__ import annotations
 
+import _thread
 import json
 import logging
 import os
@@ -39,15 +49,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from mitoseg.errors import InputError
 
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "run.lock"
+GUARD_NAME = "run.lock.guard"
 HEARTBEAT_S = 20.0
 STALE_AFTER_S = 180.0
+GUARD_STALE_S = 30.0
+T = TypeVar("T")
 
 
 class RunFolderBusy(InputError):
@@ -55,7 +68,7 @@ class RunFolderBusy(InputError):
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this host."""
+    """Whether a process with this pid exists on this machine."""
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
@@ -65,22 +78,36 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def pid_namespace() -> str:
-    """This process' pid namespace ('' where /proc has none): two containers on one host may
-    share a host name but not their pids."""
+def _read_link_or_file(path: str, link: bool) -> str:
     try:
-        return os.readlink("/proc/self/ns/pid")
+        return os.readlink(path) if link else Path(path).read_text().strip()
     except OSError:
         return ""
 
 
-def read_holder(path: Path) -> dict[str, Any] | None:
-    """The lock file's record, None if there is none; an unreadable one counts from its mtime."""
-    try:
-        text = path.read_text()
-        stamp = path.stat().st_mtime
-    except FileNotFoundError:
-        return None
+def machine_identity() -> dict[str, str]:
+    """Host name, boot id (changes at every boot) and pid namespace ('' where /proc lacks
+    them): a pid means something only where all three match (containers share host names,
+    and every machine's root namespace has the same id)."""
+    return {"host": socket.gethostname(),
+            "boot_id": _read_link_or_file("/proc/sys/kernel/random/boot_id", link=False),
+            "pid_namespace": _read_link_or_file("/proc/self/ns/pid", link=True)}
+
+
+def read_holder(path: Path, attempts: int = 3) -> dict[str, Any] | None:
+    """The lock file's record, None if there is none; an unreadable one counts from its mtime.
+    Transient errors of shared file systems (a file replaced mid-read) are retried."""
+    for attempt in range(attempts):
+        try:
+            text = path.read_text()
+            stamp = path.stat().st_mtime
+            break
+        except FileNotFoundError:
+            return None
+        except OSError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
     try:
         holder = json.loads(text)
         if not isinstance(holder, dict) or "heartbeat" not in holder:
@@ -95,140 +122,207 @@ def _describe(holder: dict[str, Any], now: float) -> str:
             f"{now - float(holder['heartbeat']):.0f} s ago)")
 
 
+def _same_record(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
+    return a is not None and b is not None and a.get("token") == b.get("token") \
+        and a.get("heartbeat") == b.get("heartbeat")
+
+
 class RunLock:
-    """Hold ``run_dir/run.lock`` while a run writes there (a context manager).
+    """Hold ``run_dir/run.lock`` while a run trains there (a context manager).
 
     Args:
         run_dir: the run folder (created if missing).
         heartbeat_s: seconds between heartbeats.
         stale_after_s: a heartbeat older than this means its holder is gone; also how long a
-            newcomer watches a lock before it decides (at least 3 heartbeats).
-        clock, sleep: injectable time source and wait (tests).
+            newcomer watches a silent lock at most (at least 3 heartbeats).
+        clock: wall time (compared with the time stamps in lock files); monotonic: the time
+            of watching; sleep: the wait. Injectable for tests.
     """
 
     def __init__(self, run_dir: str | Path, heartbeat_s: float = HEARTBEAT_S,
                  stale_after_s: float = STALE_AFTER_S, clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         if not heartbeat_s > 0 or stale_after_s < 3 * heartbeat_s:
             raise ValueError(f"RunLock: need heartbeat_s > 0 and stale_after_s >= 3 x "
                              f"heartbeat_s, got {heartbeat_s} and {stale_after_s}")
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / LOCK_NAME
+        self.guard = self.run_dir / GUARD_NAME
         self.heartbeat_s, self.stale_after_s = float(heartbeat_s), float(stale_after_s)
-        self.clock, self.sleep = clock, sleep
+        self.clock, self.monotonic, self.sleep = clock, monotonic, sleep
         self.token = secrets.token_hex(8)
-        self.host, self.pid, self.namespace = socket.gethostname(), os.getpid(), pid_namespace()
+        self.machine, self.pid = machine_identity(), os.getpid()
         self.started: float | None = None
+        self.lost = False  # set when another process took the lock over from this one
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    # -- the record and its file -----------------------------------------------------------
+
     def record(self) -> dict[str, Any]:
-        return {"token": self.token, "host": self.host, "pid": self.pid,
-                "pid_namespace": self.namespace, "started": self.started,
-                "heartbeat": self.clock()}
+        return {"token": self.token, **self.machine, "pid": self.pid,
+                "started": self.started, "heartbeat": self.clock()}
 
-    def _temporary(self) -> str:
-        handle, temporary = tempfile.mkstemp(dir=self.run_dir, prefix=f".{LOCK_NAME}.",
+    def _write(self, path: Path, record: dict[str, Any]) -> None:
+        """Replace ``path`` by ``record`` whole (readers never see half a file)."""
+        handle, temporary = tempfile.mkstemp(dir=self.run_dir, prefix=f".{path.name}.",
                                              suffix=".tmp")
-        with os.fdopen(handle, "w") as stream:
-            json.dump(self.record(), stream)
-        return temporary
-
-    def _create(self) -> bool:
-        """Create the lock file whole (hard link of a written file); False if it exists."""
-        temporary = self._temporary()
         try:
-            os.link(temporary, self.path)
-            return True
-        except FileExistsError:
-            return False
-        finally:
-            os.unlink(temporary)
+            os.chmod(temporary, 0o644)  # readable by the group's other users
+            with os.fdopen(handle, "w") as stream:
+                json.dump(record, stream)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
 
-    def _take_over(self, stale: dict[str, Any], reason: str) -> None:
-        """Move the stale lock aside (the caller then creates its own); if what was moved is
-        not the record judged stale (someone took over first), put it back."""
-        aside = self.path.with_name(f"{LOCK_NAME}.stale-{self.token}")
-        try:
-            os.rename(self.path, aside)
-        except FileNotFoundError:
-            return
-        moved = read_holder(aside)
-        if moved is None or moved.get("token") != stale.get("token") \
-                or moved.get("heartbeat") != stale.get("heartbeat"):
+    def _guarded(self, action: Callable[[], T]) -> T:
+        """Run ``action`` holding ``run.lock.guard`` (see the module docstring)."""
+        mine = json.dumps({"token": self.token, "time": self.clock()})
+        watched, since = None, self.monotonic()
+        while True:
             try:
-                os.link(aside, self.path)
+                handle = os.open(self.guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                pass
-            os.unlink(aside)
-            return
-        log.warning("run folder '%s': taking over the lock of %s: %s (the old record is "
-                    "kept as %s)", self.run_dir, _describe(stale, self.clock()), reason,
-                    aside.name)
+                seen = _read_link_or_file(str(self.guard), link=False)
+                if seen == mine:  # created by us; the file system lost the reply
+                    break
+                if seen != watched:
+                    watched, since = seen, self.monotonic()
+                elif self.monotonic() - since > GUARD_STALE_S:
+                    log.warning("run folder '%s': breaking a lock guard unchanged for %.0f s "
+                                "(its process died while changing run.lock)", self.run_dir,
+                                GUARD_STALE_S)
+                    Path(self.guard).unlink(missing_ok=True)
+                self.sleep(0.02)
+                continue
+            with os.fdopen(handle, "w") as stream:
+                stream.write(mine)
+            break
+        try:
+            return action()
+        finally:
+            if _read_link_or_file(str(self.guard), link=False) == mine:
+                self.guard.unlink(missing_ok=True)
+
+    # -- acquiring --------------------------------------------------------------------------
+
+    def _try_take(self, stale: dict[str, Any] | None, reason: str = "") -> bool:
+        """Under the guard: create the lock if there is none, or replace ``stale`` if it is
+        still the record there; False if the file holds anything else."""
+        def action() -> bool:
+            current = read_holder(self.path)
+            if current is not None and not (stale is not None and _same_record(current, stale)):
+                return False
+            if current is not None:
+                aside = self.path.with_name(f"{LOCK_NAME}.stale-{current.get('token')}")
+                self._write(aside, current)
+                log.warning("run folder '%s': taking over the lock of %s: %s (its record is "
+                            "kept as %s)", self.run_dir, _describe(current, self.clock()),
+                            reason, aside.name)
+            self._write(self.path, self.record())
+            return True
+        return self._guarded(action)
+
+    def _holder_is_gone(self, holder: dict[str, Any]) -> str | None:
+        """Why the holder cannot be alive, judged on this machine; None if it may be."""
+        if holder.get("host") != self.machine["host"] or holder.get("unreadable"):
+            return None
+        if holder.get("boot_id") and self.machine["boot_id"] \
+                and holder["boot_id"] != self.machine["boot_id"]:
+            return "this machine has rebooted since"
+        if holder.get("boot_id") == self.machine["boot_id"] \
+                and holder.get("pid_namespace") == self.machine["pid_namespace"] \
+                and not pid_alive(holder.get("pid", -1)):
+            return f"process {holder.get('pid')} no longer exists on this machine"
+        return None
 
     def acquire(self) -> "RunLock":
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.started = self.clock()
-        watched: dict[str, Any] | None = None  # the record being watched, and since when
-        watched_since = 0.0
-        while not self._create():
+        watched: dict[str, Any] | None = None
+        since = 0.0
+        while not self._try_take(None):  # (False: someone holds it; True ends the loop)
             holder = read_holder(self.path)
             if holder is None:
-                continue  # released between the two calls
-            now = self.clock()
-            if holder.get("host") == self.host and holder.get("pid_namespace") == self.namespace \
-                    and not pid_alive(holder.get("pid", -1)):
-                self._take_over(holder, f"process {holder.get('pid')} no longer exists on "
-                                "this host")
+                continue  # released meanwhile
+            gone = self._holder_is_gone(holder)
+            if gone:
+                if self._try_take(holder, gone):
+                    break
                 continue
-            if watched is not None and holder.get("heartbeat") != watched.get("heartbeat"):
+            if watched is not None and not _same_record(holder, watched):
                 if holder.get("token") == watched.get("token"):  # it beats: alive
-                    raise RunFolderBusy(self._busy_message(holder, now))
-                watched = None  # another process took it over meanwhile: watch the new one
+                    raise RunFolderBusy(self._busy_message(holder))
+                watched = None  # another process took it over meanwhile: watch that one
             if watched is None:
-                watched, watched_since = holder, now
+                watched, since = holder, self.monotonic()
                 log.warning("run folder '%s' is locked by %s; watching its heartbeat for up "
-                            "to %.0f s", self.run_dir, _describe(holder, now), self.stale_after_s)
-            # stale: no beat while watched for 2 heartbeats, and old by its clock or by ours
-            # (its clock may differ from ours: a node's clock is not trusted alone)
-            silent = now - watched_since
-            if silent >= 2 * self.heartbeat_s and (
-                    now - float(holder["heartbeat"]) > self.stale_after_s
-                    or silent >= self.stale_after_s):
-                age = max(silent, now - float(holder["heartbeat"]))
-                self._take_over(holder, f"no heartbeat for {age:.0f} s")
+                            "to %.0f s", self.run_dir, _describe(holder, self.clock()),
+                            self.stale_after_s)
+            silent = self.monotonic() - since
+            age = self.clock() - float(holder["heartbeat"])
+            if silent >= 2 * self.heartbeat_s and (age > self.stale_after_s
+                                                   or silent >= self.stale_after_s):
+                if self._try_take(holder, f"no heartbeat for {max(silent, age):.0f} s"):
+                    break
                 continue
             self.sleep(min(self.heartbeat_s / 4, 5.0))
         self._thread = threading.Thread(target=self._beat, name="mitoseg-run-lock", daemon=True)
         self._thread.start()
         return self
 
-    def _busy_message(self, holder: dict[str, Any], now: float) -> str:
-        return (f"run folder '{self.run_dir}' is in use by {_describe(holder, now)}: another "
-                "process is training there and two would overwrite each other's checkpoints "
-                "and results. Wait for it to finish, or choose another paths.output_dir; if "
-                f"that process is gone, delete '{self.path}'.")
+    def _busy_message(self, holder: dict[str, Any]) -> str:
+        return (f"run folder '{self.run_dir}' is in use by {_describe(holder, self.clock())}: "
+                "another process is training there and two would overwrite each other's "
+                "checkpoints and results. Wait for it to finish, or choose another "
+                f"paths.output_dir; if that process is gone, delete '{self.path}'.")
+
+    # -- holding ----------------------------------------------------------------------------
+
+    def _beat_once(self) -> bool:
+        """Rewrite the heartbeat under the guard; False when the lock is no longer ours."""
+        def action() -> bool:
+            current = read_holder(self.path)
+            if current is not None and current.get("token") != self.token:
+                return False
+            self._write(self.path, self.record())  # also restores a lock deleted by hand
+            return True
+        return self._guarded(action)
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
-            holder = read_holder(self.path)
-            if holder is None or holder.get("token") != self.token:
-                log.error("run folder '%s': the lock was taken over by %s while this run was "
-                          "still going (a heartbeat came too late); results may be overwritten",
-                          self.run_dir, "nobody" if holder is None else
-                          _describe(holder, self.clock()))
+            try:
+                ours = self._beat_once()
+            except OSError as error:  # a full disk, a shared file system's hiccup: next beat
+                log.warning("run folder '%s': heartbeat not written (%s); trying again in "
+                            "%.0f s", self.run_dir, error, self.heartbeat_s)
+                continue
+            if not ours:
+                self.lost = True
+                log.error("run folder '%s': another process took this run's lock over (this "
+                          "process missed its heartbeats for over %.0f s); stopping this run "
+                          "so that the two do not overwrite each other", self.run_dir,
+                          self.stale_after_s)
+                _thread.interrupt_main()
                 return
-            temporary = self._temporary()
-            os.replace(temporary, self.path)
 
     def release(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        holder = read_holder(self.path)
-        if holder is not None and holder.get("token") == self.token:
-            self.path.unlink()
+
+        def action() -> None:
+            current = read_holder(self.path)
+            if current is not None and current.get("token") == self.token:
+                self.path.unlink()
+        try:
+            self._guarded(action)
+        except OSError as error:
+            log.warning("run folder '%s': could not remove %s (%s); the next run here takes "
+                        "it over", self.run_dir, LOCK_NAME, error)
 
     def __enter__(self) -> "RunLock":
         return self.acquire()
