@@ -148,6 +148,30 @@ def test_a_3d_network_goes_blockwise_with_its_receptive_field_as_halo(tmp_path_f
                                rtol=0, atol=2e-6)
 
 
+def test_a_3d_network_that_does_not_pool_z_needs_only_its_z_reach_as_halo(tmp_path_factory,
+                                                                        tmp_path) -> None:
+    """Its halo is its measured reach along z (14 slices, rounded up to the divisor: 16), not
+    its reach in y, x (46, which made a halo of 48); the same result as one pass."""
+    base = [o for o in EM_2D if not o.startswith(("model", "dataset.patch", "augmentation"))]
+    checkpoint = _checkpoint(tmp_path_factory, "em3d-flat", [
+        "model=unet3d_anisotropic", "model.filters=[4,8,8,16]", "augmentation=paper3d",
+        "dataset.patch_size=[8,32,32]", "dataset.volumes.train_shape=[24,48,48]"], base)
+    image = np.asarray(synthetic_volumes((37, 32, 32), (2, 32, 32), seed=5).train_image)
+    with h5py.File(tmp_path / "v.h5", "w") as handle:
+        handle.create_dataset("raw", data=image)
+    full = {"reconstruction": "full_image", "headline": {"protocol": "full_image", "tta": False,
+                                                          "zfilter": 0}}
+    record = segment_volume(checkpoint, f"{tmp_path}/v.h5:/raw", tmp_path / "out",
+                            inference=full, block_depth=16, voxel_size_nm=[30, 3, 3],
+                            progress=False)
+    # reach 14 = 7 blocks (4 down, 3 up) of two 3x3x3 convolutions
+    assert record["halo_slices"] == 16
+    assert record["blocks"] == 3 and record["block_depth"] == 16
+    whole = Predictor.from_checkpoint(checkpoint, full, device="cpu").probabilities(image)
+    np.testing.assert_allclose(open_volume(tmp_path / "out" / "v_prob.ome.zarr")[:], whole,
+                               rtol=0, atol=2e-6)
+
+
 def test_segment_py_takes_zarr_and_hdf5_volumes_block_by_block(checkpoint_2d, volume_source,
                                                                 tmp_path) -> None:
     from mitoseg.evaluation.segment import segment

@@ -6,7 +6,8 @@ Blocks are slabs of whole slices, so the result equals one pass in memory (up to
 rounding) for every reconstruction of a 2D network: a 2D network sees each slice alone, and the
 slab is read with ``zfilter // 2`` more slices on each side for the z-median. A 3D network looks
 across slices: its slabs are read with a halo of its measured receptive field along z (rounded
-up to its size divisor, so that pooling lines up) and need the ``full_image`` reconstruction,
+up to its size divisor, so that pooling and the padding past the volume's end line up) and
+need the ``full_image`` reconstruction,
 whose result does not depend on where a window starts. Masks come from the probabilities slab
 by slab, so the post-processing must act slice by slice or voxel by voxel (a threshold; the 2D
 component filters of ``EMPostprocess`` act per slice on 2D input).
@@ -64,10 +65,14 @@ def slab_blocks(predictor: Predictor, shape: tuple[int, int, int], depth: int) -
                              f"reconstruction 'full_image' (got {settings.reconstruction!r}: "
                              "its windows would start elsewhere in every block); choose "
                              "inference=em_paper-like full_image, or predict in memory")
+        # slabs on the full-image divisor: the pooling grid, and the reflected slices past the
+        # volume's end, line up as in one pass; the halo is the reach along z (a network that
+        # does not pool z reaches far less along z than in y, x)
         align = int(settings.divisor)
-        radius = receptive_radius(predictor.net, 3, size=64, device=predictor.device)
+        radius = receptive_radius(predictor.net, 3, size=64, device=predictor.device, axis=0)
         halo = round_up(radius + zfilter_reach, align)
-        log.info("3D network: receptive field %d voxels (measured), halo %d slices", radius, halo)
+        log.info("3D network: receptive field %d slices along z (measured), halo %d slices",
+                 radius, halo)
     depth = round_up(max(int(depth), 1), align)
     blocks = block_grid(shape, (depth, *shape[1:]), (halo, 0, 0), (align, 1, 1))
     return blocks, halo

@@ -85,16 +85,18 @@ def _aligned_stop(stop: int, length: int, align: int) -> int:
 
 @torch.no_grad()
 def receptive_radius(net: nn.Module, spatial_dims: int, size: int = 128,
-                     device: str | torch.device = "cpu", max_size: int = 1024) -> int:
-    """How far (in voxels, along any axis) the output can depend on an input voxel, measured:
-    the gradient of the central output voxel with respect to the input of a random image is
-    non-zero exactly where the output looks. The input grows until the dependence no longer
-    reaches its border (then it is the true reach, not the image's size)."""
+                     device: str | torch.device = "cpu", max_size: int = 1024,
+                     axis: int | None = None) -> int:
+    """How far (in voxels, along any axis, or along spatial ``axis`` only: 0 = z in 3D) the
+    output can depend on an input voxel, measured: the gradient of the central output voxel
+    with respect to the input of a random image is non-zero exactly where the output looks.
+    The input grows until the dependence no longer reaches its border (then it is the true
+    reach, not the image's size)."""
     was_training = net.training
     net.eval()
     try:
         while True:
-            radius = _reach(net, spatial_dims, size, device)
+            radius = _reach(net, spatial_dims, size, device, axis)
             if radius < size // 2 - 1 or size >= max_size:
                 return radius
             size *= 2
@@ -102,7 +104,8 @@ def receptive_radius(net: nn.Module, spatial_dims: int, size: int = 128,
         net.train(was_training)
 
 
-def _reach(net: nn.Module, spatial_dims: int, size: int, device: str | torch.device) -> int:
+def _reach(net: nn.Module, spatial_dims: int, size: int, device: str | torch.device,
+           axis: int | None = None) -> int:
     generator = torch.Generator().manual_seed(0)
     shape = (1, 1) + (size,) * spatial_dims
     x = torch.rand(shape, generator=generator).to(device).requires_grad_(True)
@@ -114,7 +117,8 @@ def _reach(net: nn.Module, spatial_dims: int, size: int, device: str | torch.dev
     touched = (x.grad[0, 0].abs() > 0).nonzero().cpu().numpy()
     if len(touched) == 0:
         return 0
-    return int(np.abs(touched - size // 2).max())
+    offsets = np.abs(touched - size // 2)
+    return int(offsets.max() if axis is None else offsets[:, axis].max())
 
 
 def check_halo(halo: Sequence[int], radius: int, spatial_dims: int) -> None:
