@@ -34,7 +34,8 @@ def run_guarded(function: Callable[[DictConfig], T], cfg: DictConfig) -> T | Non
     - In a single run, bad input exits with status 2 and no traceback; any other exception
       is recorded in ``failed.json`` and raised (a traceback: it is a bug or a crash).
     - A run folder another live process trains in (``RunFolderBusy``) gets nothing written:
-      one line (``mitoseg: not run:``), status 2 in a single run.
+      one line (``mitoseg: not run:``), status 2 in a single run; so does a run whose lock
+      another process took over (``RunLockLost``: ``mitoseg: stopped:``).
     """
     try:
         return function(cfg)
@@ -42,7 +43,7 @@ def run_guarded(function: Callable[[DictConfig], T], cfg: DictConfig) -> T | Non
         # the folder is another live process's run: nothing goes into it (no failed.json;
         # not the 'mitoseg: error:' line, which report.py would read in that run's log)
         with on_stderr(log):
-            log.error("mitoseg: not run: %s", error)
+            log.error("mitoseg: %s: %s", error.label, error)
         if in_multirun():
             return None  # the sweep's summary lists the job as unfinished
         sys.exit(2)

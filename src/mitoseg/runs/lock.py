@@ -23,21 +23,24 @@ process that finds it:
   job on another node thus waits between two heartbeats and about ``stale_after_s``.
 
 Every change of ``run.lock`` (creation, heartbeat, take-over, release) happens while holding
-``run.lock.guard``, created exclusively (``O_EXCL``) and removed within milliseconds, so a
-change is always made on the record it was decided on. A holder whose heartbeat finds the
-lock no longer its own (it stalled for longer than ``stale_after_s`` and was taken over)
-interrupts its own run rather than go on writing beside the new holder. A guard left by a
-process that died inside those milliseconds is broken after ``GUARD_STALE_S`` of watching it
-unchanged.
+an exclusive ``flock`` on ``run.lock.guard`` (an empty file that stays; the kernel, or the
+file server's lease, frees the flock when its process dies), so a change is always made on the
+record it was decided on. Where the file system has no locks, the changes go unguarded, with
+a warning. A holder whose heartbeat finds the lock no longer its own (it stalled for longer
+than ``stale_after_s`` and was taken over) marks itself ``lost``; ``check()`` then raises
+``RunLockLost``, which training calls after every batch and before the test and the result
+files, so the run stops rather than go on writing beside the new holder.
 
 Not covered: a run killed by SIGTERM outside Lightning's fit (e.g. during the test) leaves its
 lock, which the rules above free (at once on the same machine); under a multi-node DDP launch
-a refused rank 0 leaves the other ranks waiting for their process-group timeout.
+a refused rank 0 leaves the other ranks waiting for their process-group timeout; file systems
+whose locks are local to a node (Lustre's ``localflock``) guard changes within a node only.
+A ``RunLock`` is used once: make a new one to hold a folder again.
 """
 
 from __future__ import annotations
 
-import _thread
+import fcntl
 import json
 import logging
 import os
@@ -59,12 +62,21 @@ LOCK_NAME = "run.lock"
 GUARD_NAME = "run.lock.guard"
 HEARTBEAT_S = 20.0
 STALE_AFTER_S = 180.0
-GUARD_STALE_S = 30.0
+BOOT_MARGIN_S = 60.0  # a record older than this machine's boot by this much is from before it
 T = TypeVar("T")
+_IN_PROCESS = threading.Lock()  # flock excludes processes; this, threads of one process
 
 
 class RunFolderBusy(InputError):
     """Another live process holds the run folder."""
+
+    label = "not run"
+
+
+class RunLockLost(RunFolderBusy):
+    """Another process took this run's lock over while it was still going."""
+
+    label = "stopped"
 
 
 def pid_alive(pid: int) -> bool:
@@ -85,6 +97,17 @@ def _read_link_or_file(path: str, link: bool) -> str:
         return ""
 
 
+def boot_time() -> float | None:
+    """When this machine booted (seconds since the epoch), from /proc/stat; None without it."""
+    try:
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def machine_identity() -> dict[str, str]:
     """Host name, boot id (changes at every boot) and pid namespace ('' where /proc lacks
     them): a pid means something only where all three match (containers share host names,
@@ -99,7 +122,7 @@ def read_holder(path: Path, attempts: int = 3) -> dict[str, Any] | None:
     Transient errors of shared file systems (a file replaced mid-read) are retried."""
     for attempt in range(attempts):
         try:
-            text = path.read_text()
+            raw = path.read_bytes()
             stamp = path.stat().st_mtime
             break
         except FileNotFoundError:
@@ -109,11 +132,11 @@ def read_holder(path: Path, attempts: int = 3) -> dict[str, Any] | None:
                 raise
             time.sleep(0.05)
     try:
-        holder = json.loads(text)
-        if not isinstance(holder, dict) or "heartbeat" not in holder:
+        holder = json.loads(raw.decode("utf-8"))
+        if not isinstance(holder, dict) or not isinstance(holder.get("heartbeat"), (int, float)):
             raise ValueError("not a lock record")
         return holder
-    except ValueError:
+    except ValueError:  # also a UnicodeDecodeError
         return {"token": None, "host": "?", "pid": -1, "heartbeat": stamp, "unreadable": True}
 
 
@@ -178,33 +201,19 @@ class RunLock:
             raise
 
     def _guarded(self, action: Callable[[], T]) -> T:
-        """Run ``action`` holding ``run.lock.guard`` (see the module docstring)."""
-        mine = json.dumps({"token": self.token, "time": self.clock()})
-        watched, since = None, self.monotonic()
-        while True:
+        """Run ``action`` holding the guard (see the module docstring)."""
+        with _IN_PROCESS:
+            handle = os.open(self.guard, os.O_CREAT | os.O_RDWR, 0o644)
             try:
-                handle = os.open(self.guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                seen = _read_link_or_file(str(self.guard), link=False)
-                if seen == mine:  # created by us; the file system lost the reply
-                    break
-                if seen != watched:
-                    watched, since = seen, self.monotonic()
-                elif self.monotonic() - since > GUARD_STALE_S:
-                    log.warning("run folder '%s': breaking a lock guard unchanged for %.0f s "
-                                "(its process died while changing run.lock)", self.run_dir,
-                                GUARD_STALE_S)
-                    Path(self.guard).unlink(missing_ok=True)
-                self.sleep(0.02)
-                continue
-            with os.fdopen(handle, "w") as stream:
-                stream.write(mine)
-            break
-        try:
-            return action()
-        finally:
-            if _read_link_or_file(str(self.guard), link=False) == mine:
-                self.guard.unlink(missing_ok=True)
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX)
+                except OSError as error:  # a file system without locks
+                    log.warning("run folder '%s': no file locks here (%s); changes of %s are "
+                                "not guarded against a simultaneous change by another node",
+                                self.run_dir, error, LOCK_NAME)
+                return action()
+            finally:
+                os.close(handle)  # closing frees the flock
 
     # -- acquiring --------------------------------------------------------------------------
 
@@ -229,8 +238,12 @@ class RunLock:
         """Why the holder cannot be alive, judged on this machine; None if it may be."""
         if holder.get("host") != self.machine["host"] or holder.get("unreadable"):
             return None
+        booted = boot_time()
         if holder.get("boot_id") and self.machine["boot_id"] \
-                and holder["boot_id"] != self.machine["boot_id"]:
+                and holder["boot_id"] != self.machine["boot_id"] and booted is not None \
+                and float(holder["heartbeat"]) < booted - BOOT_MARGIN_S:
+            # another boot, and a heartbeat from before this one (two live machines may share
+            # a host name: cloned machines, containers given one name)
             return "this machine has rebooted since"
         if holder.get("boot_id") == self.machine["boot_id"] \
                 and holder.get("pid_namespace") == self.machine["pid_namespace"] \
@@ -269,8 +282,13 @@ class RunLock:
                     break
                 continue
             self.sleep(min(self.heartbeat_s / 4, 5.0))
-        self._thread = threading.Thread(target=self._beat, name="mitoseg-run-lock", daemon=True)
-        self._thread.start()
+        try:
+            self._thread = threading.Thread(target=self._beat, name="mitoseg-run-lock",
+                                            daemon=True)
+            self._thread.start()
+        except BaseException:
+            self.release()
+            raise
         return self
 
     def _busy_message(self, holder: dict[str, Any]) -> str:
@@ -287,6 +305,9 @@ class RunLock:
             current = read_holder(self.path)
             if current is not None and current.get("token") != self.token:
                 return False
+            if current is None and self.path.with_name(
+                    f"{LOCK_NAME}.stale-{self.token}").exists():
+                return False  # taken over, and the taker has already released it
             self._write(self.path, self.record())  # also restores a lock deleted by hand
             return True
         return self._guarded(action)
@@ -295,18 +316,25 @@ class RunLock:
         while not self._stop.wait(self.heartbeat_s):
             try:
                 ours = self._beat_once()
-            except OSError as error:  # a full disk, a shared file system's hiccup: next beat
-                log.warning("run folder '%s': heartbeat not written (%s); trying again in "
-                            "%.0f s", self.run_dir, error, self.heartbeat_s)
+            except Exception as error:  # a full disk, a shared file system's hiccup: next beat
+                log.warning("run folder '%s': heartbeat not written (%s: %s); trying again in "
+                            "%.0f s", self.run_dir, type(error).__name__, error, self.heartbeat_s)
                 continue
             if not ours:
                 self.lost = True
                 log.error("run folder '%s': another process took this run's lock over (this "
-                          "process missed its heartbeats for over %.0f s); stopping this run "
-                          "so that the two do not overwrite each other", self.run_dir,
-                          self.stale_after_s)
-                _thread.interrupt_main()
+                          "process missed its heartbeats for over %.0f s); this run stops at "
+                          "its next check", self.run_dir, self.stale_after_s)
                 return
+
+    def check(self) -> None:
+        """Raise ``RunLockLost`` if another process took the lock over (training calls this
+        after every batch and before writing results)."""
+        if self.lost:
+            raise RunLockLost(f"run folder '{self.run_dir}': another process took this run's "
+                              "lock over while it was going (it missed its heartbeats for "
+                              f"over {self.stale_after_s:.0f} s); this run stopped so that the "
+                              "two do not overwrite each other's checkpoints and results")
 
     def release(self) -> None:
         self._stop.set()

@@ -37,6 +37,7 @@ from mitoseg.runs.resume import LAST_CHECKPOINT, ResumePlan, plan_resume
 from mitoseg.training.loggers import (build_loggers, log_run_identity, log_run_result, metric_number,
                                       wandb_loggers)
 from mitoseg.training.module import SegmentationModule
+from mitoseg.training.lock_check import LockCheck
 from mitoseg.training.seeding import EpochSeeding
 
 log = logging.getLogger(__name__)
@@ -145,12 +146,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     rank_zero = rank_zero_only.rank == 0
     # one process at a time in a run folder (mitoseg.runs.lock), from the decision to start or
     # resume to the end; DDP workers run inside rank 0's hold
-    with RunLock(run_dir) if rank_zero else nullcontext():
-        return _train_in_folder(cfg, datamodule, module, run_dir, rank_zero)
+    lock = RunLock(run_dir) if rank_zero else None
+    with lock or nullcontext():
+        return _train_in_folder(cfg, datamodule, module, run_dir, lock)
 
 
 def _train_in_folder(cfg: DictConfig, datamodule: Any, module: SegmentationModule,
-                     run_dir: Path, rank_zero: bool) -> dict[str, Any]:
+                     run_dir: Path, lock: RunLock | None) -> dict[str, Any]:
+    rank_zero = lock is not None
     if rank_zero:
         plan = plan_resume(run_dir, plain_config(cfg), cfg.get("resume", "auto"))
     else:  # DDP workers start inside rank 0's fit, after rank 0 decided; they follow it
@@ -165,7 +168,7 @@ def _train_in_folder(cfg: DictConfig, datamodule: Any, module: SegmentationModul
                if rank_zero else [])
     try:
         metrics, protocols = _fit_and_test(cfg, datamodule, module, run_dir, plan, loggers,
-                                           description)
+                                           description, lock)
     except BaseException as error:
         log_run_result(loggers, None, error=f"{type(error).__name__}: {error}")
         raise
@@ -175,13 +178,14 @@ def _train_in_folder(cfg: DictConfig, datamodule: Any, module: SegmentationModul
 
 
 def _fit_and_test(cfg: DictConfig, datamodule: Any, module: SegmentationModule, run_dir: Path,
-                  plan: ResumePlan, loggers: list, description: dict[str, Any]
-                  ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                  plan: ResumePlan, loggers: list, description: dict[str, Any],
+                  lock: RunLock | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    still_ours = lock.check if lock is not None else (lambda: None)
     if loggers:
         log_run_identity(loggers, cfg, plain_config(cfg), _choices())
         _remember_wandb_id(run_dir, loggers)
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
-    callbacks.append(EpochSeeding(cfg.seed))
+    callbacks += [EpochSeeding(cfg.seed), LockCheck(still_ours)]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks,
                                       logger=loggers or False, default_root_dir=str(run_dir))
     started = time.perf_counter()
@@ -197,6 +201,7 @@ def _fit_and_test(cfg: DictConfig, datamodule: Any, module: SegmentationModule, 
     # the run's config: evaluate.py reads the same from the checkpoint
     predictor = predictor_for(datamodule, module.net, Normalization.from_dict(module.normalization),
                               module.binarize, cfg, device=trainer.strategy.root_device)
+    still_ours()
     result = evaluate_split(predictor, datamodule, "test", run_dir, cfg.get("inference"))
     test, extra, protocols = result["test"], result["extra"], result["protocols"]
     tested = {}
@@ -218,6 +223,7 @@ def _fit_and_test(cfg: DictConfig, datamodule: Any, module: SegmentationModule, 
         "postproc": module.binarize.describe(),
         "test_condition": description.get("test_condition"),
     }
+    still_ours()
     write_new_json(run_dir / "metrics.json", metrics)
     log.info("Results written to %s", run_dir)
     return metrics, protocols
