@@ -116,28 +116,35 @@ def test_a_lock_fresh_by_another_nodes_clock_goes_stale_by_ours(tmp_path: Path) 
         assert 180 <= fake.now - 1000.0 < 200
 
 
-def test_many_processes_racing_for_a_new_folder_leave_one_holder(tmp_path: Path) -> None:
+def race(folder: Path, contenders: int = 6, hold_s: float = 0.5) -> list[str]:
+    """Start ``contenders`` lock holders at once (threads: one RunLock each) on ``folder``;
+    each winner holds it ``hold_s`` (longer than the others need to see it beat). Sorted
+    outcomes: 'busy', 'held', or 'lost' for a holder that found its lock taken over."""
     outcomes: list[str] = []
-    barrier = threading.Barrier(6)
+    barrier = threading.Barrier(contenders)
 
     def contend() -> None:
-        lock = RunLock(tmp_path, heartbeat_s=0.05, stale_after_s=5.0)
+        lock = RunLock(folder, heartbeat_s=0.05, stale_after_s=5.0)
         barrier.wait()
         try:
             lock.acquire()
         except RunFolderBusy:
             outcomes.append("busy")
             return
-        outcomes.append("held")
-        time.sleep(0.5)  # longer than the others need to see it beat
+        time.sleep(hold_s)
+        outcomes.append("lost" if lock.lost else "held")
         lock.release()
 
-    threads = [threading.Thread(target=contend) for _ in range(6)]
+    threads = [threading.Thread(target=contend) for _ in range(contenders)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert sorted(outcomes) == ["busy"] * 5 + ["held"]
+    return sorted(outcomes)
+
+
+def test_many_processes_racing_for_a_new_folder_leave_one_holder(tmp_path: Path) -> None:
+    assert race(tmp_path) == ["busy"] * 5 + ["held"]
 
 
 def test_many_processes_taking_over_a_dead_holders_lock_leave_one_holder(tmp_path) -> None:
@@ -147,27 +154,7 @@ def test_many_processes_taking_over_a_dead_holders_lock_leave_one_holder(tmp_pat
     for trial in range(15):
         folder = tmp_path / str(trial)
         write_record(folder, pid=gone)
-        outcomes: list[str] = []
-        barrier = threading.Barrier(6)
-
-        def contend() -> None:
-            lock = RunLock(folder, heartbeat_s=0.05, stale_after_s=5.0)
-            barrier.wait()
-            try:
-                lock.acquire()
-            except RunFolderBusy:
-                outcomes.append("busy")
-                return
-            outcomes.append("held" if not lock.lost else "held, then lost")
-            time.sleep(0.4)
-            lock.release()
-
-        threads = [threading.Thread(target=contend) for _ in range(6)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert sorted(outcomes) == ["busy"] * 5 + ["held"], (trial, outcomes)
+        assert race(folder, hold_s=0.4) == ["busy"] * 5 + ["held"], trial
 
 
 def test_a_late_heartbeat_does_not_undo_a_take_over_and_stops_its_run(tmp_path) -> None:
