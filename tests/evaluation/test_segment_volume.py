@@ -123,27 +123,37 @@ def test_a_stopped_run_resumes_to_the_identical_output(checkpoint_2d, volume_sou
         segment_volume(checkpoint_2d, spec, stopped, block_depth=4, resume=True, progress=False)
 
 
-def test_a_3d_network_goes_blockwise_with_its_receptive_field_as_halo(tmp_path_factory,
-                                                                      tmp_path) -> None:
+FULL_IMAGE = {"reconstruction": "full_image",
+              "headline": {"protocol": "full_image", "tta": False, "zfilter": 0}}
+
+
+def _3d_case(tmp_path_factory, tmp_path, name: str, model: list[str],
+             depth: int) -> tuple[Path, str, np.ndarray]:
+    """A tiny 3D checkpoint (``model`` overrides) and a ``depth``-slice HDF5 volume:
+    (checkpoint, volume spec, the volume)."""
     base = [o for o in EM_2D if not o.startswith(("model", "dataset.patch", "augmentation"))]
-    checkpoint = _checkpoint(tmp_path_factory, "em3d", [
-        "model=unet3d_paper002", "+model.filters=[4,8,8,16]", "augmentation=paper3d",
-        "dataset.patch_size=[8,32,32]", "dataset.volumes.train_shape=[24,48,48]"], base)
-    image = np.asarray(synthetic_volumes((40, 32, 32), (2, 32, 32), seed=5).train_image)
+    checkpoint = _checkpoint(tmp_path_factory, name, [
+        *model, "augmentation=paper3d", "dataset.patch_size=[8,32,32]",
+        "dataset.volumes.train_shape=[24,48,48]"], base)
+    image = np.asarray(synthetic_volumes((depth, 32, 32), (2, 32, 32), seed=5).train_image)
     with h5py.File(tmp_path / "v.h5", "w") as handle:
         handle.create_dataset("raw", data=image)
-    spec = f"{tmp_path}/v.h5:/raw"
-    full = {"reconstruction": "full_image", "headline": {"protocol": "full_image", "tta": False,
-                                                          "zfilter": 0}}
+    return checkpoint, f"{tmp_path}/v.h5:/raw", image
+
+
+def test_a_3d_network_goes_blockwise_with_its_receptive_field_as_halo(tmp_path_factory,
+                                                                      tmp_path) -> None:
+    checkpoint, spec, image = _3d_case(tmp_path_factory, tmp_path, "em3d", [
+        "model=unet3d_paper002", "+model.filters=[4,8,8,16]"], 40)
     with pytest.raises(InputError, match="needs inference reconstruction 'full_image'"):
         segment_volume(checkpoint, spec, tmp_path / "tiled", voxel_size_nm=[5, 5, 5],
                        progress=False)
-    record = segment_volume(checkpoint, spec, tmp_path / "out", inference=full, block_depth=16,
-                            voxel_size_nm=[5, 5, 5], progress=False)
+    record = segment_volume(checkpoint, spec, tmp_path / "out", inference=FULL_IMAGE,
+                            block_depth=16, voxel_size_nm=[5, 5, 5], progress=False)
     # slabs and halo on the full-image divisor (16): pooling lines up as in one pass
     assert record["halo_slices"] % 16 == 0 and record["halo_slices"] >= 16
     assert record["blocks"] == 3 and record["block_depth"] == 16
-    whole = Predictor.from_checkpoint(checkpoint, full, device="cpu").probabilities(image)
+    whole = Predictor.from_checkpoint(checkpoint, FULL_IMAGE, device="cpu").probabilities(image)
     np.testing.assert_allclose(open_volume(tmp_path / "out" / "v_prob.ome.zarr")[:], whole,
                                rtol=0, atol=2e-6)
 
@@ -152,22 +162,14 @@ def test_a_3d_network_that_does_not_pool_z_needs_only_its_z_reach_as_halo(tmp_pa
                                                                         tmp_path) -> None:
     """Its halo is its measured reach along z (14 slices, rounded up to the divisor: 16), not
     its reach in y, x (46, which made a halo of 48); the same result as one pass."""
-    base = [o for o in EM_2D if not o.startswith(("model", "dataset.patch", "augmentation"))]
-    checkpoint = _checkpoint(tmp_path_factory, "em3d-flat", [
-        "model=unet3d_anisotropic", "model.filters=[4,8,8,16]", "augmentation=paper3d",
-        "dataset.patch_size=[8,32,32]", "dataset.volumes.train_shape=[24,48,48]"], base)
-    image = np.asarray(synthetic_volumes((37, 32, 32), (2, 32, 32), seed=5).train_image)
-    with h5py.File(tmp_path / "v.h5", "w") as handle:
-        handle.create_dataset("raw", data=image)
-    full = {"reconstruction": "full_image", "headline": {"protocol": "full_image", "tta": False,
-                                                          "zfilter": 0}}
-    record = segment_volume(checkpoint, f"{tmp_path}/v.h5:/raw", tmp_path / "out",
-                            inference=full, block_depth=16, voxel_size_nm=[30, 3, 3],
-                            progress=False)
+    checkpoint, spec, image = _3d_case(tmp_path_factory, tmp_path, "em3d-flat", [
+        "model=unet3d_anisotropic", "model.filters=[4,8,8,16]"], 37)
+    record = segment_volume(checkpoint, spec, tmp_path / "out", inference=FULL_IMAGE,
+                            block_depth=16, voxel_size_nm=[30, 3, 3], progress=False)
     # reach 14 = 7 blocks (4 down, 3 up) of two 3x3x3 convolutions
     assert record["halo_slices"] == 16
     assert record["blocks"] == 3 and record["block_depth"] == 16
-    whole = Predictor.from_checkpoint(checkpoint, full, device="cpu").probabilities(image)
+    whole = Predictor.from_checkpoint(checkpoint, FULL_IMAGE, device="cpu").probabilities(image)
     np.testing.assert_allclose(open_volume(tmp_path / "out" / "v_prob.ome.zarr")[:], whole,
                                rtol=0, atol=2e-6)
 

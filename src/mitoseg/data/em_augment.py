@@ -75,12 +75,23 @@ def in_range_units(augmentation: Any, unit: float) -> Any:
     """``augmentation`` with its absolute intensity amounts (brightness, noise: the transforms
     with ``scaled``) in network-input units, ``unit`` of them per raw intensity range
     (``Normalization.range_unit``); the others as they are. ``unit`` 1 returns it unchanged."""
-    if unit == 1.0 or augmentation is None:
+    if unit == 1.0:
         return augmentation
+
+    def convert(transform: Any) -> Any:
+        scaled = getattr(transform, "scaled", None)
+        return scaled(unit) if callable(scaled) else transform
+    return each_transform(augmentation, convert)
+
+
+def each_transform(augmentation: Any, convert: Any) -> Any:
+    """``augmentation`` (one transform, an ``EMCompose`` of them, or None) with ``convert``
+    applied to every transform."""
+    if augmentation is None:
+        return None
     if isinstance(augmentation, EMCompose):
-        return EMCompose([in_range_units(t, unit) for t in augmentation.transforms])
-    scaled = getattr(augmentation, "scaled", None)
-    return scaled(unit) if callable(scaled) else augmentation
+        return EMCompose([each_transform(t, convert) for t in augmentation.transforms])
+    return convert(augmentation)
 
 
 def relative_spacing(voxel_size: Sequence[float]) -> tuple[float, ...]:
@@ -97,11 +108,12 @@ def in_voxel_units(augmentation: Any, voxel_size: Sequence[float]) -> Any:
     axis of the patches: (z, y, x) in 3D, (y, x) in 2D); isotropic voxels return it unchanged.
     A transform given its own ``spacing`` in the config keeps it."""
     spacing = relative_spacing(voxel_size)
-    if augmentation is None or all(s == 1.0 for s in spacing):
+    if all(s == 1.0 for s in spacing):
         return augmentation
-    if isinstance(augmentation, EMCompose):
-        return EMCompose([in_voxel_units(t, voxel_size) for t in augmentation.transforms])
-    with_spacing = getattr(augmentation, "with_spacing", None)
-    if callable(with_spacing) and getattr(augmentation, "spacing", None) is None:
-        return with_spacing(spacing)
-    return augmentation
+
+    def convert(transform: Any) -> Any:
+        with_spacing = getattr(transform, "with_spacing", None)
+        if callable(with_spacing) and getattr(transform, "spacing", None) is None:
+            return with_spacing(spacing)
+        return transform
+    return each_transform(augmentation, convert)

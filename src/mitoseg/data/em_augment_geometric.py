@@ -367,15 +367,9 @@ class RandomElastic(BatchTransform):
         noise = torch.randn((batch, spatial, *coarse), generator=generator, device=device)
         field = F.interpolate(noise, size=size, mode="bilinear" if spatial == 2
                               else "trilinear", align_corners=True)
-        if self.spacing is None:
-            sigma = torch.full((batch,), self.sigma / 2, device=device)
-            field = separable_blur(field, gaussian_kernels(sigma, math.ceil(1.5 * self.sigma)))
-        else:
-            field = separable_blur(field, [
-                gaussian_kernels(torch.full((batch,), sigma / 2, device=device),
-                                 math.ceil(1.5 * sigma)) for sigma in sigmas])
+        field = separable_blur(field, [
+            gaussian_kernels(torch.full((batch,), sigma / 2, device=device),
+                             math.ceil(1.5 * sigma)) for sigma in sigmas])
         rms = field.square().mean(dim=tuple(range(1, field.ndim))).sqrt().clamp_min(1e-12)
         field = field * (alpha / rms).view(-1, *[1] * (field.ndim - 1))  # finest-axis pixels
-        if self.spacing is None:
-            return field
         return torch.stack([field[:, axis] / s for axis, s in enumerate(spacing)], 1)

@@ -141,11 +141,7 @@ class RandomGaussianBlur(BatchTransform):
         spatial = check_batch("RandomGaussianBlur", image, mask, generator)
         chosen = self.chosen(generator, image)
         sigma = self.uniform(generator, (image.shape[0],), *self.sigma, image.device)
-        if self.spacing is None:
-            radius = max(1, math.ceil(3.0 * self.sigma[1]))
-            blurred = separable_blur(image, gaussian_kernels(sigma.double(), radius))
-        else:
-            blurred = separable_blur(image, [
-                gaussian_kernels(sigma.double() / s, max(1, math.ceil(3.0 * self.sigma[1] / s)))
-                for s in spacing_for("RandomGaussianBlur", self.spacing, spatial)])
+        blurred = separable_blur(image, [
+            gaussian_kernels(sigma.double() / s, max(1, math.ceil(3.0 * self.sigma[1] / s)))
+            for s in spacing_for("RandomGaussianBlur", self.spacing, spatial)])
         return torch.where(chosen, blurred, image), mask
