@@ -290,3 +290,14 @@ def test_a_dataset_config_names_its_voxel_size_without_reading_data(
         tmp_path: Path, overrides: list[str], expected) -> None:
     volumes = plain_config(compose_config("train", overrides, tmp_path))["dataset"]["volumes"]
     assert configured_voxel_size_nm(volumes) == expected
+
+
+def test_synthetic_voxels_follow_their_anisotropy() -> None:
+    """synthetic_em with volumes.anisotropy=4 draws slices 4x as far apart as its pixels; its
+    voxel size (metrics, physical augmentation lengths) said 5 x 5 x 5 nm whatever that was."""
+    volumes = synthetic_volumes((4, 32, 32), (2, 32, 32), anisotropy=4.0)
+    assert volumes.voxel_size_nm == (20.0, 5.0, 5.0)
+    cfg = compose_config("train", ["dataset=synthetic_em", "dataset.volumes.anisotropy=4.0"])
+    assert configured_voxel_size_nm(cfg.dataset.volumes) == (20.0, 5.0, 5.0)
+    given = synthetic_volumes((4, 32, 32), (2, 32, 32), anisotropy=4.0, voxel_size_nm=(8, 2, 2))
+    assert given.voxel_size_nm == (8.0, 2.0, 2.0)  # a size given wins
