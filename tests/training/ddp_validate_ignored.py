@@ -1,8 +1,9 @@
 """Validate a tiny module on two gloo ranks; every image rank 1 sees is fully ignored.
 
-Used by test_ddp_ignored.py as ``python ddp_validate_ignored.py <json out>``: rank 0 writes
-the validation metrics Lightning reduced over both ranks. Image i has valid voxels for even i
-only; the distributed sampler gives the even images to rank 0 and the odd ones to rank 1.
+Used by test_ddp_ignored.py as ``python ddp_validate_ignored.py <json out> [all-valid]``:
+rank 0 writes the validation metrics Lightning reduced over both ranks. Image i has valid
+voxels for even i only (``all-valid``: every image has); the distributed sampler gives the even
+images to rank 0 and the odd ones to rank 1.
 """
 
 import datetime
@@ -21,11 +22,14 @@ from mitoseg.training.module import SegmentationModule
 IMAGES = 4
 
 
-def tile(i: int) -> dict[str, torch.Tensor]:
+ALL_VALID = "all-valid" in sys.argv[2:]
+
+
+def tile(i: int, all_valid: bool = ALL_VALID) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(i)
     image = torch.randn(1, 8, 8, generator=generator)
     mask = (torch.rand(1, 8, 8, generator=generator) > 0.5).float()
-    valid = (torch.rand(1, 8, 8, generator=generator) > 0.3).float() * (i % 2 == 0)
+    valid = (torch.rand(1, 8, 8, generator=generator) > 0.3).float() * (all_valid or i % 2 == 0)
     return {"image": image, "mask": mask, "valid": valid}
 
 

@@ -25,11 +25,12 @@ from tests.training.ddp_validate_ignored import IMAGES, network, tile
 HERE = Path(__file__).resolve().parent
 
 
-def expected() -> tuple[float, float]:
-    """Mean over the images with valid voxels of the IoU and of the BCE on those voxels."""
-    net, ious, losses = network(), [], []
+def expected(all_valid: bool = False) -> tuple[float, float, float]:
+    """Mean over the images with valid voxels of the IoU and of the BCE on those voxels, and
+    the IoU of all valid voxels of both ranks pooled."""
+    net, ious, losses, counts = network(), [], [], np.zeros(3)
     for i in range(IMAGES):
-        t = tile(i)
+        t = tile(i, all_valid)
         keep = t["valid"][0].numpy() > 0.5
         if not keep.any():
             continue
@@ -39,7 +40,8 @@ def expected() -> tuple[float, float]:
         predicted = 1 / (1 + np.exp(-logits)) > 0.5
         ious.append((truth & predicted).sum() / (truth | predicted).sum())
         losses.append(np.mean(np.logaddexp(0, logits) - truth * logits))
-    return float(np.mean(ious)), float(np.mean(losses))
+        counts += [(truth & predicted).sum(), (~truth & predicted).sum(), (truth & ~predicted).sum()]
+    return float(np.mean(ious)), float(np.mean(losses)), float(counts[0] / counts.sum())
 
 
 def test_val_metrics_reduce_over_ranks_when_one_rank_has_no_valid_voxel(tmp_path: Path) -> None:
@@ -49,6 +51,33 @@ def test_val_metrics_reduce_over_ranks_when_one_rank_has_no_valid_voxel(tmp_path
                           cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads(out.read_text())
-    iou, loss = expected()
+    iou, loss, pooled = expected()
     assert metrics["val/as"] == pytest.approx(iou, rel=1e-5)
     assert metrics["val/loss"] == pytest.approx(loss, rel=1e-5)
+    assert metrics["val/iou_fg"] == pytest.approx(pooled, rel=1e-6)  # summed over the ranks
+
+
+def test_val_iou_fg_pools_the_voxels_of_every_rank(tmp_path: Path) -> None:
+    """Every image valid: each rank holds other voxels, so a value not summed over the ranks
+    would be rank 0's alone."""
+    out = tmp_path / "metrics.json"
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+    done = subprocess.run([sys.executable, str(HERE / "ddp_validate_ignored.py"), str(out),
+                           "all-valid"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    pooled = expected(all_valid=True)[2]
+    rank_0_alone = expected_rank_0_pooled()
+    assert abs(pooled - rank_0_alone) > 1e-3  # the test can tell the two apart
+    assert json.loads(out.read_text())["val/iou_fg"] == pytest.approx(pooled, rel=1e-6)
+
+
+def expected_rank_0_pooled() -> float:
+    net, counts = network(), np.zeros(3)
+    for i in range(0, IMAGES, 2):
+        t = tile(i, True)
+        with torch.no_grad():
+            logits = net(t["image"][None])[0, 0].double().numpy()
+        truth, predicted = t["mask"][0].numpy() > 0.5, logits > 0
+        counts += [(truth & predicted).sum(), (~truth & predicted).sum(), (truth & ~predicted).sum()]
+    return float(counts[0] / counts.sum())

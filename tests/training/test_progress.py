@@ -31,3 +31,16 @@ def test_gpu_trainer_turns_the_step_bar_off_and_training_logs_each_epoch(
     lines = [r.getMessage() for r in caplog.records if r.name == "mitoseg.training.progress"]
     assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
     assert all("val/loss" in line and "train/loss_epoch" in line for line in lines)
+
+
+def test_an_epoch_without_validation_shows_no_validation_values(
+        tmp_path: Path, tiny_overrides: list[str], caplog: pytest.LogCaptureFixture) -> None:
+    """Lightning keeps the last validation's values in ``callback_metrics``: with validation
+    every 2nd epoch, the line of epoch 1 showed them again as if validation had run."""
+    overrides = [*tiny_overrides, "trainer.max_epochs=3", "++trainer.check_val_every_n_epoch=2"]
+    with caplog.at_level(logging.INFO, logger="mitoseg.training.progress"):
+        train(compose_config("train", overrides, tmp_path))
+    lines = [r.getMessage() for r in caplog.records if r.name == "mitoseg.training.progress"]
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert "val/" not in lines[0] and "val/" not in lines[2]
+    assert all(key in lines[1] for key in ("val/loss", "val/as"))

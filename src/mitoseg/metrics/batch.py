@@ -41,3 +41,32 @@ def area_similarity_batch(truth: torch.Tensor, predicted: torch.Tensor,
     intersection = intersection.flatten(1).sum(1).float()
     union = union.flatten(1).sum(1).float()
     return torch.where(union > 0, intersection / union.clamp(min=1), torch.ones_like(union))
+
+
+def foreground_counts(truth: torch.Tensor, predicted: torch.Tensor,
+                      valid: torch.Tensor | None = None) -> torch.Tensor:
+    """(4,) int64 on the masks' device: TP, FP, FN and the number of valid voxels of the whole
+    batch (``valid`` as in ``area_similarity_batch``; None: every voxel counts). Summed over
+    batches, they give the foreground IoU pooled over all voxels (``pooled_foreground_iou``)."""
+    if truth.dtype != torch.bool or predicted.dtype != torch.bool or truth.shape != predicted.shape:
+        raise InputError(f"foreground_counts: expected two bool masks of one shape, got "
+                         f"{truth.dtype} {tuple(truth.shape)} and {predicted.dtype} "
+                         f"{tuple(predicted.shape)}")
+    if valid is None:
+        valid = torch.ones_like(truth)
+    elif valid.dtype != torch.bool or valid.shape != truth.shape:
+        raise InputError(f"foreground_counts: 'valid' must be a bool mask of the masks' shape "
+                         f"{tuple(truth.shape)}, got {valid.dtype} of shape {tuple(valid.shape)}")
+    return torch.stack([(truth & predicted & valid).sum(), (~truth & predicted & valid).sum(),
+                        (truth & ~predicted & valid).sum(), valid.sum()])
+
+
+def pooled_foreground_iou(counts: torch.Tensor) -> torch.Tensor:
+    """TP / (TP + FP + FN) of summed ``foreground_counts``, as a float32 scalar on their device
+    (nothing is read back): 1.0 where neither mask holds foreground on the valid voxels
+    (``segmentation``'s empty rule), nan where no voxel was valid."""
+    tp, fp, fn, n_valid = counts.unbind()
+    union = tp + fp + fn
+    iou = tp.float() / union.clamp(min=1).float()
+    iou = torch.where(union > 0, iou, torch.ones_like(iou))
+    return torch.where(n_valid > 0, iou, torch.full_like(iou, float("nan")))

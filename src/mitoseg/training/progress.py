@@ -20,17 +20,26 @@ log = logging.getLogger(__name__)
 class EpochSummary(pl.Callback):
     """Logs, after every training epoch (validation included), the epoch's metrics and time."""
 
-    def __init__(self, keys: tuple[str, ...] = ("train/loss_epoch", "val/loss", "val/as")) -> None:
+    def __init__(self, keys: tuple[str, ...] = ("train/loss_epoch", "val/loss", "val/as",
+                                                "val/iou_fg")) -> None:
         self.keys = tuple(keys)
         self._started = time.perf_counter()
+        self._validated_epoch: int | None = None
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._validated_epoch = trainer.current_epoch
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._started = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
+            # an epoch without validation shows no val/ values: Lightning keeps the last ones
+            validated = self._validated_epoch == trainer.current_epoch
+            keys = tuple(k for k in self.keys if validated or not k.startswith("val/"))
             log.info("%s", epoch_line(trainer.current_epoch, trainer.max_epochs,
-                                      trainer.callback_metrics, self.keys,
+                                      trainer.callback_metrics, keys,
                                       time.perf_counter() - self._started))
 
 
