@@ -273,8 +273,10 @@ def run(args: argparse.Namespace, device: torch.device, report: dict[str, Any]) 
     if args.scaling == "zscore":
         mean = train_raw.double().mean().item()
         std = train_raw.double().std(unbiased=False).item()
+        normalization = {"mode": "training_zscore", "mean": round(mean, 4), "std": round(std, 4)}
     else:
         mean, std = 0.0, 255.0
+        normalization = {"mode": "scale", "scale": std}
     scale = lambda v: (v.float() - mean) / std  # noqa: E731
     train_image = scale(train_raw)
     train_labels = labels[torch.tensor(train_z, device=device)]
@@ -348,14 +350,13 @@ def run(args: argparse.Namespace, device: torch.device, report: dict[str, Any]) 
         "inference_seconds": round(time.perf_counter() - started, 2),
         "final_loss": round(loss.item(), 5),
         "best_step": best[2] if args.keep == "best" else None,
-        "normalization": {"mean": round(mean, 4), "std": round(std, 4)},
+        "normalization": normalization,  # what this loop used (not the data module's)
         "data": {"description": split["description"], "train_slices": len(train_z),
                  "ignored_voxels": {part: 0 if split[f"{part}_valid"] is None else
                                     int((~split[f"{part}_valid"]).sum())
                                     for part in ("train", "test")},
                  "val_slices": len(val_z), "test_shape": list(split["test_image"].shape),
-                 "split": {k: split["data"].get(k) for k in ("normalization", "val_slices",
-                                                              "notes")}},
+                 "split": {k: split["data"].get(k) for k in ("val_slices", "notes")}},
     }
 
 

@@ -43,6 +43,10 @@ def test_quick_run_reports_every_protocol() -> None:
     assert results["iou_fg_over_volume"] == headline["iou_fg"]
     assert 0.0 <= results["iou_fg"] <= 1.0 and results["train_seconds"] > 0
     assert results["data"]["train_slices"] == 10 and results["data"]["val_slices"] == 0
+    # the scaling it used, once: not the data module's default beside it
+    normalization = results["normalization"]
+    assert normalization["mode"] == "training_zscore" and normalization["std"] > 0
+    assert "normalization" not in results["data"]["split"]
 
 
 def test_z_median_equals_the_framework_z_filter(reference) -> None:
