@@ -212,7 +212,8 @@ def z_median(volume: torch.Tensor, size: int) -> torch.Tensor:
 
 def iou_fg(truth: torch.Tensor, predicted: torch.Tensor,
            valid: torch.Tensor | None = None) -> tuple[float, float]:
-    """Foreground IoU over the volume, and its mean over slices (a slice empty in both is 1).
+    """Foreground IoU over the volume, and its mean over slices (empty in both: 1, in the
+    volume as in a slice).
 
     With ``valid`` (bool, True = the voxel counts) only valid voxels count, whatever truth and
     prediction hold elsewhere, and slices without a valid voxel are left out of the mean (as
@@ -227,7 +228,8 @@ def iou_fg(truth: torch.Tensor, predicted: torch.Tensor,
     per_slice = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
     if valid is not None:
         per_slice = per_slice[valid.flatten(1).any(1)]
-    return float(inter.sum() / union.sum().clamp(min=1)), float(per_slice.mean())
+    pooled = inter.sum() / union.sum() if union.sum() > 0 else 1.0  # both empty: agreement
+    return float(pooled), float(per_slice.mean())
 
 
 def bce(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:

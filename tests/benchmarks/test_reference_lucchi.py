@@ -76,6 +76,18 @@ def test_iou_equals_the_framework_volume_metrics(reference) -> None:
     assert per_slice == pytest.approx(mean_per_slice(truth, predicted)["iou_fg"], abs=1e-12)
 
 
+def test_iou_of_empty_masks_is_one_as_the_framework(reference) -> None:
+    empty = np.zeros((3, 4, 4), bool)  # nothing to find and nothing found: full agreement
+    assert reference.iou_fg(torch.from_numpy(empty), torch.from_numpy(empty)) == (1.0, 1.0)
+    assert volume_metrics(empty, empty)["iou_fg"] == 1.0
+    valid = np.ones_like(empty)
+    valid[:, :, :2] = False
+    truth = empty.copy()
+    truth[:, :, :2] = True  # foreground only where nothing counts
+    assert reference.iou_fg(torch.from_numpy(truth), torch.from_numpy(empty),
+                            torch.from_numpy(valid)) == (1.0, 1.0)
+
+
 def test_crops_cut_the_windows_they_draw(reference) -> None:
     image = torch.arange(3 * 20 * 30, dtype=torch.float32).reshape(3, 20, 30)
     labels = image.long() % 7 == 0
