@@ -14,7 +14,7 @@ one-cycle schedule, batch 16, 4,000 steps, bf16 autocast, channels-last, last we
 full-image prediction of the test volume, plain and with 8-fold TTA, each with and without a
 z-median of 5. Options change one factor at a time (the ablation of issue 11):
 
-    --scaling scale          uint8 / 255 instead of the training slices' z-score
+    --scaling scale          x / the dtype's range (uint8: 255) instead of the z-score
     --rotation free          also rotate by a uniform angle, reflected borders, on half the crops
     --val-fraction 0.1       hold out the data module's validation slices (not trained on)
     --keep best              keep the weights with the lowest validation loss (needs validation)
@@ -127,6 +127,21 @@ def split_codes(codes: torch.Tensor) -> torch.Tensor:
     if codes.dtype == torch.bool:  # nothing ignored
         return codes.float()
     return torch.cat([codes == 1, codes != 2], 1).float()
+
+
+def fit_scaling(train_raw: torch.Tensor, scaling: str) -> tuple[float, float, dict[str, Any]]:
+    """(mean, std, as reported) of the input scaling x -> (x - mean) / std: "zscore" from the
+    training slices, "scale" by the integer dtype's range (uint8: 255, uint16: 65535), as the
+    framework's normalize=scale."""
+    if scaling == "zscore":
+        mean = train_raw.double().mean().item()
+        std = train_raw.double().std(unbiased=False).item()
+        return mean, std, {"mode": "training_zscore", "mean": round(mean, 4), "std": round(std, 4)}
+    if train_raw.dtype.is_floating_point or train_raw.dtype == torch.bool:
+        raise ValueError(f"--scaling scale needs integer intensities (uint8, uint16, ...), got "
+                         f"{str(train_raw.dtype).removeprefix('torch.')}; use --scaling zscore")
+    scale = float(torch.iinfo(train_raw.dtype).max)
+    return 0.0, scale, {"mode": "scale", "scale": scale}
 
 
 def crops(image: torch.Tensor, labels: torch.Tensor, batch: int, crop: int, placement: str,
@@ -272,13 +287,7 @@ def run(args: argparse.Namespace, device: torch.device, report: dict[str, Any]) 
     labels = torch.from_numpy(target_codes(split["train_labels"],
                                            split["train_valid"])).to(device)
     train_raw = raw[torch.tensor(train_z, device=device)]
-    if args.scaling == "zscore":
-        mean = train_raw.double().mean().item()
-        std = train_raw.double().std(unbiased=False).item()
-        normalization = {"mode": "training_zscore", "mean": round(mean, 4), "std": round(std, 4)}
-    else:
-        mean, std = 0.0, 255.0
-        normalization = {"mode": "scale", "scale": std}
+    mean, std, normalization = fit_scaling(train_raw, args.scaling)
     scale = lambda v: (v.float() - mean) / std  # noqa: E731
     train_image = scale(train_raw)
     train_labels = labels[torch.tensor(train_z, device=device)]

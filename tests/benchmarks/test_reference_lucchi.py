@@ -88,6 +88,23 @@ def test_iou_of_empty_masks_is_one_as_the_framework(reference) -> None:
                             torch.from_numpy(valid)) == (1.0, 1.0)
 
 
+def test_scale_divides_by_the_dtype_range_as_the_framework(reference) -> None:
+    from mitoseg.data.normalization import fit_normalization
+
+    for dtype in (np.uint8, np.uint16):
+        raw = np.arange(24, dtype=dtype).reshape(2, 3, 4) * 7
+        mean, std, reported = reference.fit_scaling(torch.from_numpy(raw), "scale")
+        assert (mean, std) == (0.0, fit_normalization("scale", raw).scale)
+        assert reported == {"mode": "scale", "scale": std}
+    raw = torch.rand(2, 3, 4)
+    with pytest.raises(ValueError, match="--scaling scale.*float32"):
+        reference.fit_scaling(raw, "scale")
+    mean, std, reported = reference.fit_scaling(raw, "zscore")
+    assert mean == pytest.approx(float(raw.double().mean()), abs=1e-12)
+    assert std == pytest.approx(float(raw.double().std(unbiased=False)), abs=1e-12)
+    assert reported["mode"] == "training_zscore"
+
+
 def test_crops_cut_the_windows_they_draw(reference) -> None:
     image = torch.arange(3 * 20 * 30, dtype=torch.float32).reshape(3, 20, 30)
     labels = image.long() % 7 == 0
