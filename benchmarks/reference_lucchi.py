@@ -25,6 +25,7 @@ z-median of 5. Options change one factor at a time (the ablation of issue 11):
     python benchmarks/reference_lucchi.py --override dataset.volumes.test=official
     python benchmarks/reference_lucchi.py --override dataset.volumes.test=tuning  # for choices
     python benchmarks/reference_lucchi.py --quick                 # CPU, synthetic EM, seconds
+    python benchmarks/reference_lucchi.py --quick --device cuda   # the same on the GPU
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tag", default="", help="a label copied into the JSON")
     args = parser.parse_args(argv)
     quick = args.quick
+    args.device = args.device or ("cpu" if quick else None)  # a smoke test, even beside a GPU
     args.dataset = args.dataset or ("synthetic_em" if quick else "lucchi")
     args.steps = args.steps or (6 if quick else 4000)
     args.batch = args.batch or (2 if quick else 16)

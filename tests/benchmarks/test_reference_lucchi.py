@@ -49,6 +49,12 @@ def test_quick_run_reports_every_protocol() -> None:
     assert "normalization" not in results["data"]["split"]
 
 
+def test_quick_runs_on_the_cpu_unless_a_device_is_named(reference) -> None:
+    assert reference.parse_args(["--quick"]).device == "cpu"  # even where a GPU is present
+    assert reference.parse_args(["--quick", "--device", "cuda"]).device == "cuda"
+    assert reference.parse_args([]).device is None  # the GPU when there is one
+
+
 def test_z_median_equals_the_framework_z_filter(reference) -> None:
     volume = torch.rand(9, 5, 4, generator=torch.Generator().manual_seed(0))
     for size in (3, 5):
