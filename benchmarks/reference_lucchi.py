@@ -217,10 +217,11 @@ def tta_probabilities(net: torch.nn.Module, image: torch.Tensor, tta: bool) -> t
 
 def z_median(volume: torch.Tensor, size: int) -> torch.Tensor:
     """Median over ``size`` consecutive slices, edges reflected with the edge slice repeated
-    (d c b a | a b c d), as scipy's mode 'reflect'."""
+    (d c b a | a b c d), as scipy's mode 'reflect'; a window wider than the volume reflects
+    again (period 2 x depth), so one slice is its own median."""
     half = size // 2
     depth = volume.shape[0]
-    index = [(-z - 1 if z < 0 else (2 * depth - z - 1 if z >= depth else z))
+    index = [z % (2 * depth) if z % (2 * depth) < depth else 2 * depth - 1 - z % (2 * depth)
              for z in range(-half, depth + half)]
     padded = volume[torch.tensor(index, device=volume.device)]
     windows = padded.unfold(0, size, 1)  # (D, H, W, size)
