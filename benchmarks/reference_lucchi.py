@@ -5,6 +5,8 @@ same device. It takes from mitoseg only the split (the data module's volumes and
 validation slices, so both see the same data) and the network class (paper 002's 2D U-Net,
 1.94 M parameters, He init); cropping, augmentation, training, test-time augmentation,
 Z-filter and IoU are written here again, plainly, so that they also check the framework's.
+Voxels the data set ignores (Kasthuri++'s label 2, outside the tissue; an ``ignore`` value of
+``dataset=em_volumes``) count in neither the loss nor the IoU, as in the framework.
 
 Default recipe (``../shared/guides/fidelity.md``): all training slices scaled by their mean and
 std, uniform random 256 x 256 crops, rot90 + flips, BCE, AdamW 2e-3 (weight decay 1e-4) with a
@@ -12,7 +14,7 @@ one-cycle schedule, batch 16, 4,000 steps, bf16 autocast, channels-last, last we
 full-image prediction of the test volume, plain and with 8-fold TTA, each with and without a
 z-median of 5. Options change one factor at a time (the ablation of issue 11):
 
-    --scaling scale          uint8 / 255 instead of the training slices' z-score
+    --scaling scale          x / the dtype's range (uint8: 255) instead of the z-score
     --rotation free          also rotate by a uniform angle, reflected borders, on half the crops
     --val-fraction 0.1       hold out the data module's validation slices (not trained on)
     --keep best              keep the weights with the lowest validation loss (needs validation)
@@ -23,6 +25,7 @@ z-median of 5. Options change one factor at a time (the ablation of issue 11):
     python benchmarks/reference_lucchi.py --override dataset.volumes.test=official
     python benchmarks/reference_lucchi.py --override dataset.volumes.test=tuning  # for choices
     python benchmarks/reference_lucchi.py --quick                 # CPU, synthetic EM, seconds
+    python benchmarks/reference_lucchi.py --quick --device cuda   # the same on the GPU
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tag", default="", help="a label copied into the JSON")
     args = parser.parse_args(argv)
     quick = args.quick
+    args.device = args.device or ("cpu" if quick else None)  # a smoke test, even beside a GPU
     args.dataset = args.dataset or ("synthetic_em" if quick else "lucchi")
     args.steps = args.steps or (6 if quick else 4000)
     args.batch = args.batch or (2 if quick else 16)
@@ -81,7 +85,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load_split(args: argparse.Namespace) -> dict[str, Any]:
-    """The data module's volumes and slices for this data set, split seed and overrides."""
+    """The data module's volumes and slices for this data set, split seed and overrides;
+    ``*_valid``: True where a voxel counts (None when the data set ignores none)."""
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
@@ -91,18 +96,54 @@ def load_split(args: argparse.Namespace) -> dict[str, Any]:
                  f"dataset.val_fraction={args.val_fraction}",
                  "dataset.num_workers=0", *args.override]
     if args.quick:
-        overrides += ["dataset.volumes.train_shape=[10,64,64]",
-                      "dataset.volumes.test_shape=[6,64,64]", "dataset.patch_size=[32,32]"]
+        overrides += ["dataset.patch_size=[32,32]"]
+        if args.dataset == "synthetic_em":
+            overrides += ["dataset.volumes.train_shape=[10,64,64]",
+                          "dataset.volumes.test_shape=[6,64,64]"]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     datamodule = instantiate(cfg.dataset)
     datamodule.setup()
     volumes = datamodule.volumes
-    return {"train_image": np.array(volumes.train_image), "train_labels":
-            np.asarray(volumes.train_labels) > 0, "test_image": np.array(volumes.test_image),
-            "test_labels": np.asarray(volumes.test_labels) > 0, "train_z": datamodule.train_z,
-            "val_z": datamodule.val_z, "description": volumes.description,
-            "data": datamodule.describe()}
+    split: dict[str, Any] = {"train_z": datamodule.train_z, "val_z": datamodule.val_z,
+                             "description": volumes.description, "data": datamodule.describe()}
+    for part in ("train", "test"):
+        volume = volumes.only(part)
+        split[f"{part}_image"] = np.array(volume.image)
+        split[f"{part}_labels"] = np.asarray(volume.labels) > 0
+        split[f"{part}_valid"] = volume.valid()
+    return split
+
+
+def target_codes(labels: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+    """Labels as one array that crops cut in one gather: 1 = mitochondrion, 0 = background,
+    and with ``valid`` 2 = ignored."""
+    if valid is None:
+        return labels
+    return np.where(valid, labels.astype(np.uint8), np.uint8(2))
+
+
+def split_codes(codes: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) codes of ``target_codes`` -> (B, 2, H, W) float: mask, valid; the
+    augmentation moves the valid channel exactly as the mask (and reflects it at borders)."""
+    if codes.dtype == torch.bool:  # nothing ignored
+        return codes.float()
+    return torch.cat([codes == 1, codes != 2], 1).float()
+
+
+def fit_scaling(train_raw: torch.Tensor, scaling: str) -> tuple[float, float, dict[str, Any]]:
+    """(mean, std, as reported) of the input scaling x -> (x - mean) / std: "zscore" from the
+    training slices, "scale" by the integer dtype's range (uint8: 255, uint16: 65535), as the
+    framework's normalize=scale."""
+    if scaling == "zscore":
+        mean = train_raw.double().mean().item()
+        std = train_raw.double().std(unbiased=False).item()
+        return mean, std, {"mode": "training_zscore", "mean": round(mean, 4), "std": round(std, 4)}
+    if train_raw.dtype.is_floating_point or train_raw.dtype == torch.bool:
+        raise ValueError(f"--scaling scale needs integer intensities (uint8, uint16, ...), got "
+                         f"{str(train_raw.dtype).removeprefix('torch.')}; use --scaling zscore")
+    scale = float(torch.iinfo(train_raw.dtype).max)
+    return 0.0, scale, {"mode": "scale", "scale": scale}
 
 
 def crops(image: torch.Tensor, labels: torch.Tensor, batch: int, crop: int, placement: str,
@@ -176,27 +217,52 @@ def tta_probabilities(net: torch.nn.Module, image: torch.Tensor, tta: bool) -> t
 
 def z_median(volume: torch.Tensor, size: int) -> torch.Tensor:
     """Median over ``size`` consecutive slices, edges reflected with the edge slice repeated
-    (d c b a | a b c d), as scipy's mode 'reflect'."""
+    (d c b a | a b c d), as scipy's mode 'reflect'; a window wider than the volume reflects
+    again (period 2 x depth), so one slice is its own median."""
     half = size // 2
     depth = volume.shape[0]
-    index = [(-z - 1 if z < 0 else (2 * depth - z - 1 if z >= depth else z))
+    index = [z % (2 * depth) if z % (2 * depth) < depth else 2 * depth - 1 - z % (2 * depth)
              for z in range(-half, depth + half)]
     padded = volume[torch.tensor(index, device=volume.device)]
     windows = padded.unfold(0, size, 1)  # (D, H, W, size)
     return windows.median(dim=-1).values
 
 
-def iou_fg(truth: torch.Tensor, predicted: torch.Tensor) -> tuple[float, float]:
-    """Foreground IoU over the volume, and its mean over slices (a slice empty in both is 1)."""
+def iou_fg(truth: torch.Tensor, predicted: torch.Tensor,
+           valid: torch.Tensor | None = None) -> tuple[float, float]:
+    """Foreground IoU over the volume, and its mean over slices (empty in both: 1, in the
+    volume as in a slice).
+
+    With ``valid`` (bool, True = the voxel counts) only valid voxels count, whatever truth and
+    prediction hold elsewhere, and slices without a valid voxel are left out of the mean (as
+    ``mitoseg.metrics.volume`` with ``valid``)."""
+    if valid is not None:
+        if not valid.any():
+            raise ValueError(f"every voxel of the {tuple(valid.shape)} test volume is ignored: "
+                             "nothing to score")
+        truth, predicted = truth & valid, predicted & valid
     inter = (truth & predicted).flatten(1).sum(1).double()
     union = (truth | predicted).flatten(1).sum(1).double()
     per_slice = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
-    return float(inter.sum() / union.sum().clamp(min=1)), float(per_slice.mean())
+    if valid is not None:
+        per_slice = per_slice[valid.flatten(1).any(1)]
+    pooled = inter.sum() / union.sum() if union.sum() > 0 else 1.0  # both empty: agreement
+    return float(pooled), float(per_slice.mean())
 
 
-def validation_loss(net: torch.nn.Module, image: torch.Tensor, labels: torch.Tensor,
+def bce(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """Mean BCE on logits; with ``valid`` (float, 1 = counts) the mean over the valid voxels of
+    the batch (0 when none is), so ignored voxels get no gradient."""
+    if valid is None:
+        return F.binary_cross_entropy_with_logits(logits, target)
+    per_voxel = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    return (per_voxel * valid).sum() / valid.sum().clamp(min=1)
+
+
+def validation_loss(net: torch.nn.Module, image: torch.Tensor, codes: torch.Tensor,
                     crop: int, dtype: torch.dtype | None) -> float:
-    """Mean BCE over non-overlapping crops tiling the validation slices."""
+    """Mean BCE over non-overlapping crops tiling the validation slices (``codes`` as
+    ``target_codes``; ignored voxels left out of each crop's mean)."""
     net.eval()
     _, height, width = image.shape
     losses = []
@@ -205,8 +271,9 @@ def validation_loss(net: torch.nn.Module, image: torch.Tensor, labels: torch.Ten
         for y in range(0, height - crop + 1, crop):
             for x in range(0, width - crop + 1, crop):
                 logits = net(image[:, None, y:y + crop, x:x + crop])
-                losses.append(F.binary_cross_entropy_with_logits(
-                    logits.float(), labels[:, None, y:y + crop, x:x + crop].float()).item())
+                target = split_codes(codes[:, None, y:y + crop, x:x + crop])
+                losses.append(bce(logits.float(), target[:, :1],
+                                  target[:, 1:] if target.shape[1] > 1 else None).item())
     net.train()
     return float(np.mean(losses))
 
@@ -220,13 +287,10 @@ def run(args: argparse.Namespace, device: torch.device, report: dict[str, Any]) 
     generator = torch.Generator(device=device).manual_seed(args.seed)
     train_z, val_z = split["train_z"], split["val_z"]
     raw = torch.from_numpy(split["train_image"]).to(device)
-    labels = torch.from_numpy(split["train_labels"]).to(device)
+    labels = torch.from_numpy(target_codes(split["train_labels"],
+                                           split["train_valid"])).to(device)
     train_raw = raw[torch.tensor(train_z, device=device)]
-    if args.scaling == "zscore":
-        mean = train_raw.double().mean().item()
-        std = train_raw.double().std(unbiased=False).item()
-    else:
-        mean, std = 0.0, 255.0
+    mean, std, normalization = fit_scaling(train_raw, args.scaling)
     scale = lambda v: (v.float() - mean) / std  # noqa: E731
     train_image = scale(train_raw)
     train_labels = labels[torch.tensor(train_z, device=device)]
@@ -252,12 +316,12 @@ def run(args: argparse.Namespace, device: torch.device, report: dict[str, Any]) 
     started = time.perf_counter()
     for step in range(1, args.steps + 1):
         x, y = crops(train_image, train_labels, args.batch, args.crop, args.placement, generator)
-        x, y = augment(x, y.float(), args.rotation, generator)
+        x, y = augment(x, split_codes(y), args.rotation, generator)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             logits = net(x)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), y)
+        loss = bce(logits.float(), y[:, :1], y[:, 1:] if y.shape[1] > 1 else None)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -275,6 +339,8 @@ def run(args: argparse.Namespace, device: torch.device, report: dict[str, Any]) 
     kept = slice(0, args.max_test_slices)
     test_image = scale(torch.from_numpy(split["test_image"][kept]).to(device))
     truth = torch.from_numpy(split["test_labels"][kept]).to(device)
+    valid = None if split["test_valid"] is None else \
+        torch.from_numpy(split["test_valid"][kept]).to(device)
     started = time.perf_counter()
     scores: dict[str, Any] = {}
     with torch.no_grad():
@@ -283,7 +349,7 @@ def run(args: argparse.Namespace, device: torch.device, report: dict[str, Any]) 
                                          for z in range(test_image.shape[0])])
             for size in (0, 5):
                 filtered = z_median(probabilities, size) if size else probabilities
-                volume, per_slice = iou_fg(truth, filtered > 0.5)
+                volume, per_slice = iou_fg(truth, filtered > 0.5, valid)
                 name = f"full_image{'_tta' if tta else ''}{f'_z{size}' if size else ''}"
                 scores[name] = {"iou_fg": round(volume, 5), "iou_fg_mean_per_slice":
                                 round(per_slice, 5)}
@@ -298,11 +364,13 @@ def run(args: argparse.Namespace, device: torch.device, report: dict[str, Any]) 
         "inference_seconds": round(time.perf_counter() - started, 2),
         "final_loss": round(loss.item(), 5),
         "best_step": best[2] if args.keep == "best" else None,
-        "normalization": {"mean": round(mean, 4), "std": round(std, 4)},
+        "normalization": normalization,  # what this loop used (not the data module's)
         "data": {"description": split["description"], "train_slices": len(train_z),
+                 "ignored_voxels": {part: 0 if split[f"{part}_valid"] is None else
+                                    int((~split[f"{part}_valid"]).sum())
+                                    for part in ("train", "test")},
                  "val_slices": len(val_z), "test_shape": list(split["test_image"].shape),
-                 "split": {k: split["data"].get(k) for k in ("normalization", "val_slices",
-                                                              "notes")}},
+                 "split": {k: split["data"].get(k) for k in ("val_slices", "notes")}},
     }
 
 

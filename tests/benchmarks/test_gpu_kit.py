@@ -27,3 +27,67 @@ def test_the_repository_files_a_call_names_exist(script: str) -> None:
     assert named, script
     missing = sorted(path for path in named if not (REPO / path).is_file())
     assert not missing, f"{script} names files that do not exist: {missing}"
+
+
+def load_summarize():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("summarize", KIT / "summarize.py")
+    summarize = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summarize)
+    return summarize
+
+
+def test_summary_says_what_each_time_holds(tmp_path, capsys) -> None:
+    import json
+
+    summarize = load_summarize()
+    (tmp_path / "ref_s0.json").write_text(json.dumps({"results": {
+        "iou_fg": 0.88, "iou_fg_over_volume": 0.87, "train_seconds": 32.0,
+        "images_per_second": 2000.0, "protocols": {"full_image_tta_z5": {
+            "iou_fg": 0.87, "iou_fg_mean_per_slice": 0.88}}}}))
+    (tmp_path / "fast_s0_metrics.json").write_text(json.dumps({
+        "test": {"iou_fg": {"mean": 0.86}, "iou_fg_mean_per_slice": {"mean": 0.86},
+                 "iou_fg_over_volume": {"mean": 0.85}},
+        "fit_seconds": 48.1}))
+    seconds = (11.5, 8.5, 7.4, 9.2, 8.8, 1.8)  # as train.py logs them (mitoseg.training.progress)
+    (tmp_path / "fast_s0.log").write_text("".join(
+        f"[2026-12-04 17:33:56,357][mitoseg.training.progress][INFO] - epoch {n}: "
+        f"train/loss_epoch 0.07 ({s} s)\n" for n, s in enumerate(seconds, 1)))
+    summarize.main([str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "fit 48.1 s (all of trainer.fit" in out
+    assert "epochs 47.2 s (sum of the 6 epoch times" in out
+    assert "train 32.0 s (its loop only" in out
+    # the speed ratio is named as the bound it is, and the closer one beside it
+    assert re.search(r"seed 0: .*train / framework fit 0\.665 .*lower bound", out)
+    assert re.search(r"seed 0: .*train / framework epochs 0\.678", out)
+
+
+def test_summary_reads_both_ious_from_old_and_new_results(tmp_path, capsys) -> None:
+    import json
+
+    # before 2026-12-05 the headline iou_fg was the pooled one; the protocol rows and
+    # iou_fg_mean_per_slice name each IoU in both formats
+    protocol = {"full_image_tta_z5": {"iou_fg": 0.881, "iou_fg_mean_per_slice": 0.8806}}
+    (tmp_path / "ref_s0.json").write_text(json.dumps({"results": {
+        "iou_fg": 0.881, "train_seconds": 30.0, "images_per_second": 2000.0,
+        "protocols": protocol}}))
+    (tmp_path / "ref_s1.json").write_text(json.dumps({"results": {
+        "iou_fg": 0.8806, "iou_fg_over_volume": 0.881, "train_seconds": 30.0,
+        "images_per_second": 2000.0, "protocols": protocol}}))
+    (tmp_path / "fast_s0_metrics.json").write_text(json.dumps({"fit_seconds": 40.0, "test": {
+        "iou_fg": {"mean": 0.8631}, "iou_fg_mean_per_slice": {"mean": 0.8628}}}))
+    (tmp_path / "fast_s1_metrics.json").write_text(json.dumps({"fit_seconds": 40.0, "test": {
+        "iou_fg": {"mean": 0.8628}, "iou_fg_mean_per_slice": {"mean": 0.8628},
+        "iou_fg_over_volume": {"mean": 0.8631}}}))
+    (tmp_path / "bench_training.json").write_text(json.dumps({"results": {"bare": []}}))
+    load_summarize().main([str(tmp_path)])
+    out = capsys.readouterr().out
+    for seed in (0, 1):
+        assert f"ref_s{seed}: iou_fg per slice 0.8806, pooled 0.8810 (per slice - pooled " \
+               "-0.0004)" in out
+        assert f"fast_s{seed}_metrics: iou_fg per slice 0.8628, pooled 0.8631 (per slice - " \
+               "pooled -0.0003)" in out
+    assert "ref: mean 0.8806" in out and "fast: mean 0.8628" in out  # per slice, the headline
+    assert "bench_training" not in out  # not a Lucchi result: left out
