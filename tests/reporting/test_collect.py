@@ -105,3 +105,19 @@ def test_study_values_are_read_back(study: Path) -> None:
     got = sorted(metric_values(r, "test/as")[0][1] for r in runs)
     assert got == sorted(v for _, values in AS.values() for v in values)
     assert all(not math.isnan(v) for v in got)
+
+
+def test_symlinked_run_folders_and_sweeps_are_followed_once(tmp_path: Path) -> None:
+    """Runs gathered by `ln -s` (one seed linked in, a whole sweep linked in) are read, each
+    resolved folder once, and a link back up the tree does not loop."""
+    gathered, store = tmp_path / "gathered", tmp_path / "scratch"
+    for seed in range(3):
+        make_run(gathered / f"a{seed}", ["model=unet_paper000"], seed, metrics={"as": 0.9})
+        make_run(store / f"b{seed}", ["model=fcn_paper000"], seed, model="fcn_paper000",
+                 metrics={"as": 0.8})
+    (gathered / "b0").symlink_to(store / "b0")  # one seed linked in
+    (gathered / "fcn_sweep").symlink_to(store)  # the whole sweep linked in (b0 again)
+    (store / "loop").symlink_to(tmp_path)  # a link to an ancestor: no endless walk
+    folders = find_run_folders([gathered])
+    assert folders == sorted([(gathered / f"a{s}").resolve() for s in range(3)]
+                             + [(store / f"b{s}").resolve() for s in range(3)])

@@ -135,22 +135,29 @@ def _started(log: Path) -> tuple[str, str]:
 def _walk(roots: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
     """The run folders and the W&B run logs (run-<id>.wandb) at or under ``roots``, sorted,
     each once; neither kind of folder is searched further, and a log inside a found run
-    folder (a root given inside it) belongs to that run, not to the list."""
+    folder (a root given inside it) belongs to that run, not to the list. Symlinked folders
+    are followed (runs gathered by ``ln -s``), each resolved folder visited once, so a link
+    to an ancestor does not loop."""
     folders: set[Path] = set()
     wandb_logs: set[Path] = set()
+    visited: set[Path] = set()
     for root in roots:
         root = Path(root)
         if not root.is_dir():
             raise InputError(f"report root '{root}' is not a folder; expected a run folder or "
                              "a folder of runs (outputs/runs/..., outputs/multirun/...)")
-        for folder, subfolders, files in os.walk(root):
-            here = Path(folder)
+        for folder, subfolders, files in os.walk(root, followlinks=True):
+            here = Path(folder).resolve()  # a link's target names it (W&B's latest-run)
+            if here in visited:
+                subfolders.clear()
+                continue
+            visited.add(here)
             logs = sorted(f for f in files if f.startswith("run-") and f.endswith(".wandb"))
             if "run_info.json" in files or (here / ".hydra" / "config.yaml").is_file():
-                folders.add(here.resolve())
+                folders.add(here)
                 subfolders.clear()
             elif logs and here.name.startswith(WANDB_RUN_PREFIXES):
-                wandb_logs.add((here / logs[0]).resolve())
+                wandb_logs.add(here / logs[0])
                 subfolders.clear()
             else:
                 subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
