@@ -171,3 +171,23 @@ def test_seeds_are_the_units_across_runs(study: Path) -> None:
     assert row["p_value"] == pytest.approx(expected, rel=1e-12)
     text = markdown(report)
     assert "n = independent seeds" in text and "3 (4 runs)" in text
+
+
+@pytest.mark.parametrize("test, shown", [
+    ("welch", "n/a (no variance: every value of each side is the same)"),
+    ("mannwhitney", "0.100")])  # exact: 2 of the 20 splits of 3 vs 3
+def test_constant_groups_get_no_t_test_and_ties_an_exact_p(tmp_path: Path, test: str,
+                                                           shown: str) -> None:
+    """Every baseline seed has 0 empty predictions, every other seed 1 of 30: Welch gave
+    t = -inf, p = 0 and Mann-Whitney 0.047 (normal approximation on ties)."""
+    for seed in range(3):
+        make_run(tmp_path / f"a{seed}", ["model=unet_paper000"], seed,
+                 metrics={"pred_empty": 0.0})
+        make_run(tmp_path / f"b{seed}", ["model=fcn_paper000"], seed, model="fcn_paper000",
+                 metrics={"pred_empty": 1 / 30})
+    report = summarize_runs(collect_runs([tmp_path]).runs, ["test/pred_empty"],
+                            baseline=BASELINE, test=test)
+    row = rows_by_config(report, "test/pred_empty")["model=fcn_paper000"]
+    assert (math.isnan(row["p_value"]) if test == "welch"
+            else row["p_value"] == pytest.approx(0.1, rel=1e-12))
+    assert f"| {shown} |" in markdown(report)

@@ -25,7 +25,15 @@ from mitoseg.reporting.protocol_cards import (
     card_text,
     row_card_text,
 )
-from mitoseg.reporting.stats import TESTS, describe, holm, is_unstable, p_value, per_seed
+from mitoseg.reporting.stats import (
+    TESTS,
+    describe,
+    holm,
+    is_unstable,
+    p_value,
+    per_seed,
+    untested_reason,
+)
 from mitoseg.runs.identity import REPLICATE_KEYS, RESULT_NEUTRAL_KEYS
 from mitoseg.runs.paths import display_path
 
@@ -33,7 +41,7 @@ TEST_NAMES = {"welch": "Welch's t-test", "student": "Student's t-test",
               "mannwhitney": "Mann-Whitney U"}
 SUMMARY_COLUMNS = ("metric", "dataset", "protocol", "model", "configuration", "baseline", "n",
                    "runs", "failed", "unfinished", "mean", "std", "min", "max", "test", "p_value",
-                   "p_holm", "unstable", "unstable_std", "full_configuration")
+                   "p_holm", "untested", "unstable", "unstable_std", "full_configuration")
 ConfigKey = tuple[tuple[str, ...], str, str]  # (identity overrides, model, dataset)
 
 
@@ -178,6 +186,7 @@ def _group_rows(metric: str, dataset: str, protocol: str,
             "failed": counts[key].get("failed", 0), "unfinished": counts[key].get("unfinished", 0),
             "test": test if compared else "",
             "p_value": p_value(values, base_values, test) if compared else math.nan,
+            "untested": untested_reason(values, base_values, test) if compared else "",
             "unstable": is_unstable(stats["std"], unstable_std), "unstable_std": unstable_std,
             "full_configuration": " ".join(key[0]) or "(defaults)", "values": list(values)})
     adjusted = holm([r["p_value"] for r in rows])
@@ -203,6 +212,11 @@ def _n(row: Mapping[str, Any]) -> str:
 def _not_finished(row: Mapping[str, Any]) -> str:
     parts = [f"{row[s]} {s}" for s in ("failed", "unfinished") if row[s]]
     return ", ".join(parts) or "0"
+
+
+def _p(row: Mapping[str, Any]) -> str:
+    """The p-value, or why there is none (``stats.untested_reason``)."""
+    return f"n/a ({row['untested']})" if row["untested"] else p_text(row["p_value"])
 
 
 def _unstable(row: Mapping[str, Any]) -> str:
@@ -251,7 +265,7 @@ def markdown(report: Report, title: str = "Run report") -> str:
             where = f"dataset `{dataset}`" + (f", protocol `{protocol}`"
                                               if protocol != NO_PROTOCOL else "")
             body = [(label_text(r), r["model"], _n(r), _not_finished(r), _mean_std(r),
-                     number_text(r["min"]), number_text(r["max"]), p_text(r["p_value"]),
+                     number_text(r["min"]), number_text(r["max"]), _p(r),
                      p_text(r["p_holm"]), _unstable(r)) for r in rows]
             lines += [f"## {metric}: {where}", ""] + markdown_table(
                 ("configuration", "model", "n (seeds)", "not finished", "mean ± std", "min",
