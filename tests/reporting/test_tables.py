@@ -191,3 +191,22 @@ def test_constant_groups_get_no_t_test_and_ties_an_exact_p(tmp_path: Path, test:
     assert (math.isnan(row["p_value"]) if test == "welch"
             else row["p_value"] == pytest.approx(0.1, rel=1e-12))
     assert f"| {shown} |" in markdown(report)
+
+
+def test_a_seed_without_a_value_is_counted_and_marked(tmp_path: Path) -> None:
+    """A finished seed whose metric is NaN (diverged) is out of n: its row and summary.csv
+    count it (no_value) and mark the configuration, as for failed runs."""
+    for seed, (a, b) in enumerate([(0.90, 0.80), (0.91, 0.85), (0.93, math.nan)]):
+        make_run(tmp_path / f"a{seed}", ["model=unet_paper000"], seed, metrics={"as": a})
+        make_run(tmp_path / f"b{seed}", ["model=fcn_paper000"], seed, model="fcn_paper000",
+                 metrics={"as": b})
+    report = summarize_runs(collect_runs([tmp_path]).runs, ["test/as"], baseline=BASELINE)
+    fcn = rows_by_config(report)["model=fcn_paper000"]
+    assert (fcn["n"], fcn["no_value"], fcn["failed"]) == (2, 1, 0)
+    assert rows_by_config(report)[BASELINE]["no_value"] == 0
+    text = markdown(report)
+    assert "| `model=fcn_paper000` † | fcn_paper000 | 2 | 1 no value |" in text
+    written = write_report([tmp_path], tmp_path / "out", ["test/as"], baseline=BASELINE)
+    with open(written["summary.csv"]) as stream:
+        summary = {r["configuration"]: r for r in csv.DictReader(stream)}
+    assert summary["model=fcn_paper000"]["no_value"] == "1"

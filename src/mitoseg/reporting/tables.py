@@ -10,7 +10,7 @@ images, never the images themselves), runs of one seed are averaged into one val
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +40,7 @@ from mitoseg.runs.paths import display_path
 TEST_NAMES = {"welch": "Welch's t-test", "student": "Student's t-test",
               "mannwhitney": "Mann-Whitney U"}
 SUMMARY_COLUMNS = ("metric", "dataset", "protocol", "model", "configuration", "baseline", "n",
-                   "runs", "failed", "unfinished", "mean", "std", "min", "max", "test", "p_value",
+                   "runs", "failed", "unfinished", "no_value", "mean", "std", "min", "max", "test", "p_value",
                    "p_holm", "untested", "unstable", "unstable_std", "full_configuration")
 ConfigKey = tuple[tuple[str, ...], str, str]  # (identity overrides, model, dataset)
 
@@ -114,15 +114,22 @@ def summarize_runs(runs: Sequence[RunRecord], metrics: Sequence[str], baseline: 
     for metric in metrics:
         groups: dict[tuple[str, str], dict[ConfigKey, list[tuple[int | None, float]]]] = defaultdict(dict)
         members: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
+        # finished runs out of n, per table and configuration: a value that is not a number,
+        # or (counted in every table of the run's dataset) no value at all
+        no_value: dict[tuple[str, str], Counter[ConfigKey]] = defaultdict(Counter)
+        unrecorded: list[RunRecord] = []
         recorded = False
         for run in finished:
             values = metric_values(run, metric)
             recorded = recorded or bool(values)
             if not values:
                 report.missing.append((run, f"{metric} not recorded"))
+                unrecorded.append(run)
             for protocol, value in values:
                 if not math.isfinite(value):
                     report.missing.append((run, f"{metric} [{protocol}] is not a number"))
+                    no_value[(run.dataset, protocol)][config_key(run)] += 1
+                    groups[(run.dataset, protocol)].setdefault(config_key(run), [])
                     continue
                 groups[(run.dataset, protocol)].setdefault(config_key(run), []).append((run.seed, value))
                 members[(run.dataset, protocol)].append(run)
@@ -133,6 +140,9 @@ def summarize_runs(runs: Sequence[RunRecord], metrics: Sequence[str], baseline: 
             dataset_groups = [g for g in groups if g[0] == key[2]] or [(key[2], NO_PROTOCOL)]
             for group in dataset_groups:
                 groups[group].setdefault(key, [])
+        for run in unrecorded:
+            for group in (g for g in groups if g[0] == run.dataset):
+                no_value[group][config_key(run)] += 1
         for (dataset, protocol), found in members.items():
             # a split/key metric is the headline's (metrics.json's card); a protocols.csv
             # metric is its row's, under that row's own card
@@ -147,8 +157,9 @@ def summarize_runs(runs: Sequence[RunRecord], metrics: Sequence[str], baseline: 
             if conflict:
                 report.mixed.append((metric, dataset, protocol, conflict))
         for (dataset, protocol), by_config in groups.items():
-            report.rows += _group_rows(metric, dataset, protocol, by_config, counts, labels,
-                                       baseline_keys, test, report.threshold(metric))
+            report.rows += _group_rows(metric, dataset, protocol, by_config, counts,
+                                       no_value[(dataset, protocol)], labels, baseline_keys,
+                                       test, report.threshold(metric))
     return report
 
 
@@ -166,8 +177,8 @@ def _baseline_keys(baseline: str | None, runs: Sequence[RunRecord],
 
 def _group_rows(metric: str, dataset: str, protocol: str,
                 by_config: dict[ConfigKey, list[tuple[int | None, float]]],
-                counts: Mapping[ConfigKey, Mapping[str, int]], labels: Mapping[ConfigKey, str],
-                baseline_keys: set[ConfigKey], test: str, unstable_std: float) -> list[dict]:
+                counts: Mapping[ConfigKey, Mapping[str, int]], no_value: Mapping[ConfigKey, int],
+                labels: Mapping[ConfigKey, str], baseline_keys: set[ConfigKey], test: str, unstable_std: float) -> list[dict]:
     base = [k for k in by_config if k in baseline_keys]
     if len(base) > 1:
         raise InputError(f"option '--baseline' matches {len(base)} configurations in dataset "
@@ -184,6 +195,7 @@ def _group_rows(metric: str, dataset: str, protocol: str,
             "configuration": labels[key], "baseline": key in baseline_keys, **stats,
             "runs": len(by_config[key]),
             "failed": counts[key].get("failed", 0), "unfinished": counts[key].get("unfinished", 0),
+            "no_value": no_value.get(key, 0),
             "test": test if compared else "",
             "p_value": p_value(values, base_values, test) if compared else math.nan,
             "untested": untested_reason(values, base_values, test) if compared else "",
@@ -209,8 +221,11 @@ def _n(row: Mapping[str, Any]) -> str:
     return f"{row['n']}" + (f" ({row['runs']} runs)" if row["runs"] != row["n"] else "")
 
 
+OUT_OF_N = ("failed", "unfinished", "no_value")  # row counts of runs not in n
+
+
 def _not_finished(row: Mapping[str, Any]) -> str:
-    parts = [f"{row[s]} {s}" for s in ("failed", "unfinished") if row[s]]
+    parts = [f"{row[s]} {s.replace('_', ' ')}" for s in OUT_OF_N if row[s]]
     return ", ".join(parts) or "0"
 
 
@@ -224,7 +239,7 @@ def _unstable(row: Mapping[str, Any]) -> str:
 
 
 def label_text(row: Mapping[str, Any]) -> str:
-    mark = " †" if row["failed"] or row["unfinished"] else ""
+    mark = " †" if any(row[s] for s in OUT_OF_N) else ""
     return f"`{row['configuration']}`{' (baseline)' if row['baseline'] else ''}{mark}"
 
 
@@ -249,7 +264,8 @@ def markdown(report: Report, title: str = "Run report") -> str:
              "sample size of the tests (each run gives its mean over test images; finished runs "
              "of one seed are averaged into one value, and the run count follows in brackets "
              "when it differs); min/max over seeds; † = the configuration has failed or "
-             "unfinished runs (listed at the end, not in n).",
+             "unfinished runs, or finished runs without a value (nan, or not recorded: 'no "
+             "value'), counted under 'not finished' and listed at the end, not in n.",
              (f"- p: {test}, two-sided, each configuration against the baseline "
               f"`{report.baseline}`; Holm = Holm-Bonferroni adjusted within each table."
               if report.baseline else "- p: no baseline given (--baseline), no tests."),
@@ -302,7 +318,7 @@ def _overview(report: Report) -> list[str]:
         key = (r["configuration"], r["model"], r["dataset"])
         marks[key] = label_text(r)
         n = max(r["n"], runs.get(key, (0,))[0])
-        runs[key] = (n, f"{n}" + (f" (+{_not_finished(r)})" if r["failed"] or r["unfinished"]
+        runs[key] = (n, f"{n}" + (f" (+{_not_finished(r)})" if any(r[s] for s in OUT_OF_N)
                                    else ""))
         text = _mean_std(r) + (f" ({number_text(r['max'])})" if r["n"] > 1 else "")
         cells[key][(r["metric"], r["protocol"])] = text
