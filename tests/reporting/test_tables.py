@@ -8,7 +8,9 @@ import math
 from pathlib import Path
 
 import matplotlib.image
+import numpy as np
 import pytest
+import yaml
 from scipy import stats as scipy_stats
 
 from mitoseg.errors import InputError
@@ -210,3 +212,25 @@ def test_a_seed_without_a_value_is_counted_and_marked(tmp_path: Path) -> None:
     with open(written["summary.csv"]) as stream:
         summary = {r["configuration"]: r for r in csv.DictReader(stream)}
     assert summary["model=fcn_paper000"]["no_value"] == "1"
+
+
+def test_runs_that_differ_in_an_ignored_key_are_separate_units(tmp_path: Path) -> None:
+    """--ignore data_seed pools data splits as replicates: (seed 0, data_seed 0) and
+    (seed 0, data_seed 1) are two independent runs, not one seed's two runs to average."""
+    values = {(0, 0): 0.80, (1, 0): 0.90, (2, 0): 0.84, (0, 1): 0.92, (1, 1): 0.78,
+              (2, 1): 0.88}
+    for (seed, data_seed), value in values.items():
+        folder = make_run(tmp_path / f"s{seed}_d{data_seed}",
+                          ["model=unet_paper000", f"data_seed={data_seed}"], seed,
+                          metrics={"as": value})
+        config = yaml.safe_load((folder / "config.yaml").read_text())
+        (folder / "config.yaml").write_text(yaml.safe_dump(config | {"data_seed": data_seed}))
+    report = summarize_runs(collect_runs([tmp_path], ignore=["data_seed"]).runs, ["test/as"])
+    (row,) = report.rows
+    assert (row["n"], row["runs"]) == (6, 6)
+    assert row["std"] == pytest.approx(float(np.std(list(values.values()), ddof=1)), rel=1e-12)
+    rerun = make_run(tmp_path / "s0_d0_again", ["model=unet_paper000", "data_seed=0"], 0,
+                     metrics={"as": 0.70})  # a second run of one unit is still averaged
+    assert yaml.safe_load((rerun / "config.yaml").read_text())["data_seed"] == 0
+    report = summarize_runs(collect_runs([tmp_path], ignore=["data_seed"]).runs, ["test/as"])
+    assert (report.rows[0]["n"], report.rows[0]["runs"]) == (6, 7)

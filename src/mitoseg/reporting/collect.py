@@ -31,7 +31,7 @@ import yaml
 
 from mitoseg.errors import InputError
 from mitoseg.reporting.wandb_offline import OfflineRun, merge_attempts, read_offline_run
-from mitoseg.runs.identity import identity_overrides, override_key
+from mitoseg.runs.identity import identity_overrides, override_key, under
 from mitoseg.runs.protocol_columns import MEAN_OVER_VOLUMES, VOLUME_COLUMN, is_label_column
 
 NO_PROTOCOL = "-"  # metrics that are not per inference protocol (fluorescence test images)
@@ -59,6 +59,8 @@ class RunRecord:
     source: str = "folder"
     choices: Mapping[str, Any] = field(default_factory=dict)  # Hydra's config-group choices
     settings: Mapping[str, Any] = field(default_factory=dict)  # the resolved config.yaml
+    # the replicate this run is within its configuration (``replicate_unit``); None: unknown
+    unit: tuple[Any, ...] | None = None
 
     @property
     def config(self) -> str:
@@ -195,6 +197,7 @@ def read_run(folder: Path, ignore: Sequence[str] = ()) -> RunRecord:
             error = "no metrics.json (still running, killed, or crashed before the end)"
 
     seed = config.get("seed", info.get("seed", (metrics or {}).get("seed")))
+    seed = seed if isinstance(seed, int) else None
     return RunRecord(
         folder=folder, status=status,
         overrides=identity_overrides(overrides, ignore) if overrides is not None
@@ -203,7 +206,7 @@ def read_run(folder: Path, ignore: Sequence[str] = ()) -> RunRecord:
         or _target_name(config.get("model")),
         dataset=choices.get("dataset") or _override_value(overrides, "dataset")
         or _target_name(config.get("dataset")),
-        seed=seed if isinstance(seed, int) else None,
+        seed=seed, unit=replicate_unit(seed, config.get("data_seed"), overrides, ignore),
         error="; ".join(filter(None, [error, *problems])),
         metrics=metrics or {}, protocols=protocols,
         optimized_metric=(metrics or {}).get("optimized_metric") or config.get("optimized_metric"),
@@ -243,18 +246,32 @@ def wandb_run_record(folder: Path, log: OfflineRun, ignore: Sequence[str] = ()) 
         metrics, rows = None, []
 
     seed = info.get("seed", (metrics or {}).get("seed"))
+    seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
     return RunRecord(
         folder=folder, status=status,
         overrides=identity_overrides(overrides, ignore) if overrides is not None
         else (f"(overrides not recorded: {folder.name})",),
         model=str(choices.get("model") or _override_value(overrides, "model") or "?"),
         dataset=str(choices.get("dataset") or _override_value(overrides, "dataset") or "?"),
-        seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+        seed=seed, unit=replicate_unit(seed, None, overrides, ignore),
         error="; ".join(filter(None, [error, *problems])),
         metrics=metrics or {}, protocols=tuple(r for r in rows if isinstance(r, Mapping)),
         optimized_metric=(metrics or {}).get("optimized_metric") or info.get("optimized_metric"),
         source="wandb-offline",
     )
+
+
+def replicate_unit(seed: int | None, data_seed: Any, overrides: Sequence[str] | None,
+                   ignore: Sequence[str]) -> tuple[Any, ...] | None:
+    """What makes a run one independent replicate of its configuration: its seed, its
+    data_seed (config.yaml) and the overrides ``--ignore`` left out of the configuration
+    (runs that differ in those are different runs, e.g. data splits pooled as replicates
+    with ``--ignore data_seed``). Runs with one unit (a rerun, a copy) are averaged into one
+    value (``stats.per_seed``). None when the seed is unknown: the run is its own unit."""
+    if seed is None:
+        return None
+    ignored = sorted(o for o in overrides or () if "=" in o and under(override_key(o), ignore))
+    return (seed, data_seed if isinstance(data_seed, int) else None, *ignored)
 
 
 def protocol_label(row: Mapping[str, Any]) -> str:

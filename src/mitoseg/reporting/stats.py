@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 from scipy import stats
@@ -30,11 +30,12 @@ def describe(values: Sequence[float]) -> dict[str, float | int]:
             "min": float(array.min()), "max": float(array.max()), "n": n}
 
 
-def per_seed(runs: Sequence[tuple[int | None, float]]) -> list[float]:
-    """One value per seed from (seed, value) of a configuration's runs: the seed is the unit
-    across runs, so several finished runs of one seed (a rerun, a copy) are averaged into one
-    value instead of counting as independent samples. A run of unknown seed (None) is its own
-    unit. Order: first appearance.
+def per_seed(runs: Sequence[tuple[Hashable | None, float]]) -> list[float]:
+    """One value per unit from (unit, value) of a configuration's runs: the seed (with
+    report.py, the ``collect.replicate_unit``: seed, data_seed, ...) is the unit across
+    runs, so several finished runs of one unit (a rerun, a copy) are averaged into one
+    value instead of counting as independent samples. A run of unknown unit (None) is its
+    own unit. Order: first appearance.
 
     Example: [(0, 0.8), (1, 0.9), (0, 0.7)] -> [0.75, 0.9].
     """

@@ -3,8 +3,9 @@ configuration, mean +- std, min, max, n, a p-value against a baseline (raw and
 Holm-adjusted) and an unstable flag; failed and unfinished runs listed, never dropped.
 
 The seed is the unit across runs: each run contributes its own summary (its mean over test
-images, never the images themselves), runs of one seed are averaged into one value
-(``stats.per_seed``), and n counts seeds.
+images, never the images themselves), runs of one unit (``collect.replicate_unit``: seed,
+data_seed and any key ``--ignore`` pools) are averaged into one value (``stats.per_seed``),
+and n counts units.
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ from mitoseg.runs.paths import display_path
 TEST_NAMES = {"welch": "Welch's t-test", "student": "Student's t-test",
               "mannwhitney": "Mann-Whitney U"}
 SUMMARY_COLUMNS = ("metric", "dataset", "protocol", "model", "configuration", "baseline", "n",
-                   "runs", "failed", "unfinished", "no_value", "mean", "std", "min", "max", "test", "p_value",
-                   "p_holm", "untested", "unstable", "unstable_std", "full_configuration")
+                   "runs", "failed", "unfinished", "no_value", "mean", "std", "min", "max",
+                   "test", "p_value", "p_holm", "untested", "unstable", "unstable_std",
+                   "full_configuration")
 ConfigKey = tuple[tuple[str, ...], str, str]  # (identity overrides, model, dataset)
 
 
@@ -112,7 +114,7 @@ def summarize_runs(runs: Sequence[RunRecord], metrics: Sequence[str], baseline: 
     report = Report(list(runs), list(metrics), [], labels, common, baseline=baseline, test=test,
                     unstable_std=unstable_std, unstable_std_by_metric=by_metric)
     for metric in metrics:
-        groups: dict[tuple[str, str], dict[ConfigKey, list[tuple[int | None, float]]]] = defaultdict(dict)
+        groups: dict[tuple[str, str], dict[ConfigKey, list[tuple[Any, float]]]] = defaultdict(dict)
         members: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
         # finished runs out of n, per table and configuration: a value that is not a number,
         # or (counted in every table of the run's dataset) no value at all
@@ -131,7 +133,8 @@ def summarize_runs(runs: Sequence[RunRecord], metrics: Sequence[str], baseline: 
                     no_value[(run.dataset, protocol)][config_key(run)] += 1
                     groups[(run.dataset, protocol)].setdefault(config_key(run), [])
                     continue
-                groups[(run.dataset, protocol)].setdefault(config_key(run), []).append((run.seed, value))
+                groups[(run.dataset, protocol)].setdefault(config_key(run), []).append(
+                    (run.unit, value))
                 members[(run.dataset, protocol)].append(run)
         if finished and not recorded:
             raise InputError(f"option '--metric': no finished run records '{metric}'; "
@@ -176,9 +179,10 @@ def _baseline_keys(baseline: str | None, runs: Sequence[RunRecord],
 
 
 def _group_rows(metric: str, dataset: str, protocol: str,
-                by_config: dict[ConfigKey, list[tuple[int | None, float]]],
+                by_config: dict[ConfigKey, list[tuple[Any, float]]],
                 counts: Mapping[ConfigKey, Mapping[str, int]], no_value: Mapping[ConfigKey, int],
-                labels: Mapping[ConfigKey, str], baseline_keys: set[ConfigKey], test: str, unstable_std: float) -> list[dict]:
+                labels: Mapping[ConfigKey, str], baseline_keys: set[ConfigKey], test: str,
+                unstable_std: float) -> list[dict]:
     base = [k for k in by_config if k in baseline_keys]
     if len(base) > 1:
         raise InputError(f"option '--baseline' matches {len(base)} configurations in dataset "
@@ -261,8 +265,9 @@ def markdown(report: Report, title: str = "Run report") -> str:
              "- Overrides shared by every configuration (left out of the labels): "
              + (" ".join(f"`{o}`" for o in report.common) or "none") + ".",
              "- Values: mean ± std (sample std, ddof 1) over seeds; n = independent seeds, the "
-             "sample size of the tests (each run gives its mean over test images; finished runs "
-             "of one seed are averaged into one value, and the run count follows in brackets "
+             "sample size of the tests (a unit is a (seed, data_seed) pair, and the values of "
+             "the keys --ignore pools; each run gives its mean over test images; finished runs "
+             "of one unit are averaged into one value, and the run count follows in brackets "
              "when it differs); min/max over seeds; † = the configuration has failed or "
              "unfinished runs, or finished runs without a value (nan, or not recorded: 'no "
              "value'), counted under 'not finished' and listed at the end, not in n.",
