@@ -49,6 +49,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="compare runs whose protocol cards (metrics.json protocol_card: "
                              "reconstruction, window, TTA, threshold, test set, ...) differ; "
                              "by default such a table is refused")
+    parser.add_argument("--mixed-configs", action="store_true",
+                        help="pool runs of one configuration (the same overrides) whose "
+                             "resolved config.yaml differs (other defaults: another commit, an "
+                             "edited conf/ file); by default refused, the keys named")
     parser.add_argument("--out", required=True, help="folder for the report files")
     return parser.parse_args(argv)
 
@@ -78,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                                baseline=args.baseline, test=args.test,
                                unstable_std=args.unstable_std,
                                unstable_std_by_metric=per_metric(args.unstable_std_for),
-                               ignore=args.ignore, mixed_protocols=args.mixed_protocols)
+                               ignore=args.ignore, mixed_protocols=args.mixed_protocols,
+                               mixed_configs=args.mixed_configs)
     except InputError as error:
         log.error("mitoseg: error: %s", error)
         return 2

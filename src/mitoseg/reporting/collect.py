@@ -31,7 +31,7 @@ import yaml
 
 from mitoseg.errors import InputError
 from mitoseg.reporting.wandb_offline import OfflineRun, merge_attempts, read_offline_run
-from mitoseg.runs.identity import identity_overrides, override_key, under
+from mitoseg.runs.identity import identity_overrides, identity_settings, override_key, under
 from mitoseg.runs.protocol_columns import MEAN_OVER_VOLUMES, VOLUME_COLUMN, is_label_column
 
 NO_PROTOCOL = "-"  # metrics that are not per inference protocol (fluorescence test images)
@@ -61,6 +61,8 @@ class RunRecord:
     settings: Mapping[str, Any] = field(default_factory=dict)  # the resolved config.yaml
     # the replicate this run is within its configuration (``replicate_unit``); None: unknown
     unit: tuple[Any, ...] | None = None
+    # what of config.yaml defines the configuration (``identity.identity_settings``); {}: unknown
+    resolved: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def config(self) -> str:
@@ -211,6 +213,7 @@ def read_run(folder: Path, ignore: Sequence[str] = ()) -> RunRecord:
         metrics=metrics or {}, protocols=protocols,
         optimized_metric=(metrics or {}).get("optimized_metric") or config.get("optimized_metric"),
         choices=choices, settings=config if isinstance(config, Mapping) else {},
+        resolved=identity_settings(config, ignore) if isinstance(config, Mapping) else {},
     )
 
 

@@ -26,6 +26,7 @@ from mitoseg.reporting.protocol_cards import (
     card_text,
     row_card_text,
 )
+from mitoseg.reporting.resolved_configs import config_conflicts
 from mitoseg.reporting.stats import (
     TESTS,
     describe,
@@ -64,6 +65,9 @@ class Report:
     # comparisons whose runs hold different protocol cards, allowed by --mixed-protocols:
     # (metric, dataset, protocol, what differs)
     mixed: list[tuple[str, str, str, str]] = field(default_factory=list)
+    # configurations whose runs hold different resolved configs, allowed by --mixed-configs:
+    # (label, what differs)
+    mixed_configs: list[tuple[str, str]] = field(default_factory=list)
 
     def threshold(self, metric: str) -> float:
         return self.unstable_std_by_metric.get(metric, self.unstable_std)
@@ -85,14 +89,16 @@ def short_labels(keys: Iterable[ConfigKey]) -> tuple[dict[ConfigKey, str], tuple
 def summarize_runs(runs: Sequence[RunRecord], metrics: Sequence[str], baseline: str | None = None,
                    test: str = "welch", unstable_std: float = 0.01,
                    unstable_std_by_metric: Mapping[str, float] | None = None,
-                   mixed_protocols: bool = False) -> Report:
+                   mixed_protocols: bool = False, mixed_configs: bool = False) -> Report:
     """Group the runs by configuration (seed ignored) and compute the statistics.
 
     ``unstable_std``: flag configurations whose std over runs exceeds it;
     ``unstable_std_by_metric`` sets it per metric (a distance in px needs another scale).
     Each table (metric, dataset, protocol) is one comparison: its runs must hold one protocol
     card (``protocol_cards``); ``mixed_protocols`` compares them anyway and lists the
-    differences in ``Report.mixed``.
+    differences in ``Report.mixed``. The runs of one configuration must hold one resolved
+    config (``resolved_configs``); ``mixed_configs`` pools them anyway and lists the
+    differences in ``Report.mixed_configs``.
     """
     if test not in TESTS:
         raise InputError(f"option '--test': unknown test '{test}'; expected one of {TESTS}")
@@ -113,6 +119,13 @@ def summarize_runs(runs: Sequence[RunRecord], metrics: Sequence[str], baseline: 
     finished = [r for r in runs if r.status == "finished"]
     report = Report(list(runs), list(metrics), [], labels, common, baseline=baseline, test=test,
                     unstable_std=unstable_std, unstable_std_by_metric=by_metric)
+    for key, differs in config_conflicts(runs, config_key).items():
+        if not mixed_configs:
+            raise InputError(f"refusing to pool runs whose resolved configs differ under one "
+                             f"configuration '{' '.join(key[0]) or '(defaults)'}' (the same overrides, other "
+                             f"defaults: another commit or an edited conf/ file): {differs}; "
+                             "report them apart, or pass --mixed-configs to pool them anyway")
+        report.mixed_configs.append((labels[key], differs))
     for metric in metrics:
         groups: dict[tuple[str, str], dict[ConfigKey, list[tuple[Any, float]]]] = defaultdict(dict)
         members: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
@@ -276,7 +289,7 @@ def markdown(report: Report, title: str = "Run report") -> str:
               if report.baseline else "- p: no baseline given (--baseline), no tests."),
              f"- unstable: std > {report.unstable_std:g}" + "".join(
                  f", {m}: std > {v:g}" for m, v in report.unstable_std_by_metric.items())
-             + " (n/a below 2 runs).", _cards_line(report), ""]
+             + " (n/a below 2 runs).", _cards_line(report), _configs_line(report), ""]
     lines += _overview(report)
     for metric in report.metrics:
         groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
@@ -291,7 +304,7 @@ def markdown(report: Report, title: str = "Run report") -> str:
             lines += [f"## {metric}: {where}", ""] + markdown_table(
                 ("configuration", "model", "n (seeds)", "not finished", "mean ± std", "min",
                  "max", f"p ({test})", "p (Holm)", "unstable"), body)
-    lines += _mixed(report) + _problems(report)
+    lines += _mixed(report) + _mixed_configs(report) + _problems(report)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -304,11 +317,26 @@ def _cards_line(report: Report) -> str:
             f"{state}; {without} of {len(finished)} finished runs have {NO_CARD}.")
 
 
+def _configs_line(report: Report) -> str:
+    state = (f"{len(report.mixed_configs)} configuration(s) pool runs whose config.yaml "
+             "differs (--mixed-configs; listed at the end)" if report.mixed_configs
+             else "the runs of each configuration agree")
+    return (f"- Resolved configs (config.yaml without the keys above): {state}.")
+
+
 def _mixed(report: Report) -> list[str]:
     if not report.mixed:
         return []
     return ["## Tables that mix protocol cards (--mixed-protocols)", ""] + markdown_table(
         ("metric", "dataset", "protocol", "what differs"), report.mixed)
+
+
+def _mixed_configs(report: Report) -> list[str]:
+    if not report.mixed_configs:
+        return []
+    return ["## Configurations that pool different resolved configs (--mixed-configs)", ""
+            ] + markdown_table(("configuration", "what differs (config.yaml)"),
+                               [(f"`{label}`", differs) for label, differs in report.mixed_configs])
 
 
 def _overview(report: Report) -> list[str]:
