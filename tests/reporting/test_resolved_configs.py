@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from scipy import stats as scipy_stats
 
 from mitoseg.errors import InputError
 from mitoseg.reporting import collect_runs, markdown, summarize_runs
@@ -43,3 +44,24 @@ def test_result_neutral_differences_are_one_configuration(tmp_path: Path) -> Non
     two_sweeps(tmp_path, lr_new=0.01)  # only task_folder and paths differ
     report = summarize_runs(collect_runs([tmp_path]).runs, ["test/as"])
     assert report.rows[0]["runs"] == 6 and "--mixed-configs" not in markdown(report)
+
+
+def test_one_config_written_two_ways_is_one_configuration(tmp_path: Path) -> None:
+    """`train.py -m seed=0..2` (model left at its default, unet_paper000) and
+    `train.py -m seed=3..5 model=unet_paper000,fcn_paper000`: the unet runs are one
+    configuration of 6 seeds, labelled by the explicit spelling, and the report says so."""
+    unet, fcn = [0.90, 0.91, 0.93, 0.92, 0.89, 0.91], [0.86, 0.88, 0.87]
+    for seed, value in enumerate(unet):
+        make_run(tmp_path / f"u{seed}", [] if seed < 3 else ["model=unet_paper000"], seed,
+                 metrics={"as": value})
+    for seed, value in enumerate(fcn, 3):
+        make_run(tmp_path / f"f{seed}", ["model=fcn_paper000"], seed, model="fcn_paper000",
+                 metrics={"as": value})
+    report = summarize_runs(collect_runs([tmp_path]).runs, ["test/as"],
+                            baseline="model=unet_paper000")
+    rows = {r["configuration"]: r for r in report.rows}
+    assert sorted(rows) == ["model=fcn_paper000", "model=unet_paper000"]
+    assert rows["model=unet_paper000"]["n"] == 6
+    expected = scipy_stats.ttest_ind(fcn, unet, equal_var=False).pvalue
+    assert rows["model=fcn_paper000"]["p_value"] == pytest.approx(expected, rel=1e-12)
+    assert "`model=unet_paper000` also written as `(defaults)`" in markdown(report)

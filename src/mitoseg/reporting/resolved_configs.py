@@ -1,14 +1,17 @@
 """One configuration, one resolved config: ``report.py`` groups runs by their command-line
 overrides, so two sweeps with the same overrides started from other defaults (another commit,
 an edited conf/ file) would pool as one configuration, and their runs of one seed would be
-averaged. This compares what each run's config.yaml says (``RunRecord.resolved``: without the
-result-neutral keys, the seed and the keys of ``--ignore``) within each configuration.
+averaged (``config_conflicts`` finds them); and one config written two ways (``model`` left at
+its default, or given as that default) would be two configurations (``merge_equivalent``
+joins them). Both read what each run's config.yaml says (``RunRecord.resolved``: without the
+result-neutral keys, the seed and the keys of ``--ignore``).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from mitoseg.reporting.collect import RunRecord
@@ -54,3 +57,33 @@ def resolved_differences(runs: Sequence[RunRecord]) -> str:
 
 def _text(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
+
+
+def merge_equivalent(runs: Sequence[RunRecord]) -> tuple[list[RunRecord], list[tuple[str, str]]]:
+    """The runs, those of override lists that resolve to one config relabelled with one of
+    them (the longest list, the most explicit spelling; then the first in sorted order), and
+    (kept label, other label) for each relabelled list. An override list is merged only when
+    every run of it has a known resolved config and they all agree."""
+    members: dict[tuple[str, ...], list[RunRecord]] = defaultdict(list)
+    for run in runs:
+        members[run.overrides].append(run)
+    by_settings: dict[str, list[tuple[str, ...]]] = defaultdict(list)
+    for overrides, found in members.items():
+        settings = {_fingerprint(run) for run in found}
+        if len(settings) == 1 and all(run.resolved for run in found):
+            by_settings[settings.pop()].append(overrides)
+    kept: dict[tuple[str, ...], RunRecord] = {}
+    merged = []
+    for spellings in by_settings.values():
+        first, *others = sorted(spellings, key=lambda o: (-len(o), o))
+        for other in others:
+            kept[other] = members[first][0]
+            merged.append((members[first][0].config, members[other][0].config))
+    relabelled = [replace(run, overrides=kept[run.overrides].overrides,
+                          model=kept[run.overrides].model, dataset=kept[run.overrides].dataset)
+                  if run.overrides in kept else run for run in runs]
+    return relabelled, merged
+
+
+def _fingerprint(run: RunRecord) -> str:
+    return repr(sorted((key, _text(value)) for key, value in run.resolved.items()))

@@ -26,7 +26,7 @@ from mitoseg.reporting.protocol_cards import (
     card_text,
     row_card_text,
 )
-from mitoseg.reporting.resolved_configs import config_conflicts
+from mitoseg.reporting.resolved_configs import config_conflicts, merge_equivalent
 from mitoseg.reporting.stats import (
     TESTS,
     describe,
@@ -68,6 +68,8 @@ class Report:
     # configurations whose runs hold different resolved configs, allowed by --mixed-configs:
     # (label, what differs)
     mixed_configs: list[tuple[str, str]] = field(default_factory=list)
+    # override lists that resolve to one config, reported under one: (kept, also written as)
+    merged: list[tuple[str, str]] = field(default_factory=list)
 
     def threshold(self, metric: str) -> float:
         return self.unstable_std_by_metric.get(metric, self.unstable_std)
@@ -111,6 +113,7 @@ def summarize_runs(runs: Sequence[RunRecord], metrics: Sequence[str], baseline: 
     if unknown:
         raise InputError(f"option '--unstable-std-for' names {unknown}, which are not among the "
                          f"reported metrics {list(metrics)}")
+    runs, merged = merge_equivalent(runs)
     labels, common = short_labels(config_key(r) for r in runs)
     counts: dict[ConfigKey, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for run in runs:
@@ -118,7 +121,8 @@ def summarize_runs(runs: Sequence[RunRecord], metrics: Sequence[str], baseline: 
     baseline_keys = _baseline_keys(baseline, runs, labels)
     finished = [r for r in runs if r.status == "finished"]
     report = Report(list(runs), list(metrics), [], labels, common, baseline=baseline, test=test,
-                    unstable_std=unstable_std, unstable_std_by_metric=by_metric)
+                    unstable_std=unstable_std, unstable_std_by_metric=by_metric,
+                    merged=merged)
     for key, differs in config_conflicts(runs, config_key).items():
         if not mixed_configs:
             raise InputError(f"refusing to pool runs whose resolved configs differ under one "
@@ -321,7 +325,9 @@ def _configs_line(report: Report) -> str:
     state = (f"{len(report.mixed_configs)} configuration(s) pool runs whose config.yaml "
              "differs (--mixed-configs; listed at the end)" if report.mixed_configs
              else "the runs of each configuration agree")
-    return (f"- Resolved configs (config.yaml without the keys above): {state}.")
+    merged = "".join(f"; `{kept}` also written as `{other}` (the same config.yaml, reported "
+                     f"as one configuration under the first)" for kept, other in report.merged)
+    return f"- Resolved configs (config.yaml without the keys above): {state}{merged}."
 
 
 def _mixed(report: Report) -> list[str]:
