@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mitoseg.errors import InputError
+from mitoseg.reporting import write_report
 from mitoseg.reporting.collect import (collect_runs, find_run_folders, metric_values,
                                        protocol_label, read_run)
 from tests.reporting.conftest import AS, FCN_ERROR, SHARED, make_run
@@ -121,3 +124,31 @@ def test_symlinked_run_folders_and_sweeps_are_followed_once(tmp_path: Path) -> N
     folders = find_run_folders([gathered])
     assert folders == sorted([(gathered / f"a{s}").resolve() for s in range(3)]
                              + [(store / f"b{s}").resolve() for s in range(3)])
+
+
+def test_a_study_folder_is_searched_for_its_training_runs(tmp_path: Path) -> None:
+    """study.py's folder has run_info.json and .hydra (a 'study' job) and its training
+    multirun under train/: the study folder is skipped, its runs are read."""
+    study = tmp_path / "study_x"
+    (study / ".hydra").mkdir(parents=True)
+    (study / "run_info.json").write_text(json.dumps({"command": "study.py", "seed": 0}))
+    (study / ".hydra" / "config.yaml").write_text("name: x\n")
+    (study / ".hydra" / "hydra.yaml").write_text(
+        yaml.safe_dump({"hydra": {"job": {"name": "study"}}}))
+    for seed in range(3):
+        make_run(study / "train" / f"{seed}_model-unet", ["model=unet_paper000"], seed,
+                 metrics={"as": 0.9})
+    for root in (study, tmp_path):
+        collection = collect_runs([root])
+        assert len(collection.runs) == 3, root
+        assert [f for f, _ in collection.skipped] == [study.resolve()]
+
+
+def test_a_report_without_any_training_run_is_refused(tmp_path: Path) -> None:
+    evaluation = tmp_path / "evaluations" / "2026-01-02_00-00-00"
+    evaluation.mkdir(parents=True)
+    (evaluation / "run_info.json").write_text("{}")
+    (evaluation / "summary.json").write_text("{}")
+    with pytest.raises(InputError, match="no training run .*1 folder.* skipped.*2026-01-02"):
+        write_report([tmp_path], tmp_path / "out", ["test/as"])
+    assert not (tmp_path / "out").exists()

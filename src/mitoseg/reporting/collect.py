@@ -77,8 +77,8 @@ class Collection:
 
 
 def find_run_folders(roots: Iterable[str | Path]) -> list[Path]:
-    """Every run folder at or under ``roots`` (sorted, each once); a run folder's own
-    subfolders (checkpoints, logs) are not searched."""
+    """Every run folder at or under ``roots`` (sorted, each once); a training run folder's
+    own subfolders (checkpoints, logs) are not searched."""
     return _walk(roots)[0]
 
 
@@ -139,7 +139,9 @@ def _started(log: Path) -> tuple[str, str]:
 def _walk(roots: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
     """The run folders and the W&B run logs (run-<id>.wandb) at or under ``roots``, sorted,
     each once; neither kind of folder is searched further, and a log inside a found run
-    folder (a root given inside it) belongs to that run, not to the list. Symlinked folders
+    folder (a root given inside it) belongs to that run, not to the list. The folder of
+    another job (a study, an evaluation) is listed and searched: study.py trains its runs
+    inside its own folder. Symlinked folders
     are followed (runs gathered by ``ln -s``), each resolved folder visited once, so a link
     to an ancestor does not loop."""
     folders: set[Path] = set()
@@ -159,7 +161,10 @@ def _walk(roots: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
             logs = sorted(f for f in files if f.startswith("run-") and f.endswith(".wandb"))
             if "run_info.json" in files or (here / ".hydra" / "config.yaml").is_file():
                 folders.add(here)
-                subfolders.clear()
+                if _job_name(here) in (None, "train"):
+                    subfolders.clear()
+                else:  # a study's or evaluation's folder holds the runs it trained
+                    subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
             elif logs and here.name.startswith(WANDB_RUN_PREFIXES):
                 wandb_logs.add(here / logs[0])
                 subfolders.clear()

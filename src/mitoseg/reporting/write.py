@@ -25,6 +25,12 @@ def write_report(roots: Sequence[str | Path], out: str | Path, metrics: Sequence
     the runs' own ``optimized_metric`` (``default_metrics``). Returns the written paths by
     name."""
     collection: Collection = collect_runs(roots, ignore)
+    if not collection.runs:
+        skipped = "; ".join(f"{display_path(folder)} ({why})"
+                            for folder, why in collection.skipped[:5])
+        raise InputError(f"no training run under {', '.join(map(str, roots))}: "
+                         f"{len(collection.skipped)} folder(s) found and skipped: {skipped}"
+                         + ("; ..." if len(collection.skipped) > 5 else ""))
     metrics = list(metrics) or default_metrics(collection.runs)
     report = summarize_runs(collection.runs, metrics, baseline, test, unstable_std,
                             unstable_std_by_metric, mixed_protocols, mixed_configs)
