@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import yaml
 
 from mitoseg.errors import InputError
 from mitoseg.reporting import write_report
+from mitoseg.runs.lock import machine_identity
 from mitoseg.reporting.collect import (collect_runs, find_run_folders, metric_values,
                                        protocol_label, read_run)
 from tests.reporting.conftest import AS, FCN_ERROR, SHARED, make_run
@@ -152,3 +155,20 @@ def test_a_report_without_any_training_run_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no training run .*1 folder.* skipped.*2026-01-02"):
         write_report([tmp_path], tmp_path / "out", ["test/as"])
     assert not (tmp_path / "out").exists()
+
+
+def test_a_failure_before_the_latest_resumption_is_history(tmp_path: Path) -> None:
+    """failed.json, then resume-1.json: the failure is an earlier attempt's. With a live
+    run.lock the run is running; without one, unfinished; a failure after the resumption is
+    the run's status again."""
+    folder = make_run(tmp_path / "r", [], 2, failed=FCN_ERROR)
+    (folder / "resume-1.json").write_text(json.dumps({"seed": 2}))
+    os.utime(folder / "failed.json", (1e9, 1e9))  # before the resumption
+    lock = {"token": "t", **machine_identity(), "pid": os.getpid(), "heartbeat": time.time()}
+    (folder / "run.lock").write_text(json.dumps(lock))
+    run = read_run(folder)
+    assert run.status == "running" and FCN_ERROR not in run.error
+    (folder / "run.lock").unlink()
+    assert read_run(folder).status == "unfinished"
+    (folder / "failed-2.json").write_text(json.dumps({"error": "again", "seed": 2}))
+    assert (read_run(folder).status, read_run(folder).error) == ("failed", "again")

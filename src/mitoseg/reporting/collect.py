@@ -21,6 +21,7 @@ import math
 import os
 import re
 import shlex
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ import yaml
 from mitoseg.errors import InputError
 from mitoseg.reporting.wandb_offline import OfflineRun, merge_attempts, read_offline_run
 from mitoseg.runs.identity import identity_overrides, identity_settings, override_key, under
+from mitoseg.runs.lock import describe_holder, live_holder
 from mitoseg.runs.protocol_columns import MEAN_OVER_VOLUMES, VOLUME_COLUMN, is_label_column
 
 NO_PROTOCOL = "-"  # metrics that are not per inference protocol (fluorescence test images)
@@ -42,9 +44,11 @@ WANDB_RUN_PREFIXES = ("offline-run-", "run-")  # W&B run folders; each holds run
 @dataclass(frozen=True)
 class RunRecord:
     """One run folder. ``status`` is finished (metrics.json), failed (failed.json -- the
-    latest failed-N.json after several attempts -- or an error in the job log) or unfinished
-    (neither: still running, or killed). ``source`` is "folder", or "wandb-offline" for a
-    record read from a W&B offline run's log."""
+    latest failed-N.json after several attempts, unless the run was resumed after it -- or an
+    error in the job log), running (a live run.lock: ``mitoseg.runs.lock.live_holder``) or
+    unfinished (none of these: killed, or running where its lock cannot be judged).
+    ``source`` is "folder", or "wandb-offline" for a record read from a W&B offline run's
+    log."""
 
     folder: Path
     status: str
@@ -196,6 +200,9 @@ def read_run(folder: Path, ignore: Sequence[str] = ()) -> RunRecord:
         record = _last_failure(folder)
         failure = _read_json(record, problems) or {}
         status, error = "failed", str(failure.get("error") or f"{record.name} without an 'error'")
+    elif (holder := live_holder(folder)) is not None:
+        status = "running"
+        error = f"run.lock held by {describe_holder(holder, time.time())}"
     else:
         error = _logged_error(folder)
         if error:
@@ -412,14 +419,20 @@ def _overrides(folder: Path, info: Mapping[str, Any], problems: list[str]) -> li
 
 def _last_failure(folder: Path) -> Path | None:
     """The record of the latest failed attempt: failed.json, or failed-2.json, failed-3.json
-    ... when earlier attempts failed too (``mitoseg.runs.failures``)."""
+    ... when earlier attempts failed too (``mitoseg.runs.failures``); None when there is none
+    or when the run was resumed after it (a resume-N.json written later: that failure is
+    history)."""
     def attempt(path: Path) -> int:
         number = path.stem.removeprefix("failed").removeprefix("-")
         return int(number) if number.isdigit() else 1
 
     records = [p for p in folder.glob("failed*.json")
                if p.stem == "failed" or p.stem.removeprefix("failed-").isdigit()]
-    return max(records, key=attempt) if records else None
+    if not records:
+        return None
+    latest = max(records, key=attempt)
+    resumed = [p.stat().st_mtime for p in folder.glob("resume-*.json")]
+    return None if resumed and max(resumed) > latest.stat().st_mtime else latest
 
 
 def _override_value(overrides: Sequence[str] | None, key: str) -> str | None:

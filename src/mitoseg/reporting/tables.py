@@ -42,8 +42,8 @@ from mitoseg.runs.paths import display_path
 TEST_NAMES = {"welch": "Welch's t-test", "student": "Student's t-test",
               "mannwhitney": "Mann-Whitney U"}
 SUMMARY_COLUMNS = ("metric", "dataset", "protocol", "model", "configuration", "baseline", "n",
-                   "runs", "failed", "unfinished", "no_value", "mean", "std", "min", "max",
-                   "test", "p_value", "p_holm", "untested", "unstable", "unstable_std",
+                   "runs", "failed", "running", "unfinished", "no_value", "mean", "std", "min",
+                   "max", "test", "p_value", "p_holm", "untested", "unstable", "unstable_std",
                    "full_configuration")
 ConfigKey = tuple[tuple[str, ...], str, str]  # (identity overrides, model, dataset)
 
@@ -125,8 +125,9 @@ def summarize_runs(runs: Sequence[RunRecord], metrics: Sequence[str], baseline: 
                     merged=merged)
     for key, differs in config_conflicts(runs, config_key).items():
         if not mixed_configs:
+            label = " ".join(key[0]) or "(defaults)"
             raise InputError(f"refusing to pool runs whose resolved configs differ under one "
-                             f"configuration '{' '.join(key[0]) or '(defaults)'}' (the same overrides, other "
+                             f"configuration '{label}' (the same overrides, other "
                              f"defaults: another commit or an edited conf/ file): {differs}; "
                              "report them apart, or pass --mixed-configs to pool them anyway")
         report.mixed_configs.append((labels[key], differs))
@@ -216,7 +217,7 @@ def _group_rows(metric: str, dataset: str, protocol: str,
             "configuration": labels[key], "baseline": key in baseline_keys, **stats,
             "runs": len(by_config[key]),
             "failed": counts[key].get("failed", 0), "unfinished": counts[key].get("unfinished", 0),
-            "no_value": no_value.get(key, 0),
+            "no_value": no_value.get(key, 0), "running": counts[key].get("running", 0),
             "test": test if compared else "",
             "p_value": p_value(values, base_values, test) if compared else math.nan,
             "untested": untested_reason(values, base_values, test) if compared else "",
@@ -242,7 +243,7 @@ def _n(row: Mapping[str, Any]) -> str:
     return f"{row['n']}" + (f" ({row['runs']} runs)" if row["runs"] != row["n"] else "")
 
 
-OUT_OF_N = ("failed", "unfinished", "no_value")  # row counts of runs not in n
+OUT_OF_N = ("failed", "running", "unfinished", "no_value")  # row counts of runs not in n
 
 
 def _not_finished(row: Mapping[str, Any]) -> str:
@@ -275,7 +276,7 @@ def markdown(report: Report, title: str = "Run report") -> str:
     lines = [f"# {title}", "",
              f"- Runs: {len(report.runs)} run folders"
              + (f" ({offline} of them W&B offline runs)" if offline else "") + ": " + ", ".join(
-                 f"{status[s]} {s}" for s in ("finished", "failed", "unfinished")) + ".",
+                 f"{status[s]} {s}" for s in ("finished", "failed", "running", "unfinished")) + ".",
              "- Configuration = a job's command-line overrides without "
              f"{', '.join(REPLICATE_KEYS + RESULT_NEUTRAL_KEYS)}"
              " (so the seeds of one configuration group together).",
@@ -285,9 +286,10 @@ def markdown(report: Report, title: str = "Run report") -> str:
              "sample size of the tests (a unit is a (seed, data_seed) pair, and the values of "
              "the keys --ignore pools; each run gives its mean over test images; finished runs "
              "of one unit are averaged into one value, and the run count follows in brackets "
-             "when it differs); min/max over seeds; † = the configuration has failed or "
-             "unfinished runs, or finished runs without a value (nan, or not recorded: 'no "
-             "value'), counted under 'not finished' and listed at the end, not in n.",
+             "when it differs); min/max over seeds; † = the configuration has failed, running "
+             "(a live run.lock) or unfinished runs, or finished runs without a value (nan, or "
+             "not recorded: 'no value'), counted under 'not finished' and listed at the end, "
+             "not in n.",
              (f"- p: {test}, two-sided, each configuration against the baseline "
               f"`{report.baseline}`; Holm = Holm-Bonferroni adjusted within each table."
               if report.baseline else "- p: no baseline given (--baseline), no tests."),
