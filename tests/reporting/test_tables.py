@@ -115,8 +115,10 @@ def test_inference_protocols_become_separate_rows(tmp_path: Path) -> None:
     for key, (n, mean) in expected.items():
         assert got[key][0] == n and got[key][1] == pytest.approx(mean), key
     text = markdown(report)
-    assert "## iou_fg: dataset `FluorescenceDataModule`, protocol `full_image +TTA +Z5`" in text
-    assert "| iou_fg full_image | iou_fg full_image +TTA +Z5 |" in text  # overview columns
+    assert ("## iou_fg (pooled over all test voxels): dataset `FluorescenceDataModule`, "
+            "protocol `full_image +TTA +Z5`") in text
+    # overview columns
+    assert "| iou_fg full_image (pooled) | iou_fg full_image +TTA +Z5 (pooled) |" in text
 
 
 def test_bad_metric_and_baseline_are_named(study: Path) -> None:

@@ -2,8 +2,9 @@
 
     mitoseg-report outputs/multirun/default/2026-01-01_10-00-00 --metric test/as \\
         --baseline model=unet_paper000 --test welch --unstable-std 0.01 --out reports/seeds
-    mitoseg-report outputs/multirun/lucchi/ --metric iou_fg --metric iou_overall \\
-        --baseline model=unet2d_paper002 --out reports/lucchi    # per inference protocol
+    mitoseg-report outputs/multirun/lucchi/ --metric iou_fg_over_volume \\
+        --metric iou_fg_mean_per_slice --baseline model=unet2d_paper002 --out reports/lucchi
+        # per inference protocol: the IoU pooled over all voxels, and its mean over slices
 
 Writes report.md, summary.csv, runs.csv and boxplot_<metric>.png into --out (never over an
 existing file). Failed and unfinished runs are listed, not dropped. W&B offline runs
@@ -30,7 +31,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "(searched recursively)")
     parser.add_argument("--metric", action="append", default=[],
                         help="split/key from metrics.json (test/as, test/abd_px, test/iou_fg) "
-                             "or a protocols.csv column (iou_fg, dice); repeat for several; "
+                             "or a protocols.csv column (iou_fg_mean_per_slice; iou_fg_over_volume "
+                             "or iou_fg: pooled over all voxels); each table names its average; "
+                             "repeat for several; "
                              "default: the runs' optimized_metric")
     parser.add_argument("--baseline", default=None,
                         help="configuration label to test the others against (as printed in "

@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from mitoseg.errors import InputError
+from mitoseg.reporting.averaging import protocols_column
 from mitoseg.reporting.wandb_offline import OfflineRun, merge_attempts, read_offline_run
 from mitoseg.runs.identity import identity_overrides, identity_settings, override_key, under
 from mitoseg.runs.lock import describe_holder, live_holder
@@ -307,8 +308,9 @@ def metric_values(run: RunRecord, name: str) -> list[tuple[str, float]]:
       its ``mean`` when it is a summary dict (the run's mean over test images) or the number
       itself (``final/val/loss`` reads metrics.json["final"]["val/loss"]). One value, under
       the headline protocol of an EM run, else under ``NO_PROTOCOL``.
-    - ``key`` without a slash (``iou_fg``, ``dice``): that column of protocols.csv, one value
-      per inference protocol row (``protocol_rows``: with several test volumes, their mean).
+    - ``key`` without a slash (``iou_fg``, ``dice``): that column of protocols.csv
+      (``iou_fg_over_volume``: its pooled ``iou_fg``, ``averaging``), one value per inference
+      protocol row (``protocol_rows``: with several test volumes, their mean).
 
     Returns [] when the run does not record the metric; values that are not numbers are
     returned as nan (the caller lists them, never averages them).
@@ -324,7 +326,9 @@ def metric_values(run: RunRecord, name: str) -> list[tuple[str, float]]:
         headline = run.metrics.get("headline")
         protocol = protocol_label(headline) if isinstance(headline, Mapping) else NO_PROTOCOL
         return [(protocol, _number(value))]
-    return [(protocol_label(row), _number(row[name])) for row in protocol_rows(run) if name in row]
+    column = protocols_column(name)
+    return [(protocol_label(row), _number(row[column])) for row in protocol_rows(run)
+            if column in row]
 
 
 def protocol_rows(run: RunRecord) -> list[dict[str, Any]]:

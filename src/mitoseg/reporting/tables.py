@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mitoseg.errors import InputError
+from mitoseg.reporting.averaging import SHORT, average_text
 from mitoseg.reporting.collect import NO_PROTOCOL, RunRecord, available_metrics, metric_values
 from mitoseg.reporting.formatting import cell, markdown_table, number_text, p_text
 from mitoseg.reporting.protocol_cards import (
@@ -307,7 +308,9 @@ def markdown(report: Report, title: str = "Run report") -> str:
             body = [(label_text(r), r["model"], _n(r), _not_finished(r), _mean_std(r),
                      number_text(r["min"]), number_text(r["max"]), _p(r),
                      p_text(r["p_holm"]), _unstable(r)) for r in rows]
-            lines += [f"## {metric}: {where}", ""] + markdown_table(
+            average = average_text(metric, protocol)
+            named = f"{metric} ({average})" if average else metric
+            lines += [f"## {named}: {where}", ""] + markdown_table(
                 ("configuration", "model", "n (seeds)", "not finished", "mean ± std", "min",
                  "max", f"p ({test})", "p (Holm)", "unstable"), body)
     lines += _mixed(report) + _mixed_configs(report) + _problems(report)
@@ -363,7 +366,9 @@ def _overview(report: Report) -> list[str]:
                                    else ""))
         text = _mean_std(r) + (f" ({number_text(r['max'])})" if r["n"] > 1 else "")
         cells[key][(r["metric"], r["protocol"])] = text
-    heads = [cell(m if p == NO_PROTOCOL else f"{m} {p}") for m, p in columns]
+    heads = [cell((m if p == NO_PROTOCOL else f"{m} {p}")
+                  + (f" ({SHORT[average_text(m, p)]})" if average_text(m, p) else ""))
+             for m, p in columns]
     body = [(marks[key], key[1], key[2], runs[key][1], *(by_column.get(c, "") for c in columns))
             for key, by_column in cells.items()]
     return ["## Overview: mean ± std (max) over runs", ""] + markdown_table(
