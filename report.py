@@ -3,8 +3,9 @@
 
     python report.py outputs/multirun/default/2026-01-01_10-00-00 --metric test/as \\
         --baseline model=unet_paper000 --test welch --unstable-std 0.01 --out reports/seeds
-    python report.py outputs/multirun/lucchi/ --metric iou_fg --metric iou_overall \\
-        --baseline model=unet2d_paper002 --out reports/lucchi    # per inference protocol
+    python report.py outputs/multirun/lucchi/ --metric iou_fg_over_volume \\
+        --metric iou_fg_mean_per_slice --baseline model=unet2d_paper002 --out reports/lucchi
+        # per inference protocol: the IoU pooled over all voxels, and its mean over slices
 
 Writes report.md, summary.csv, runs.csv and boxplot_<metric>.png into --out (never over an
 existing file). Failed and unfinished runs are listed, not dropped. W&B offline runs

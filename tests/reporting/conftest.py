@@ -32,6 +32,16 @@ def make_run(folder: Path, overrides: Sequence[str], seed: int, *, model: str = 
               "optimized_metric": "test/as", "model": {"_target_": TARGETS[model]},
               "dataset": {"_target_": "mitoseg.data.fluo_datamodule.FluorescenceDataModule"},
               "postproc": {"_target_": "mitoseg.postproc.binarize.Threshold", "threshold": 0.5}}
+    for override in overrides:  # as Hydra resolves them into config.yaml
+        key, value = override.lstrip("+").split("=", 1)
+        *parents, leaf = key.split(".")
+        node = config
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        if not parents and isinstance(node.get(leaf), dict):
+            continue  # a config group already resolved above (model)
+        grouped = not parents and leaf not in node  # a config group (optimizer=adam)
+        node[leaf] = {"_choice_": value} if grouped else yaml.safe_load(value)
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     (folder / "run_info.json").write_text(json.dumps({"command": "train.py -m", "seed": seed}))
     if metrics is not None:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mitoseg.errors import InputError
+from mitoseg.reporting import write_report
+from mitoseg.runs.lock import machine_identity
 from mitoseg.reporting.collect import (collect_runs, find_run_folders, metric_values,
                                        protocol_label, read_run)
 from tests.reporting.conftest import AS, FCN_ERROR, SHARED, make_run
@@ -105,3 +111,64 @@ def test_study_values_are_read_back(study: Path) -> None:
     got = sorted(metric_values(r, "test/as")[0][1] for r in runs)
     assert got == sorted(v for _, values in AS.values() for v in values)
     assert all(not math.isnan(v) for v in got)
+
+
+def test_symlinked_run_folders_and_sweeps_are_followed_once(tmp_path: Path) -> None:
+    """Runs gathered by `ln -s` (one seed linked in, a whole sweep linked in) are read, each
+    resolved folder once, and a link back up the tree does not loop."""
+    gathered, store = tmp_path / "gathered", tmp_path / "scratch"
+    for seed in range(3):
+        make_run(gathered / f"a{seed}", ["model=unet_paper000"], seed, metrics={"as": 0.9})
+        make_run(store / f"b{seed}", ["model=fcn_paper000"], seed, model="fcn_paper000",
+                 metrics={"as": 0.8})
+    (gathered / "b0").symlink_to(store / "b0")  # one seed linked in
+    (gathered / "fcn_sweep").symlink_to(store)  # the whole sweep linked in (b0 again)
+    (store / "loop").symlink_to(tmp_path)  # a link to an ancestor: no endless walk
+    folders = find_run_folders([gathered])
+    assert folders == sorted([(gathered / f"a{s}").resolve() for s in range(3)]
+                             + [(store / f"b{s}").resolve() for s in range(3)])
+
+
+def test_a_study_folder_is_searched_for_its_training_runs(tmp_path: Path) -> None:
+    """study.py's folder has run_info.json and .hydra (a 'study' job) and its training
+    multirun under train/: the study folder is skipped, its runs are read."""
+    study = tmp_path / "study_x"
+    (study / ".hydra").mkdir(parents=True)
+    (study / "run_info.json").write_text(json.dumps({"command": "study.py", "seed": 0}))
+    (study / ".hydra" / "config.yaml").write_text("name: x\n")
+    (study / ".hydra" / "hydra.yaml").write_text(
+        yaml.safe_dump({"hydra": {"job": {"name": "study"}}}))
+    for seed in range(3):
+        make_run(study / "train" / f"{seed}_model-unet", ["model=unet_paper000"], seed,
+                 metrics={"as": 0.9})
+    for root in (study, tmp_path):
+        collection = collect_runs([root])
+        assert len(collection.runs) == 3, root
+        assert [f for f, _ in collection.skipped] == [study.resolve()]
+
+
+def test_a_report_without_any_training_run_is_refused(tmp_path: Path) -> None:
+    evaluation = tmp_path / "evaluations" / "2026-01-02_00-00-00"
+    evaluation.mkdir(parents=True)
+    (evaluation / "run_info.json").write_text("{}")
+    (evaluation / "summary.json").write_text("{}")
+    with pytest.raises(InputError, match="no training run .*1 folder.* skipped.*2026-01-02"):
+        write_report([tmp_path], tmp_path / "out", ["test/as"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failure_before_the_latest_resumption_is_history(tmp_path: Path) -> None:
+    """failed.json, then resume-1.json: the failure is an earlier attempt's. With a live
+    run.lock the run is running; without one, unfinished; a failure after the resumption is
+    the run's status again."""
+    folder = make_run(tmp_path / "r", [], 2, failed=FCN_ERROR)
+    (folder / "resume-1.json").write_text(json.dumps({"seed": 2}))
+    os.utime(folder / "failed.json", (1e9, 1e9))  # before the resumption
+    lock = {"token": "t", **machine_identity(), "pid": os.getpid(), "heartbeat": time.time()}
+    (folder / "run.lock").write_text(json.dumps(lock))
+    run = read_run(folder)
+    assert run.status == "running" and FCN_ERROR not in run.error
+    (folder / "run.lock").unlink()
+    assert read_run(folder).status == "unfinished"
+    (folder / "failed-2.json").write_text(json.dumps({"error": "again", "seed": 2}))
+    assert (read_run(folder).status, read_run(folder).error) == ("failed", "again")

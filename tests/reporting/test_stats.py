@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
 from mitoseg.errors import InputError
-from mitoseg.reporting.stats import describe, holm, is_unstable, p_value
+from mitoseg.reporting.stats import describe, holm, is_unstable, p_value, untested_reason
 
 A = [0.900, 0.905, 0.910]
 B = [0.80, 0.85, 0.78, 0.83]
@@ -81,3 +82,30 @@ def test_one_two_sample_test_for_runs_and_study_units() -> None:
         unit = unit_t_test(pairs_a, pairs_b, equal_var)
         assert (unit["t"], unit["p"]) == tuple(two_sample_test(A, B, test).values())
     assert math.isnan(two_sample_test([0.9], B, "student")["t"])
+
+
+def test_mann_whitney_is_exact_with_ties() -> None:
+    """3 baseline seeds tied at 0 against 3 others: the smallest p any split of 3 vs 3 can
+    give is 2/20 = 0.1; scipy's default falls back to the normal approximation on ties
+    (0.064). The exact p equals scipy's permutation test over all splits."""
+    tied, other = [0.0, 0.0, 0.0], [0.61, 0.64, 0.70]
+    assert p_value(other, tied, "mannwhitney") == pytest.approx(0.1, rel=1e-12)
+    rng = np.random.default_rng(3)
+    for n1, n2 in [(4, 5), (5, 3), (2, 4), (6, 6)]:  # tied values; (4, 5) is asymmetric
+        a, b = np.round(rng.random(n1), 1), np.round(rng.random(n2), 1)
+        exact = scipy_stats.mannwhitneyu(a, b, method=scipy_stats.PermutationMethod()).pvalue
+        assert p_value(a, b, "mannwhitney") == pytest.approx(exact, rel=1e-12)
+    assert p_value(a, b, "mannwhitney") == p_value(a, b, "mannwhitney")  # deterministic
+    assert p_value([0.5] * 3, [0.5] * 4, "mannwhitney") == 1.0  # every split ties
+
+
+@pytest.mark.parametrize("test", ["welch", "student"])
+def test_t_tests_of_two_constant_groups_are_nan_with_a_reason(test: str) -> None:
+    """Every seed gives one value on each side (0 and 1/30 empty predictions): t = -inf and
+    p = 0 from scipy; no variance means no t-test."""
+    constant, other = [0.0] * 3, [1 / 30] * 3
+    assert math.isnan(p_value(other, constant, test))
+    assert "no variance" in untested_reason(other, constant, test)
+    assert untested_reason(A, B, test) == "" and untested_reason([0.9], B, test) != ""
+    assert untested_reason(other, constant, "mannwhitney") == ""
+    assert p_value(other, constant, "mannwhitney") == pytest.approx(0.1, rel=1e-12)

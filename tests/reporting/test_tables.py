@@ -8,7 +8,9 @@ import math
 from pathlib import Path
 
 import matplotlib.image
+import numpy as np
 import pytest
+import yaml
 from scipy import stats as scipy_stats
 
 from mitoseg.errors import InputError
@@ -113,8 +115,10 @@ def test_inference_protocols_become_separate_rows(tmp_path: Path) -> None:
     for key, (n, mean) in expected.items():
         assert got[key][0] == n and got[key][1] == pytest.approx(mean), key
     text = markdown(report)
-    assert "## iou_fg: dataset `FluorescenceDataModule`, protocol `full_image +TTA +Z5`" in text
-    assert "| iou_fg full_image | iou_fg full_image +TTA +Z5 |" in text  # overview columns
+    assert ("## iou_fg (pooled over all test voxels): dataset `FluorescenceDataModule`, "
+            "protocol `full_image +TTA +Z5`") in text
+    # overview columns
+    assert "| iou_fg full_image (pooled) | iou_fg full_image +TTA +Z5 (pooled) |" in text
 
 
 def test_bad_metric_and_baseline_are_named(study: Path) -> None:
@@ -171,3 +175,64 @@ def test_seeds_are_the_units_across_runs(study: Path) -> None:
     assert row["p_value"] == pytest.approx(expected, rel=1e-12)
     text = markdown(report)
     assert "n = independent seeds" in text and "3 (4 runs)" in text
+
+
+@pytest.mark.parametrize("test, shown", [
+    ("welch", "n/a (no variance: every value of each side is the same)"),
+    ("mannwhitney", "0.100")])  # exact: 2 of the 20 splits of 3 vs 3
+def test_constant_groups_get_no_t_test_and_ties_an_exact_p(tmp_path: Path, test: str,
+                                                           shown: str) -> None:
+    """Every baseline seed has 0 empty predictions, every other seed 1 of 30: Welch gave
+    t = -inf, p = 0 and Mann-Whitney 0.047 (normal approximation on ties)."""
+    for seed in range(3):
+        make_run(tmp_path / f"a{seed}", ["model=unet_paper000"], seed,
+                 metrics={"pred_empty": 0.0})
+        make_run(tmp_path / f"b{seed}", ["model=fcn_paper000"], seed, model="fcn_paper000",
+                 metrics={"pred_empty": 1 / 30})
+    report = summarize_runs(collect_runs([tmp_path]).runs, ["test/pred_empty"],
+                            baseline=BASELINE, test=test)
+    row = rows_by_config(report, "test/pred_empty")["model=fcn_paper000"]
+    assert (math.isnan(row["p_value"]) if test == "welch"
+            else row["p_value"] == pytest.approx(0.1, rel=1e-12))
+    assert f"| {shown} |" in markdown(report)
+
+
+def test_a_seed_without_a_value_is_counted_and_marked(tmp_path: Path) -> None:
+    """A finished seed whose metric is NaN (diverged) is out of n: its row and summary.csv
+    count it (no_value) and mark the configuration, as for failed runs."""
+    for seed, (a, b) in enumerate([(0.90, 0.80), (0.91, 0.85), (0.93, math.nan)]):
+        make_run(tmp_path / f"a{seed}", ["model=unet_paper000"], seed, metrics={"as": a})
+        make_run(tmp_path / f"b{seed}", ["model=fcn_paper000"], seed, model="fcn_paper000",
+                 metrics={"as": b})
+    report = summarize_runs(collect_runs([tmp_path]).runs, ["test/as"], baseline=BASELINE)
+    fcn = rows_by_config(report)["model=fcn_paper000"]
+    assert (fcn["n"], fcn["no_value"], fcn["failed"]) == (2, 1, 0)
+    assert rows_by_config(report)[BASELINE]["no_value"] == 0
+    text = markdown(report)
+    assert "| `model=fcn_paper000` † | fcn_paper000 | 2 | 1 no value |" in text
+    written = write_report([tmp_path], tmp_path / "out", ["test/as"], baseline=BASELINE)
+    with open(written["summary.csv"]) as stream:
+        summary = {r["configuration"]: r for r in csv.DictReader(stream)}
+    assert summary["model=fcn_paper000"]["no_value"] == "1"
+
+
+def test_runs_that_differ_in_an_ignored_key_are_separate_units(tmp_path: Path) -> None:
+    """--ignore data_seed pools data splits as replicates: (seed 0, data_seed 0) and
+    (seed 0, data_seed 1) are two independent runs, not one seed's two runs to average."""
+    values = {(0, 0): 0.80, (1, 0): 0.90, (2, 0): 0.84, (0, 1): 0.92, (1, 1): 0.78,
+              (2, 1): 0.88}
+    for (seed, data_seed), value in values.items():
+        folder = make_run(tmp_path / f"s{seed}_d{data_seed}",
+                          ["model=unet_paper000", f"data_seed={data_seed}"], seed,
+                          metrics={"as": value})
+        config = yaml.safe_load((folder / "config.yaml").read_text())
+        (folder / "config.yaml").write_text(yaml.safe_dump(config | {"data_seed": data_seed}))
+    report = summarize_runs(collect_runs([tmp_path], ignore=["data_seed"]).runs, ["test/as"])
+    (row,) = report.rows
+    assert (row["n"], row["runs"]) == (6, 6)
+    assert row["std"] == pytest.approx(float(np.std(list(values.values()), ddof=1)), rel=1e-12)
+    rerun = make_run(tmp_path / "s0_d0_again", ["model=unet_paper000", "data_seed=0"], 0,
+                     metrics={"as": 0.70})  # a second run of one unit is still averaged
+    assert yaml.safe_load((rerun / "config.yaml").read_text())["data_seed"] == 0
+    report = summarize_runs(collect_runs([tmp_path], ignore=["data_seed"]).runs, ["test/as"])
+    assert (report.rows[0]["n"], report.rows[0]["runs"]) == (6, 7)

@@ -2,8 +2,9 @@
 
     mitoseg-report outputs/multirun/default/2026-01-01_10-00-00 --metric test/as \\
         --baseline model=unet_paper000 --test welch --unstable-std 0.01 --out reports/seeds
-    mitoseg-report outputs/multirun/lucchi/ --metric iou_fg --metric iou_overall \\
-        --baseline model=unet2d_paper002 --out reports/lucchi    # per inference protocol
+    mitoseg-report outputs/multirun/lucchi/ --metric iou_fg_over_volume \\
+        --metric iou_fg_mean_per_slice --baseline model=unet2d_paper002 --out reports/lucchi
+        # per inference protocol: the IoU pooled over all voxels, and its mean over slices
 
 Writes report.md, summary.csv, runs.csv and boxplot_<metric>.png into --out (never over an
 existing file). Failed and unfinished runs are listed, not dropped. W&B offline runs
@@ -30,7 +31,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "(searched recursively)")
     parser.add_argument("--metric", action="append", default=[],
                         help="split/key from metrics.json (test/as, test/abd_px, test/iou_fg) "
-                             "or a protocols.csv column (iou_fg, dice); repeat for several; "
+                             "or a protocols.csv column (iou_fg_mean_per_slice; iou_fg_over_volume "
+                             "or iou_fg: pooled over all voxels); each table names its average; "
+                             "repeat for several; "
                              "default: the runs' optimized_metric")
     parser.add_argument("--baseline", default=None,
                         help="configuration label to test the others against (as printed in "
@@ -49,6 +52,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="compare runs whose protocol cards (metrics.json protocol_card: "
                              "reconstruction, window, TTA, threshold, test set, ...) differ; "
                              "by default such a table is refused")
+    parser.add_argument("--mixed-configs", action="store_true",
+                        help="pool runs of one configuration (the same overrides) whose "
+                             "resolved config.yaml differs (other defaults: another commit, an "
+                             "edited conf/ file); by default refused, the keys named")
     parser.add_argument("--out", required=True, help="folder for the report files")
     return parser.parse_args(argv)
 
@@ -78,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                                baseline=args.baseline, test=args.test,
                                unstable_std=args.unstable_std,
                                unstable_std_by_metric=per_metric(args.unstable_std_for),
-                               ignore=args.ignore, mixed_protocols=args.mixed_protocols)
+                               ignore=args.ignore, mixed_protocols=args.mixed_protocols,
+                               mixed_configs=args.mixed_configs)
     except InputError as error:
         log.error("mitoseg: error: %s", error)
         return 2

@@ -22,7 +22,9 @@ from mitoseg.errors import InputError
 from mitoseg.metrics.volume import METRIC_KEYS
 from mitoseg.runs.files import write_new_csv, write_new_text
 from mitoseg.runs.protocol_columns import (
+    AVERAGED_COLUMNS,
     MEAN_OVER_VOLUMES,
+    OVER_VOLUME,
     PROTOCOL_COLUMNS,
     VOLUME_COLUMN,
     VOLUMES_COLUMN,
@@ -90,16 +92,13 @@ def evaluate_em(predictor: Predictor, datamodule: Any, inference: DictConfig,
                     and row.get(VOLUME_COLUMN, MEAN_OVER_VOLUMES) == MEAN_OVER_VOLUMES)
     averaged = AVERAGED_COLUMNS[metric_average(headline["protocol"])]
     keys = {key: f"{key}_{averaged}" for key in METRIC_KEYS} | {
-        "iou_fg_over_volume": "iou_fg", "iou_fg_mean_per_slice": "iou_fg_mean_per_slice"}
+        f"iou_fg{OVER_VOLUME}": "iou_fg", "iou_fg_mean_per_slice": "iou_fg_mean_per_slice"}
     test = {key: {"mean": headline[column], "n": len(volumes.test)}
             | ({"std": headline[f"{column}_std"]} if several else {})
             for key, column in keys.items()}
     return {"test": test, "headline": {k: headline[k] for k in PROTOCOL_COLUMNS},
             "protocols": rows, "protocol_card": _card(predictor, headline, test_set)}
 
-
-# the protocols.csv columns of a score averaged over images (slices) or over patches
-AVERAGED_COLUMNS = {"images": "mean_per_slice", "patches": "mean_per_patch"}
 
 # counts of a volume's row that add up over volumes (a volume that ignores nothing has no
 # ignored slice, so its row has no such column: 0)

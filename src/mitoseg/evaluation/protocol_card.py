@@ -26,18 +26,10 @@ import numpy as np
 import torch
 
 from mitoseg.evaluation.reconstruction import ReconstructionSettings
-from mitoseg.runs.protocol_columns import CARD_PREFIX
+from mitoseg.runs.protocol_columns import CARD_PREFIX, metric_average
 
 CARD_KEYS = ("reconstruction", "window", "overlap", "blending", "tta", "zfilter", "divisor",
              "precision", "average", "threshold", "threshold_source", "test_set")
-
-
-def metric_average(reconstruction: str) -> str:
-    """What a test metric is the average over, as paper 002 reports each reconstruction
-    ("Output Reconstruction": per patch, "the average value over all patches"; per image with
-    50 % overlap and full image, "the average over all images"): "patches" for ``per_patch``,
-    else "images" (the slices of a volume, or a fluorescence set's images)."""
-    return "patches" if reconstruction == "per_patch" else "images"
 
 
 class TestSetHash:

@@ -21,6 +21,7 @@ import math
 import os
 import re
 import shlex
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,8 +31,10 @@ from typing import Any
 import yaml
 
 from mitoseg.errors import InputError
+from mitoseg.reporting.averaging import protocols_column
 from mitoseg.reporting.wandb_offline import OfflineRun, merge_attempts, read_offline_run
-from mitoseg.runs.identity import identity_overrides, override_key
+from mitoseg.runs.identity import identity_overrides, identity_settings, override_key, under
+from mitoseg.runs.lock import describe_holder, live_holder
 from mitoseg.runs.protocol_columns import MEAN_OVER_VOLUMES, VOLUME_COLUMN, is_label_column
 
 NO_PROTOCOL = "-"  # metrics that are not per inference protocol (fluorescence test images)
@@ -42,9 +45,11 @@ WANDB_RUN_PREFIXES = ("offline-run-", "run-")  # W&B run folders; each holds run
 @dataclass(frozen=True)
 class RunRecord:
     """One run folder. ``status`` is finished (metrics.json), failed (failed.json -- the
-    latest failed-N.json after several attempts -- or an error in the job log) or unfinished
-    (neither: still running, or killed). ``source`` is "folder", or "wandb-offline" for a
-    record read from a W&B offline run's log."""
+    latest failed-N.json after several attempts, unless the run was resumed after it -- or an
+    error in the job log), running (a live run.lock: ``mitoseg.runs.lock.live_holder``) or
+    unfinished (none of these: killed, or running where its lock cannot be judged).
+    ``source`` is "folder", or "wandb-offline" for a record read from a W&B offline run's
+    log."""
 
     folder: Path
     status: str
@@ -59,6 +64,10 @@ class RunRecord:
     source: str = "folder"
     choices: Mapping[str, Any] = field(default_factory=dict)  # Hydra's config-group choices
     settings: Mapping[str, Any] = field(default_factory=dict)  # the resolved config.yaml
+    # the replicate this run is within its configuration (``replicate_unit``); None: unknown
+    unit: tuple[Any, ...] | None = None
+    # what of config.yaml defines the configuration (``identity.identity_settings``); {}: unknown
+    resolved: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def config(self) -> str:
@@ -73,8 +82,8 @@ class Collection:
 
 
 def find_run_folders(roots: Iterable[str | Path]) -> list[Path]:
-    """Every run folder at or under ``roots`` (sorted, each once); a run folder's own
-    subfolders (checkpoints, logs) are not searched."""
+    """Every run folder at or under ``roots`` (sorted, each once); a training run folder's
+    own subfolders (checkpoints, logs) are not searched."""
     return _walk(roots)[0]
 
 
@@ -135,22 +144,34 @@ def _started(log: Path) -> tuple[str, str]:
 def _walk(roots: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
     """The run folders and the W&B run logs (run-<id>.wandb) at or under ``roots``, sorted,
     each once; neither kind of folder is searched further, and a log inside a found run
-    folder (a root given inside it) belongs to that run, not to the list."""
+    folder (a root given inside it) belongs to that run, not to the list. The folder of
+    another job (a study, an evaluation) is listed and searched: study.py trains its runs
+    inside its own folder. Symlinked folders
+    are followed (runs gathered by ``ln -s``), each resolved folder visited once, so a link
+    to an ancestor does not loop."""
     folders: set[Path] = set()
     wandb_logs: set[Path] = set()
+    visited: set[Path] = set()
     for root in roots:
         root = Path(root)
         if not root.is_dir():
             raise InputError(f"report root '{root}' is not a folder; expected a run folder or "
                              "a folder of runs (outputs/runs/..., outputs/multirun/...)")
-        for folder, subfolders, files in os.walk(root):
-            here = Path(folder)
+        for folder, subfolders, files in os.walk(root, followlinks=True):
+            here = Path(folder).resolve()  # a link's target names it (W&B's latest-run)
+            if here in visited:
+                subfolders.clear()
+                continue
+            visited.add(here)
             logs = sorted(f for f in files if f.startswith("run-") and f.endswith(".wandb"))
             if "run_info.json" in files or (here / ".hydra" / "config.yaml").is_file():
-                folders.add(here.resolve())
-                subfolders.clear()
+                folders.add(here)
+                if _job_name(here) in (None, "train"):
+                    subfolders.clear()
+                else:  # a study's or evaluation's folder holds the runs it trained
+                    subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
             elif logs and here.name.startswith(WANDB_RUN_PREFIXES):
-                wandb_logs.add((here / logs[0]).resolve())
+                wandb_logs.add(here / logs[0])
                 subfolders.clear()
             else:
                 subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
@@ -180,6 +201,9 @@ def read_run(folder: Path, ignore: Sequence[str] = ()) -> RunRecord:
         record = _last_failure(folder)
         failure = _read_json(record, problems) or {}
         status, error = "failed", str(failure.get("error") or f"{record.name} without an 'error'")
+    elif (holder := live_holder(folder)) is not None:
+        status = "running"
+        error = f"run.lock held by {describe_holder(holder, time.time())}"
     else:
         error = _logged_error(folder)
         if error:
@@ -188,6 +212,7 @@ def read_run(folder: Path, ignore: Sequence[str] = ()) -> RunRecord:
             error = "no metrics.json (still running, killed, or crashed before the end)"
 
     seed = config.get("seed", info.get("seed", (metrics or {}).get("seed")))
+    seed = seed if isinstance(seed, int) else None
     return RunRecord(
         folder=folder, status=status,
         overrides=identity_overrides(overrides, ignore) if overrides is not None
@@ -196,11 +221,12 @@ def read_run(folder: Path, ignore: Sequence[str] = ()) -> RunRecord:
         or _target_name(config.get("model")),
         dataset=choices.get("dataset") or _override_value(overrides, "dataset")
         or _target_name(config.get("dataset")),
-        seed=seed if isinstance(seed, int) else None,
+        seed=seed, unit=replicate_unit(seed, config.get("data_seed"), overrides, ignore),
         error="; ".join(filter(None, [error, *problems])),
         metrics=metrics or {}, protocols=protocols,
         optimized_metric=(metrics or {}).get("optimized_metric") or config.get("optimized_metric"),
         choices=choices, settings=config if isinstance(config, Mapping) else {},
+        resolved=identity_settings(config, ignore) if isinstance(config, Mapping) else {},
     )
 
 
@@ -236,18 +262,32 @@ def wandb_run_record(folder: Path, log: OfflineRun, ignore: Sequence[str] = ()) 
         metrics, rows = None, []
 
     seed = info.get("seed", (metrics or {}).get("seed"))
+    seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
     return RunRecord(
         folder=folder, status=status,
         overrides=identity_overrides(overrides, ignore) if overrides is not None
         else (f"(overrides not recorded: {folder.name})",),
         model=str(choices.get("model") or _override_value(overrides, "model") or "?"),
         dataset=str(choices.get("dataset") or _override_value(overrides, "dataset") or "?"),
-        seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+        seed=seed, unit=replicate_unit(seed, None, overrides, ignore),
         error="; ".join(filter(None, [error, *problems])),
         metrics=metrics or {}, protocols=tuple(r for r in rows if isinstance(r, Mapping)),
         optimized_metric=(metrics or {}).get("optimized_metric") or info.get("optimized_metric"),
         source="wandb-offline",
     )
+
+
+def replicate_unit(seed: int | None, data_seed: Any, overrides: Sequence[str] | None,
+                   ignore: Sequence[str]) -> tuple[Any, ...] | None:
+    """What makes a run one independent replicate of its configuration: its seed, its
+    data_seed (config.yaml) and the overrides ``--ignore`` left out of the configuration
+    (runs that differ in those are different runs, e.g. data splits pooled as replicates
+    with ``--ignore data_seed``). Runs with one unit (a rerun, a copy) are averaged into one
+    value (``stats.per_seed``). None when the seed is unknown: the run is its own unit."""
+    if seed is None:
+        return None
+    ignored = sorted(o for o in overrides or () if "=" in o and under(override_key(o), ignore))
+    return (seed, data_seed if isinstance(data_seed, int) else None, *ignored)
 
 
 def protocol_label(row: Mapping[str, Any]) -> str:
@@ -268,8 +308,9 @@ def metric_values(run: RunRecord, name: str) -> list[tuple[str, float]]:
       its ``mean`` when it is a summary dict (the run's mean over test images) or the number
       itself (``final/val/loss`` reads metrics.json["final"]["val/loss"]). One value, under
       the headline protocol of an EM run, else under ``NO_PROTOCOL``.
-    - ``key`` without a slash (``iou_fg``, ``dice``): that column of protocols.csv, one value
-      per inference protocol row (``protocol_rows``: with several test volumes, their mean).
+    - ``key`` without a slash (``iou_fg``, ``dice``): that column of protocols.csv
+      (``iou_fg_over_volume``: its pooled ``iou_fg``, ``averaging``), one value per inference
+      protocol row (``protocol_rows``: with several test volumes, their mean).
 
     Returns [] when the run does not record the metric; values that are not numbers are
     returned as nan (the caller lists them, never averages them).
@@ -285,7 +326,9 @@ def metric_values(run: RunRecord, name: str) -> list[tuple[str, float]]:
         headline = run.metrics.get("headline")
         protocol = protocol_label(headline) if isinstance(headline, Mapping) else NO_PROTOCOL
         return [(protocol, _number(value))]
-    return [(protocol_label(row), _number(row[name])) for row in protocol_rows(run) if name in row]
+    column = protocols_column(name)
+    return [(protocol_label(row), _number(row[column])) for row in protocol_rows(run)
+            if column in row]
 
 
 def protocol_rows(run: RunRecord) -> list[dict[str, Any]]:
@@ -380,14 +423,20 @@ def _overrides(folder: Path, info: Mapping[str, Any], problems: list[str]) -> li
 
 def _last_failure(folder: Path) -> Path | None:
     """The record of the latest failed attempt: failed.json, or failed-2.json, failed-3.json
-    ... when earlier attempts failed too (``mitoseg.runs.failures``)."""
+    ... when earlier attempts failed too (``mitoseg.runs.failures``); None when there is none
+    or when the run was resumed after it (a resume-N.json written later: that failure is
+    history)."""
     def attempt(path: Path) -> int:
         number = path.stem.removeprefix("failed").removeprefix("-")
         return int(number) if number.isdigit() else 1
 
     records = [p for p in folder.glob("failed*.json")
                if p.stem == "failed" or p.stem.removeprefix("failed-").isdigit()]
-    return max(records, key=attempt) if records else None
+    if not records:
+        return None
+    latest = max(records, key=attempt)
+    resumed = [p.stat().st_mtime for p in folder.glob("resume-*.json")]
+    return None if resumed and max(resumed) > latest.stat().st_mtime else latest
 
 
 def _override_value(overrides: Sequence[str] | None, key: str) -> str | None:

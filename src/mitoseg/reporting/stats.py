@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 from scipy import stats
@@ -30,11 +30,12 @@ def describe(values: Sequence[float]) -> dict[str, float | int]:
             "min": float(array.min()), "max": float(array.max()), "n": n}
 
 
-def per_seed(runs: Sequence[tuple[int | None, float]]) -> list[float]:
-    """One value per seed from (seed, value) of a configuration's runs: the seed is the unit
-    across runs, so several finished runs of one seed (a rerun, a copy) are averaged into one
-    value instead of counting as independent samples. A run of unknown seed (None) is its own
-    unit. Order: first appearance.
+def per_seed(runs: Sequence[tuple[Hashable | None, float]]) -> list[float]:
+    """One value per unit from (unit, value) of a configuration's runs: the seed (with
+    report.py, the ``collect.replicate_unit``: seed, data_seed, ...) is the unit across
+    runs, so several finished runs of one unit (a rerun, a copy) are averaged into one
+    value instead of counting as independent samples. A run of unknown unit (None) is its
+    own unit. Order: first appearance.
 
     Example: [(0, 0.8), (1, 0.9), (0, 0.7)] -> [0.75, 0.9].
     """
@@ -49,23 +50,57 @@ def two_sample_test(values: Sequence[float], baseline: Sequence[float],
     """Two-sided two-sample test of ``values`` against ``baseline``: {"t", "p"}.
 
     ``welch``: Welch's t-test (scipy.stats.ttest_ind, equal_var=False); ``student``: the
-    classic two-sample Student t-test (equal_var=True); both nan unless each side has at
-    least 2 values. ``mannwhitney``: Mann-Whitney U (scipy.stats.mannwhitneyu, two-sided; "t"
-    is the U statistic), nan when a side is empty. nan also where the test is undefined (two
-    constant samples with the same value).
+    classic two-sample Student t-test (equal_var=True). ``mannwhitney``: Mann-Whitney U, its
+    p exact over every split of the pooled values (``mann_whitney_exact``; "t" is the U
+    statistic of ``values``). nan where ``untested_reason`` gives a reason (too few values,
+    or two t-test samples without any variance).
     """
     if test not in TESTS:
         raise InputError(f"option '--test': unknown test '{test}'; expected one of {TESTS}")
     a, b = np.asarray(values, dtype=float), np.asarray(baseline, dtype=float)
-    if min(a.size, b.size) < (1 if test == "mannwhitney" else 2):
+    if untested_reason(a, b, test):
         return {"t": math.nan, "p": math.nan}
+    if test == "mannwhitney":
+        return mann_whitney_exact(a, b)
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
-        if test == "mannwhitney":
-            result = stats.mannwhitneyu(a, b, alternative="two-sided")
-        else:
-            result = stats.ttest_ind(a, b, equal_var=test == "student")
+        result = stats.ttest_ind(a, b, equal_var=test == "student")
     return {"t": float(result.statistic), "p": float(result.pvalue)}
+
+
+def untested_reason(values: Sequence[float], baseline: Sequence[float], test: str) -> str:
+    """Why ``two_sample_test`` gives no p ("" when it gives one): a t-test needs 2 values on
+    each side and some variance (two constant samples give t = +-inf, p = 0 from scipy, a
+    "difference" no data supports); Mann-Whitney needs 1 value on each side."""
+    a, b = np.asarray(values, dtype=float), np.asarray(baseline, dtype=float)
+    if test == "mannwhitney":
+        return "" if min(a.size, b.size) >= 1 else "no value on a side"
+    if min(a.size, b.size) < 2:
+        return "fewer than 2 values on a side"
+    if np.ptp(a) == 0 and np.ptp(b) == 0:
+        return "no variance: every value of each side is the same"
+    return ""
+
+
+def mann_whitney_exact(values: np.ndarray, baseline: np.ndarray) -> dict[str, float]:
+    """Two-sided Mann-Whitney U with its exact permutation p, ties included: twice the
+    smaller share of the C(n1 + n2, n1) splits of the pooled values whose rank sum of the
+    first sample is at most, or at least, the observed one (capped at 1; with ties the
+    distribution need not be symmetric). The splits are counted, not drawn (a count per rank sum,
+    built value by value), so the p is deterministic and equals scipy's
+    ``mannwhitneyu(method=PermutationMethod())`` wherever that one enumerates. scipy's
+    default falls back to the normal approximation on ties, too small at a few seeds."""
+    n1, pooled = values.size, np.concatenate([values, baseline])
+    doubled = np.rint(2 * stats.rankdata(pooled)).astype(int)  # midranks are halves
+    total = int(doubled.sum())
+    counts = np.zeros((n1 + 1, total + 1))  # counts[k, s]: k values whose doubled ranks sum to s
+    counts[0, 0] = 1.0
+    for rank in doubled:
+        counts[1:, rank:] = counts[1:, rank:] + counts[:-1, :total + 1 - rank]
+    observed = int(doubled[:n1].sum())
+    ways = counts[n1] / counts[n1].sum()
+    p = 2 * min(ways[:observed + 1].sum(), ways[observed:].sum())
+    return {"t": observed / 2 - n1 * (n1 + 1) / 2, "p": float(min(1.0, p))}
 
 
 def p_value(values: Sequence[float], baseline: Sequence[float], test: str = "welch") -> float:

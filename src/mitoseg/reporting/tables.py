@@ -3,19 +3,21 @@ configuration, mean +- std, min, max, n, a p-value against a baseline (raw and
 Holm-adjusted) and an unstable flag; failed and unfinished runs listed, never dropped.
 
 The seed is the unit across runs: each run contributes its own summary (its mean over test
-images, never the images themselves), runs of one seed are averaged into one value
-(``stats.per_seed``), and n counts seeds.
+images, never the images themselves), runs of one unit (``collect.replicate_unit``: seed,
+data_seed and any key ``--ignore`` pools) are averaged into one value (``stats.per_seed``),
+and n counts units.
 """
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from mitoseg.errors import InputError
+from mitoseg.reporting.averaging import SHORT, average_text
 from mitoseg.reporting.collect import NO_PROTOCOL, RunRecord, available_metrics, metric_values
 from mitoseg.reporting.formatting import cell, markdown_table, number_text, p_text
 from mitoseg.reporting.protocol_cards import (
@@ -25,15 +27,25 @@ from mitoseg.reporting.protocol_cards import (
     card_text,
     row_card_text,
 )
-from mitoseg.reporting.stats import TESTS, describe, holm, is_unstable, p_value, per_seed
+from mitoseg.reporting.resolved_configs import config_conflicts, merge_equivalent
+from mitoseg.reporting.stats import (
+    TESTS,
+    describe,
+    holm,
+    is_unstable,
+    p_value,
+    per_seed,
+    untested_reason,
+)
 from mitoseg.runs.identity import REPLICATE_KEYS, RESULT_NEUTRAL_KEYS
 from mitoseg.runs.paths import display_path
 
 TEST_NAMES = {"welch": "Welch's t-test", "student": "Student's t-test",
               "mannwhitney": "Mann-Whitney U"}
 SUMMARY_COLUMNS = ("metric", "dataset", "protocol", "model", "configuration", "baseline", "n",
-                   "runs", "failed", "unfinished", "mean", "std", "min", "max", "test", "p_value",
-                   "p_holm", "unstable", "unstable_std", "full_configuration")
+                   "runs", "failed", "running", "unfinished", "no_value", "mean", "std", "min",
+                   "max", "test", "p_value", "p_holm", "untested", "unstable", "unstable_std",
+                   "full_configuration")
 ConfigKey = tuple[tuple[str, ...], str, str]  # (identity overrides, model, dataset)
 
 
@@ -54,6 +66,11 @@ class Report:
     # comparisons whose runs hold different protocol cards, allowed by --mixed-protocols:
     # (metric, dataset, protocol, what differs)
     mixed: list[tuple[str, str, str, str]] = field(default_factory=list)
+    # configurations whose runs hold different resolved configs, allowed by --mixed-configs:
+    # (label, what differs)
+    mixed_configs: list[tuple[str, str]] = field(default_factory=list)
+    # override lists that resolve to one config, reported under one: (kept, also written as)
+    merged: list[tuple[str, str]] = field(default_factory=list)
 
     def threshold(self, metric: str) -> float:
         return self.unstable_std_by_metric.get(metric, self.unstable_std)
@@ -75,14 +92,16 @@ def short_labels(keys: Iterable[ConfigKey]) -> tuple[dict[ConfigKey, str], tuple
 def summarize_runs(runs: Sequence[RunRecord], metrics: Sequence[str], baseline: str | None = None,
                    test: str = "welch", unstable_std: float = 0.01,
                    unstable_std_by_metric: Mapping[str, float] | None = None,
-                   mixed_protocols: bool = False) -> Report:
+                   mixed_protocols: bool = False, mixed_configs: bool = False) -> Report:
     """Group the runs by configuration (seed ignored) and compute the statistics.
 
     ``unstable_std``: flag configurations whose std over runs exceeds it;
     ``unstable_std_by_metric`` sets it per metric (a distance in px needs another scale).
     Each table (metric, dataset, protocol) is one comparison: its runs must hold one protocol
     card (``protocol_cards``); ``mixed_protocols`` compares them anyway and lists the
-    differences in ``Report.mixed``.
+    differences in ``Report.mixed``. The runs of one configuration must hold one resolved
+    config (``resolved_configs``); ``mixed_configs`` pools them anyway and lists the
+    differences in ``Report.mixed_configs``.
     """
     if test not in TESTS:
         raise InputError(f"option '--test': unknown test '{test}'; expected one of {TESTS}")
@@ -95,6 +114,7 @@ def summarize_runs(runs: Sequence[RunRecord], metrics: Sequence[str], baseline: 
     if unknown:
         raise InputError(f"option '--unstable-std-for' names {unknown}, which are not among the "
                          f"reported metrics {list(metrics)}")
+    runs, merged = merge_equivalent(runs)
     labels, common = short_labels(config_key(r) for r in runs)
     counts: dict[ConfigKey, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for run in runs:
@@ -102,21 +122,38 @@ def summarize_runs(runs: Sequence[RunRecord], metrics: Sequence[str], baseline: 
     baseline_keys = _baseline_keys(baseline, runs, labels)
     finished = [r for r in runs if r.status == "finished"]
     report = Report(list(runs), list(metrics), [], labels, common, baseline=baseline, test=test,
-                    unstable_std=unstable_std, unstable_std_by_metric=by_metric)
+                    unstable_std=unstable_std, unstable_std_by_metric=by_metric,
+                    merged=merged)
+    for key, differs in config_conflicts(runs, config_key).items():
+        if not mixed_configs:
+            label = " ".join(key[0]) or "(defaults)"
+            raise InputError(f"refusing to pool runs whose resolved configs differ under one "
+                             f"configuration '{label}' (the same overrides, other "
+                             f"defaults: another commit or an edited conf/ file): {differs}; "
+                             "report them apart, or pass --mixed-configs to pool them anyway")
+        report.mixed_configs.append((labels[key], differs))
     for metric in metrics:
-        groups: dict[tuple[str, str], dict[ConfigKey, list[tuple[int | None, float]]]] = defaultdict(dict)
+        groups: dict[tuple[str, str], dict[ConfigKey, list[tuple[Any, float]]]] = defaultdict(dict)
         members: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
+        # finished runs out of n, per table and configuration: a value that is not a number,
+        # or (counted in every table of the run's dataset) no value at all
+        no_value: dict[tuple[str, str], Counter[ConfigKey]] = defaultdict(Counter)
+        unrecorded: list[RunRecord] = []
         recorded = False
         for run in finished:
             values = metric_values(run, metric)
             recorded = recorded or bool(values)
             if not values:
                 report.missing.append((run, f"{metric} not recorded"))
+                unrecorded.append(run)
             for protocol, value in values:
                 if not math.isfinite(value):
                     report.missing.append((run, f"{metric} [{protocol}] is not a number"))
+                    no_value[(run.dataset, protocol)][config_key(run)] += 1
+                    groups[(run.dataset, protocol)].setdefault(config_key(run), [])
                     continue
-                groups[(run.dataset, protocol)].setdefault(config_key(run), []).append((run.seed, value))
+                groups[(run.dataset, protocol)].setdefault(config_key(run), []).append(
+                    (run.unit, value))
                 members[(run.dataset, protocol)].append(run)
         if finished and not recorded:
             raise InputError(f"option '--metric': no finished run records '{metric}'; "
@@ -125,6 +162,9 @@ def summarize_runs(runs: Sequence[RunRecord], metrics: Sequence[str], baseline: 
             dataset_groups = [g for g in groups if g[0] == key[2]] or [(key[2], NO_PROTOCOL)]
             for group in dataset_groups:
                 groups[group].setdefault(key, [])
+        for run in unrecorded:
+            for group in (g for g in groups if g[0] == run.dataset):
+                no_value[group][config_key(run)] += 1
         for (dataset, protocol), found in members.items():
             # a split/key metric is the headline's (metrics.json's card); a protocols.csv
             # metric is its row's, under that row's own card
@@ -139,8 +179,9 @@ def summarize_runs(runs: Sequence[RunRecord], metrics: Sequence[str], baseline: 
             if conflict:
                 report.mixed.append((metric, dataset, protocol, conflict))
         for (dataset, protocol), by_config in groups.items():
-            report.rows += _group_rows(metric, dataset, protocol, by_config, counts, labels,
-                                       baseline_keys, test, report.threshold(metric))
+            report.rows += _group_rows(metric, dataset, protocol, by_config, counts,
+                                       no_value[(dataset, protocol)], labels, baseline_keys,
+                                       test, report.threshold(metric))
     return report
 
 
@@ -157,9 +198,10 @@ def _baseline_keys(baseline: str | None, runs: Sequence[RunRecord],
 
 
 def _group_rows(metric: str, dataset: str, protocol: str,
-                by_config: dict[ConfigKey, list[tuple[int | None, float]]],
-                counts: Mapping[ConfigKey, Mapping[str, int]], labels: Mapping[ConfigKey, str],
-                baseline_keys: set[ConfigKey], test: str, unstable_std: float) -> list[dict]:
+                by_config: dict[ConfigKey, list[tuple[Any, float]]],
+                counts: Mapping[ConfigKey, Mapping[str, int]], no_value: Mapping[ConfigKey, int],
+                labels: Mapping[ConfigKey, str], baseline_keys: set[ConfigKey], test: str,
+                unstable_std: float) -> list[dict]:
     base = [k for k in by_config if k in baseline_keys]
     if len(base) > 1:
         raise InputError(f"option '--baseline' matches {len(base)} configurations in dataset "
@@ -176,8 +218,10 @@ def _group_rows(metric: str, dataset: str, protocol: str,
             "configuration": labels[key], "baseline": key in baseline_keys, **stats,
             "runs": len(by_config[key]),
             "failed": counts[key].get("failed", 0), "unfinished": counts[key].get("unfinished", 0),
+            "no_value": no_value.get(key, 0), "running": counts[key].get("running", 0),
             "test": test if compared else "",
             "p_value": p_value(values, base_values, test) if compared else math.nan,
+            "untested": untested_reason(values, base_values, test) if compared else "",
             "unstable": is_unstable(stats["std"], unstable_std), "unstable_std": unstable_std,
             "full_configuration": " ".join(key[0]) or "(defaults)", "values": list(values)})
     adjusted = holm([r["p_value"] for r in rows])
@@ -200,9 +244,17 @@ def _n(row: Mapping[str, Any]) -> str:
     return f"{row['n']}" + (f" ({row['runs']} runs)" if row["runs"] != row["n"] else "")
 
 
+OUT_OF_N = ("failed", "running", "unfinished", "no_value")  # row counts of runs not in n
+
+
 def _not_finished(row: Mapping[str, Any]) -> str:
-    parts = [f"{row[s]} {s}" for s in ("failed", "unfinished") if row[s]]
+    parts = [f"{row[s]} {s.replace('_', ' ')}" for s in OUT_OF_N if row[s]]
     return ", ".join(parts) or "0"
+
+
+def _p(row: Mapping[str, Any]) -> str:
+    """The p-value, or why there is none (``stats.untested_reason``)."""
+    return f"n/a ({row['untested']})" if row["untested"] else p_text(row["p_value"])
 
 
 def _unstable(row: Mapping[str, Any]) -> str:
@@ -210,7 +262,7 @@ def _unstable(row: Mapping[str, Any]) -> str:
 
 
 def label_text(row: Mapping[str, Any]) -> str:
-    mark = " †" if row["failed"] or row["unfinished"] else ""
+    mark = " †" if any(row[s] for s in OUT_OF_N) else ""
     return f"`{row['configuration']}`{' (baseline)' if row['baseline'] else ''}{mark}"
 
 
@@ -225,23 +277,26 @@ def markdown(report: Report, title: str = "Run report") -> str:
     lines = [f"# {title}", "",
              f"- Runs: {len(report.runs)} run folders"
              + (f" ({offline} of them W&B offline runs)" if offline else "") + ": " + ", ".join(
-                 f"{status[s]} {s}" for s in ("finished", "failed", "unfinished")) + ".",
+                 f"{status[s]} {s}" for s in ("finished", "failed", "running", "unfinished")) + ".",
              "- Configuration = a job's command-line overrides without "
              f"{', '.join(REPLICATE_KEYS + RESULT_NEUTRAL_KEYS)}"
              " (so the seeds of one configuration group together).",
              "- Overrides shared by every configuration (left out of the labels): "
              + (" ".join(f"`{o}`" for o in report.common) or "none") + ".",
              "- Values: mean ± std (sample std, ddof 1) over seeds; n = independent seeds, the "
-             "sample size of the tests (each run gives its mean over test images; finished runs "
-             "of one seed are averaged into one value, and the run count follows in brackets "
-             "when it differs); min/max over seeds; † = the configuration has failed or "
-             "unfinished runs (listed at the end, not in n).",
+             "sample size of the tests (a unit is a (seed, data_seed) pair, and the values of "
+             "the keys --ignore pools; each run gives its mean over test images; finished runs "
+             "of one unit are averaged into one value, and the run count follows in brackets "
+             "when it differs); min/max over seeds; † = the configuration has failed, running "
+             "(a live run.lock) or unfinished runs, or finished runs without a value (nan, or "
+             "not recorded: 'no value'), counted under 'not finished' and listed at the end, "
+             "not in n.",
              (f"- p: {test}, two-sided, each configuration against the baseline "
               f"`{report.baseline}`; Holm = Holm-Bonferroni adjusted within each table."
               if report.baseline else "- p: no baseline given (--baseline), no tests."),
              f"- unstable: std > {report.unstable_std:g}" + "".join(
                  f", {m}: std > {v:g}" for m, v in report.unstable_std_by_metric.items())
-             + " (n/a below 2 runs).", _cards_line(report), ""]
+             + " (n/a below 2 runs).", _cards_line(report), _configs_line(report), ""]
     lines += _overview(report)
     for metric in report.metrics:
         groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
@@ -251,12 +306,14 @@ def markdown(report: Report, title: str = "Run report") -> str:
             where = f"dataset `{dataset}`" + (f", protocol `{protocol}`"
                                               if protocol != NO_PROTOCOL else "")
             body = [(label_text(r), r["model"], _n(r), _not_finished(r), _mean_std(r),
-                     number_text(r["min"]), number_text(r["max"]), p_text(r["p_value"]),
+                     number_text(r["min"]), number_text(r["max"]), _p(r),
                      p_text(r["p_holm"]), _unstable(r)) for r in rows]
-            lines += [f"## {metric}: {where}", ""] + markdown_table(
+            average = average_text(metric, protocol)
+            named = f"{metric} ({average})" if average else metric
+            lines += [f"## {named}: {where}", ""] + markdown_table(
                 ("configuration", "model", "n (seeds)", "not finished", "mean ± std", "min",
                  "max", f"p ({test})", "p (Holm)", "unstable"), body)
-    lines += _mixed(report) + _problems(report)
+    lines += _mixed(report) + _mixed_configs(report) + _problems(report)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -269,11 +326,28 @@ def _cards_line(report: Report) -> str:
             f"{state}; {without} of {len(finished)} finished runs have {NO_CARD}.")
 
 
+def _configs_line(report: Report) -> str:
+    state = (f"{len(report.mixed_configs)} configuration(s) pool runs whose config.yaml "
+             "differs (--mixed-configs; listed at the end)" if report.mixed_configs
+             else "the runs of each configuration agree")
+    merged = "".join(f"; `{kept}` also written as `{other}` (the same config.yaml, reported "
+                     f"as one configuration under the first)" for kept, other in report.merged)
+    return f"- Resolved configs (config.yaml without the keys above): {state}{merged}."
+
+
 def _mixed(report: Report) -> list[str]:
     if not report.mixed:
         return []
     return ["## Tables that mix protocol cards (--mixed-protocols)", ""] + markdown_table(
         ("metric", "dataset", "protocol", "what differs"), report.mixed)
+
+
+def _mixed_configs(report: Report) -> list[str]:
+    if not report.mixed_configs:
+        return []
+    return ["## Configurations that pool different resolved configs (--mixed-configs)", ""
+            ] + markdown_table(("configuration", "what differs (config.yaml)"),
+                               [(f"`{label}`", differs) for label, differs in report.mixed_configs])
 
 
 def _overview(report: Report) -> list[str]:
@@ -288,11 +362,13 @@ def _overview(report: Report) -> list[str]:
         key = (r["configuration"], r["model"], r["dataset"])
         marks[key] = label_text(r)
         n = max(r["n"], runs.get(key, (0,))[0])
-        runs[key] = (n, f"{n}" + (f" (+{_not_finished(r)})" if r["failed"] or r["unfinished"]
+        runs[key] = (n, f"{n}" + (f" (+{_not_finished(r)})" if any(r[s] for s in OUT_OF_N)
                                    else ""))
         text = _mean_std(r) + (f" ({number_text(r['max'])})" if r["n"] > 1 else "")
         cells[key][(r["metric"], r["protocol"])] = text
-    heads = [cell(m if p == NO_PROTOCOL else f"{m} {p}") for m, p in columns]
+    heads = [cell((m if p == NO_PROTOCOL else f"{m} {p}")
+                  + (f" ({SHORT[average_text(m, p)]})" if average_text(m, p) else ""))
+             for m, p in columns]
     body = [(marks[key], key[1], key[2], runs[key][1], *(by_column.get(c, "") for c in columns))
             for key, by_column in cells.items()]
     return ["## Overview: mean ± std (max) over runs", ""] + markdown_table(

@@ -18,15 +18,22 @@ from mitoseg.runs.paths import display_path
 def write_report(roots: Sequence[str | Path], out: str | Path, metrics: Sequence[str] = (),
                  baseline: str | None = None, test: str = "welch", unstable_std: float = 0.01,
                  unstable_std_by_metric: Mapping[str, float] | None = None,
-                 ignore: Sequence[str] = (), mixed_protocols: bool = False) -> dict[str, Path]:
+                 ignore: Sequence[str] = (), mixed_protocols: bool = False,
+                 mixed_configs: bool = False) -> dict[str, Path]:
     """Collect the runs under ``roots`` and write report.md, summary.csv, runs.csv and
     boxplot_<metric>.png into ``out``; refuses if any of them exists. ``metrics`` defaults to
     the runs' own ``optimized_metric`` (``default_metrics``). Returns the written paths by
     name."""
     collection: Collection = collect_runs(roots, ignore)
+    if not collection.runs:
+        skipped = "; ".join(f"{display_path(folder)} ({why})"
+                            for folder, why in collection.skipped[:5])
+        raise InputError(f"no training run under {', '.join(map(str, roots))}: "
+                         f"{len(collection.skipped)} folder(s) found and skipped: {skipped}"
+                         + ("; ..." if len(collection.skipped) > 5 else ""))
     metrics = list(metrics) or default_metrics(collection.runs)
     report = summarize_runs(collection.runs, metrics, baseline, test, unstable_std,
-                            unstable_std_by_metric, mixed_protocols)
+                            unstable_std_by_metric, mixed_protocols, mixed_configs)
     out = Path(out)
     names = ["report.md", "summary.csv", "runs.csv", *map(plot_name, metrics)]
     taken = [n for n in names if (out / n).exists()]

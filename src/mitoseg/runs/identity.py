@@ -15,20 +15,23 @@ reader of the identity uses it:
 - ``reporting/collect.py`` (``report.py``) and ``training/loggers.py`` (W&B groups): a
   *configuration* is the job's overrides without these keys and without ``REPLICATE_KEYS``
   (the seed: it changes the result, but the runs of a configuration differ only in it);
+- ``reporting/resolved_configs.py``: the runs of one configuration must hold one resolved
+  config (``identity_settings``);
 - ``conf/train.yaml``'s ``hydra.job.config.override_dirname.exclude_keys`` (run-folder
   names) leaves out only keys of this list (a test checks it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 # result-neutral, but not bit for bit: a run resumed under other values of these ends with
 # weights that differ from an uninterrupted run's in their last bits (resume warns)
 ROUNDING_KEYS = ("torch_threads", "speed")
 RESULT_NEUTRAL_KEYS = ("paths", "logger", "hydra", "resume", "experiment_name", *ROUNDING_KEYS,
                        "trainer.enable_progress_bar", "trainer.enable_model_summary",
-                       "dataset.hold_in_memory_mib", "dataset.num_workers")
+                       "dataset.hold_in_memory_mib", "dataset.num_workers", "task_folder")
 REPLICATE_KEYS = ("seed",)  # changes a result, but names a replicate, not a configuration
 
 
@@ -53,3 +56,24 @@ def identity_overrides(overrides: Iterable[str], ignore: Sequence[str] = ()) -> 
     seed (``REPLICATE_KEYS``) and the keys of ``ignore``."""
     dropped = (*RESULT_NEUTRAL_KEYS, *REPLICATE_KEYS, *ignore)
     return tuple(sorted(o for o in overrides if not under(override_key(o), dropped)))
+
+
+def flatten_config(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A resolved config as {dotted key: value}; a list is one value (its mappings flattened)."""
+    if isinstance(node, Mapping):
+        flat: dict[str, Any] = {}
+        for key, value in node.items():
+            flat |= flatten_config(value, f"{prefix}.{key}" if prefix else str(key))
+        return flat
+    if isinstance(node, (list, tuple)):
+        return {prefix: [(flatten_config(item) if isinstance(item, Mapping) else item)
+                         for item in node]}
+    return {prefix: node}
+
+
+def identity_settings(config: Mapping[str, Any], ignore: Sequence[str] = ()) -> dict[str, Any]:
+    """The flattened resolved config (config.yaml) of what defines a configuration: all but
+    the result-neutral keys, the seed (``REPLICATE_KEYS``) and the keys of ``ignore``."""
+    dropped = (*RESULT_NEUTRAL_KEYS, *REPLICATE_KEYS, *ignore)
+    return {key: value for key, value in flatten_config(config).items()
+            if not under(key, dropped)}

@@ -140,6 +140,26 @@ def read_holder(path: Path, attempts: int = 3) -> dict[str, Any] | None:
         return {"token": None, "host": "?", "pid": -1, "heartbeat": stamp, "unreadable": True}
 
 
+def live_holder(run_dir: str | Path, clock: Callable[[], float] = time.time
+                ) -> dict[str, Any] | None:
+    """The record of ``run_dir``'s lock when its holder may still be running, judged at a
+    glance (no watching, for readers such as report.py): None when there is no lock, when
+    ``RunLock``'s rules say its holder is gone (a dead process on this machine, a reboot
+    since), or when its heartbeat is older than ``STALE_AFTER_S``."""
+    try:
+        holder = read_holder(Path(run_dir) / LOCK_NAME)
+    except OSError:
+        return None
+    if holder is None or RunLock(run_dir)._holder_is_gone(holder):
+        return None
+    return holder if clock() - float(holder["heartbeat"]) <= STALE_AFTER_S else None
+
+
+def describe_holder(holder: dict[str, Any], now: float) -> str:
+    """'process 12 on node3 (last heartbeat 4 s ago)'."""
+    return _describe(holder, now)
+
+
 def _describe(holder: dict[str, Any], now: float) -> str:
     return (f"process {holder.get('pid')} on {holder.get('host')} (last heartbeat "
             f"{now - float(holder['heartbeat']):.0f} s ago)")

@@ -16,3 +16,18 @@ def is_label_column(name: str) -> bool:
     many volumes it averages, its card) rather than what it measured."""
     return name in (*PROTOCOL_COLUMNS, VOLUME_COLUMN, VOLUMES_COLUMN) or \
         name.startswith(CARD_PREFIX)
+
+# the protocols.csv columns of a score averaged over images (slices) or over patches
+AVERAGED_COLUMNS = {"images": "mean_per_slice", "patches": "mean_per_patch"}
+# the scores of a row, pooled over the volume's voxels under their bare names (the metric
+# keys of ``mitoseg.metrics.volume``, a test keeps the two equal; runs/ imports no metrics/)
+SCORE_COLUMNS = ("iou_fg", "iou_bg", "iou_overall", "dice")
+OVER_VOLUME = "_over_volume"  # metrics.json's name of a pooled score: test/iou_fg_over_volume
+
+
+def metric_average(reconstruction: str) -> str:
+    """What a test metric is the average over, as paper 002 reports each reconstruction
+    ("Output Reconstruction": per patch, "the average value over all patches"; per image with
+    50 % overlap and full image, "the average over all images"): "patches" for ``per_patch``,
+    else "images" (the slices of a volume, or a fluorescence set's images)."""
+    return "patches" if reconstruction == "per_patch" else "images"

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from mitoseg.errors import InputError
-from mitoseg.runs.identity import ROUNDING_KEYS, is_result_neutral, under
+from mitoseg.runs.identity import ROUNDING_KEYS, flatten_config, is_result_neutral, under
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def check_same_config(stored_path: Path, config: Mapping[str, Any]) -> None:
         stored = yaml.safe_load(stored_path.read_text()) or {}
     except (OSError, yaml.YAMLError) as error:
         raise InputError(f"cannot resume: '{stored_path}' is unreadable ({error})") from None
-    before, after = _flatten(stored), _flatten(config)
+    before, after = flatten_config(stored), flatten_config(config)
     changed = _differences(before, after, lambda key: not is_result_neutral(key))
     if changed:
         shown = "; ".join(changed[:8]) + (f"; ... ({len(changed)} in all)" if len(changed) > 8 else "")
@@ -108,14 +108,3 @@ def _differences(before: Mapping[str, Any], after: Mapping[str, Any],
     return [f"{key}: {before.get(key, '<absent>')!r} -> {after.get(key, '<absent>')!r}"
             for key in sorted(set(before) | set(after))
             if wanted(key) and before.get(key, "<absent>") != after.get(key, "<absent>")]
-
-
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, Mapping):
-        flat: dict[str, Any] = {}
-        for key, value in node.items():
-            flat |= _flatten(value, f"{prefix}.{key}" if prefix else str(key))
-        return flat
-    if isinstance(node, (list, tuple)):
-        return {prefix: [(_flatten(item) if isinstance(item, Mapping) else item) for item in node]}
-    return {prefix: node}

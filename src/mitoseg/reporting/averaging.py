@@ -1,0 +1,45 @@
+"""Which average each reported figure is. One name, two numbers would mislead: protocols.csv's
+``iou_fg`` (``iou_bg``, ``iou_overall``, ``dice``) is the score of all test voxels pooled,
+its ``iou_fg_mean_per_slice`` / ``_mean_per_patch`` are means over slices / patches, and
+metrics.json's headline ``test/iou_fg`` is the mean its reconstruction averages over (slices,
+or patches for per_patch: ``protocol_columns.metric_average``) while ``test/iou_fg_over_volume``
+is the pooled one. ``report.py`` states the average in each table's heading and accepts
+``<key>_over_volume`` for protocols.csv's pooled column too.
+"""
+
+from __future__ import annotations
+
+from mitoseg.runs.protocol_columns import (
+    AVERAGED_COLUMNS,
+    OVER_VOLUME,
+    SCORE_COLUMNS,
+    metric_average,
+)
+
+POOLED = "pooled over all test voxels"
+OVER = {"images": "mean over slices", "patches": "mean over patches"}
+SHORT = {POOLED: "pooled", OVER["images"]: "per slice", OVER["patches"]: "per patch"}
+
+
+def protocols_column(metric: str) -> str:
+    """The protocols.csv column of a metric name without a slash: ``iou_fg_over_volume`` ->
+    ``iou_fg`` (the pooled column, named as metrics.json names it); others unchanged."""
+    key = metric.removesuffix(OVER_VOLUME)
+    return key if metric.endswith(OVER_VOLUME) and key in SCORE_COLUMNS else metric
+
+
+def average_text(metric: str, protocol: str) -> str:
+    """What ``metric`` (as given to --metric) averages, under inference protocol label
+    ``protocol`` ('full_image +TTA'); '' when it is not one of the volume scores."""
+    split, _, key = metric.rpartition("/")
+    if key.removesuffix(OVER_VOLUME) in SCORE_COLUMNS and key.endswith(OVER_VOLUME):
+        return POOLED  # test/iou_fg_over_volume, or protocols.csv's iou_fg by that name
+    for average, suffix in AVERAGED_COLUMNS.items():
+        if key.endswith(f"_{suffix}") and key.removesuffix(f"_{suffix}") in SCORE_COLUMNS:
+            return OVER[average]
+    if key not in SCORE_COLUMNS:
+        return ""
+    if not split:
+        return POOLED  # protocols.csv's bare column
+    reconstruction = protocol.split(" ")[0]
+    return OVER[metric_average(reconstruction)] if reconstruction not in ("", "-") else ""
