@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -37,6 +38,15 @@ def test_seed_sweep_logs_each_seed_to_wandb_offline_in_one_group(tmp_path: Path)
     assert len(groups) == 1  # the three seeds of one configuration; the seed is not in it
     (group,) = groups
     assert group.startswith(f"default/{sweep}/") and "seed" not in group.split("~")[0]
+    # report.py: one configuration of three seeds. Its config check once compared config.yaml,
+    # where ${seed} and the run folder are resolved, and refused every seed sweep
+    out = tmp_path / "report"
+    done = run("report.py", str(jobs[0].parent), "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(out / "summary.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert {row["n"] for row in rows} == {"3"} and {row["configuration"] for row in rows} == \
+        {rows[0]["configuration"]}
 
 
 def yaml_config(job: Path) -> dict:

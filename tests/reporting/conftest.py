@@ -20,7 +20,8 @@ def make_run(folder: Path, overrides: Sequence[str], seed: int, *, model: str = 
              metrics: Mapping[str, float] | None = None, failed: str | None = None,
              protocols: Sequence[Mapping[str, Any]] | None = None,
              choices: Mapping[str, str] | None = None, log: str | None = None) -> Path:
-    """One run folder: .hydra/overrides.yaml, config.yaml, run_info.json, and metrics.json
+    """One run folder: .hydra/overrides.yaml and config.yaml, config.yaml, run_info.json, and
+    metrics.json
     (``metrics``: test metric -> the run's mean), failed.json or protocols.csv if given."""
     (folder / ".hydra").mkdir(parents=True)
     job = [*overrides, f"seed={seed}", "paths.output_root=/somewhere", "logger=none"]
@@ -42,7 +43,14 @@ def make_run(folder: Path, overrides: Sequence[str], seed: int, *, model: str = 
             continue  # a config group already resolved above (model)
         grouped = not parents and leaf not in node  # a config group (optimizer=adam)
         node[leaf] = {"_choice_": value} if grouped else yaml.safe_load(value)
-    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    # Hydra's composed config keeps interpolations as written; config.yaml resolves them, so
+    # there values that follow the seed or the run folder differ between a sweep's seeds
+    composed = config | {"dataset": {**config["dataset"], "seed": "${seed}"},
+                         "paths": {"output_dir": "${hydra:runtime.output_dir}"}}
+    (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(composed))
+    resolved = config | {"dataset": {**config["dataset"], "seed": seed},
+                         "paths": {"output_dir": str(folder)}}
+    (folder / "config.yaml").write_text(yaml.safe_dump(resolved))
     (folder / "run_info.json").write_text(json.dumps({"command": "train.py -m", "seed": seed}))
     if metrics is not None:
         test = {k: {"mean": v, "sem": 0.01, "std": 0.05, "n": 30} for k, v in metrics.items()}
@@ -85,3 +93,10 @@ def study(tmp_path: Path) -> Path:
              model="fcn_paper000", failed=FCN_ERROR)
     make_run(sweep / f"{number + 1}_unet_unfinished", [*SHARED, "model=unet_paper000"], 3)
     return tmp_path / "outputs"
+
+
+def update_configs(folder: Path, changes: Mapping[str, Any]) -> None:
+    """Merge ``changes`` (top-level keys) into a run's config.yaml and .hydra/config.yaml, as a
+    changed default would show in both."""
+    for path in (folder / "config.yaml", folder / ".hydra" / "config.yaml"):
+        path.write_text(yaml.safe_dump(yaml.safe_load(path.read_text()) | dict(changes)))

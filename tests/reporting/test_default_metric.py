@@ -6,20 +6,18 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from mitoseg.errors import InputError
 from mitoseg.reporting import collect_runs, write_report
 from mitoseg.reporting.tables import default_metrics
-from tests.reporting.conftest import make_run
+from tests.reporting.conftest import make_run, update_configs
 from tests.reporting.test_report_cli import run
 
 
 def em_run(folder: Path, seed: int, iou: float, optimized: str = "test/iou_fg") -> Path:
     """An EM run: no test/as, its config optimizes test/iou_fg."""
     make_run(folder, ["experiment=lucchi_unet2d"], seed, metrics={"iou_fg": iou, "dice": 0.9})
-    config = yaml.safe_load((folder / "config.yaml").read_text())
-    (folder / "config.yaml").write_text(yaml.safe_dump(config | {"optimized_metric": optimized}))
+    update_configs(folder, {"optimized_metric": optimized})
     return folder
 
 

@@ -54,8 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "by default such a table is refused")
     parser.add_argument("--mixed-configs", action="store_true",
                         help="pool runs of one configuration (the same overrides) whose "
-                             "resolved config.yaml differs (other defaults: another commit, an "
-                             "edited conf/ file); by default refused, the keys named")
+                             "composed config (.hydra/config.yaml) differs (other defaults: "
+                             "another commit, an edited conf/ file); by default refused, the "
+                             "keys named")
     parser.add_argument("--out", required=True, help="folder for the report files")
     return parser.parse_args(argv)
 

@@ -66,8 +66,9 @@ class RunRecord:
     settings: Mapping[str, Any] = field(default_factory=dict)  # the resolved config.yaml
     # the replicate this run is within its configuration (``replicate_unit``); None: unknown
     unit: tuple[Any, ...] | None = None
-    # what of config.yaml defines the configuration (``identity.identity_settings``); {}: unknown
-    resolved: Mapping[str, Any] = field(default_factory=dict)
+    # what of the composed config (.hydra/config.yaml, interpolations as written) defines the
+    # configuration (``identity.identity_settings``); {}: unknown
+    composed: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def config(self) -> str:
@@ -184,6 +185,7 @@ def read_run(folder: Path, ignore: Sequence[str] = ()) -> RunRecord:
     config = _read_yaml(folder / "config.yaml", problems)
     if config is None:
         config = _read_yaml(folder / ".hydra" / "config.yaml", problems) or {}
+    composed = _read_yaml(folder / ".hydra" / "config.yaml", [])  # none: not compared
     info = _read_json(folder / "run_info.json", problems) or {}
     overrides = _overrides(folder, info, problems)
     choices = _choices(folder)
@@ -226,7 +228,7 @@ def read_run(folder: Path, ignore: Sequence[str] = ()) -> RunRecord:
         metrics=metrics or {}, protocols=protocols,
         optimized_metric=(metrics or {}).get("optimized_metric") or config.get("optimized_metric"),
         choices=choices, settings=config if isinstance(config, Mapping) else {},
-        resolved=identity_settings(config, ignore) if isinstance(config, Mapping) else {},
+        composed=identity_settings(composed, ignore) if isinstance(composed, Mapping) else {},
     )
 
 

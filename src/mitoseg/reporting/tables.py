@@ -27,7 +27,7 @@ from mitoseg.reporting.protocol_cards import (
     card_text,
     row_card_text,
 )
-from mitoseg.reporting.resolved_configs import config_conflicts, merge_equivalent
+from mitoseg.reporting.composed_configs import config_conflicts, merge_equivalent
 from mitoseg.reporting.stats import (
     TESTS,
     describe,
@@ -66,7 +66,7 @@ class Report:
     # comparisons whose runs hold different protocol cards, allowed by --mixed-protocols:
     # (metric, dataset, protocol, what differs)
     mixed: list[tuple[str, str, str, str]] = field(default_factory=list)
-    # configurations whose runs hold different resolved configs, allowed by --mixed-configs:
+    # configurations whose runs hold different composed configs, allowed by --mixed-configs:
     # (label, what differs)
     mixed_configs: list[tuple[str, str]] = field(default_factory=list)
     # override lists that resolve to one config, reported under one: (kept, also written as)
@@ -100,7 +100,7 @@ def summarize_runs(runs: Sequence[RunRecord], metrics: Sequence[str], baseline: 
     Each table (metric, dataset, protocol) is one comparison: its runs must hold one protocol
     card (``protocol_cards``); ``mixed_protocols`` compares them anyway and lists the
     differences in ``Report.mixed``. The runs of one configuration must hold one resolved
-    config (``resolved_configs``); ``mixed_configs`` pools them anyway and lists the
+    config (``composed_configs``); ``mixed_configs`` pools them anyway and lists the
     differences in ``Report.mixed_configs``.
     """
     if test not in TESTS:
@@ -127,7 +127,7 @@ def summarize_runs(runs: Sequence[RunRecord], metrics: Sequence[str], baseline: 
     for key, differs in config_conflicts(runs, config_key).items():
         if not mixed_configs:
             label = " ".join(key[0]) or "(defaults)"
-            raise InputError(f"refusing to pool runs whose resolved configs differ under one "
+            raise InputError(f"refusing to pool runs whose composed configs differ under one "
                              f"configuration '{label}' (the same overrides, other "
                              f"defaults: another commit or an edited conf/ file): {differs}; "
                              "report them apart, or pass --mixed-configs to pool them anyway")
@@ -327,12 +327,12 @@ def _cards_line(report: Report) -> str:
 
 
 def _configs_line(report: Report) -> str:
-    state = (f"{len(report.mixed_configs)} configuration(s) pool runs whose config.yaml "
+    state = (f"{len(report.mixed_configs)} configuration(s) pool runs whose .hydra/config.yaml "
              "differs (--mixed-configs; listed at the end)" if report.mixed_configs
              else "the runs of each configuration agree")
-    merged = "".join(f"; `{kept}` also written as `{other}` (the same config.yaml, reported "
+    merged = "".join(f"; `{kept}` also written as `{other}` (the same .hydra/config.yaml, reported "
                      f"as one configuration under the first)" for kept, other in report.merged)
-    return f"- Resolved configs (config.yaml without the keys above): {state}{merged}."
+    return f"- Composed configs (.hydra/config.yaml without the keys above): {state}{merged}."
 
 
 def _mixed(report: Report) -> list[str]:
@@ -345,8 +345,8 @@ def _mixed(report: Report) -> list[str]:
 def _mixed_configs(report: Report) -> list[str]:
     if not report.mixed_configs:
         return []
-    return ["## Configurations that pool different resolved configs (--mixed-configs)", ""
-            ] + markdown_table(("configuration", "what differs (config.yaml)"),
+    return ["## Configurations that pool different composed configs (--mixed-configs)", ""
+            ] + markdown_table(("configuration", "what differs (.hydra/config.yaml)"),
                                [(f"`{label}`", differs) for label, differs in report.mixed_configs])
 
 

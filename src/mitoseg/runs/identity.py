@@ -15,8 +15,8 @@ reader of the identity uses it:
 - ``reporting/collect.py`` (``report.py``) and ``training/loggers.py`` (W&B groups): a
   *configuration* is the job's overrides without these keys and without ``REPLICATE_KEYS``
   (the seed: it changes the result, but the runs of a configuration differ only in it);
-- ``reporting/resolved_configs.py``: the runs of one configuration must hold one resolved
-  config (``identity_settings``);
+- ``reporting/composed_configs.py``: the runs of one configuration must hold one composed
+  config (``identity_settings`` of ``.hydra/config.yaml``);
 - ``conf/train.yaml``'s ``hydra.job.config.override_dirname.exclude_keys`` (run-folder
   names) leaves out only keys of this list (a test checks it).
 """
@@ -72,7 +72,7 @@ def flatten_config(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def identity_settings(config: Mapping[str, Any], ignore: Sequence[str] = ()) -> dict[str, Any]:
-    """The flattened resolved config (config.yaml) of what defines a configuration: all but
+    """The flattened config of what defines a configuration: all but
     the result-neutral keys, the seed (``REPLICATE_KEYS``) and the keys of ``ignore``."""
     dropped = (*RESULT_NEUTRAL_KEYS, *REPLICATE_KEYS, *ignore)
     return {key: value for key, value in flatten_config(config).items()
