@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -47,6 +48,19 @@ def test_seed_sweep_logs_each_seed_to_wandb_offline_in_one_group(tmp_path: Path)
         rows = list(csv.DictReader(stream))
     assert {row["n"] for row in rows} == {"3"} and {row["configuration"] for row in rows} == \
         {rows[0]["configuration"]}
+    assert {row["unfinished"] for row in rows} == {"0"}
+    # a job that never started (a SLURM job cancelled while it waited) leaves no folder; the
+    # sweep's multirun.yaml still names it, so the report counts it instead of a quiet n of 2
+    shutil.rmtree(jobs[1])
+    done = run("report.py", str(jobs[0].parent), "--out", str(tmp_path / "report_2"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(tmp_path / "report_2" / "summary.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert {(row["n"], row["unfinished"]) for row in rows} == {("2", "1")}
+    report = (tmp_path / "report_2" / "report.md").read_text()
+    assert "(1 of them a sweep job that never started)" in report
+    (line,) = [line for line in report.splitlines() if "never started: job 1 of the sweep" in line]
+    assert "seed=1 " in line
 
 
 def yaml_config(job: Path) -> dict:

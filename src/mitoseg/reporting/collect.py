@@ -32,6 +32,7 @@ import yaml
 
 from mitoseg.errors import InputError
 from mitoseg.reporting.averaging import protocols_column
+from mitoseg.reporting.sweep_jobs import NEVER_STARTED, missing_jobs
 from mitoseg.reporting.wandb_offline import OfflineRun, merge_attempts, read_offline_run
 from mitoseg.runs.identity import identity_overrides, identity_settings, override_key, under
 from mitoseg.runs.lock import describe_holder, live_holder
@@ -104,8 +105,33 @@ def collect_runs(roots: Iterable[str | Path], ignore: Sequence[str] = ()) -> Col
             skipped.append((folder, f"a '{job}' job, not a training run"))
         else:
             runs.append(read_run(folder, ignore))
+    runs += _never_started(runs, ignore)
     wandb_runs, wandb_skipped = _wandb_runs(wandb_logs, folders, ignore)
     return Collection(runs + wandb_runs, skipped + wandb_skipped)
+
+
+def _never_started(runs: Sequence[RunRecord], ignore: Sequence[str]) -> list[RunRecord]:
+    """An unfinished record for each job that the sweep of a found job folder asked for and
+    that left no folder (``sweep_jobs``), in the configuration its overrides make: its model
+    and data set are those of a started job of that configuration ('?' if none started)."""
+    sweeps: dict[Path, list[RunRecord]] = defaultdict(list)
+    for run in runs:
+        if (run.folder.parent / "multirun.yaml").is_file():
+            sweeps[run.folder.parent].append(run)
+    missing = []
+    for sweep, started in sorted(sweeps.items()):
+        for number, job in missing_jobs(sweep, [run.folder for run in started]):
+            overrides = identity_overrides(job, ignore)
+            twin = next((run for run in started if run.overrides == overrides), None)
+            seed = _override_value(job, "seed")
+            missing.append(RunRecord(
+                folder=sweep / f"{number}_(no folder)", status="unfinished",
+                overrides=overrides, model=twin.model if twin else "?",
+                dataset=twin.dataset if twin else "?",
+                seed=int(seed) if seed is not None and seed.lstrip("-").isdigit() else None,
+                error=f"{NEVER_STARTED}: job {number} of the sweep ({' '.join(job)}) left no "
+                      "folder (cancelled while it waited, or its launcher died)"))
+    return missing
 
 
 def _wandb_runs(logs: Sequence[Path], folders: Sequence[Path], ignore: Sequence[str]

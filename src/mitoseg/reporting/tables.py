@@ -28,6 +28,7 @@ from mitoseg.reporting.protocol_cards import (
     row_card_text,
 )
 from mitoseg.reporting.composed_configs import config_conflicts, merge_equivalent
+from mitoseg.reporting.sweep_jobs import NEVER_STARTED
 from mitoseg.reporting.stats import (
     TESTS,
     describe,
@@ -274,9 +275,12 @@ def markdown(report: Report, title: str = "Run report") -> str:
         status[run.status] += 1
     test = TEST_NAMES[report.test]
     offline = sum(r.source == "wandb-offline" for r in report.runs)
+    unstarted = sum(r.error.startswith(NEVER_STARTED) for r in report.runs)
     lines = [f"# {title}", "",
              f"- Runs: {len(report.runs)} run folders"
-             + (f" ({offline} of them W&B offline runs)" if offline else "") + ": " + ", ".join(
+             + (f" ({offline} of them W&B offline runs)" if offline else "")
+             + (f" ({unstarted} of them a sweep job that never started)" if unstarted else "")
+             + ": " + ", ".join(
                  f"{status[s]} {s}" for s in ("finished", "failed", "running", "unfinished")) + ".",
              "- Configuration = a job's command-line overrides without "
              f"{', '.join(REPLICATE_KEYS + RESULT_NEUTRAL_KEYS)}"
