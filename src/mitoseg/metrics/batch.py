@@ -25,18 +25,9 @@ def area_similarity_batch(truth: torch.Tensor, predicted: torch.Tensor,
         are empty (the prediction agrees perfectly with an empty ground truth) -- and so also
         where an image has no valid voxel; callers that average should leave those out.
     """
-    if truth.dtype != torch.bool or predicted.dtype != torch.bool:
-        raise InputError(f"area_similarity_batch: expected bool masks, got {truth.dtype} and "
-                         f"{predicted.dtype}")
-    if truth.shape != predicted.shape or truth.ndim < 2:
-        raise InputError(f"area_similarity_batch: expected two (N, ...) masks of the same "
-                         f"shape, got {tuple(truth.shape)} and {tuple(predicted.shape)}")
+    _check_masks("area_similarity_batch", truth, predicted, valid)
     intersection, union = predicted & truth, predicted | truth
     if valid is not None:
-        if valid.dtype != torch.bool or valid.shape != truth.shape:
-            raise InputError(f"area_similarity_batch: 'valid' must be a bool mask of the masks' "
-                             f"shape {tuple(truth.shape)}, got {valid.dtype} of shape "
-                             f"{tuple(valid.shape)}")
         intersection, union = intersection & valid, union & valid
     intersection = intersection.flatten(1).sum(1).float()
     union = union.flatten(1).sum(1).float()
@@ -48,15 +39,9 @@ def foreground_counts(truth: torch.Tensor, predicted: torch.Tensor,
     """(4,) int64 on the masks' device: TP, FP, FN and the number of valid voxels of the whole
     batch (``valid`` as in ``area_similarity_batch``; None: every voxel counts). Summed over
     batches, they give the foreground IoU pooled over all voxels (``pooled_foreground_iou``)."""
-    if truth.dtype != torch.bool or predicted.dtype != torch.bool or truth.shape != predicted.shape:
-        raise InputError(f"foreground_counts: expected two bool masks of one shape, got "
-                         f"{truth.dtype} {tuple(truth.shape)} and {predicted.dtype} "
-                         f"{tuple(predicted.shape)}")
+    _check_masks("foreground_counts", truth, predicted, valid)
     if valid is None:
         valid = torch.ones_like(truth)
-    elif valid.dtype != torch.bool or valid.shape != truth.shape:
-        raise InputError(f"foreground_counts: 'valid' must be a bool mask of the masks' shape "
-                         f"{tuple(truth.shape)}, got {valid.dtype} of shape {tuple(valid.shape)}")
     return torch.stack([(truth & predicted & valid).sum(), (~truth & predicted & valid).sum(),
                         (truth & ~predicted & valid).sum(), valid.sum()])
 
@@ -70,3 +55,16 @@ def pooled_foreground_iou(counts: torch.Tensor) -> torch.Tensor:
     iou = tp.float() / union.clamp(min=1).float()
     iou = torch.where(union > 0, iou, torch.ones_like(iou))
     return torch.where(n_valid > 0, iou, torch.full_like(iou, float("nan")))
+
+
+def _check_masks(name: str, truth: torch.Tensor, predicted: torch.Tensor,
+                 valid: torch.Tensor | None) -> None:
+    """Two bool (N, ...) masks of one shape, and ``valid`` (if any) a bool mask of it too."""
+    if truth.dtype != torch.bool or predicted.dtype != torch.bool:
+        raise InputError(f"{name}: expected bool masks, got {truth.dtype} and {predicted.dtype}")
+    if truth.shape != predicted.shape or truth.ndim < 2:
+        raise InputError(f"{name}: expected two (N, ...) masks of the same shape, got "
+                         f"{tuple(truth.shape)} and {tuple(predicted.shape)}")
+    if valid is not None and (valid.dtype != torch.bool or valid.shape != truth.shape):
+        raise InputError(f"{name}: 'valid' must be a bool mask of the masks' shape "
+                         f"{tuple(truth.shape)}, got {valid.dtype} of shape {tuple(valid.shape)}")

@@ -32,7 +32,7 @@ import yaml
 
 from mitoseg.errors import InputError
 from mitoseg.reporting.averaging import protocols_column
-from mitoseg.reporting.sweep_jobs import NEVER_STARTED, missing_jobs
+from mitoseg.reporting.sweep_jobs import missing_jobs
 from mitoseg.reporting.wandb_offline import OfflineRun, merge_attempts, read_offline_run
 from mitoseg.runs.identity import identity_overrides, identity_settings, override_key, under
 from mitoseg.runs.lock import describe_holder, live_holder
@@ -70,6 +70,7 @@ class RunRecord:
     # what of the composed config (.hydra/config.yaml, interpolations as written) defines the
     # configuration (``identity.identity_settings``); {}: unknown
     composed: Mapping[str, Any] = field(default_factory=dict)
+    started: bool = True  # False: a sweep's job that left no folder (``_never_started``)
 
     @property
     def config(self) -> str:
@@ -125,11 +126,11 @@ def _never_started(runs: Sequence[RunRecord], ignore: Sequence[str]) -> list[Run
             twin = next((run for run in started if run.overrides == overrides), None)
             seed = _override_value(job, "seed")
             missing.append(RunRecord(
-                folder=sweep / f"{number}_(no folder)", status="unfinished",
+                folder=sweep / f"{number}_(no folder)", status="unfinished", started=False,
                 overrides=overrides, model=twin.model if twin else "?",
                 dataset=twin.dataset if twin else "?",
                 seed=int(seed) if seed is not None and seed.lstrip("-").isdigit() else None,
-                error=f"{NEVER_STARTED}: job {number} of the sweep ({' '.join(job)}) left no "
+                error=f"never started: job {number} of the sweep ({' '.join(job)}) left no "
                       "folder (cancelled while it waited, or its launcher died)"))
     return missing
 
@@ -225,8 +226,7 @@ def read_run(folder: Path, ignore: Sequence[str] = ()) -> RunRecord:
             status = "finished"
             if (folder / "protocols.csv").is_file():
                 protocols = tuple(_read_csv(folder / "protocols.csv", problems))
-    elif _last_failure(folder) is not None:
-        record = _last_failure(folder)
+    elif (record := _last_failure(folder)) is not None:
         failure = _read_json(record, problems) or {}
         status, error = "failed", str(failure.get("error") or f"{record.name} without an 'error'")
     elif (holder := live_holder(folder)) is not None:

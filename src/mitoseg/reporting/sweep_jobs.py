@@ -12,7 +12,6 @@ from pathlib import Path
 import yaml
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
-NEVER_STARTED = "never started"  # how such a job's record begins its error
 
 
 def expected_jobs(sweep: Path) -> list[list[str]] | None:

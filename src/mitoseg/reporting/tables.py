@@ -28,7 +28,6 @@ from mitoseg.reporting.protocol_cards import (
     row_card_text,
 )
 from mitoseg.reporting.composed_configs import config_conflicts, merge_equivalent
-from mitoseg.reporting.sweep_jobs import NEVER_STARTED
 from mitoseg.reporting.stats import (
     TESTS,
     describe,
@@ -275,7 +274,7 @@ def markdown(report: Report, title: str = "Run report") -> str:
         status[run.status] += 1
     test = TEST_NAMES[report.test]
     offline = sum(r.source == "wandb-offline" for r in report.runs)
-    unstarted = sum(r.error.startswith(NEVER_STARTED) for r in report.runs)
+    unstarted = sum(not r.started for r in report.runs)
     lines = [f"# {title}", "",
              f"- Runs: {len(report.runs)} run folders"
              + (f" ({offline} of them W&B offline runs)" if offline else "")
