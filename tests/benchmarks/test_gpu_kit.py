@@ -1,14 +1,16 @@
-"""The GPU kit's scripts (benchmarks/gpu/) parse, and the files they name exist: a GPU session
-has about 15 minutes of device time, so a typo must not cost one of its calls."""
+"""The GPU kit's scripts (benchmarks/gpu/) parse, the files they name exist, and their training
+commands run without the packages the GPU machine lacks: a GPU session has about 15 minutes of
+device time, so a typo or a missing package must not cost one of its calls."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, TINY, python_command
 
 KIT = REPO / "benchmarks" / "gpu"
 
@@ -91,3 +93,55 @@ def test_summary_reads_both_ious_from_old_and_new_results(tmp_path, capsys) -> N
                "pooled -0.0003)" in out
     assert "ref: mean 0.8806" in out and "fast: mean 0.8628" in out  # per slice, the headline
     assert "bench_training" not in out  # not a Lucchi result: left out
+
+
+# What the GPU machine's image lacks of mitoseg's dependencies (../.library/device/KINDS.md's
+# package list, 2026-11-17): the kit carries hydra-core and omegaconf, and wandb only for
+# call3.sh. A module-level import of any of these on the training path would stop call 1 and 2
+# at their first command.
+NOT_ON_THE_GPU_MACHINE = ("wandb", "zarr", "numcodecs", "dask", "distributed", "submitit",
+                          "optuna")
+BLOCKER = '''
+import importlib.abc, os, sys
+BLOCKED = set(os.environ["MITOSEG_TEST_BLOCKED"].split(","))
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            with open(os.environ["MITOSEG_TEST_BLOCKED_LOG"], "a") as log:
+                log.write(name + "\\n")
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked)", name=name)
+        return None
+sys.meta_path.insert(0, Blocker())
+'''
+CPU_FOR_GPU = ["trainer.accelerator=cpu", "trainer.precision=32-true"]
+
+
+@pytest.mark.parametrize("overrides", [
+    # the README's ten-seed command's job (call1.sh), two seeds through the parallel launcher
+    ["-m", "seed=0,1", "model=attention_unet", "trainer=gpu", *CPU_FOR_GPU, "logger=csv",
+     "model.filters=[4,8,16,32,64]",
+     *[o for o in TINY if not o.startswith(("logger=", "model."))]],
+    # experiment=lucchi_fast (call2.sh), on synthetic volumes instead of Lucchi
+    ["experiment=lucchi_fast", "dataset=synthetic_em", *CPU_FOR_GPU, "logger=csv",
+     "trainer.max_steps=2", "dataset.batch_size=2", "dataset.eval_batch_size=2",
+     "dataset.patch_size=[64,64]", "dataset.volumes.max_test_slices=5",
+     "model.filters=[4,8,16,32,64]"],
+], ids=["ten_seed_job", "lucchi_fast"])
+def test_the_kits_training_commands_need_no_package_the_gpu_machine_lacks(
+        overrides: list[str], tmp_path) -> None:
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(BLOCKER)
+    log = tmp_path / "blocked.log"
+    env = os.environ | {
+        "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(REPO / "src"),
+                                       os.environ.get("PYTHONPATH", "")]),
+        "MITOSEG_TEST_BLOCKED": ",".join(NOT_ON_THE_GPU_MACHINE),
+        "MITOSEG_TEST_BLOCKED_LOG": str(log), "HYDRA_FULL_ERROR": "1", "MPLBACKEND": "Agg"}
+    done = subprocess.run(python_command("train.py", *overrides,
+                                         f"paths.output_root={tmp_path / 'out'}"),
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+                          check=False)
+    tried = sorted(set(log.read_text().split())) if log.exists() else []
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not tried, f"imported on the GPU path: {tried}"
+    assert len(list((tmp_path / "out").rglob("metrics.json"))) == (2 if "-m" in overrides else 1)
