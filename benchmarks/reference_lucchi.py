@@ -370,6 +370,7 @@ def run(args: argparse.Namespace, device: torch.device, report: dict[str, Any]) 
                                     int((~split[f"{part}_valid"]).sum())
                                     for part in ("train", "test")},
                  "val_slices": len(val_z), "test_shape": list(split["test_image"].shape),
+                 "scored_test_shape": list(test_image.shape),  # --max-test-slices cuts it
                  "split": {k: split["data"].get(k) for k in ("val_slices", "notes")}},
     }
 

@@ -224,4 +224,11 @@ def test_quick_run_with_ignored_voxels(tmp_path: Path) -> None:
     data = report["results"]["data"]
     assert data["ignored_voxels"] == {"train": 8 * 64 * 16, "test": 3 * 64 * 16 + 64 * 64}
     assert data["train_slices"] == 8 and data["test_shape"] == [4, 64, 64]
+    assert data["scored_test_shape"] == [4, 64, 64]
     assert 0.0 <= report["results"]["iou_fg"] <= 1.0
+
+
+def test_the_record_says_how_many_test_slices_were_scored(tmp_path: Path) -> None:
+    report = run_quick("reference_lucchi", "--max-test-slices", "2")
+    data = report["results"]["data"]
+    assert data["test_shape"][0] > 2 and data["scored_test_shape"] == [2, *data["test_shape"][1:]]
