@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from mitoseg.config.validation import check_model_fits_data
 from mitoseg.errors import InputError
@@ -151,6 +151,39 @@ def test_a_3d_model_does_not_train_on_the_2d_augmentation_unawares(dataset: str,
             cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
         assert done.returncode == 2, done.stderr[-2000:]
         assert "set augmentation=paper3d" in done.stderr and "Traceback" not in done.stderr
+        assert not list(tmp_path.rglob("run_info.json"))
+
+
+@pytest.mark.parametrize("dataset", ["lucchi", "kasthuri_pp", "synthetic_em"])
+def test_a_3d_model_is_not_headlined_by_a_full_image_reconstruction_unawares(
+        dataset: str, tmp_path: Path) -> None:
+    """An EM data set brings inference=em_matrix, whose headline is the full image with 8-fold
+    TTA and a z-median (paper 002's 2D protocol); the paper reports its 3D networks per patch
+    and with 50 % overlap only. A 3D model with a full-image headline stops and says what to
+    set; em_matrix_3d, another headline, or a 2D model passes."""
+    from mitoseg.config.validation import check_inference_fits_model
+
+    def composed(*overrides: str) -> DictConfig:
+        return compose_config("train", [f"dataset={dataset}", *overrides])
+
+    for inference in ("em_matrix", "em_paper", "em_matrix_no_tta"):
+        with pytest.raises(InputError, match=r"3D but the test headline is a full-image .* "
+                                             r"set inference=em_matrix_3d"):
+            check_inference_fits_model(composed("model=unet3d_paper002",
+                                                f"inference={inference}"))
+    check_inference_fits_model(composed("model=unet3d_paper002", "inference=em_matrix_3d"))
+    check_inference_fits_model(composed("model=unet3d_paper002",
+                                        "inference.headline.protocol=overlap"))
+    check_inference_fits_model(composed("model=unet3d_paper002", "inference=em_quick"))
+    check_inference_fits_model(composed("experiment=kasthuri_unet3d") if dataset == "kasthuri_pp"
+                               else composed())  # the 3D recipe; a 2D model on em_matrix
+    if dataset == "synthetic_em":  # the command line: one line, before anything is written
+        done = subprocess.run(python_command(
+            "train.py", "model=unet3d_paper002", f"dataset={dataset}", "augmentation=paper3d",
+            f"paths.output_root={tmp_path}", "logger=none"),
+            cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert "set inference=em_matrix_3d" in done.stderr and "Traceback" not in done.stderr
         assert not list(tmp_path.rglob("run_info.json"))
 
 

@@ -57,6 +57,23 @@ def check_augmentation_fits_model(cfg: DictConfig, choices: Mapping[str, Any]) -
                          "preset, e.g. rot90_flips or none, to train 3D without it)")
 
 
+def check_inference_fits_model(cfg: DictConfig) -> None:
+    """A 3D network's test headline is not a full-image reconstruction: paper 002 reports its
+    3D networks per patch and with 50 % overlap only ("the 3D networks do not have results using
+    full image reconstructions"), and an EM data set's default matrix (``em_matrix``) headlines
+    the full image, so a 3D run would otherwise report a protocol the paper has no 3D figure
+    for, unawares. The full-image rows may still be computed (protocols.csv)."""
+    model = cfg.get("model") or {}
+    headline = (cfg.get("inference") or {}).get("headline") or {}
+    if int(model.get("spatial_dims", 2)) == 3 and headline.get("protocol") == "full_image":
+        raise InputError(f"model {_model_name(model)} is 3D but the test headline is a full-image "
+                         "reconstruction (inference.headline.protocol=full_image, what "
+                         "inference=em_matrix, the EM default, headlines), for which paper 002 "
+                         "has no 3D figure: set inference=em_matrix_3d (the paper's 3D "
+                         "evaluation: per patch and 50 % overlap, 16-fold TTA), or another "
+                         "headline (e.g. inference.headline.protocol=overlap)")
+
+
 def z_pooling_warning(model: Mapping[str, Any] | None,
                       voxel_size_nm: Any) -> str | None:
     """A warning when a 3D network halves z on voxels at least twice as long in z as in y, x

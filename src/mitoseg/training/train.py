@@ -19,6 +19,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from mitoseg.config.validation import (
     check_augmentation_fits_model,
+    check_inference_fits_model,
     check_model_fits_data,
     check_seeds,
     plain_config,
@@ -129,6 +130,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_seeds(cfg)
     check_model_fits_data(cfg)
     check_augmentation_fits_model(cfg, _choices())
+    check_inference_fits_model(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
