@@ -8,7 +8,12 @@ tiles, must give what numpy computes over the whole volume, each voxel once.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +24,7 @@ from torch.utils.data import DataLoader
 from mitoseg.data.em_patches import TiledPatchDataset
 from mitoseg.training.losses import BCELoss
 from mitoseg.training.module import SegmentationModule
+from tests.conftest import REPO
 
 WEIGHT, BIAS = 8.0, -4.0  # logit = 8 x - 4 of the input x in [0, 1]
 
@@ -38,12 +44,16 @@ def pointwise_network(spatial_dims: int) -> torch.nn.Module:
     return conv
 
 
+def module_for(dataset: TiledPatchDataset) -> SegmentationModule:
+    return SegmentationModule(pointwise_network(dataset.spatial_dims), BCELoss(),
+                              partial(torch.optim.SGD, lr=0.1))
+
+
 def validated(dataset: TiledPatchDataset) -> dict[str, float]:
-    module = SegmentationModule(pointwise_network(dataset.spatial_dims), BCELoss(),
-                                partial(torch.optim.SGD, lr=0.1))
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, enable_checkpointing=False)
-    [metrics] = trainer.validate(module, DataLoader(dataset, batch_size=3), verbose=False)
+    [metrics] = trainer.validate(module_for(dataset), DataLoader(dataset, batch_size=3),
+                                 verbose=False)
     return metrics
 
 
@@ -76,19 +86,40 @@ def brute_force(image: np.ndarray, labels: np.ndarray, scored: np.ndarray, owner
             "val/as": float(np.mean(per_tile))}
 
 
-@pytest.mark.parametrize("with_ignored", [False, True])
-@pytest.mark.parametrize(("shape", "z", "tile"), CASES)
-def test_val_metrics_over_shifted_tiles_count_each_voxel_once(shape, z, tile,
-                                                              with_ignored: bool) -> None:
+def tiles_and_expected(shape: tuple[int, ...], z: list[int], tile: tuple[int, ...],
+                       with_ignored: bool) -> tuple[TiledPatchDataset, dict[str, float]]:
+    """Validation tiles of a random volume, and the metrics numpy computes over it."""
     rng = np.random.default_rng(7)
     image = rng.integers(0, 256, shape, dtype=np.uint8)
     labels = (rng.random(shape) > 0.6).astype(np.uint8)
     ignored = rng.random(shape) < 0.25 if with_ignored else None
     dataset = TiledPatchDataset(image, labels, z, tile, ignored=ignored)
-    assert len(dataset) % 3  # the last batch is short
     scored = np.zeros(shape, bool)
     scored[z] = True if ignored is None else ~ignored[z]
-    expected = brute_force(image, labels, scored, first_tile_owner(dataset, shape))
+    return dataset, brute_force(image, labels, scored, first_tile_owner(dataset, shape))
+
+
+@pytest.mark.parametrize("with_ignored", [False, True])
+@pytest.mark.parametrize(("shape", "z", "tile"), CASES)
+def test_val_metrics_over_shifted_tiles_count_each_voxel_once(shape, z, tile,
+                                                              with_ignored: bool) -> None:
+    dataset, expected = tiles_and_expected(shape, z, tile, with_ignored)
+    assert len(dataset) % 3  # the last batch is short
     metrics = validated(dataset)
+    for name in ("val/loss", "val/iou_fg", "val/as"):
+        assert metrics[name] == pytest.approx(expected[name], rel=1e-5), name
+
+
+def test_two_ranks_count_each_voxel_once(tmp_path: Path) -> None:
+    """Lightning's sampler splits the tiles over two gloo ranks: the ranks' weighted means and
+    summed counts give the same numbers as numpy over the whole volume."""
+    out = tmp_path / "metrics.json"
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+    done = subprocess.run([sys.executable, str(Path(__file__).parent / "ddp_validate_tiles.py"),
+                           str(out)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads(out.read_text())
+    expected = tiles_and_expected(*CASES[0], with_ignored=False)[1]
     for name in ("val/loss", "val/iou_fg", "val/as"):
         assert metrics[name] == pytest.approx(expected[name], rel=1e-5), name
