@@ -173,8 +173,9 @@ class SegmentationModule(pl.LightningModule):
         """
         valid = batch.get("valid")
         scored = None if valid is None else _scored(valid)
-        if scored is not None:  # one read per validation step
-            count, voxels = torch.stack([scored.sum(), (valid > 0.5).sum()]).tolist()
+        # the images and the voxels that count: one read per validation step
+        count, voxels = (None, None) if scored is None else \
+            torch.stack([scored.sum(), (valid > 0.5).sum()]).tolist()
         loss, logits = self._shared_step(batch, "val")
         self.log("val/loss", loss, on_epoch=True, prog_bar=self._bar_shown(),
                  batch_size=len(logits) if scored is None else voxels, sync_dist=True)
