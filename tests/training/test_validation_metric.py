@@ -63,7 +63,9 @@ def test_val_as_and_val_loss_skip_ignored_voxels_and_fully_ignored_images() -> N
             expected.append((truth & predicted).sum() / (truth | predicted).sum())
     value, options = logged["val/as"]
     assert float(value) == pytest.approx(np.mean(expected), rel=1e-6)
-    assert options["batch_size"] == 3 and logged["val/loss"][1]["batch_size"] == 3
+    # val/as: a mean over the 3 images with valid voxels; val/loss: over the valid voxels
+    assert options["batch_size"] == 3
+    assert logged["val/loss"][1]["batch_size"] == int(valid.sum())
     keep = valid > 0
     loss = torch.nn.functional.binary_cross_entropy_with_logits(logits[keep], mask[keep])
     assert float(logged["val/loss"][0]) == pytest.approx(float(loss), rel=1e-5)

@@ -113,8 +113,10 @@ class EMDataModule(SplitDataModule):
     volumes; the test volumes are scored whole (paper 002's protocol matrix).
 
     Several training volumes give patches in proportion to their slices (2D) or tiles (3D).
-    Volumes with ignored voxels (an ignore value in the label mapping) make every batch carry
-    ``valid`` (1 = the voxel counts), which the loss and every metric use.
+    Volumes with ignored voxels (an ignore value in the label mapping) make every training
+    batch carry ``valid`` (1 = the voxel counts), which the loss and every metric use.
+    Validation batches always carry it: it also leaves out the part of a tile that an earlier
+    tile covers, so each validation voxel counts once (``TiledPatchDataset``).
 
     2D (``patch_size`` of 2 values): random slices for validation, as paper 002. 3D (3
     values): validation is a contiguous block of slices at a seeded position, since
@@ -272,7 +274,7 @@ class EMDataModule(SplitDataModule):
         patch = self.patch_size if self.spatial_dims == 2 else (
             min(self.patch_size[0], len(z)), *self.patch_size[1:])
         return TiledPatchDataset(volume.image, volume.labels, z, patch, self.normalization,
-                                 ignored=volume.ignored, with_valid=self.with_valid)
+                                 ignored=volume.ignored)
 
     def _ranges(self, split: str) -> list[list[int]]:
         """[[first, last], ...] source slice numbers of 'train', 'val' or 'test' (one volume)."""

@@ -336,16 +336,21 @@ def default_normalization(image: Any) -> Normalization:
 
 
 class TiledPatchDataset(Dataset):
-    """Fixed, non-overlapping patches covering the given slices (validation: a stable loss).
+    """Fixed patches covering the given slices, each voxel scored by one of them (validation: a
+    stable loss).
 
-    The last patch of each axis is shifted to end at the border, so the whole area is seen.
+    The last patch of an axis whose length is not a multiple of the patch is shifted back to
+    end at the border, so the whole area is seen; it overlaps the patch before it. Every sample
+    carries ``valid``: the voxels it scores, those of its window that no earlier patch covers,
+    less the ``ignored`` ones. The validation loss and metrics score ``valid`` voxels only, so
+    each voxel counts once; the network still sees the whole window.
     """
 
     def __init__(self, image: Any, labels: Any, z_indices: Sequence[int],
                  patch: Sequence[int], normalization: Normalization | None = None,
-                 ignored: Any | None = None, with_valid: bool = False) -> None:
+                 ignored: Any | None = None) -> None:
         self.image, self.labels, self.z_indices = image, labels, list(z_indices)
-        self.ignored, self.with_valid = ignored, bool(with_valid or ignored is not None)
+        self.ignored = ignored
         self.normalization = normalization or default_normalization(image)
         self.spatial_dims = len(patch)
         shape = image.shape[1:] if self.spatial_dims == 2 else (len(self.z_indices), *image.shape[1:])
@@ -364,15 +369,29 @@ class TiledPatchDataset(Dataset):
         z, y, x = self.origins[index]
         ys, xs = slice(y, y + self.patch[-2]), slice(x, x + self.patch[-1])
         window = (z, ys, xs) if self.spatial_dims == 2 else (slice(z, z + self.patch[0]), ys, xs)
+        corner = (y, x) if self.spatial_dims == 2 else (z - self.z_indices[0], y, x)
+        valid = _first_covered(corner, self.patch) * _valid(self.ignored, window, True)
         return _sample(self.image[window], self.labels[window], index, f"z{z}-y{y}-x{x}",
-                       self.normalization, _valid(self.ignored, window, self.with_valid))
+                       self.normalization, valid)
 
 
 def _grid(length: int, size: int) -> list[int]:
+    """Tile starts along an axis: every multiple of ``size`` that fits, and, where the length
+    is not a multiple, a last one shifted back to end at ``length``."""
     starts = list(range(0, max(length - size, 0) + 1, size))
     if starts[-1] + size < length:
         starts.append(length - size)
     return starts
+
+
+def _first_covered(corner: Sequence[int], patch: Sequence[int]) -> np.ndarray:
+    """(``patch``) float32: 1 on the voxels of the ``_grid`` tile at ``corner`` that no earlier
+    tile covers, 0 elsewhere. Along each axis, an earlier tile covers a tile's positions up to
+    the next multiple of the tile size: none for a tile on the grid, and the overlap with the
+    tile before for the shifted last one."""
+    scored = np.zeros(tuple(patch), np.float32)
+    scored[tuple(slice(-start % size, None) for start, size in zip(corner, patch))] = 1.0
+    return scored
 
 
 def _valid(ignored: Any | None, window: tuple, wanted: bool) -> np.ndarray | None:

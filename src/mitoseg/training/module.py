@@ -162,18 +162,23 @@ class SegmentationModule(pl.LightningModule):
         test metrics (``test/*``) always score the full post-processing. The name is the same
         for fluorescence and EM runs (paper 002's foreground IoU is the same quantity).
 
-        A batch with ``valid`` (ignored voxels, 0) scores each image on its valid voxels only,
-        and averages over the images that have any: ``val/as`` and ``val/loss`` are then
-        weighted by that count (one read of it per validation step); a batch where no image
-        has one adds nothing (it is logged with weight 0, so that every DDP rank reduces the
-        same keys). If no validation image of the epoch has a valid voxel, ``val/as`` is nan.
+        A batch with ``valid`` (ignored voxels, 0; EM validation tiles always carry it, see
+        ``TiledPatchDataset``) scores each image on its valid voxels only. ``val/as`` averages
+        over the images that have any, weighted by that count; ``val/loss`` is weighted by the
+        number of valid voxels, so a loss that is a mean over voxels (BCE) gives the mean over
+        every validation voxel once, whatever the batches, tile sizes and DDP ranks (the two
+        counts: one read per validation step). A batch where no image has a valid voxel adds
+        nothing (it is logged with weight 0, so that every DDP rank reduces the same keys). If
+        no validation image of the epoch has a valid voxel, ``val/as`` is nan.
         """
         valid = batch.get("valid")
         scored = None if valid is None else _scored(valid)
-        count = None if scored is None else int(scored.sum())  # one read per validation step
+        # the images and the voxels that count: one read per validation step
+        count, voxels = (None, None) if scored is None else \
+            torch.stack([scored.sum(), (valid > 0.5).sum()]).tolist()
         loss, logits = self._shared_step(batch, "val")
         self.log("val/loss", loss, on_epoch=True, prog_bar=self._bar_shown(),
-                 batch_size=len(logits) if count is None else count, sync_dist=True)
+                 batch_size=len(logits) if scored is None else voxels, sync_dist=True)
         predicted = self.foreground(logits)
         per_image = area_similarity_batch(batch["mask"] > 0.5, predicted,
                                           None if valid is None else valid > 0.5)
