@@ -42,4 +42,6 @@ def average_text(metric: str, protocol: str) -> str:
     if not split:
         return POOLED  # protocols.csv's bare column
     reconstruction = protocol.split(" ")[0]
-    return OVER[metric_average(reconstruction)] if reconstruction not in ("", "-") else ""
+    if reconstruction in ("", "-"):
+        return ""
+    return OVER[metric_average(reconstruction, spatial_dims=2)]
