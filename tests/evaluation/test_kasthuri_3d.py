@@ -18,6 +18,7 @@ from mitoseg.data.em_augment import RandomElastic
 from mitoseg.errors import InputError
 from mitoseg.evaluation.evaluate import evaluate
 from mitoseg.evaluation.predictor import Predictor
+from mitoseg.reporting import collect_runs, markdown, summarize_runs
 from mitoseg.training.train import train
 from tests.conftest import compose_config
 
@@ -144,6 +145,18 @@ def test_the_3d_headline_is_one_iou_over_the_reconstructed_volume(trained) -> No
     untested = next(r for r in rows if (r["protocol"], r["tta"], r["zfilter"]) == (
         "overlap", "False", "0"))
     assert float(untested["iou_fg"]) == pytest.approx(tp / (tp + wrong), abs=1e-9)
+
+
+def test_report_names_the_3d_headlines_average(trained) -> None:
+    _, run = trained
+    report = summarize_runs(collect_runs([run]).runs, ["test/iou_fg"])
+    (row,) = report.rows
+    written = json.loads((run / "metrics.json").read_text())
+    assert row["mean"] == pytest.approx(written["test"]["iou_fg_over_volume"]["mean"])
+    text = markdown(report)
+    assert "## test/iou_fg (pooled over each test volume's voxels, mean over volumes): " \
+           "dataset" in text
+    assert "test/iou_fg overlap +TTA (pooled per volume)" in text
 
 
 def test_evaluate_with_the_data_set_named_keeps_the_checkpoints_3d_patches(trained,
