@@ -1,5 +1,6 @@
-"""Rows of several test volumes and their mean row (``em_evaluate.mean_over_volumes``); a test
-volume's overlap with the checkpoint's training slices, named by the recording's numbers."""
+"""Rows of several test volumes and their mean row (``em_evaluate.mean_over_volumes``), the
+columns a headline reads (``headline_columns``); a test volume's overlap with the checkpoint's
+training slices, named by the recording's numbers."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import tifffile
 
 from mitoseg.data.em_volume_files import em_volume_files
-from mitoseg.evaluation.em_evaluate import mean_over_volumes
+from mitoseg.evaluation.em_evaluate import headline_columns, mean_over_volumes
 from mitoseg.evaluation.training_overlap import volume_training_overlap
 
 
@@ -32,6 +33,18 @@ def test_the_mean_row_sums_ignored_slices_over_volumes_with_and_without_an_ignor
         np.std([0.8, 0.6], ddof=1))
     assert mean["n_slices_ignored"] == 3 and "n_slices_ignored_std" not in mean
     assert "n_slices_ignored" not in mean_over_volumes([_row("a", 0.8), _row("b", 0.6)])[0]
+
+
+def test_a_3d_headline_reads_each_volumes_pooled_score_and_keeps_the_per_slice_mean() -> None:
+    """'volumes' (a 3D network's overlap / full image): the bare pooled columns, whose mean row
+    is the mean over the volumes; 'images' (2D): the means over slices, as before."""
+    assert headline_columns("volumes") == {
+        "iou_fg": "iou_fg", "iou_bg": "iou_bg", "iou_overall": "iou_overall", "dice": "dice",
+        "iou_fg_over_volume": "iou_fg", "iou_fg_mean_per_slice": "iou_fg_mean_per_slice"}
+    assert headline_columns("images")["iou_fg"] == "iou_fg_mean_per_slice"
+    assert headline_columns("patches")["dice"] == "dice_mean_per_patch"
+    mean, = mean_over_volumes([_row("a", 0.9), _row("b", 0.8)])
+    assert mean[headline_columns("volumes")["iou_fg"]] == pytest.approx(0.85)
 
 
 def test_overlap_examples_name_slices_by_their_recording_numbers(tmp_path: Path) -> None:

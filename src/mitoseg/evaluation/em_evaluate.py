@@ -12,22 +12,17 @@ from omegaconf import DictConfig
 
 from mitoseg.evaluation.em_protocols import matrix_table, protocol_matrix
 from mitoseg.evaluation.predictor import Predictor
-from mitoseg.evaluation.protocol_card import (
-    TestSetHash,
-    card_columns,
-    metric_average,
-    protocol_card,
-)
+from mitoseg.evaluation.protocol_card import TestSetHash, card_columns, protocol_card
 from mitoseg.errors import InputError
 from mitoseg.metrics.volume import METRIC_KEYS
 from mitoseg.runs.files import write_new_csv, write_new_text
 from mitoseg.runs.protocol_columns import (
-    AVERAGED_COLUMNS,
     MEAN_OVER_VOLUMES,
     OVER_VOLUME,
     PROTOCOL_COLUMNS,
     VOLUME_COLUMN,
     VOLUMES_COLUMN,
+    averaged_column,
     is_label_column,
 )
 
@@ -42,9 +37,11 @@ def evaluate_em(predictor: Predictor, datamodule: Any, inference: DictConfig,
     The headline -- what metrics.json's ``test``, the optimized metric, the W&B summary and
     report.py show -- is the protocol ``inference.headline`` names (protocol, TTA, Z-filter);
     every other row stays in protocols.csv, each with its protocol card's columns. Its scores
-    are averaged as paper 002 averages that reconstruction (``metric_average``: over the
-    images, i.e. the slices, or over the patches for per_patch); ``iou_fg_over_volume`` is the
-    foreground IoU of all voxels pooled (protocols.csv's ``iou_fg``), for comparison. The
+    are averaged as paper 002 averages that reconstruction (the card's ``average``,
+    ``metric_average``): for a 2D network over the images, i.e. the slices; for a 3D network
+    over the volumes, each scored as one (its voxels pooled); over the patches for per_patch.
+    ``iou_fg_over_volume`` is the foreground IoU of all voxels pooled (protocols.csv's
+    ``iou_fg``) and ``iou_fg_mean_per_slice`` the mean over slices, for comparison. The
     predictor brings the network call, the input normalization (the checkpoint's) and the
     post-processing. Ignored voxels (the data set's label mapping) count in no metric.
 
@@ -90,14 +87,21 @@ def evaluate_em(predictor: Predictor, datamodule: Any, inference: DictConfig,
     log.info("\n%s", matrix_table(rows, title))
     headline = next(row for row in rows if _key(row) == _key(choice)
                     and row.get(VOLUME_COLUMN, MEAN_OVER_VOLUMES) == MEAN_OVER_VOLUMES)
-    averaged = AVERAGED_COLUMNS[metric_average(headline["protocol"])]
-    keys = {key: f"{key}_{averaged}" for key in METRIC_KEYS} | {
-        f"iou_fg{OVER_VOLUME}": "iou_fg", "iou_fg_mean_per_slice": "iou_fg_mean_per_slice"}
+    card = _card(predictor, headline, test_set)
     test = {key: {"mean": headline[column], "n": len(volumes.test)}
             | ({"std": headline[f"{column}_std"]} if several else {})
-            for key, column in keys.items()}
+            for key, column in headline_columns(card["average"]).items()}
     return {"test": test, "headline": {k: headline[k] for k in PROTOCOL_COLUMNS},
-            "protocols": rows, "protocol_card": _card(predictor, headline, test_set)}
+            "protocols": rows, "protocol_card": card}
+
+
+def headline_columns(average: str) -> dict[str, str]:
+    """metrics.json's ``test`` key -> the headline row's protocols.csv column it reads: each
+    score averaged over ``average`` (the card's), then the pooled foreground IoU
+    (``iou_fg_over_volume``) and the mean over slices (``iou_fg_mean_per_slice``), whatever
+    the average, so a 3D run keeps its per-slice figure and every run its pooled one."""
+    return {key: averaged_column(key, average) for key in METRIC_KEYS} | {
+        f"iou_fg{OVER_VOLUME}": "iou_fg", "iou_fg_mean_per_slice": "iou_fg_mean_per_slice"}
 
 
 # counts of a volume's row that add up over volumes (a volume that ignores nothing has no

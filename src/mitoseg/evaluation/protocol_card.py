@@ -8,7 +8,8 @@ protocols.csv and test_per_image.csv)::
      "tta": int (views: 1, or 8 in 2D / 16 in 3D), "zfilter": {"size": int, "axis": "z"},
      "divisor": int (full_image pads each axis to a multiple of it) or None,
      "precision": "32-true" | "bf16-mixed" | ... (the network's arithmetic at inference),
-     "average": "images" | "patches" (what the test metrics are averaged over, ``metric_average``),
+     "average": "images" | "patches" | "volumes" (what the test metrics are averaged over,
+                ``metric_average``: a 3D network's per-image protocols score each volume as one),
      "threshold": float, "threshold_source": "fixed" | "validation",
      "test_set": {"fingerprint": first 16 hex of sha256 over the test images and labels,
                   "units": int, "description": str}}
@@ -63,7 +64,7 @@ def protocol_card(settings: ReconstructionSettings, spatial_dims: int, postproc:
             "overlap": described["overlap"], "blending": described["blending"],
             "tta": described["tta"], "zfilter": described["zfilter"],
             "divisor": described["divisor"], "precision": described["precision"],
-            "average": metric_average(described["reconstruction"]),
+            "average": metric_average(described["reconstruction"], spatial_dims),
             "threshold": None if threshold is None else float(threshold),
             "threshold_source": threshold_source,
             "test_set": {"fingerprint": str(test_set["fingerprint"]),

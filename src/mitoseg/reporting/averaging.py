@@ -1,24 +1,30 @@
 """Which average each reported figure is. One name, two numbers would mislead: protocols.csv's
 ``iou_fg`` (``iou_bg``, ``iou_overall``, ``dice``) is the score of all test voxels pooled,
 its ``iou_fg_mean_per_slice`` / ``_mean_per_patch`` are means over slices / patches, and
-metrics.json's headline ``test/iou_fg`` is the mean its reconstruction averages over (slices,
-or patches for per_patch: ``protocol_columns.metric_average``) while ``test/iou_fg_over_volume``
-is the pooled one. ``report.py`` states the average in each table's heading and accepts
-``<key>_over_volume`` for protocols.csv's pooled column too.
+metrics.json's headline ``test/iou_fg`` is the mean its reconstruction averages over (slices;
+volumes, each pooled, for a 3D network; patches for per_patch: the protocol card's ``average``,
+``protocol_columns.metric_average``) while ``test/iou_fg_over_volume`` is the pooled one.
+``report.py`` states the average in each table's heading and accepts ``<key>_over_volume`` for
+protocols.csv's pooled column too.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from mitoseg.runs.protocol_columns import (
     AVERAGED_COLUMNS,
     OVER_VOLUME,
     SCORE_COLUMNS,
+    VOLUMES,
     metric_average,
 )
 
 POOLED = "pooled over all test voxels"
-OVER = {"images": "mean over slices", "patches": "mean over patches"}
-SHORT = {POOLED: "pooled", OVER["images"]: "per slice", OVER["patches"]: "per patch"}
+OVER = {"images": "mean over slices", "patches": "mean over patches",
+        VOLUMES: "pooled over each test volume's voxels, mean over volumes"}
+SHORT = {POOLED: "pooled", OVER["images"]: "per slice", OVER["patches"]: "per patch",
+         OVER[VOLUMES]: "pooled per volume"}
 
 
 def protocols_column(metric: str) -> str:
@@ -28,9 +34,14 @@ def protocols_column(metric: str) -> str:
     return key if metric.endswith(OVER_VOLUME) and key in SCORE_COLUMNS else metric
 
 
-def average_text(metric: str, protocol: str) -> str:
+def average_text(metric: str, protocol: str, card_averages: Iterable[str] = ()) -> str:
     """What ``metric`` (as given to --metric) averages, under inference protocol label
-    ``protocol`` ('full_image +TTA'); '' when it is not one of the volume scores."""
+    ``protocol`` ('full_image +TTA'); '' when it is not one of the volume scores.
+
+    A headline score (``test/iou_fg``) is averaged as its run's protocol card says:
+    ``card_averages`` holds the ``average`` of the cards of the runs in the table (several
+    only when --mixed-protocols mixes cards). Without one (no card, or a card older than the
+    field) it is read from the protocol as a 2D network's."""
     split, _, key = metric.rpartition("/")
     if key.removesuffix(OVER_VOLUME) in SCORE_COLUMNS and key.endswith(OVER_VOLUME):
         return POOLED  # test/iou_fg_over_volume, or protocols.csv's iou_fg by that name
@@ -41,5 +52,15 @@ def average_text(metric: str, protocol: str) -> str:
         return ""
     if not split:
         return POOLED  # protocols.csv's bare column
+    averages = sorted(set(card_averages))
+    if averages:
+        return " / ".join(OVER.get(average, average) for average in averages)
     reconstruction = protocol.split(" ")[0]
-    return OVER[metric_average(reconstruction)] if reconstruction not in ("", "-") else ""
+    if reconstruction in ("", "-"):
+        return ""
+    return OVER[metric_average(reconstruction, spatial_dims=2)]
+
+
+def short_text(average: str) -> str:
+    """``average_text``'s text in a few words, for a column heading."""
+    return " / ".join(SHORT.get(part, part) for part in average.split(" / "))

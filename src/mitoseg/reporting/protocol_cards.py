@@ -29,6 +29,13 @@ def card_of(run: RunRecord) -> Mapping[str, Any] | None:
     return card if isinstance(card, Mapping) else None
 
 
+def card_average(run: RunRecord) -> str | None:
+    """What the run's headline figures are averaged over (its card's ``average``: "images",
+    "patches" or "volumes"), or None when its card does not say (no card, or an older one)."""
+    average = (card_of(run) or {}).get("average")
+    return str(average) if average else None
+
+
 def card_text(run: RunRecord) -> str:
     """The card as one line of sorted JSON (runs.csv), or ``no card``."""
     card = card_of(run)

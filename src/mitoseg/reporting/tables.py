@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mitoseg.errors import InputError
-from mitoseg.reporting.averaging import SHORT, average_text
+from mitoseg.reporting.averaging import average_text, short_text
 from mitoseg.reporting.collect import NO_PROTOCOL, RunRecord, available_metrics, metric_values
 from mitoseg.reporting.formatting import cell, markdown_table, number_text, p_text
 from mitoseg.reporting.protocol_cards import (
     NO_CARD,
+    card_average,
     card_conflict,
     card_of,
     card_text,
@@ -179,10 +180,19 @@ def summarize_runs(runs: Sequence[RunRecord], metrics: Sequence[str], baseline: 
             if conflict:
                 report.mixed.append((metric, dataset, protocol, conflict))
         for (dataset, protocol), by_config in groups.items():
-            report.rows += _group_rows(metric, dataset, protocol, by_config, counts,
-                                       no_value[(dataset, protocol)], labels, baseline_keys,
-                                       test, report.threshold(metric))
+            rows = _group_rows(metric, dataset, protocol, by_config, counts,
+                               no_value[(dataset, protocol)], labels, baseline_keys, test,
+                               report.threshold(metric))
+            average = table_average(metric, protocol, members[(dataset, protocol)])
+            report.rows += [row | {"average": average} for row in rows]
     return report
+
+
+def table_average(metric: str, protocol: str, runs: Sequence[RunRecord]) -> str:
+    """What a table's figures average (``averaging.average_text``): a headline metric
+    (``split/key``) as the cards of the table's runs say, a protocols.csv column by its name."""
+    averages = [card_average(run) for run in runs] if "/" in metric else []
+    return average_text(metric, protocol, [average for average in averages if average])
 
 
 def _baseline_keys(baseline: str | None, runs: Sequence[RunRecord],
@@ -311,7 +321,7 @@ def markdown(report: Report, title: str = "Run report") -> str:
             body = [(label_text(r), r["model"], _n(r), _not_finished(r), _mean_std(r),
                      number_text(r["min"]), number_text(r["max"]), _p(r),
                      p_text(r["p_holm"]), _unstable(r)) for r in rows]
-            average = average_text(metric, protocol)
+            average = rows[0]["average"]
             named = f"{metric} ({average})" if average else metric
             lines += [f"## {named}: {where}", ""] + markdown_table(
                 ("configuration", "model", "n (seeds)", "not finished", "mean ± std", "min",
@@ -369,13 +379,22 @@ def _overview(report: Report) -> list[str]:
                                    else ""))
         text = _mean_std(r) + (f" ({number_text(r['max'])})" if r["n"] > 1 else "")
         cells[key][(r["metric"], r["protocol"])] = text
-    heads = [cell((m if p == NO_PROTOCOL else f"{m} {p}")
-                  + (f" ({SHORT[average_text(m, p)]})" if average_text(m, p) else ""))
-             for m, p in columns]
+    averages: dict[tuple[str, str], dict[str, None]] = defaultdict(dict)
+    for r in report.rows:  # one column may hold datasets of other averages (2D and 3D)
+        if r["average"]:
+            averages[(r["metric"], r["protocol"])][r["average"]] = None
+    heads = [_column_head(m, p, list(averages[(m, p)])) for m, p in columns]
     body = [(marks[key], key[1], key[2], runs[key][1], *(by_column.get(c, "") for c in columns))
             for key, by_column in cells.items()]
     return ["## Overview: mean ± std (max) over runs", ""] + markdown_table(
         ("configuration", "model", "dataset", "runs", *heads), body)
+
+
+def _column_head(metric: str, protocol: str, averages: Sequence[str]) -> str:
+    """An overview column's heading: the metric, its protocol and, in a few words, each
+    average its cells hold."""
+    named = metric if protocol == NO_PROTOCOL else f"{metric} {protocol}"
+    return cell(named + (f" ({' / '.join(short_text(a) for a in averages)})" if averages else ""))
 
 
 def _problems(report: Report) -> list[str]:
