@@ -103,3 +103,32 @@ def test_a_2d_and_a_3d_headline_are_not_one_comparison(tmp_path: Path) -> None:
     mixed = summarize_runs(runs, ["test/iou_fg"], mixed_protocols=True)
     assert "## test/iou_fg (mean over slices / pooled over each test volume's voxels, mean " \
            "over volumes): dataset" in markdown(mixed)
+
+
+def test_a_run_tested_on_several_volumes_is_named_a_mean_over_volumes(tmp_path: Path) -> None:
+    """With several test volumes, protocols.csv's mean row and the headline hold each volume's
+    figure averaged over the volumes (``em_evaluate.mean_over_volumes``): its pooled iou_fg is
+    not the IoU of all test voxels pooled, and the tables say so."""
+    from mitoseg.evaluation.em_evaluate import mean_over_volumes
+
+    root = tmp_path / "runs"
+    for seed in range(2):
+        volumes = [{"test_volume": name, "protocol": "full_image", "tta": "True", "zfilter": 5,
+                    "iou_fg": pooled, "iou_fg_mean_per_slice": per_slice}
+                   for name, pooled, per_slice in (("a", 0.90, 0.91), ("b", 0.70, 0.72))]
+        rows = volumes + mean_over_volumes(volumes)
+        columns = {column: "" for row in rows for column in row}  # as csv writes them
+        make_run(root / f"r{seed}", ["dataset=em_volumes"], seed,
+                 metrics={"iou_fg": 0.815, "iou_fg_over_volume": 0.80},
+                 protocols=[columns | row for row in rows])
+    report = summarize_runs(collect_runs([root]).runs,
+                            ["iou_fg", "iou_fg_mean_per_slice", "test/iou_fg_over_volume"])
+    assert {r["metric"]: r["mean"] for r in report.rows}["iou_fg"] == pytest.approx(0.80)
+    text = markdown(report)
+    for heading in [
+            "## iou_fg (pooled over each test volume's voxels, mean over volumes): dataset",
+            "## iou_fg_mean_per_slice (mean over each test volume's slices, mean over volumes):",
+            "## test/iou_fg_over_volume (pooled over each test volume's voxels, mean over "
+            "volumes): dataset"]:
+        assert heading in text, heading
+    assert "(per slice, mean over volumes)" in text

@@ -23,8 +23,15 @@ from mitoseg.runs.protocol_columns import (
 POOLED = "pooled over all test voxels"
 OVER = {"images": "mean over slices", "patches": "mean over patches",
         VOLUMES: "pooled over each test volume's voxels, mean over volumes"}
+# a run tested on several volumes reports, for each figure, the mean over its volumes of that
+# figure on each volume (protocols.csv's mean rows, metrics.json's headline)
+PER_VOLUME = {POOLED: OVER[VOLUMES],
+              OVER["images"]: "mean over each test volume's slices, mean over volumes",
+              OVER["patches"]: "mean over each test volume's patches, mean over volumes"}
 SHORT = {POOLED: "pooled", OVER["images"]: "per slice", OVER["patches"]: "per patch",
-         OVER[VOLUMES]: "pooled per volume"}
+         OVER[VOLUMES]: "pooled per volume",
+         PER_VOLUME[OVER["images"]]: "per slice, mean over volumes",
+         PER_VOLUME[OVER["patches"]]: "per patch, mean over volumes"}
 
 
 def protocols_column(metric: str) -> str:
@@ -59,6 +66,13 @@ def average_text(metric: str, protocol: str, card_averages: Iterable[str] = ()) 
     if reconstruction in ("", "-"):
         return ""
     return OVER[metric_average(reconstruction, spatial_dims=2)]
+
+
+def per_volume_text(average: str) -> str:
+    """``average_text``'s text for a run tested on several volumes, whose figures are each
+    volume's, averaged over the volumes."""
+    return " / ".join(PER_VOLUME.get(part, part) for part in average.split(" / ")) \
+        if average else average
 
 
 def short_text(average: str) -> str:

@@ -363,9 +363,15 @@ def protocol_rows(run: RunRecord) -> list[dict[str, Any]]:
     """The protocols.csv rows that stand for the run: all of them, or, when it was tested on
     several volumes (a ``test_volume`` column), only their mean rows (``test_volume`` "mean"):
     each volume's own row is a part of the run's value, not another value of it."""
-    if any(row.get(VOLUME_COLUMN) for row in run.protocols):
+    if tested_on_several_volumes(run):
         return [row for row in run.protocols if row.get(VOLUME_COLUMN) == MEAN_OVER_VOLUMES]
     return list(run.protocols)
+
+
+def tested_on_several_volumes(run: RunRecord) -> bool:
+    """Whether the run's protocols.csv has a row per test volume (a ``test_volume`` column),
+    so that its figures are means over those volumes."""
+    return any(row.get(VOLUME_COLUMN) for row in run.protocols)
 
 
 def available_metrics(runs: Iterable[RunRecord]) -> list[str]:

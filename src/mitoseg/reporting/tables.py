@@ -17,8 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mitoseg.errors import InputError
-from mitoseg.reporting.averaging import average_text, short_text
-from mitoseg.reporting.collect import NO_PROTOCOL, RunRecord, available_metrics, metric_values
+from mitoseg.reporting.averaging import average_text, per_volume_text, short_text
+from mitoseg.reporting.collect import (
+    NO_PROTOCOL,
+    RunRecord,
+    available_metrics,
+    metric_values,
+    tested_on_several_volumes,
+)
 from mitoseg.reporting.formatting import cell, markdown_table, number_text, p_text
 from mitoseg.reporting.protocol_cards import (
     NO_CARD,
@@ -190,9 +196,15 @@ def summarize_runs(runs: Sequence[RunRecord], metrics: Sequence[str], baseline: 
 
 def table_average(metric: str, protocol: str, runs: Sequence[RunRecord]) -> str:
     """What a table's figures average (``averaging.average_text``): a headline metric
-    (``split/key``) as the cards of the table's runs say, a protocols.csv column by its name."""
-    averages = [card_average(run) for run in runs] if "/" in metric else []
-    return average_text(metric, protocol, [average for average in averages if average])
+    (``split/key``) as the cards of the table's runs say, a protocols.csv column by its name;
+    for runs tested on several volumes, each volume's figure averaged over the volumes."""
+    parts: set[str] = set()
+    for run in runs:
+        average = card_average(run) if "/" in metric else None
+        text = average_text(metric, protocol, [average] if average else [])
+        text = per_volume_text(text) if tested_on_several_volumes(run) else text
+        parts.update(part for part in text.split(" / ") if part)
+    return " / ".join(sorted(parts))
 
 
 def _baseline_keys(baseline: str | None, runs: Sequence[RunRecord],
