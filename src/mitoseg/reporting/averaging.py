@@ -10,8 +10,6 @@ protocols.csv's pooled column too.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from mitoseg.runs.protocol_columns import (
     AVERAGED_COLUMNS,
     OVER_VOLUME,
@@ -41,14 +39,13 @@ def protocols_column(metric: str) -> str:
     return key if metric.endswith(OVER_VOLUME) and key in SCORE_COLUMNS else metric
 
 
-def average_text(metric: str, protocol: str, card_averages: Iterable[str] = ()) -> str:
-    """What ``metric`` (as given to --metric) averages, under inference protocol label
-    ``protocol`` ('full_image +TTA'); '' when it is not one of the volume scores.
+def average_text(metric: str, protocol: str, card_average: str | None = None) -> str:
+    """What ``metric`` (as given to --metric) averages for one run, under inference protocol
+    label ``protocol`` ('full_image +TTA'); '' when it is not one of the volume scores.
 
-    A headline score (``test/iou_fg``) is averaged as its run's protocol card says:
-    ``card_averages`` holds the ``average`` of the cards of the runs in the table (several
-    only when --mixed-protocols mixes cards). Without one (no card, or a card older than the
-    field) it is read from the protocol as a 2D network's."""
+    A headline score (``test/iou_fg``) is averaged as the run's protocol card says
+    (``card_average``: "images", "patches" or "volumes"). Without one (no card, or a card older
+    than the field) it is read from the protocol as a 2D network's."""
     split, _, key = metric.rpartition("/")
     if key.removesuffix(OVER_VOLUME) in SCORE_COLUMNS and key.endswith(OVER_VOLUME):
         return POOLED  # test/iou_fg_over_volume, or protocols.csv's iou_fg by that name
@@ -59,9 +56,8 @@ def average_text(metric: str, protocol: str, card_averages: Iterable[str] = ()) 
         return ""
     if not split:
         return POOLED  # protocols.csv's bare column
-    averages = sorted(set(card_averages))
-    if averages:
-        return " / ".join(OVER.get(average, average) for average in averages)
+    if card_average:
+        return OVER.get(card_average, card_average)
     reconstruction = protocol.split(" ")[0]
     if reconstruction in ("", "-"):
         return ""
@@ -71,8 +67,7 @@ def average_text(metric: str, protocol: str, card_averages: Iterable[str] = ()) 
 def per_volume_text(average: str) -> str:
     """``average_text``'s text for a run tested on several volumes, whose figures are each
     volume's, averaged over the volumes."""
-    return " / ".join(PER_VOLUME.get(part, part) for part in average.split(" / ")) \
-        if average else average
+    return PER_VOLUME.get(average, average)
 
 
 def short_text(average: str) -> str:

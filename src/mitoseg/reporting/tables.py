@@ -198,13 +198,11 @@ def table_average(metric: str, protocol: str, runs: Sequence[RunRecord]) -> str:
     """What a table's figures average (``averaging.average_text``): a headline metric
     (``split/key``) as the cards of the table's runs say, a protocols.csv column by its name;
     for runs tested on several volumes, each volume's figure averaged over the volumes."""
-    parts: set[str] = set()
+    texts = set()
     for run in runs:
-        average = card_average(run) if "/" in metric else None
-        text = average_text(metric, protocol, [average] if average else [])
-        text = per_volume_text(text) if tested_on_several_volumes(run) else text
-        parts.update(part for part in text.split(" / ") if part)
-    return " / ".join(sorted(parts))
+        text = average_text(metric, protocol, card_average(run) if "/" in metric else None)
+        texts.add(per_volume_text(text) if tested_on_several_volumes(run) else text)
+    return " / ".join(sorted(text for text in texts if text))
 
 
 def _baseline_keys(baseline: str | None, runs: Sequence[RunRecord],
